@@ -1,0 +1,1 @@
+//! Kelp master.

@@ -1,0 +1,1 @@
+//! SeaweedFS-compatible volume files.
