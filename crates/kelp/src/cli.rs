@@ -1,0 +1,294 @@
+//! Command-line flags. Names follow SeaweedFS (`-dir`, `-master.port`,
+//! `-mserver`, `-volumeSizeLimitMB`) so existing scripts keep working; each
+//! also has a lowercase kebab alias. Single-dash spellings are accepted (see
+//! `args.rs`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kelp",
+    version,
+    about = "Kelp: a SeaweedFS-compatible blob store with durable writes, in one binary",
+    long_about = "Kelp stores blobs in SeaweedFS-format volumes. `kelp server` runs a master and a \
+                  volume server in one process; `kelp master` and `kelp volume` run them apart. \
+                  Flags may be written Go-style with one dash (-dir=/data) or with two (--dir /data)."
+)]
+pub struct Cli {
+    /// Log filter, e.g. `info`, `debug`, `kelp_volume=debug` (default: $RUST_LOG, else info).
+    #[arg(long = "log-level", global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a master and a volume server in one process (a one-machine cluster).
+    Server(ServerArgs),
+    /// Run a master: hands out file ids, tracks volume servers, grows volumes.
+    Master(MasterArgs),
+    /// Run a volume server: stores blobs in volume files, heartbeats to a master.
+    Volume(VolumeArgs),
+    /// Load-test a cluster through the SeaweedFS HTTP API (the `weed benchmark` workload).
+    Benchmark(BenchmarkArgs),
+}
+
+/// How writes become durable before they are acknowledged.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Acknowledge a write or delete only after fdatasync; concurrent writers share one
+    /// fdatasync (group commit).
+    Durable,
+    /// Acknowledge once the bytes are in the page cache (SeaweedFS's default); a power
+    /// loss can drop recent acknowledged writes.
+    None,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Address this server advertises to clients and peers (and binds, unless -ip.bind is set).
+    #[arg(long = "ip", default_value = "127.0.0.1")]
+    pub ip: String,
+
+    /// Address to bind listeners to (default: the -ip address).
+    #[arg(long = "ip.bind", alias = "bind")]
+    pub bind: Option<String>,
+
+    /// Write the bound addresses as JSON to this file once listening (for scripts and
+    /// tests that pass port 0).
+    #[arg(long = "ready-file", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MasterArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// HTTP port of the master API (/dir/assign, /dir/lookup, ...).
+    #[arg(long = "port", default_value_t = 9333)]
+    pub port: u16,
+
+    /// gRPC port (SeaweedFS master_pb.Seaweed); default: HTTP port + 10000.
+    #[arg(long = "port.grpc", alias = "grpc-port")]
+    pub grpc_port: Option<u16>,
+
+    /// Directory for the master's own state (volume id and file key ceilings).
+    #[arg(
+        long = "mdir",
+        alias = "meta-dir",
+        default_value = "./kelp-data/master"
+    )]
+    pub mdir: PathBuf,
+
+    /// A volume stops taking writes once its .dat reaches this many MiB.
+    #[arg(long = "volumeSizeLimitMB", alias = "volume-size-limit-mb", default_value_t = 30 * 1024)]
+    pub volume_size_limit_mb: u64,
+
+    /// Replica placement used when an assign names none (xyz: other DCs, other racks, same rack).
+    #[arg(
+        long = "defaultReplication",
+        alias = "default-replication",
+        default_value = "000"
+    )]
+    pub default_replication: String,
+
+    /// Seconds between the heartbeats volume servers are expected to send.
+    #[arg(long = "pulseSeconds", alias = "pulse-seconds", default_value_t = 5)]
+    pub pulse_seconds: u64,
+
+    /// Garbage ratio above which a volume is compacted.
+    #[arg(
+        long = "garbageThreshold",
+        alias = "garbage-threshold",
+        default_value_t = 0.3
+    )]
+    pub garbage_threshold: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VolumeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// HTTP port of the volume API (upload, read, delete blobs).
+    #[arg(long = "port", default_value_t = 8080)]
+    pub port: u16,
+
+    /// gRPC port (SeaweedFS volume_server_pb.VolumeServer); default: HTTP port + 10000.
+    #[arg(long = "port.grpc", alias = "grpc-port")]
+    pub grpc_port: Option<u16>,
+
+    /// Data directories, comma separated; created if missing.
+    #[arg(long = "dir", default_value = "./kelp-data", value_delimiter = ',')]
+    pub dir: Vec<PathBuf>,
+
+    /// Masters to heartbeat to, comma separated: host:port (gRPC at port+10000) or
+    /// host:port.grpcPort.
+    #[arg(
+        long = "mserver",
+        default_value = "localhost:9333",
+        value_delimiter = ','
+    )]
+    pub mserver: Vec<String>,
+
+    /// Address clients should use to reach this server (default: ip:port).
+    #[arg(long = "publicUrl", alias = "public-url")]
+    pub public_url: Option<String>,
+
+    /// Data center this server is in, for replica placement.
+    #[arg(long = "dataCenter", alias = "data-center", default_value = "")]
+    pub data_center: String,
+
+    /// Rack this server is in, for replica placement.
+    #[arg(long = "rack", default_value = "")]
+    pub rack: String,
+
+    /// Maximum number of volumes on this server.
+    #[arg(long = "max", default_value_t = 8)]
+    pub max: u32,
+
+    /// Largest accepted upload in MiB; larger ones get 413.
+    #[arg(
+        long = "fileSizeLimitMB",
+        alias = "file-size-limit-mb",
+        default_value_t = 256
+    )]
+    pub file_size_limit_mb: u64,
+
+    /// Durability of acknowledged writes.
+    #[arg(long = "sync", value_enum, default_value_t = SyncMode::Durable)]
+    pub sync: SyncMode,
+
+    /// Offset width of new volumes' .idx entries: 5 (17-byte entries, 8 TiB volumes, what
+    /// the `weed` large-disk build reads) or 4 (16-byte entries, standard `weed` builds).
+    #[arg(long = "idxOffsetBytes", alias = "idx-offset-bytes", default_value_t = 5,
+          value_parser = clap::value_parser!(u8).range(4..=5))]
+    pub idx_offset_bytes: u8,
+
+    /// Seconds between heartbeats to the master.
+    #[arg(long = "pulseSeconds", alias = "pulse-seconds", default_value_t = 5)]
+    pub pulse_seconds: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Data directory for volumes (and, unless -master.dir is set, the master's state
+    /// under <dir>/master).
+    #[arg(long = "dir", default_value = "./kelp-data")]
+    pub dir: PathBuf,
+
+    /// Master HTTP port.
+    #[arg(long = "master.port", default_value_t = 9333)]
+    pub master_port: u16,
+
+    /// Master gRPC port; default: master HTTP port + 10000.
+    #[arg(long = "master.port.grpc")]
+    pub master_grpc_port: Option<u16>,
+
+    /// Master state directory (default: <dir>/master).
+    #[arg(long = "master.dir")]
+    pub master_dir: Option<PathBuf>,
+
+    /// A volume stops taking writes once its .dat reaches this many MiB.
+    #[arg(long = "master.volumeSizeLimitMB", default_value_t = 30 * 1024)]
+    pub volume_size_limit_mb: u64,
+
+    /// Replica placement used when an assign names none.
+    #[arg(long = "master.defaultReplication", default_value = "000")]
+    pub default_replication: String,
+
+    /// Volume server HTTP port.
+    #[arg(long = "volume.port", default_value_t = 8080)]
+    pub volume_port: u16,
+
+    /// Volume server gRPC port; default: volume HTTP port + 10000.
+    #[arg(long = "volume.port.grpc")]
+    pub volume_grpc_port: Option<u16>,
+
+    /// Maximum number of volumes on the volume server.
+    #[arg(long = "volume.max", default_value_t = 8)]
+    pub volume_max: u32,
+
+    /// Data center of the volume server.
+    #[arg(long = "dataCenter", default_value = "")]
+    pub data_center: String,
+
+    /// Rack of the volume server.
+    #[arg(long = "rack", default_value = "")]
+    pub rack: String,
+
+    /// Largest accepted upload in MiB; larger ones get 413.
+    #[arg(long = "volume.fileSizeLimitMB", default_value_t = 256)]
+    pub file_size_limit_mb: u64,
+
+    /// Durability of acknowledged writes.
+    #[arg(long = "sync", value_enum, default_value_t = SyncMode::Durable)]
+    pub sync: SyncMode,
+
+    /// Offset width of new volumes' .idx entries (5 or 4; see `kelp volume --help`).
+    #[arg(long = "volume.idxOffsetBytes", default_value_t = 5,
+          value_parser = clap::value_parser!(u8).range(4..=5))]
+    pub idx_offset_bytes: u8,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchmarkArgs {
+    /// Master HTTP address (host:port); Kelp and SeaweedFS masters both work.
+    #[arg(long = "master", default_value = "localhost:9333")]
+    pub master: String,
+
+    /// Total number of files to write, and of random reads.
+    #[arg(short = 'n', default_value_t = 1024 * 1024)]
+    pub n: u64,
+
+    /// Concurrent requests.
+    #[arg(short = 'c', default_value_t = 16)]
+    pub c: usize,
+
+    /// File size in bytes; each file adds a random 0..63.
+    #[arg(long = "size", default_value_t = 1024)]
+    pub size: usize,
+
+    /// Collection to write into.
+    #[arg(long = "collection", default_value = "benchmark")]
+    pub collection: String,
+
+    /// Replica placement of the written volumes.
+    #[arg(long = "replication", default_value = "000")]
+    pub replication: String,
+
+    /// Percent of written files to delete again (0..100).
+    #[arg(long = "deletePercent", alias = "delete-percent", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub delete_percent: u32,
+
+    /// Only read the files named in the list file.
+    #[arg(long = "readOnly", alias = "read-only", num_args = 0..=1, default_missing_value = "true",
+          default_value_t = false, conflicts_with = "write_only")]
+    pub read_only: bool,
+
+    /// Only write, skip the read phase.
+    #[arg(long = "writeOnly", alias = "write-only", num_args = 0..=1, default_missing_value = "true",
+          default_value_t = false)]
+    pub write_only: bool,
+
+    /// Ask volume servers to fsync every write (?fsync=true).
+    #[arg(long = "fsync", num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    pub fsync: bool,
+
+    /// File listing the written file ids, one per line (default: $TMPDIR/benchmark_list.txt).
+    #[arg(long = "list")]
+    pub list: Option<PathBuf>,
+
+    /// Print the figures as JSON on stdout instead of the text report.
+    #[arg(long = "json", num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    pub json: bool,
+}

@@ -1,0 +1,273 @@
+//! Starts daemons: binds listeners, builds library configs from flags,
+//! writes the ready file, and shuts down on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use kelp_master::MasterConfig;
+use kelp_volume::VolumeServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cli::{
+    BenchmarkArgs, Command, CommonArgs, MasterArgs, ServerArgs, SyncMode, VolumeArgs,
+};
+
+pub async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server(args) => server(args).await,
+        Command::Master(args) => master(args).await,
+        Command::Volume(args) => volume(args).await,
+        Command::Benchmark(args) => benchmark(args).await,
+    }
+}
+
+async fn benchmark(args: BenchmarkArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let mut cfg = kelp_bench::BenchConfig {
+        master: args.master,
+        n: args.n,
+        concurrency: args.c,
+        size: args.size,
+        collection: args.collection,
+        replication: args.replication,
+        delete_percent: args.delete_percent,
+        read_only: args.read_only,
+        write_only: args.write_only,
+        fsync: args.fsync,
+        progress: !args.json || std::io::stderr().is_terminal(),
+        ..kelp_bench::BenchConfig::default()
+    };
+    if let Some(list) = args.list {
+        cfg.list = list;
+    }
+    let report = kelp_bench::run(cfg).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// A pair of listeners for one daemon, HTTP and gRPC. A gRPC port that is
+/// not given follows SeaweedFS: HTTP port + 10000 (or any free port when
+/// the HTTP port is 0).
+struct Listeners {
+    http: TcpListener,
+    grpc: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(host: &str, port: u16, grpc_port: Option<u16>) -> anyhow::Result<Self> {
+        let http = TcpListener::bind((host, port))
+            .await
+            .with_context(|| format!("cannot listen on {host}:{port}"))?;
+        let grpc_port = grpc_port.unwrap_or(if port == 0 {
+            0
+        } else {
+            kelp_proto::default_grpc_port(port)
+        });
+        let grpc = TcpListener::bind((host, grpc_port))
+            .await
+            .with_context(|| format!("cannot listen on {host}:{grpc_port} (gRPC)"))?;
+        Ok(Self { http, grpc })
+    }
+
+    fn ports(&self) -> anyhow::Result<(u16, u16)> {
+        Ok((
+            self.http.local_addr()?.port(),
+            self.grpc.local_addr()?.port(),
+        ))
+    }
+}
+
+fn bind_host(common: &CommonArgs) -> String {
+    common.bind.clone().unwrap_or_else(|| common.ip.clone())
+}
+
+/// Resolves when the process gets SIGINT or SIGTERM; every daemon task
+/// watches the same signal.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn wait_for(
+    mut rx: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+fn write_ready_file(path: Option<&Path>, body: serde_json::Value) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{body}\n"))
+        .with_context(|| format!("cannot write ready file {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot write ready file {}", path.display()))?;
+    Ok(())
+}
+
+fn master_config(
+    ip: &str,
+    ports: (u16, u16),
+    meta_dir: PathBuf,
+    volume_size_limit_mb: u64,
+    default_replication: &str,
+) -> anyhow::Result<MasterConfig> {
+    default_replication
+        .parse::<kelp_core::ReplicaPlacement>()
+        .with_context(|| format!("bad -defaultReplication {default_replication:?}"))?;
+    Ok(MasterConfig {
+        ip: ip.to_string(),
+        port: ports.0,
+        grpc_port: ports.1,
+        meta_dir,
+        volume_size_limit_mb,
+        default_replication: default_replication.to_string(),
+        ..MasterConfig::default()
+    })
+}
+
+async fn master(args: MasterArgs) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&bind_host(&args.common), args.port, args.grpc_port).await?;
+    let ports = listeners.ports()?;
+    let mut cfg = master_config(
+        &args.common.ip,
+        ports,
+        args.mdir.clone(),
+        args.volume_size_limit_mb,
+        &args.default_replication,
+    )?;
+    cfg.pulse_seconds = args.pulse_seconds.max(1);
+    cfg.garbage_threshold = args.garbage_threshold;
+    let stop = shutdown_signal();
+    tracing::info!(http = ports.0, grpc = ports.1, dir = %args.mdir.display(), "master starting");
+    write_ready_file(
+        args.common.ready_file.as_deref(),
+        serde_json::json!({"master_port": ports.0, "master_grpc_port": ports.1}),
+    )?;
+    kelp_master::run(listeners.http, listeners.grpc, cfg, wait_for(stop)).await
+}
+
+async fn volume(args: VolumeArgs) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&bind_host(&args.common), args.port, args.grpc_port).await?;
+    let ports = listeners.ports()?;
+    let cfg = VolumeServerConfig {
+        dirs: args.dir.clone(),
+        max_volumes: args.max,
+        ip: args.common.ip.clone(),
+        port: ports.0,
+        grpc_port: ports.1,
+        public_url: args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", args.common.ip, ports.0)),
+        data_center: args.data_center.clone(),
+        rack: args.rack.clone(),
+        masters: args.mserver.clone(),
+        durable: args.sync == SyncMode::Durable,
+        file_size_limit: args.file_size_limit_mb.saturating_mul(1024 * 1024),
+        pulse: Duration::from_secs(args.pulse_seconds.max(1)),
+        offset_width_5: args.idx_offset_bytes == 5,
+    };
+    let stop = shutdown_signal();
+    tracing::info!(http = ports.0, grpc = ports.1, masters = ?args.mserver, "volume server starting");
+    write_ready_file(
+        args.common.ready_file.as_deref(),
+        serde_json::json!({"volume_port": ports.0, "volume_grpc_port": ports.1}),
+    )?;
+    kelp_volume::run(listeners.http, listeners.grpc, cfg, wait_for(stop)).await
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let host = bind_host(&args.common);
+    let master_listeners = Listeners::bind(&host, args.master_port, args.master_grpc_port).await?;
+    let volume_listeners = Listeners::bind(&host, args.volume_port, args.volume_grpc_port).await?;
+    let mports = master_listeners.ports()?;
+    let vports = volume_listeners.ports()?;
+    let meta_dir = args
+        .master_dir
+        .clone()
+        .unwrap_or_else(|| args.dir.join("master"));
+    let mcfg = master_config(
+        &args.common.ip,
+        mports,
+        meta_dir,
+        args.volume_size_limit_mb,
+        &args.default_replication,
+    )?;
+    let master_addr: SocketAddr = master_listeners.http.local_addr()?;
+    let vcfg = VolumeServerConfig {
+        dirs: vec![args.dir.clone()],
+        max_volumes: args.volume_max,
+        ip: args.common.ip.clone(),
+        port: vports.0,
+        grpc_port: vports.1,
+        public_url: format!("{}:{}", args.common.ip, vports.0),
+        data_center: args.data_center.clone(),
+        rack: args.rack.clone(),
+        masters: vec![format!(
+            "{}:{}.{}",
+            args.common.ip,
+            master_addr.port(),
+            mports.1
+        )],
+        durable: args.sync == SyncMode::Durable,
+        file_size_limit: args.file_size_limit_mb.saturating_mul(1024 * 1024),
+        pulse: Duration::from_secs(5),
+        offset_width_5: args.idx_offset_bytes == 5,
+    };
+    let stop = shutdown_signal();
+    tracing::info!(
+        master = mports.0,
+        master_grpc = mports.1,
+        volume = vports.0,
+        volume_grpc = vports.1,
+        dir = %args.dir.display(),
+        "server starting (master and volume server in one process)"
+    );
+    write_ready_file(
+        args.common.ready_file.as_deref(),
+        serde_json::json!({"master_port": mports.0, "master_grpc_port": mports.1, "volume_port": vports.0, "volume_grpc_port": vports.1}),
+    )?;
+    let master = tokio::spawn(kelp_master::run(
+        master_listeners.http,
+        master_listeners.grpc,
+        mcfg,
+        wait_for(stop.clone()),
+    ));
+    let volume = tokio::spawn(kelp_volume::run(
+        volume_listeners.http,
+        volume_listeners.grpc,
+        vcfg,
+        wait_for(stop),
+    ));
+    let (m, v) = tokio::join!(master, volume);
+    m.context("master task panicked")??;
+    v.context("volume task panicked")??;
+    Ok(())
+}

