@@ -270,6 +270,67 @@ http {{
                 "read_p99": pct(r, 99), "failed": r["failed"]}
 
 
+def dir_bytes(d):
+    return sum(f.stat().st_size for f in Path(d).rglob("*") if f.is_file())
+
+
+def memory_startup(kelp, weed, args):
+    """Many small blobs (size 64..127) on a standalone volume server of each
+    kind: resident memory per live needle, restart-to-first-read time, disk
+    bytes per blob."""
+    out = {}
+    for system in ("kelp", "weed"):
+        with tempfile.TemporaryDirectory(prefix=f"bench-mem-{system}-") as d:
+            d = Path(d)
+            (d / "m").mkdir()
+            (d / "v").mkdir()
+            mp, vp = free_port_pair(), free_port_pair()
+            if system == "kelp":
+                master_argv = [kelp, "master", f"-port={mp}", f"-mdir={d / 'm'}", "-ip=127.0.0.1"]
+                volume_argv = [kelp, "volume", f"-port={vp}", f"-dir={d / 'v'}",
+                               f"-mserver=127.0.0.1:{mp}", "-ip=127.0.0.1", "-max=100"]
+            else:
+                master_argv = [weed, "master", f"-port={mp}", f"-mdir={d / 'm'}", "-ip=127.0.0.1",
+                               "-telemetry=false"]
+                volume_argv = [weed, "volume", f"-port={vp}", f"-dir={d / 'v'}",
+                               f"-mserver=127.0.0.1:{mp}", "-ip=127.0.0.1", "-max=100"]
+            master = Server(master_argv, d / "master.log")
+            volume = Server(volume_argv, d / "volume.log")
+            try:
+                wait_assign(f"127.0.0.1:{mp}")
+                rss_empty = volume.rss_bytes()
+                list_file = d / "list.txt"
+                subprocess.run([kelp, "benchmark", f"-master=127.0.0.1:{mp}", "-n", str(args.memory),
+                                "-c", "16", "-size=64", "--writeOnly", f"-list={list_file}", "--json"],
+                               check=True, capture_output=True)
+                rss_full = volume.rss_bytes()
+                volume.stop()
+                disk = dir_bytes(d / "v")
+                probe = list_file.read_text().split()[-1]
+                t0 = time.time()
+                volume = Server(volume_argv, d / "volume2.log")
+                while True:
+                    try:
+                        if http_get(f"http://127.0.0.1:{vp}/{probe}")[0] == 200:
+                            break
+                    except Exception:
+                        pass
+                    if time.time() - t0 > 300:
+                        raise RuntimeError(f"{system} volume server not ready after restart")
+                    time.sleep(0.01)
+                ready = time.time() - t0
+                rss_restart = volume.rss_bytes()
+            finally:
+                volume.stop()
+                master.stop()
+            n = args.memory
+            out[system] = {"rss_per_needle": (rss_full - rss_empty) / n,
+                           "rss_per_needle_restart": (rss_restart - rss_empty) / n,
+                           "ready_s": ready, "disk_per_blob": disk / n}
+            log(f"memory {system}: {out[system]}")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -277,6 +338,9 @@ def main():
     ap.add_argument("-c", type=int, default=16, help="concurrency")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--nginx", action="store_true", help="also measure nginx static reads")
+    ap.add_argument("--memory", type=int, default=0, metavar="N",
+                    help="also write N small blobs to standalone volume servers and report "
+                         "memory per needle, restart time and disk per blob")
     ap.add_argument("--kelp", help="kelp binary (default: build target/release/kelp)")
     args = ap.parse_args()
 
@@ -304,6 +368,19 @@ def main():
         print(f"\nnginx static files, same client: {ng['read_rps']:.0f} reads/s "
               f"(p50 {ng['read_p50']:.2f} ms, p99 {ng['read_p99']:.2f} ms); "
               f"Kelp reads reach {kr / ng['read_rps']:.2f}× of it.")
+
+
+    if args.memory:
+        m = memory_startup(kelp, weed, args)
+        print(f"\n### {args.memory} blobs of 64–127 bytes on a standalone volume server\n")
+        print("| metric | Kelp | SeaweedFS | Kelp/SeaweedFS |")
+        print("|---|---|---|---|")
+        for key, label in [("rss_per_needle", "RSS bytes per live needle (after writes)"),
+                           ("rss_per_needle_restart", "RSS bytes per live needle (after restart)"),
+                           ("ready_s", "restart to first read (s)"),
+                           ("disk_per_blob", "disk bytes per blob")]:
+            kv, wv = m["kelp"][key], m["weed"][key]
+            print(f"| {label} | {kv:.2f} | {wv:.2f} | {kv / wv if wv else float('nan'):.2f} |")
 
 
 if __name__ == "__main__":

@@ -145,8 +145,10 @@ mod tests {
     }
 
     proptest! {
+        // Key 0 formats as the bare cookie, which (as in SeaweedFS) does not
+        // parse back; sequencers start at 1, so it never names a real file.
         #[test]
-        fn round_trips(vid in any::<u32>(), key in any::<u64>(), cookie in any::<u32>()) {
+        fn round_trips(vid in any::<u32>(), key in 1..=u64::MAX, cookie in any::<u32>()) {
             let f = FileId::new(vid, key, cookie);
             prop_assert_eq!(f.to_string().parse::<FileId>().unwrap(), f);
         }

@@ -1,1 +1,71 @@
-//! Kelp master.
+//! Kelp master: topology, sequencer, volume growth, and the
+//! SeaweedFS-compatible HTTP and gRPC APIs.
+//!
+//! One `Master` (shared state) serves two front ends: `http` (axum) and
+//! `grpc` (`master_pb.Seaweed`, tonic). Topology lives in memory and is
+//! rebuilt from heartbeats; only id ceilings persist (`meta`).
+
+mod config;
+mod error;
+mod growth;
+mod grpc;
+mod http;
+mod master;
+mod meta;
+mod metrics;
+mod params;
+mod placement;
+mod sequencer;
+mod status;
+mod topology;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+
+use kelp_proto::master_pb::seaweed_server::SeaweedServer;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::MasterConfig;
+pub use error::MasterError;
+
+/// Serves the master's HTTP API on `http` and `master_pb.Seaweed` on `grpc`
+/// until `shutdown` completes. Long-lived streams (heartbeats,
+/// KeepConnected) are ended on shutdown so both servers can drain.
+pub async fn run(
+    http: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    cfg: MasterConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // Install the recorder before the first metric is touched.
+    kelp_core::telemetry::prometheus();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let master = Arc::new(master::Master::new(cfg, stop_rx).await?);
+    tracing::info!(
+        http = %http.local_addr()?,
+        grpc = %grpc.local_addr()?,
+        advertised = %master.cfg.leader_address(),
+        "master listening"
+    );
+    let stop_task = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("master shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    let http_server = axum::serve(http, http::router(master.clone()))
+        .with_graceful_shutdown(master.stopped())
+        .into_future();
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(SeaweedServer::new(grpc::SeaweedService {
+            master: master.clone(),
+        }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), master.stopped());
+    let result = tokio::try_join!(
+        async { http_server.await.map_err(anyhow::Error::from) },
+        async { grpc_server.await.map_err(anyhow::Error::from) },
+    );
+    stop_task.abort();
+    result.map(|_| ())
+}

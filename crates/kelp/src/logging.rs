@@ -1,6 +1,8 @@
 //! Structured logs with `tracing`. The level comes from `--log-level`, else
 //! `RUST_LOG`, else `info`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init(level: Option<&str>) {
@@ -12,5 +14,6 @@ pub fn init(level: Option<&str>) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

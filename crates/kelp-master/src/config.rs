@@ -1,0 +1,63 @@
+//! Master settings, filled by the CLI and by tests.
+
+use std::path::PathBuf;
+
+/// Everything the master needs to know that does not come from the network.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Advertised host (what volume servers and clients are told).
+    pub ip: String,
+    /// Advertised HTTP port.
+    pub port: u16,
+    /// Advertised gRPC port.
+    pub grpc_port: u16,
+    /// Directory for persistent state (sequencer ceiling, max volume id).
+    pub meta_dir: PathBuf,
+    /// A volume stops being writable once its `.dat` reaches this size.
+    pub volume_size_limit_mb: u64,
+    /// Replication used when an assign does not name one.
+    pub default_replication: String,
+    /// Heartbeat period expected from volume servers; a node silent for
+    /// about three pulses is dropped.
+    pub pulse_seconds: u64,
+    /// Told to volume servers so they preallocate new volume files.
+    pub volume_preallocate: bool,
+    /// Garbage ratio above which vacuum compacts a volume.
+    pub garbage_threshold: f64,
+    /// Logical volumes created per growth; `None` uses SeaweedFS's defaults
+    /// by copy count (1 → 7, 2 → 6, 3 → 3, else 1).
+    pub volume_growth_count: Option<u32>,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            ip: "127.0.0.1".to_string(),
+            port: 9333,
+            grpc_port: 19333,
+            meta_dir: PathBuf::from("."),
+            volume_size_limit_mb: 30 * 1024,
+            default_replication: "000".to_string(),
+            pulse_seconds: 5,
+            volume_preallocate: false,
+            garbage_threshold: 0.3,
+            volume_growth_count: None,
+        }
+    }
+}
+
+impl MasterConfig {
+    pub fn volume_size_limit_bytes(&self) -> u64 {
+        self.volume_size_limit_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// `ip:port`, the HTTP address.
+    pub fn http_address(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    /// `ip:port.grpcPort`, the form SeaweedFS uses for a leader address.
+    pub fn leader_address(&self) -> String {
+        format!("{}:{}.{}", self.ip, self.port, self.grpc_port)
+    }
+}

@@ -1,0 +1,61 @@
+//! Error types. `NeedleError` is what a codec returns for bytes it cannot
+//! accept; `VolumeError` is what a volume operation returns. The volume
+//! server maps each `VolumeError` variant to one HTTP status in one place.
+
+use std::io;
+
+/// A format error found while decoding bytes read from disk (or the fuzzer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NeedleError {
+    #[error("{what}: need {need} bytes, have {have}")]
+    Truncated {
+        what: &'static str,
+        need: u64,
+        have: u64,
+    },
+    #[error("unsupported needle version {0}")]
+    UnsupportedVersion(u8),
+    #[error("invalid CRC: stored {stored:08x}, data has {computed:08x}")]
+    BadChecksum { stored: u32, computed: u32 },
+    #[error("malformed needle: {0}")]
+    Malformed(&'static str),
+    #[error("needle too large: {0}")]
+    TooLarge(&'static str),
+    #[error("offset {0} units does not fit the index offset width")]
+    OffsetOverflow(u64),
+    #[error("bad superblock: {0}")]
+    SuperBlock(String),
+    #[error("bad .vif: {0}")]
+    Vif(String),
+    #[error("bad checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+/// Errors of volume operations.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("needle {key:x} not found")]
+    NotFound { key: u64 },
+    #[error("needle {key:x}: cookie mismatch (stored {stored:08x}, given {given:08x})")]
+    CookieMismatch { key: u64, stored: u32, given: u32 },
+    #[error("needle {key:x} at offset {offset} is corrupt: {reason}")]
+    Corrupt {
+        key: u64,
+        offset: u64,
+        reason: String,
+    },
+    #[error("volume is read-only")]
+    ReadOnly,
+    #[error("volume is full: {size} bytes would exceed the limit of {limit}")]
+    Full { size: u64, limit: u64 },
+    #[error("volume files already exist at {0}")]
+    Exists(String),
+    #[error("volume .dat file missing at {0}")]
+    Missing(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Format(#[from] NeedleError),
+}

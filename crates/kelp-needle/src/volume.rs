@@ -1,0 +1,593 @@
+//! A volume: `.dat` + `.idx` + `.vif` (+ Kelp's `.knm` checkpoint and
+//! `.kwm` watermark), opened with crash recovery, safe to share between
+//! threads. Readers use positional reads and never take the write lock;
+//! writers append under one mutex; durability is by group commit
+//! (`group_commit.rs`).
+
+use std::fs::{self, File, OpenOptions as FsOpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use kelp_core::{ReplicaPlacement, Ttl};
+use parking_lot::{Mutex, RwLock};
+
+use crate::checkpoint::{self, CheckpointMeta};
+use crate::dir::{base_path, with_ext};
+use crate::error::{NeedleError, VolumeError};
+use crate::fsutil;
+use crate::idx::OffsetWidth;
+use crate::needle::{CURRENT_VERSION, VERSION1};
+use crate::needle_map::NeedleMap;
+use crate::recovery::{self, Layout};
+use crate::superblock::SuperBlock;
+use crate::vif::VolumeInfoFile;
+use crate::watermark::{Watermark, WatermarkFile};
+
+/// Whether `sync_through` makes writes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `sync_through` fdatasyncs (shared by concurrent callers).
+    #[default]
+    Durable,
+    /// `sync_through` returns at once (SeaweedFS default behaviour).
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct VolumeOptions {
+    pub replica_placement: ReplicaPlacement,
+    pub ttl: Ttl,
+    pub offset_width: OffsetWidth,
+    pub sync_mode: SyncMode,
+    /// Needle version; only 3 (and 2) can be written.
+    pub version: u8,
+}
+
+impl Default for VolumeOptions {
+    fn default() -> Self {
+        Self {
+            replica_placement: ReplicaPlacement::default(),
+            ttl: Ttl::EMPTY,
+            offset_width: OffsetWidth::Five,
+            sync_mode: SyncMode::Durable,
+            version: CURRENT_VERSION,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Used when the `.vif` does not say (`bytesOffset`).
+    pub offset_width: OffsetWidth,
+    pub sync_mode: SyncMode,
+    pub read_only: bool,
+    /// `maybe_checkpoint` writes a checkpoint once `.idx` grew this much.
+    pub checkpoint_every_idx_bytes: u64,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            offset_width: OffsetWidth::Five,
+            sync_mode: SyncMode::Durable,
+            read_only: false,
+            checkpoint_every_idx_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Result of a write. `seq` is what to pass to `sync_through`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub seq: u64,
+    /// The needle's Size field.
+    pub size: u32,
+    /// Same cookie and content were already stored; nothing was written.
+    pub unchanged: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    pub seq: u64,
+    /// Size field of the deleted needle.
+    pub size: u32,
+}
+
+/// What a heartbeat reports about a volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeStats {
+    pub id: u32,
+    pub collection: String,
+    pub size: u64,
+    pub idx_size: u64,
+    pub file_count: u64,
+    pub delete_count: u64,
+    pub deleted_byte_count: u64,
+    pub content_bytes: u64,
+    pub live_count: u64,
+    pub read_only: bool,
+    pub replica_placement: ReplicaPlacement,
+    pub ttl: Ttl,
+    pub version: u8,
+    pub compaction_revision: u16,
+    pub modified_at_second: u64,
+    pub max_file_key: u64,
+    pub offset_width: OffsetWidth,
+    pub map_memory_bytes: usize,
+}
+
+/// Group-commit counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub syncs: u64,
+    pub synced_seq: u64,
+    pub written_seq: u64,
+    /// Operations made durable by the most recent fdatasync.
+    pub last_batch: u64,
+}
+
+/// State owned by the single writer.
+pub(crate) struct WriterState {
+    pub dat_end: u64,
+    pub idx_end: u64,
+    pub seq: u64,
+    pub last_append_at_ns: u64,
+}
+
+pub(crate) struct SyncState {
+    pub watermark: WatermarkFile,
+    pub last_watermark: Option<Instant>,
+    pub watermark_idx_len: u64,
+}
+
+pub struct Volume {
+    pub(crate) id: u32,
+    pub(crate) collection: String,
+    pub(crate) base: PathBuf,
+    pub(crate) dat: File,
+    pub(crate) idx: File,
+    pub(crate) superblock: SuperBlock,
+    pub(crate) layout: Layout,
+    pub(crate) sync_mode: SyncMode,
+    pub(crate) writer: Mutex<WriterState>,
+    pub(crate) map: RwLock<NeedleMap>,
+    pub(crate) sync: Mutex<SyncState>,
+    pub(crate) synced_seq: AtomicU64,
+    pub(crate) written_seq: AtomicU64,
+    pub(crate) sync_count: AtomicU64,
+    pub(crate) last_batch: AtomicU64,
+    pub(crate) read_only: AtomicBool,
+    pub(crate) modified_at: AtomicU64,
+    pub(crate) vif: Mutex<VolumeInfoFile>,
+    pub(crate) checkpoint_lock: Mutex<u64>,
+    pub(crate) checkpoint_every: u64,
+}
+
+fn open_rw(path: &Path, create: bool) -> std::io::Result<File> {
+    FsOpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
+impl Volume {
+    /// Creates a new empty volume; fails if its `.dat` exists.
+    pub fn create(
+        dir: &Path,
+        collection: &str,
+        vid: u32,
+        opts: VolumeOptions,
+    ) -> Result<Volume, VolumeError> {
+        if opts.version != 2 && opts.version != 3 {
+            return Err(VolumeError::Unsupported(format!(
+                "cannot write needle version {}",
+                opts.version
+            )));
+        }
+        let base = base_path(dir, collection, vid);
+        let dat_path = with_ext(&base, "dat");
+        if dat_path.exists() {
+            return Err(VolumeError::Exists(dat_path.display().to_string()));
+        }
+        for ext in ["idx", "knm", "kwm"] {
+            fsutil::remove_if_exists(&with_ext(&base, ext))?;
+        }
+        let sb = SuperBlock::new(opts.version, opts.replica_placement, opts.ttl);
+        let dat = FsOpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&dat_path)?;
+        dat.write_all_at(&sb.encode(), 0)?;
+        dat.sync_all()?;
+        open_rw(&with_ext(&base, "idx"), true)?.sync_all()?;
+        VolumeInfoFile::new(opts.version, opts.offset_width.bytes_offset())
+            .save(&with_ext(&base, "vif"))?;
+        fsutil::sync_parent(&dat_path)?;
+        drop(dat);
+        Self::open(
+            dir,
+            collection,
+            vid,
+            &OpenOptions {
+                offset_width: opts.offset_width,
+                sync_mode: opts.sync_mode,
+                ..OpenOptions::default()
+            },
+        )
+    }
+
+    /// Opens an existing volume, recovering from a crash (see `recovery.rs`).
+    pub fn open(
+        dir: &Path,
+        collection: &str,
+        vid: u32,
+        opts: &OpenOptions,
+    ) -> Result<Volume, VolumeError> {
+        let base = base_path(dir, collection, vid);
+        let dat_path = with_ext(&base, "dat");
+        let dat = match open_rw(&dat_path, false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(VolumeError::Missing(dat_path.display().to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut superblock = read_superblock(&dat)?;
+        let vif_path = with_ext(&base, "vif");
+        let vif = match VolumeInfoFile::load(&vif_path)? {
+            Some(v) => v,
+            None => {
+                let v = VolumeInfoFile::new(superblock.version, opts.offset_width.bytes_offset());
+                if !opts.read_only {
+                    v.save(&vif_path)?;
+                }
+                v
+            }
+        };
+        let width = OffsetWidth::from_bytes_offset(vif.bytes_offset).unwrap_or(opts.offset_width);
+        if !vif.replication.is_empty()
+            && let Ok(rp) = vif.replication.parse::<ReplicaPlacement>()
+        {
+            superblock.replica_placement = rp;
+        }
+        let layout = Layout {
+            version: superblock.version,
+            width,
+            sb_size: superblock.block_size(),
+        };
+        let idx_path = with_ext(&base, "idx");
+        let idx = open_rw(&idx_path, true)?;
+        let (wm_file, wm) = WatermarkFile::open(&with_ext(&base, "kwm"))?;
+        let knm_path = with_ext(&base, "knm");
+        let ckpt = load_checkpoint(&knm_path);
+
+        let es = width.entry_size() as u64;
+        let dat_len = recovery::file_len(&dat)?;
+        let idx_len = recovery::file_len(&idx)?;
+        let whole = idx_len - idx_len % es;
+        let rev = superblock.compaction_revision;
+        let plausible = |il: u64, dl: u64, fp: &[u8], r: u16| -> bool {
+            r == rev
+                && il <= whole
+                && il.is_multiple_of(es)
+                && dl <= dat_len
+                && dl >= layout.sb_size
+                && recovery::fingerprint(&idx, width, il).is_ok_and(|f| f == fp)
+        };
+        let ckpt = ckpt.filter(|(m, _)| {
+            m.width_bytes as u32 == width.bytes_offset()
+                && plausible(m.idx_len, m.dat_len, &m.fingerprint, m.compaction_revision)
+        });
+        let wm =
+            wm.filter(|w| plausible(w.idx_len, w.dat_len, &w.fingerprint, w.compaction_revision));
+        let trusted = [
+            wm.as_ref().map(|w| w.idx_len),
+            ckpt.as_ref().map(|c| c.0.idx_len),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+
+        let mut changed = false;
+        let good_idx = if whole == 0 && trusted.is_none() && dat_len > layout.sb_size {
+            changed = true;
+            recovery::rebuild_idx(&dat, &idx, &layout)?
+        } else {
+            let g = recovery::cut_idx(&dat, &idx, &layout, trusted)?;
+            changed |= g != idx_len;
+            g
+        };
+
+        let (mut map, mut max_end, mut last_ns, replay) = match ckpt {
+            Some((meta, map)) if meta.idx_len <= good_idx => {
+                let mut map = map;
+                let r = recovery::replay(&idx, &layout, meta.idx_len, good_idx, &mut map)?;
+                (map, meta.dat_len, meta.last_append_at_ns, r)
+            }
+            _ => {
+                fsutil::remove_if_exists(&knm_path)?;
+                let mut map = NeedleMap::new();
+                let r = recovery::replay(&idx, &layout, 0, good_idx, &mut map)?;
+                (map, layout.sb_size, 0, r)
+            }
+        };
+        if let Some(tail) = replay.tail
+            && replay.max_end > max_end
+        {
+            max_end = replay.max_end;
+            last_ns = recovery::append_at_ns(&dat, &layout, &tail);
+        }
+        if let Some(w) = &wm {
+            last_ns = last_ns.max(w.last_append_at_ns);
+        }
+        map.shrink_to_fit();
+        let mut read_only = opts.read_only || vif.read_only || superblock.version == VERSION1;
+        if dat_len > max_end {
+            tracing::warn!(
+                volume = vid,
+                dat_len,
+                kept = max_end,
+                "cutting .dat bytes after the last indexed needle"
+            );
+            dat.set_len(max_end)?;
+            dat.sync_all()?;
+            changed = true;
+        } else if dat_len < max_end {
+            tracing::warn!(
+                volume = vid,
+                dat_len,
+                needed = max_end,
+                "an .idx entry points past the end of .dat; volume is read-only"
+            );
+            read_only = true;
+            max_end = dat_len;
+        }
+
+        let modified = fs::metadata(&dat_path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let vol = Volume {
+            id: vid,
+            collection: collection.to_string(),
+            base,
+            dat,
+            idx,
+            superblock,
+            layout,
+            sync_mode: opts.sync_mode,
+            writer: Mutex::new(WriterState {
+                dat_end: max_end,
+                idx_end: good_idx,
+                seq: 0,
+                last_append_at_ns: last_ns,
+            }),
+            map: RwLock::new(map),
+            sync: Mutex::new(SyncState {
+                watermark: wm_file,
+                last_watermark: None,
+                watermark_idx_len: wm.as_ref().map_or(0, |w| w.idx_len),
+            }),
+            synced_seq: AtomicU64::new(0),
+            written_seq: AtomicU64::new(0),
+            sync_count: AtomicU64::new(0),
+            last_batch: AtomicU64::new(0),
+            read_only: AtomicBool::new(read_only),
+            modified_at: AtomicU64::new(modified),
+            vif: Mutex::new(vif),
+            checkpoint_lock: Mutex::new(0),
+            checkpoint_every: opts.checkpoint_every_idx_bytes.max(1),
+        };
+        let wm_current = wm
+            .as_ref()
+            .is_some_and(|w| w.idx_len == good_idx && w.dat_len == max_end);
+        if (changed || !wm_current) && !opts.read_only {
+            vol.write_watermark()?;
+        }
+        Ok(vol)
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    pub fn version(&self) -> u8 {
+        self.layout.version
+    }
+
+    pub fn offset_width(&self) -> OffsetWidth {
+        self.layout.width
+    }
+
+    pub fn superblock(&self) -> &SuperBlock {
+        &self.superblock
+    }
+
+    pub fn sync_mode(&self) -> SyncMode {
+        self.sync_mode
+    }
+
+    /// Path without extension (`<dir>/<collection>_<vid>`).
+    pub fn base_path(&self) -> &Path {
+        &self.base
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
+    }
+
+    /// Marks the volume read-only (or writable); `persist` records it in `.vif`.
+    pub fn set_read_only(&self, read_only: bool, persist: bool) -> Result<(), VolumeError> {
+        self.read_only.store(read_only, Ordering::Release);
+        if persist {
+            let mut vif = self.vif.lock();
+            vif.read_only = read_only;
+            vif.save(&with_ext(&self.base, "vif"))?;
+        }
+        Ok(())
+    }
+
+    pub fn info(&self) -> VolumeStats {
+        let (size, idx_size) = {
+            let w = self.writer.lock();
+            (w.dat_end, w.idx_end)
+        };
+        let map = self.map.read();
+        let c = map.counters();
+        VolumeStats {
+            id: self.id,
+            collection: self.collection.clone(),
+            size,
+            idx_size,
+            file_count: c.file_count,
+            delete_count: c.delete_count,
+            deleted_byte_count: c.deleted_bytes,
+            content_bytes: c.content_bytes,
+            live_count: map.len() as u64,
+            read_only: self.is_read_only(),
+            replica_placement: self.superblock.replica_placement,
+            ttl: self.superblock.ttl,
+            version: self.layout.version,
+            compaction_revision: self.superblock.compaction_revision,
+            modified_at_second: self.modified_at.load(Ordering::Relaxed),
+            max_file_key: c.max_file_key,
+            offset_width: self.layout.width,
+            map_memory_bytes: map.memory_bytes(),
+        }
+    }
+
+    /// Live (key, offset, size) entries in key order (for copies, scrubs).
+    pub fn entries(&self) -> Vec<(u64, crate::NeedleValue)> {
+        self.map.read().iter().collect()
+    }
+
+    /// Syncs and writes a checkpoint so the next open is fast.
+    pub fn close(self) -> Result<(), VolumeError> {
+        if !self.is_read_only() || self.writer.lock().seq > 0 {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every file of the volume.
+    pub fn destroy(self) -> Result<(), VolumeError> {
+        let base = self.base.clone();
+        drop(self);
+        for ext in [
+            "dat", "idx", "vif", "knm", "kwm", "knm.tmp", "vif.tmp", "note",
+        ] {
+            fsutil::remove_if_exists(&with_ext(&base, ext))?;
+        }
+        fsutil::sync_parent(&with_ext(&base, "dat"))?;
+        Ok(())
+    }
+
+    /// Writes a checkpoint if `.idx` grew enough since the last one. Call
+    /// periodically from a background thread. Returns whether it wrote one.
+    pub fn maybe_checkpoint(&self) -> Result<bool, VolumeError> {
+        let idx_end = self.writer.lock().idx_end;
+        let last = *self.checkpoint_lock.lock();
+        if idx_end.saturating_sub(last) < self.checkpoint_every {
+            return Ok(false);
+        }
+        self.checkpoint()?;
+        Ok(true)
+    }
+
+    /// Writes a checkpoint of everything written so far (fsyncing it first).
+    pub fn checkpoint(&self) -> Result<(), VolumeError> {
+        let mut last = self.checkpoint_lock.lock();
+        let (bytes, seq, idx_end) = {
+            let w = self.writer.lock();
+            let map = self.map.read();
+            let meta = CheckpointMeta {
+                width_bytes: self.layout.width.bytes_offset() as u8,
+                compaction_revision: self.superblock.compaction_revision,
+                idx_len: w.idx_end,
+                dat_len: w.dat_end,
+                last_append_at_ns: w.last_append_at_ns,
+                fingerprint: recovery::fingerprint(&self.idx, self.layout.width, w.idx_end)?,
+            };
+            (checkpoint::encode(&meta, &map), w.seq, w.idx_end)
+        };
+        self.force_sync_through(seq)?;
+        fsutil::write_atomic(&with_ext(&self.base, "knm"), &bytes)?;
+        self.write_watermark()?;
+        *last = idx_end;
+        Ok(())
+    }
+
+    /// Records the current (already fsynced) lengths in the watermark.
+    pub(crate) fn write_watermark(&self) -> Result<(), VolumeError> {
+        let mut s = self.sync.lock();
+        let (dat_len, idx_len, last_append_at_ns, seq) = {
+            let w = self.writer.lock();
+            (w.dat_end, w.idx_end, w.last_append_at_ns, w.seq)
+        };
+        self.dat.sync_data()?;
+        self.idx.sync_data()?;
+        self.synced_seq.fetch_max(seq, Ordering::AcqRel);
+        let wm = Watermark {
+            generation: 0,
+            dat_len,
+            idx_len,
+            last_append_at_ns,
+            compaction_revision: self.superblock.compaction_revision,
+            fingerprint: recovery::fingerprint(&self.idx, self.layout.width, idx_len)?,
+        };
+        s.watermark.write(&wm)?;
+        s.last_watermark = Some(Instant::now());
+        s.watermark_idx_len = idx_len;
+        Ok(())
+    }
+}
+
+fn read_superblock(dat: &File) -> Result<SuperBlock, VolumeError> {
+    let mut head = [0u8; 8];
+    dat.read_exact_at(&mut head, 0)
+        .map_err(|_| NeedleError::Truncated {
+            what: "superblock",
+            need: 8,
+            have: dat.metadata().map_or(0, |m| m.len()),
+        })?;
+    let (mut sb, extra) = SuperBlock::decode_header(&head)?;
+    if extra > 0 {
+        let mut b = vec![0u8; extra];
+        dat.read_exact_at(&mut b, 8)
+            .map_err(|_| NeedleError::Truncated {
+                what: "superblock extra",
+                need: 8 + extra as u64,
+                have: dat.metadata().map_or(0, |m| m.len()),
+            })?;
+        sb.extra = b;
+    }
+    Ok(sb)
+}
+
+fn load_checkpoint(path: &Path) -> Option<(CheckpointMeta, NeedleMap)> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read checkpoint");
+            return None;
+        }
+    };
+    match checkpoint::decode(&bytes) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring invalid checkpoint");
+            None
+        }
+    }
+}

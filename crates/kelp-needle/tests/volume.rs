@@ -1,0 +1,331 @@
+use std::sync::Arc;
+
+use kelp_needle::*;
+
+fn needle(id: u64, cookie: u32, data: &[u8]) -> Needle {
+    Needle {
+        id,
+        cookie,
+        data: data.to_vec(),
+        name: b"f.txt".to_vec(),
+        mime: b"text/plain".to_vec(),
+        last_modified: 1_700_000_000,
+        ..Needle::default()
+    }
+}
+
+fn create(dir: &std::path::Path, width: OffsetWidth) -> Volume {
+    Volume::create(
+        dir,
+        "",
+        1,
+        VolumeOptions {
+            offset_width: width,
+            ..VolumeOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn write_read_delete_reopen() {
+    for width in [OffsetWidth::Four, OffsetWidth::Five] {
+        let d = tempfile::tempdir().unwrap();
+        let v = create(d.path(), width);
+        let mut seq = 0;
+        for i in 1..=50u64 {
+            let out = v
+                .write(&mut needle(i, i as u32, &vec![i as u8; i as usize * 7]))
+                .unwrap();
+            assert!(!out.unchanged);
+            assert!(out.seq > seq);
+            seq = out.seq;
+        }
+        // Empty upload still has a body.
+        let out = v.write(&mut needle(60, 6, b"")).unwrap();
+        assert!(out.size > 0);
+        // Unchanged rewrite, cookie mismatch, overwrite.
+        assert!(v.write(&mut needle(3, 3, &[3; 21])).unwrap().unchanged);
+        assert!(matches!(
+            v.write(&mut needle(3, 99, b"x")),
+            Err(VolumeError::CookieMismatch { .. })
+        ));
+        v.write(&mut needle(4, 4, b"new")).unwrap();
+        // Delete.
+        assert!(matches!(
+            v.delete(5, 1),
+            Err(VolumeError::CookieMismatch { .. })
+        ));
+        let del = v.delete(5, 5).unwrap();
+        assert_eq!(del.size as u64, needle(5, 5, &[5; 35]).body_size());
+        assert!(matches!(v.delete(5, 5), Err(VolumeError::NotFound { .. })));
+        assert!(matches!(v.read(5), Err(VolumeError::NotFound { .. })));
+        v.sync_through(del.seq).unwrap();
+        let info = v.info();
+        assert_eq!(info.live_count, 50);
+        assert_eq!(info.file_count, 52);
+        assert_eq!(info.delete_count, 2);
+        assert_eq!(info.max_file_key, 60);
+        let check = |v: &Volume| {
+            for i in 1..=50u64 {
+                if i == 5 {
+                    continue;
+                }
+                let n = v.read(i).unwrap();
+                let want = if i == 4 {
+                    b"new".to_vec()
+                } else {
+                    vec![i as u8; i as usize * 7]
+                };
+                assert_eq!(n.data, want);
+                assert_eq!(n.cookie, i as u32);
+                assert_eq!(n.name, b"f.txt");
+            }
+            assert_eq!(v.read(60).unwrap().data, b"");
+        };
+        check(&v);
+        let size = v.info().size;
+        v.close().unwrap();
+        // Clean reopen (checkpoint), then reopen without checkpoint (full replay).
+        let v = Volume::open(d.path(), "", 1, &OpenOptions::default()).unwrap();
+        assert_eq!(v.offset_width(), width);
+        assert_eq!(v.info().size, size);
+        assert_eq!(v.info().file_count, 52);
+        check(&v);
+        drop(v);
+        std::fs::remove_file(d.path().join("1.knm")).unwrap();
+        std::fs::remove_file(d.path().join("1.kwm")).unwrap();
+        let v = Volume::open(d.path(), "", 1, &OpenOptions::default()).unwrap();
+        assert_eq!(v.info().size, size);
+        assert_eq!(v.info().delete_count, 2);
+        check(&v);
+        // AppendAtNs keeps increasing across reopen.
+        let last = v.read(60).unwrap().append_at_ns;
+        v.write(&mut needle(70, 7, b"later")).unwrap();
+        assert!(v.read(70).unwrap().append_at_ns > last);
+        v.destroy().unwrap();
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn seaweedfs_layout_and_vif() {
+    let d = tempfile::tempdir().unwrap();
+    let v = Volume::create(
+        d.path(),
+        "pics",
+        6,
+        VolumeOptions {
+            replica_placement: "001".parse().unwrap(),
+            ..VolumeOptions::default()
+        },
+    )
+    .unwrap();
+    let mut n = Needle {
+        cookie: 0x1848da59,
+        id: 1,
+        data: b"hello seaweed world\n".to_vec(),
+        name: b"hello.txt".to_vec(),
+        mime: b"text/plain".to_vec(),
+        last_modified: 0x006b03ab8e,
+        ..Needle::default()
+    };
+    v.write(&mut n).unwrap();
+    v.delete(1, 0x1848da59).unwrap();
+    v.close().unwrap();
+    let dat = std::fs::read(d.path().join("pics_6.dat")).unwrap();
+    assert_eq!(&dat[..8], &[3, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&dat[8..12], &[0x18, 0x48, 0xda, 0x59]);
+    assert_eq!(dat.len(), 88 + 32);
+    assert_eq!(
+        &dat[88 + 12..88 + 20],
+        &[0, 0, 0, 0, 0x6e, 0x46, 0xb8, 0x98]
+    );
+    let idx = std::fs::read(d.path().join("pics_6.idx")).unwrap();
+    assert_eq!(
+        idx,
+        [
+            &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0x33][..],
+            &[
+                0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x0b, 0, 0xff, 0xff, 0xff, 0xff
+            ][..]
+        ]
+        .concat()
+    );
+    let vif = VolumeInfoFile::load(&d.path().join("pics_6.vif"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((vif.version, vif.bytes_offset), (3, 5));
+    assert_eq!(scan_dir(d.path()).unwrap(), vec![("pics".to_string(), 6)]);
+}
+
+#[test]
+fn concurrent_writers_share_syncs() {
+    let d = tempfile::tempdir().unwrap();
+    let v = Arc::new(create(d.path(), OffsetWidth::Five));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let v = v.clone();
+            std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    let key = t * 1000 + i + 1;
+                    let out = v.write(&mut needle(key, 1, &key.to_be_bytes())).unwrap();
+                    v.sync_through(out.seq).unwrap();
+                    assert_eq!(v.read(key).unwrap().data, key.to_be_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = v.sync_stats();
+    assert_eq!(s.written_seq, 400);
+    assert_eq!(s.synced_seq, 400);
+    assert!(s.syncs <= 400);
+    assert_eq!(v.info().live_count, 400);
+}
+
+#[test]
+fn bit_flip_in_data_is_corrupt() {
+    let d = tempfile::tempdir().unwrap();
+    let v = create(d.path(), OffsetWidth::Five);
+    v.write(&mut needle(1, 1, b"some data here")).unwrap();
+    v.sync().unwrap();
+    let off = v.lookup(1).unwrap().offset;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(d.path().join("1.dat"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"X", off + 22).unwrap();
+    match v.read(1) {
+        Err(VolumeError::Corrupt { reason, .. }) => assert!(reason.contains("CRC"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn read_only_and_sync_none() {
+    let d = tempfile::tempdir().unwrap();
+    let v = Volume::create(
+        d.path(),
+        "",
+        2,
+        VolumeOptions {
+            sync_mode: SyncMode::None,
+            ..VolumeOptions::default()
+        },
+    )
+    .unwrap();
+    let out = v.write(&mut needle(1, 1, b"a")).unwrap();
+    v.sync_through(out.seq).unwrap();
+    assert_eq!(v.sync_stats().syncs, 0);
+    v.set_read_only(true, true).unwrap();
+    assert!(matches!(
+        v.write(&mut needle(2, 1, b"a")),
+        Err(VolumeError::ReadOnly)
+    ));
+    assert!(matches!(v.delete(1, 1), Err(VolumeError::ReadOnly)));
+    drop(v);
+    let v = Volume::open(d.path(), "", 2, &OpenOptions::default()).unwrap();
+    assert!(v.is_read_only());
+    assert_eq!(v.read(1).unwrap().data, b"a");
+}
+
+#[test]
+fn checkpoint_load_matches_full_replay() {
+    let d = tempfile::tempdir().unwrap();
+    let v = create(d.path(), OffsetWidth::Five);
+    for i in 1..=3000u64 {
+        // Mostly increasing keys with some out-of-order and overwrites.
+        let key = if i % 7 == 0 { 100_000 - i } else { i };
+        v.write(&mut needle(key, 1, &i.to_be_bytes())).unwrap();
+        if i % 11 == 0 {
+            v.delete(i - 3, 1).ok();
+        }
+        if i == 1500 {
+            v.checkpoint().unwrap();
+        }
+    }
+    let want = v.entries();
+    let info = v.info();
+    drop(v); // no clean close: checkpoint covers half, tail is replayed
+    let v = Volume::open(d.path(), "", 1, &OpenOptions::default()).unwrap();
+    assert_eq!(v.entries(), want);
+    let i2 = v.info();
+    assert_eq!(
+        (
+            i2.file_count,
+            i2.delete_count,
+            i2.deleted_byte_count,
+            i2.size,
+            i2.max_file_key
+        ),
+        (
+            info.file_count,
+            info.delete_count,
+            info.deleted_byte_count,
+            info.size,
+            info.max_file_key
+        )
+    );
+    drop(v);
+    std::fs::remove_file(d.path().join("1.knm")).unwrap();
+    let v = Volume::open(d.path(), "", 1, &OpenOptions::default()).unwrap();
+    assert_eq!(v.entries(), want);
+    assert_eq!(v.info().file_count, info.file_count);
+    assert_eq!(v.info().deleted_byte_count, info.deleted_byte_count);
+}
+
+#[test]
+fn maybe_checkpoint_threshold() {
+    let d = tempfile::tempdir().unwrap();
+    create(d.path(), OffsetWidth::Five).close().unwrap();
+    let v = Volume::open(
+        d.path(),
+        "",
+        1,
+        &OpenOptions {
+            checkpoint_every_idx_bytes: 17 * 10,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    for i in 1..=9u64 {
+        v.write(&mut needle(i, 1, b"x")).unwrap();
+    }
+    assert!(!v.maybe_checkpoint().unwrap());
+    v.write(&mut needle(10, 1, b"x")).unwrap();
+    assert!(v.maybe_checkpoint().unwrap());
+    assert!(!v.maybe_checkpoint().unwrap());
+}
+
+#[test]
+fn sorted_idx_after_seaweedfs_compaction() {
+    // After a SeaweedFS vacuum the .idx is sorted by key, so its last entry
+    // is not the needle at the end of .dat.
+    let d = tempfile::tempdir().unwrap();
+    let v = create(d.path(), OffsetWidth::Five);
+    for k in [9u64, 5, 3, 7, 1] {
+        v.write(&mut needle(k, 1, &[k as u8; 10])).unwrap();
+    }
+    let size = v.info().size;
+    let tail_ns = v.read(1).unwrap().append_at_ns;
+    drop(v);
+    let p = d.path().join("1.idx");
+    let raw = std::fs::read(&p).unwrap();
+    let mut entries: Vec<&[u8]> = raw.chunks(17).collect();
+    entries.sort();
+    std::fs::write(&p, entries.concat()).unwrap();
+    for ext in ["knm", "kwm"] {
+        let _ = std::fs::remove_file(d.path().join(format!("1.{ext}")));
+    }
+    let v = Volume::open(d.path(), "", 1, &OpenOptions::default()).unwrap();
+    assert!(!v.is_read_only());
+    assert_eq!(v.info().size, size);
+    for k in [9u64, 5, 3, 7, 1] {
+        assert_eq!(v.read(k).unwrap().data, [k as u8; 10]);
+    }
+    v.write(&mut needle(11, 1, b"z")).unwrap();
+    assert!(v.read(11).unwrap().append_at_ns > tail_ns);
+}
