@@ -1,1 +1,139 @@
-//! Kelp volume server.
+//! Kelp volume server: a SeaweedFS-compatible volume HTTP API and the
+//! `volume_server_pb.VolumeServer` gRPC service over kelp-needle volumes,
+//! plus the heartbeat client that keeps a master informed.
+//!
+//! [`run`] is the whole server: it loads the volumes in the configured
+//! directories, serves HTTP and gRPC on the given listeners, heartbeats to
+//! the masters, and on shutdown stops accepting, lets in-flight requests
+//! finish and closes every volume with a checkpoint.
+
+mod config;
+mod error;
+mod grpc;
+mod heartbeat;
+mod http;
+mod md5;
+mod metrics;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kelp_needle::OffsetWidth;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{VolumeServerConfig, master_grpc_address};
+pub use error::ApiError;
+
+/// How often volumes are offered a checkpoint (written only once their
+/// `.idx` grew enough, see kelp-needle `maybe_checkpoint`).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+/// How often store-wide metrics are sampled.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
+/// `Version` reported by `/status`.
+pub fn version() -> String {
+    format!("kelp {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Serves HTTP on `http` and gRPC on `grpc` until `shutdown` resolves, then
+/// stops accepting, finishes in-flight requests and closes volumes.
+pub async fn run(
+    http: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    cfg: VolumeServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // Install the recorder before the first metric is touched.
+    let _ = kelp_core::telemetry::prometheus();
+    let cfg = Arc::new(cfg);
+    let width = if cfg.offset_width_5 {
+        OffsetWidth::Five
+    } else {
+        OffsetWidth::Four
+    };
+    let (store, events) =
+        store::Store::open(cfg.dirs.clone(), cfg.max_volumes, cfg.durable, width).await?;
+    let health = Arc::new(http::Health {
+        masters_configured: !cfg.masters.is_empty(),
+        ..http::Health::default()
+    });
+
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+
+    let http_addr = http.local_addr()?;
+    let grpc_addr = grpc.local_addr()?;
+    let router = http::router(http::HttpState {
+        store: store.clone(),
+        health: health.clone(),
+        file_size_limit: cfg.file_size_limit,
+    });
+    let http_task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            axum::serve(http, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+    let grpc_task = tokio::spawn({
+        let stop = stop.clone();
+        let svc = kelp_proto::volume_server_pb::volume_server_server::VolumeServerServer::new(
+            grpc::VolumeGrpc::new(store.clone()),
+        );
+        async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                    async move { stop.cancelled().await },
+                )
+                .await
+        }
+    });
+    let heartbeat_task = tokio::spawn(
+        heartbeat::HeartbeatClient::new(
+            cfg.clone(),
+            store.clone(),
+            events,
+            health.clone(),
+            stop.clone(),
+        )
+        .run(),
+    );
+    let housekeeping_task = tokio::spawn(housekeeping(store.clone(), stop.clone()));
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, masters = ?cfg.masters, durable = cfg.durable, "volume server started");
+
+    let http_res = http_task.await;
+    let grpc_res = grpc_task.await;
+    // Either server ending (error or not) takes the whole server down.
+    stop.cancel();
+    let _ = heartbeat_task.await;
+    let _ = housekeeping_task.await;
+    store.close().await;
+    tracing::info!("volume server stopped");
+    http_res??;
+    grpc_res??;
+    Ok(())
+}
+
+async fn housekeeping(store: Arc<store::Store>, stop: CancellationToken) {
+    let mut sampler = metrics::Sampler::default();
+    let mut metrics_tick = tokio::time::interval(METRICS_EVERY);
+    let mut checkpoint_tick = tokio::time::interval(CHECKPOINT_EVERY);
+    checkpoint_tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = metrics_tick.tick() => sampler.sample(&store),
+            _ = checkpoint_tick.tick() => store.checkpoint_some().await,
+        }
+    }
+}

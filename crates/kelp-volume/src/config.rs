@@ -1,0 +1,106 @@
+//! Volume server configuration, filled by the CLI or by tests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a volume server needs to start. `Default` gives the SeaweedFS
+/// defaults (8 slots, 256 MiB file limit, 5 s pulse) plus Kelp's durable
+/// writes.
+#[derive(Debug, Clone)]
+pub struct VolumeServerConfig {
+    /// Data directories; created if missing.
+    pub dirs: Vec<PathBuf>,
+    /// Volume slots for this server (SeaweedFS `-max`).
+    pub max_volumes: u32,
+    /// Advertised address; `port` is the HTTP port.
+    pub ip: String,
+    pub port: u16,
+    pub grpc_port: u16,
+    /// Advertised public address; empty means `ip:port`.
+    pub public_url: String,
+    /// Empty means the master's `DefaultDataCenter` / `DefaultRack`.
+    pub data_center: String,
+    pub rack: String,
+    /// Master addresses, `host:port` (gRPC at port+10000) or
+    /// `host:port.grpcPort`.
+    pub masters: Vec<String>,
+    /// Acknowledge writes only after the group-commit fdatasync. `false`
+    /// behaves like SeaweedFS (no fsync unless `?fsync=true`).
+    pub durable: bool,
+    /// Largest accepted upload, in bytes; larger uploads get 413.
+    pub file_size_limit: u64,
+    /// Period of full heartbeats.
+    pub pulse: Duration,
+    /// New volumes use 5-byte `.idx` offsets (the `weed` large-disk build).
+    pub offset_width_5: bool,
+}
+
+impl Default for VolumeServerConfig {
+    fn default() -> Self {
+        Self {
+            dirs: vec![PathBuf::from(".")],
+            max_volumes: 8,
+            ip: "127.0.0.1".to_string(),
+            port: 8080,
+            grpc_port: 18080,
+            public_url: String::new(),
+            data_center: String::new(),
+            rack: String::new(),
+            masters: Vec::new(),
+            durable: true,
+            file_size_limit: 256 * 1024 * 1024,
+            pulse: Duration::from_secs(5),
+            offset_width_5: true,
+        }
+    }
+}
+
+impl VolumeServerConfig {
+    /// The public URL actually advertised.
+    pub fn effective_public_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("{}:{}", self.ip, self.port)
+        } else {
+            self.public_url.clone()
+        }
+    }
+}
+
+/// Turns a master address into the `host:grpcPort` to dial. Accepts
+/// `host:port` (gRPC on port+10000) and `host:port.grpcPort`.
+pub fn master_grpc_address(addr: &str) -> Option<String> {
+    let addr = addr.trim();
+    let addr = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let (host, port) = addr.rsplit_once(':')?;
+    if host.is_empty() {
+        return None;
+    }
+    let grpc = match port.split_once('.') {
+        Some((_, grpc)) => grpc.parse::<u16>().ok()?,
+        None => kelp_proto::default_grpc_port(port.parse::<u16>().ok()?),
+    };
+    Some(format!("{host}:{grpc}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_addresses() {
+        assert_eq!(
+            master_grpc_address("localhost:9333").as_deref(),
+            Some("localhost:19333")
+        );
+        assert_eq!(
+            master_grpc_address("127.0.0.1:9433.19500").as_deref(),
+            Some("127.0.0.1:19500")
+        );
+        assert_eq!(master_grpc_address("nohost").as_deref(), None);
+        assert_eq!(master_grpc_address("h:x").as_deref(), None);
+        assert_eq!(master_grpc_address(":1").as_deref(), None);
+    }
+}

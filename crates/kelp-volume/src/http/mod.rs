@@ -1,0 +1,114 @@
+//! The SeaweedFS-compatible volume HTTP API: `/<fid>` for needles, plus
+//! `/status`, `/healthz` and `/metrics`.
+
+mod fid;
+mod handlers;
+mod range;
+mod read;
+mod status;
+mod upload;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+
+use crate::store::Store;
+
+/// Whether the server can report itself healthy.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Masters are configured, so a heartbeat stream is expected.
+    pub masters_configured: bool,
+    pub heartbeat_up: AtomicBool,
+}
+
+impl Health {
+    pub fn healthy(&self) -> bool {
+        !self.masters_configured || self.heartbeat_up.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub store: Arc<Store>,
+    pub health: Arc<Health>,
+    pub file_size_limit: u64,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/status", get(status::status))
+        .route("/healthz", get(status::healthz))
+        .route("/metrics", get(status::metrics))
+        .fallback(handlers::fid_request)
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// Counts every request by route, method and status, times it, and sets
+/// the `Server` header.
+async fn track(req: Request, next: Next) -> Response {
+    let route = match req.uri().path() {
+        "/status" => "status",
+        "/healthz" => "healthz",
+        "/metrics" => "metrics",
+        _ => "fid",
+    };
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let mut resp = next.run(req).await;
+    if let Ok(v) =
+        axum::http::HeaderValue::from_str(&format!("Kelp Volume {}", env!("CARGO_PKG_VERSION")))
+    {
+        resp.headers_mut().insert(axum::http::header::SERVER, v);
+    }
+    let status = resp.status().as_u16().to_string();
+    metrics::histogram!(crate::metrics::HTTP_DURATION, "route" => route, "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    resp
+}
+
+/// `a=1&b=x%20y` → pairs, percent- and `+`-decoded. Never fails.
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = query else {
+        return Vec::new();
+    };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                fid::percent_decode(&k.replace('+', " ")),
+                fid::percent_decode(&v.replace('+', " ")),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries() {
+        assert_eq!(
+            query_pairs(Some("ttl=3m&cm=true&name=a+b%21&flag")),
+            vec![
+                ("ttl".into(), "3m".into()),
+                ("cm".into(), "true".into()),
+                ("name".into(), "a b!".into()),
+                ("flag".into(), String::new()),
+            ]
+        );
+        assert!(query_pairs(None).is_empty());
+    }
+}

@@ -1,0 +1,497 @@
+//! The store: every volume this server holds, keyed by id, spread over the
+//! configured directories. Owns slot accounting, volume lifecycle (load,
+//! allocate, delete, close) and the async wrappers that move blocking disk
+//! I/O onto tokio's blocking pool.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use kelp_core::{NeedleId, ReplicaPlacement, Ttl, VolumeId};
+use kelp_needle::{
+    Needle, OffsetWidth, OpenOptions, SyncMode, Volume, VolumeError, VolumeOptions, VolumeStats,
+};
+use kelp_proto::master_pb::VolumeShortInformationMessage;
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+
+/// Volumes opened concurrently at startup (each open is mostly disk reads).
+const LOAD_PARALLELISM: usize = 4;
+
+/// A volume appeared or disappeared; the heartbeat turns these into deltas.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEvent {
+    Added(VolumeShortInformationMessage),
+    Deleted(VolumeShortInformationMessage),
+}
+
+struct Slot {
+    volume: Arc<Volume>,
+    dir: usize,
+}
+
+/// Parameters of a new volume.
+#[derive(Debug, Clone, Default)]
+pub struct AllocateRequest {
+    pub id: VolumeId,
+    pub collection: String,
+    pub replication: String,
+    pub ttl: String,
+    /// Needle version; 0 means current (3).
+    pub version: u32,
+}
+
+pub struct Store {
+    dirs: Vec<PathBuf>,
+    max_volumes: u32,
+    durable: bool,
+    offset_width: OffsetWidth,
+    volumes: RwLock<HashMap<VolumeId, Slot>>,
+    /// Serializes allocate/delete so slot checks and file creation agree.
+    lifecycle: tokio::sync::Mutex<()>,
+    events: mpsc::UnboundedSender<StoreEvent>,
+    /// From the master's HeartbeatResponse; 0 = unknown.
+    volume_size_limit: AtomicU64,
+}
+
+/// Outcome of a write as the HTTP layer needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteResult {
+    pub checksum: u32,
+    pub unchanged: bool,
+}
+
+impl Store {
+    /// Creates missing directories and loads every volume found in them.
+    pub async fn open(
+        dirs: Vec<PathBuf>,
+        max_volumes: u32,
+        durable: bool,
+        offset_width: OffsetWidth,
+    ) -> anyhow::Result<(Arc<Store>, mpsc::UnboundedReceiver<StoreEvent>)> {
+        let started = Instant::now();
+        let mut found = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", dir.display()))?;
+            let list = kelp_needle::scan_dir(dir)
+                .map_err(|e| anyhow::anyhow!("scanning {}: {e}", dir.display()))?;
+            found.extend(list.into_iter().map(|(c, v)| (i, dir.clone(), c, v)));
+        }
+        let sync_mode = sync_mode(durable);
+        let opened: Vec<_> = futures::stream::iter(found)
+            .map(|(i, dir, collection, vid)| async move {
+                let opts = OpenOptions {
+                    offset_width,
+                    sync_mode,
+                    ..OpenOptions::default()
+                };
+                let res = tokio::task::spawn_blocking({
+                    let dir = dir.clone();
+                    let collection = collection.clone();
+                    move || Volume::open(&dir, &collection, vid, &opts)
+                })
+                .await;
+                (i, dir, collection, vid, res)
+            })
+            .buffer_unordered(LOAD_PARALLELISM)
+            .collect()
+            .await;
+        let mut volumes = HashMap::new();
+        for (i, dir, collection, vid, res) in opened {
+            match res {
+                Ok(Ok(v)) => {
+                    if volumes.contains_key(&vid) {
+                        tracing::error!(volume = vid, dir = %dir.display(), "duplicate volume id; ignoring this copy");
+                        continue;
+                    }
+                    volumes.insert(
+                        vid,
+                        Slot {
+                            volume: Arc::new(v),
+                            dir: i,
+                        },
+                    );
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(volume = vid, collection, dir = %dir.display(), error = %e, "cannot open volume; skipping it")
+                }
+                Err(e) => {
+                    tracing::error!(volume = vid, dir = %dir.display(), error = %e, "volume open task failed")
+                }
+            }
+        }
+        tracing::info!(
+            volumes = volumes.len(),
+            dirs = dirs.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "volumes loaded"
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        let store = Store {
+            dirs,
+            max_volumes,
+            durable,
+            offset_width,
+            volumes: RwLock::new(volumes),
+            lifecycle: tokio::sync::Mutex::new(()),
+            events: tx,
+            volume_size_limit: AtomicU64::new(0),
+        };
+        Ok((Arc::new(store), rx))
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    pub fn max_volumes(&self) -> u32 {
+        self.max_volumes
+    }
+
+    pub fn volume(&self, vid: VolumeId) -> Result<Arc<Volume>, ApiError> {
+        self.volumes
+            .read()
+            .get(&vid)
+            .map(|s| s.volume.clone())
+            .ok_or(ApiError::VolumeNotFound(vid))
+    }
+
+    pub fn all_volumes(&self) -> Vec<Arc<Volume>> {
+        let mut v: Vec<_> = self
+            .volumes
+            .read()
+            .values()
+            .map(|s| s.volume.clone())
+            .collect();
+        v.sort_by_key(|v| v.id());
+        v
+    }
+
+    pub fn set_volume_size_limit(&self, limit: u64) {
+        self.volume_size_limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub fn volume_size_limit(&self) -> u64 {
+        self.volume_size_limit.load(Ordering::Relaxed)
+    }
+
+    /// Stats of every volume, by id.
+    pub fn stats(&self) -> Vec<VolumeStats> {
+        self.all_volumes().iter().map(|v| v.info()).collect()
+    }
+
+    /// Reads a live needle; a wrong cookie or an expired TTL is "not found".
+    pub async fn read(
+        &self,
+        vid: VolumeId,
+        key: NeedleId,
+        cookie: u32,
+    ) -> Result<Needle, ApiError> {
+        let vol = self.volume(vid)?;
+        let n = blocking(move || vol.read(key))
+            .await?
+            .map_err(|e| ApiError::from_volume(vid, e))?;
+        if n.cookie != cookie {
+            return Err(ApiError::NotFound);
+        }
+        if n.is_expired(now_secs()) {
+            return Err(ApiError::NotFound);
+        }
+        Ok(n)
+    }
+
+    /// Appends a needle and returns once it is durable (durable server or
+    /// `force_sync`).
+    pub async fn write(
+        &self,
+        vid: VolumeId,
+        mut needle: Needle,
+        force_sync: bool,
+    ) -> Result<WriteResult, ApiError> {
+        let vol = self.volume(vid)?;
+        let durable = self.durable;
+        blocking(move || -> Result<WriteResult, VolumeError> {
+            let out = vol.write(&mut needle)?;
+            sync_after(&vol, out.seq, durable, force_sync)?;
+            Ok(WriteResult {
+                checksum: needle.checksum,
+                unchanged: out.unchanged,
+            })
+        })
+        .await?
+        .map_err(|e| ApiError::from_volume(vid, e))
+    }
+
+    /// Deletes a needle (durably on a durable server). Returns the deleted
+    /// needle's Size field.
+    pub async fn delete(
+        &self,
+        vid: VolumeId,
+        key: NeedleId,
+        cookie: u32,
+        force_sync: bool,
+    ) -> Result<u32, ApiError> {
+        let vol = self.volume(vid)?;
+        let durable = self.durable;
+        blocking(move || -> Result<u32, VolumeError> {
+            let out = vol.delete(key, cookie)?;
+            sync_after(&vol, out.seq, durable, force_sync)?;
+            Ok(out.size)
+        })
+        .await?
+        .map_err(|e| match e {
+            VolumeError::CookieMismatch { .. } => ApiError::DeleteCookieMismatch,
+            e => ApiError::from_volume(vid, e),
+        })
+    }
+
+    /// Creates a volume in the directory with the most free slots.
+    pub async fn allocate(&self, req: AllocateRequest) -> Result<(), ApiError> {
+        let replica_placement: ReplicaPlacement = req
+            .replication
+            .parse()
+            .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
+        let ttl: Ttl = req
+            .ttl
+            .parse()
+            .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
+        let version = match req.version {
+            0 => kelp_needle::needle::CURRENT_VERSION,
+            v => {
+                u8::try_from(v).map_err(|_| ApiError::BadRequest(format!("needle version {v}")))?
+            }
+        };
+        if req.collection.contains(['/', '\\']) || req.collection.starts_with('.') {
+            return Err(ApiError::BadRequest(format!(
+                "invalid collection name {:?}",
+                req.collection
+            )));
+        }
+        let _guard = self.lifecycle.lock().await;
+        let dir = {
+            let vols = self.volumes.read();
+            if vols.contains_key(&req.id) {
+                return Err(ApiError::VolumeExists(req.id));
+            }
+            if vols.len() as u64 >= self.max_volumes as u64 {
+                return Err(ApiError::NoFreeSlot);
+            }
+            self.pick_dir(&vols).ok_or(ApiError::NoFreeSlot)?
+        };
+        let opts = VolumeOptions {
+            replica_placement,
+            ttl,
+            offset_width: self.offset_width,
+            sync_mode: sync_mode(self.durable),
+            version,
+        };
+        let path = self.dirs[dir].clone();
+        let (vid, collection) = (req.id, req.collection.clone());
+        let vol = blocking(move || Volume::create(&path, &collection, vid, opts))
+            .await?
+            .map_err(|e| ApiError::from_volume(vid, e))?;
+        let short = short_info(&vol.info());
+        self.volumes.write().insert(
+            vid,
+            Slot {
+                volume: Arc::new(vol),
+                dir,
+            },
+        );
+        tracing::info!(volume = vid, collection = req.collection, dir = %self.dirs[dir].display(), "volume allocated");
+        let _ = self.events.send(StoreEvent::Added(short));
+        Ok(())
+    }
+
+    /// Removes a volume and its files. `only_empty` refuses volumes that
+    /// still hold live needles.
+    pub async fn delete_volume(&self, vid: VolumeId, only_empty: bool) -> Result<(), ApiError> {
+        let _guard = self.lifecycle.lock().await;
+        let slot = {
+            let mut vols = self.volumes.write();
+            let Some(slot) = vols.get(&vid) else {
+                return Err(ApiError::VolumeNotFound(vid));
+            };
+            if only_empty && slot.volume.info().live_count > 0 {
+                return Err(ApiError::BadRequest(format!("volume {vid} is not empty")));
+            }
+            vols.remove(&vid).ok_or(ApiError::VolumeNotFound(vid))?
+        };
+        let short = short_info(&slot.volume.info());
+        let _ = self.events.send(StoreEvent::Deleted(short));
+        let vol = wait_exclusive(slot.volume).await;
+        match vol {
+            Ok(vol) => blocking(move || vol.destroy())
+                .await?
+                .map_err(|e| ApiError::from_volume(vid, e))?,
+            Err(shared) => {
+                // Still referenced by a request that will not finish soon;
+                // remove the files anyway (open descriptors stay valid).
+                let base = shared.base_path().to_path_buf();
+                blocking(move || remove_volume_files(&base)).await??;
+            }
+        }
+        tracing::info!(volume = vid, "volume deleted");
+        Ok(())
+    }
+
+    /// Deletes every volume of `collection`.
+    pub async fn delete_collection(&self, collection: &str) -> Result<(), ApiError> {
+        let ids: Vec<VolumeId> = self
+            .volumes
+            .read()
+            .iter()
+            .filter(|(_, s)| s.volume.collection() == collection)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            match self.delete_volume(id, false).await {
+                Ok(()) | Err(ApiError::VolumeNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn set_read_only(
+        &self,
+        vid: VolumeId,
+        read_only: bool,
+        persist: bool,
+    ) -> Result<(), ApiError> {
+        let vol = self.volume(vid)?;
+        blocking(move || vol.set_read_only(read_only, persist))
+            .await?
+            .map_err(|e| ApiError::from_volume(vid, e))
+    }
+
+    /// Writes checkpoints for volumes whose `.idx` grew enough.
+    pub async fn checkpoint_some(&self) {
+        for vol in self.all_volumes() {
+            let id = vol.id();
+            match blocking(move || vol.maybe_checkpoint()).await {
+                Ok(Ok(true)) => tracing::debug!(volume = id, "checkpoint written"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(volume = id, error = %e, "checkpoint failed"),
+                Err(e) => tracing::warn!(volume = id, error = %e, "checkpoint task failed"),
+            }
+        }
+    }
+
+    /// Closes every volume cleanly (sync + checkpoint). Called once all
+    /// request handlers have finished.
+    pub async fn close(&self) {
+        let slots: Vec<Slot> = self.volumes.write().drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            let id = slot.volume.id();
+            let res = match wait_exclusive(slot.volume).await {
+                Ok(vol) => blocking(move || vol.close()).await,
+                Err(shared) => blocking(move || shared.checkpoint()).await,
+            };
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(volume = id, error = %e, "closing volume failed"),
+                Err(e) => tracing::warn!(volume = id, error = %e, "closing volume failed"),
+            }
+        }
+        tracing::info!("volumes closed");
+    }
+
+    fn pick_dir(&self, vols: &HashMap<VolumeId, Slot>) -> Option<usize> {
+        let n = self.dirs.len();
+        if n == 0 {
+            return None;
+        }
+        let mut used = vec![0u64; n];
+        for s in vols.values() {
+            used[s.dir] += 1;
+        }
+        // The server-wide slot count is shared evenly between directories.
+        let base = self.max_volumes as u64 / n as u64;
+        let extra = self.max_volumes as u64 % n as u64;
+        (0..n)
+            .map(|i| {
+                let cap = base + u64::from((i as u64) < extra);
+                (i, cap.saturating_sub(used[i]))
+            })
+            .filter(|(_, free)| *free > 0)
+            .max_by_key(|(i, free)| (*free, std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
+    }
+}
+
+fn sync_mode(durable: bool) -> SyncMode {
+    if durable {
+        SyncMode::Durable
+    } else {
+        SyncMode::None
+    }
+}
+
+fn sync_after(vol: &Volume, seq: u64, durable: bool, force: bool) -> Result<(), VolumeError> {
+    let started = Instant::now();
+    if durable {
+        vol.sync_through(seq)?;
+    } else if force {
+        vol.sync()?;
+    } else {
+        return Ok(());
+    }
+    metrics::histogram!(crate::metrics::SYNC_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Waits (briefly) until no request holds the volume any more.
+async fn wait_exclusive(mut vol: Arc<Volume>) -> Result<Volume, Arc<Volume>> {
+    for _ in 0..100 {
+        match Arc::try_unwrap(vol) {
+            Ok(v) => return Ok(v),
+            Err(shared) => vol = shared,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(vol)
+}
+
+fn remove_volume_files(base: &Path) -> Result<(), ApiError> {
+    for ext in ["dat", "idx", "vif", "knm", "kwm"] {
+        let p = kelp_needle::dir::with_ext(base, ext);
+        kelp_needle::fsutil::remove_if_exists(&p).map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Runs blocking disk work on tokio's blocking pool.
+pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn short_info(s: &VolumeStats) -> VolumeShortInformationMessage {
+    VolumeShortInformationMessage {
+        id: s.id,
+        collection: s.collection.clone(),
+        replica_placement: s.replica_placement.to_byte() as u32,
+        version: s.version as u32,
+        ttl: s.ttl.to_u32(),
+        disk_type: String::new(),
+        disk_id: 0,
+    }
+}
