@@ -104,14 +104,26 @@ fn tools_present() -> bool {
 
 /// Runs `rounds` of load + power cut + remount against `kelp server` with
 /// `extra` flags and returns the history and a server started afterwards.
-fn cut_power(root: &Path, fs: &mut LoopXfs, extra: &[&str], rounds: u64, verify_each: bool) -> (History, Kelp) {
+fn cut_power(
+    root: &Path,
+    fs: &mut LoopXfs,
+    extra: &[&str],
+    rounds: u64,
+    verify_each: bool,
+) -> (History, Kelp) {
     let dir = fs.mnt.join("data");
     std::fs::create_dir_all(&dir).unwrap();
     let logs = root.join("logs");
     let client = http();
     let mut history = History::default();
     let dir_arg = format!("-dir={}", dir.display());
-    let mut args = vec!["server", dir_arg.as_str(), "-master.port=0", "-volume.port=0", "-ip=127.0.0.1"];
+    let mut args = vec![
+        "server",
+        dir_arg.as_str(),
+        "-master.port=0",
+        "-volume.port=0",
+        "-ip=127.0.0.1",
+    ];
     args.extend_from_slice(extra);
     for round in 0..rounds {
         let mut kelp = Kelp::start(&args, &logs);
@@ -137,7 +149,11 @@ fn cut_power(root: &Path, fs: &mut LoopXfs, extra: &[&str], rounds: u64, verify_
             h.unacked.len(),
             h.deleted.len()
         );
-        assert!(h.acked.len() > 20, "too few writes before the cut: {}", h.acked.len());
+        assert!(
+            h.acked.len() > 20,
+            "too few writes before the cut: {}",
+            h.acked.len()
+        );
         history.merge(h);
         drop(kelp);
         fs.umount().expect("umount after shutdown");
@@ -181,6 +197,12 @@ fn power_cut_without_fsync_is_detected() {
                 .unwrap_or(true)
         })
         .count();
-    eprintln!("--sync=none lost {lost} of {} acknowledged blobs", history.acked.len());
-    assert!(lost > 0, "a power cut without fsync lost nothing: the power-cut test cannot tell");
+    eprintln!(
+        "--sync=none lost {lost} of {} acknowledged blobs",
+        history.acked.len()
+    );
+    assert!(
+        lost > 0,
+        "a power cut without fsync lost nothing: the power-cut test cannot tell"
+    );
 }
