@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -14,6 +14,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Buckets for histograms of counts (`*_batch_size`: operations per fsync).
+const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 /// The handle that renders every metric recorded in this process. The first
 /// call installs the global recorder; if something else already installed
 /// one, the handle still renders (empty) text rather than failing.
@@ -21,7 +24,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets(LATENCY_BUCKETS)
-            .expect("static non-empty bucket list");
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), COUNT_BUCKETS))
+            .expect("static non-empty bucket lists");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let _ = metrics::set_global_recorder(recorder);

@@ -12,7 +12,6 @@ mod error;
 mod grpc;
 mod heartbeat;
 mod http;
-mod md5;
 mod metrics;
 mod store;
 

@@ -18,7 +18,8 @@ use futures::StreamExt;
 use kelp_core::Ttl;
 
 use crate::error::ApiError;
-use crate::md5::{Md5, base64};
+use base64::Engine as _;
+use md5::{Digest, Md5};
 
 /// Longest name and mime a needle can hold (one length byte each).
 const MAX_NAME: usize = 255;
@@ -168,7 +169,7 @@ pub fn finish_upload(up: &mut Upload) -> Result<(), ApiError> {
         up.original_size = up.data.len() as u64;
     }
     if let Some(given) = &up.content_md5 {
-        let computed = base64(&md5.finalize());
+        let computed = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
         if given.trim() != computed {
             return Err(ApiError::Md5Mismatch {
                 given: given.clone(),
