@@ -37,12 +37,23 @@ impl Volume {
         if prev >= seq {
             return Ok(());
         }
+        if let Some(why) = self.sync_failure.lock().clone() {
+            return Err(VolumeError::SyncFailed(why));
+        }
         let (target, dat_len, idx_len, last_ns) = {
             let w = self.writer.lock();
             (w.seq, w.dat_end, w.idx_end, w.last_append_at_ns)
         };
-        self.dat.sync_data()?;
-        self.idx.sync_data()?;
+        if let Err(e) = self.dat.sync_data().and_then(|()| self.idx.sync_data()) {
+            let why = e.to_string();
+            tracing::error!(
+                volume = self.id,
+                "fdatasync failed: {why}; refusing writes until the volume is reopened"
+            );
+            *self.sync_failure.lock() = Some(why.clone());
+            self.read_only.store(true, Ordering::Release);
+            return Err(VolumeError::SyncFailed(why));
+        }
         self.synced_seq.store(target, Ordering::Release);
         self.sync_count.fetch_add(1, Ordering::Relaxed);
         self.last_batch

@@ -159,6 +159,11 @@ pub struct Volume {
     pub(crate) sync_count: AtomicU64,
     pub(crate) last_batch: AtomicU64,
     pub(crate) read_only: AtomicBool,
+    /// Set by the first failed fdatasync, never cleared while open: after a
+    /// failed writeback the kernel may drop the dirty pages and report
+    /// success to the next fsync, so nothing written since the last good
+    /// sync can be trusted until recovery runs at the next open.
+    pub(crate) sync_failure: Mutex<Option<String>>,
     pub(crate) modified_at: AtomicU64,
     pub(crate) vif: Mutex<VolumeInfoFile>,
     pub(crate) checkpoint_lock: Mutex<u64>,
@@ -378,6 +383,7 @@ impl Volume {
             written_seq: AtomicU64::new(0),
             sync_count: AtomicU64::new(0),
             last_batch: AtomicU64::new(0),
+            sync_failure: Mutex::new(None),
             read_only: AtomicBool::new(read_only),
             modified_at: AtomicU64::new(modified),
             vif: Mutex::new(vif),

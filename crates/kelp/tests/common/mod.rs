@@ -409,3 +409,139 @@ pub fn verify_history(client: &Client, url: &str, h: &History) {
         }
     }
 }
+
+/// A name no other file in this process's log directories has.
+fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The last `max` bytes of a log file, for failure messages.
+pub fn tail(path: &Path, max: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct ToolRun {
+    pub success: bool,
+    pub status: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ToolRun {
+    /// Panics with the command's output unless it exited 0.
+    pub fn expect_success(self, what: &str) -> ToolRun {
+        assert!(
+            self.success,
+            "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.status, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `cmd` to completion with its output in files under `log_dir` (no
+/// pipes to fill up), killing it and panicking if it outlives `deadline`.
+pub fn run_tool(cmd: &mut Command, log_dir: &Path, deadline: Duration) -> ToolRun {
+    std::fs::create_dir_all(log_dir).unwrap();
+    let name = unique_name("tool");
+    let out_path = log_dir.join(format!("{name}.out"));
+    let err_path = log_dir.join(format!("{name}.err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for tool") {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} did not finish within {deadline:?}\nstdout:\n{}\nstderr:\n{}",
+                tail(&out_path, 4000),
+                tail(&err_path, 4000)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    ToolRun {
+        success: status.success(),
+        status: status.to_string(),
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+/// A long-running `weed` daemon whose stderr goes to `log`.
+pub fn spawn_weed(weed: &Path, args: &[String], log: &Path) -> Proc {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    Proc(
+        Command::new(weed)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn weed {args:?}: {e}")),
+    )
+}
+
+/// `kelp server` whose master listens on `port` and `port + 10000`, the
+/// pair `weed` tools derive from `-master=127.0.0.1:<port>`.
+pub fn kelp_server_for_weed(dir: &Path) -> (Kelp, u16) {
+    let port = free_port_pair();
+    let dir_arg = format!("-dir={}", dir.display());
+    let port_arg = format!("-master.port={port}");
+    let kelp = Kelp::start(
+        &[
+            "server",
+            &dir_arg,
+            &port_arg,
+            "-volume.port=0",
+            "-ip=127.0.0.1",
+        ],
+        &dir.join("../logs"),
+    );
+    wait_healthy(&kelp.master_url());
+    (kelp, port)
+}
+
+/// Whether a master's `/dir/status` (Kelp's or SeaweedFS's) lists a data
+/// node with this `Url`.
+pub fn master_lists_node(client: &Client, master: &str, url: &str) -> bool {
+    fn has_url(v: &Value, url: &str) -> bool {
+        match v {
+            Value::Object(m) => {
+                m.get("Url").and_then(Value::as_str) == Some(url)
+                    || m.values().any(|v| has_url(v, url))
+            }
+            Value::Array(a) => a.iter().any(|v| has_url(v, url)),
+            _ => false,
+        }
+    }
+    client
+        .get(format!("{master}/dir/status"))
+        .send()
+        .ok()
+        .and_then(|r| r.json::<Value>().ok())
+        .is_some_and(|v| has_url(&v, url))
+}
