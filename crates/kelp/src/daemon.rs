@@ -113,12 +113,8 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-fn wait_for(
-    mut rx: watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 fn write_ready_file(path: Option<&Path>, body: serde_json::Value) -> anyhow::Result<()> {

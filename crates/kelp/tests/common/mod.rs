@@ -342,7 +342,7 @@ pub fn write_load(
                         match upload(&client, url, fid, "load.bin", &blob(seed, len)) {
                             Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
                                 // Every tenth acknowledged blob is deleted again.
-                                if n % 10 == 0 {
+                                if n.is_multiple_of(10) {
                                     match client.delete(format!("http://{url}/{fid}")).send() {
                                         Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
                                             h.deleted.push(attempt.fid)
