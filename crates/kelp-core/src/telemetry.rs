@@ -24,7 +24,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets(LATENCY_BUCKETS)
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), COUNT_BUCKETS))
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), COUNT_BUCKETS)
+            })
             .expect("static non-empty bucket lists");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();

@@ -54,7 +54,9 @@ pub enum VolumeError {
     Missing(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
-    #[error("fdatasync failed earlier ({0}); the volume refuses writes until it is reopened and recovered")]
+    #[error(
+        "fdatasync failed earlier ({0}); the volume refuses writes until it is reopened and recovered"
+    )]
     SyncFailed(String),
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
