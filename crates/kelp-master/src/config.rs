@@ -24,9 +24,15 @@ pub struct MasterConfig {
     pub volume_preallocate: bool,
     /// Garbage ratio above which vacuum compacts a volume.
     pub garbage_threshold: f64,
+    /// Period of the automatic vacuum (plus up to 1/7 of it at random, so
+    /// masters started together spread out); zero disables it.
+    pub vacuum_interval: std::time::Duration,
     /// Logical volumes created per growth; `None` uses SeaweedFS's defaults
     /// by copy count (1 → 7, 2 → 6, 3 → 3, else 1).
     pub volume_growth_count: Option<u32>,
+    /// JWT keys: tokens for file ids are minted with assignments and
+    /// file-id lookups when a key is set.
+    pub security: kelp_core::SecurityConfig,
 }
 
 impl Default for MasterConfig {
@@ -41,7 +47,9 @@ impl Default for MasterConfig {
             pulse_seconds: 5,
             volume_preallocate: false,
             garbage_threshold: 0.3,
+            vacuum_interval: std::time::Duration::from_secs(15 * 60),
             volume_growth_count: None,
+            security: kelp_core::SecurityConfig::default(),
         }
     }
 }

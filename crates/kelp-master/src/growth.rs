@@ -165,7 +165,7 @@ pub struct VolumeClients {
 }
 
 impl VolumeClients {
-    fn client(&self, addr: &str) -> Result<VolumeServerClient<Channel>, String> {
+    pub(crate) fn client(&self, addr: &str) -> Result<VolumeServerClient<Channel>, String> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(addr) {
             return Ok(VolumeServerClient::new(c.clone()));

@@ -76,7 +76,20 @@ impl Seaweed for SeaweedService {
                 match parse_volume_or_file_id(id)
                     .and_then(|vid| self.master.lookup(vid, &req.collection))
                 {
-                    Ok(locations) => out.locations = locations,
+                    Ok(locations) => {
+                        out.locations = locations;
+                        // A file id gets a write token for that file (what
+                        // `weed benchmark` deletes with).
+                        if id.contains(',') {
+                            out.auth = self
+                                .master
+                                .cfg
+                                .security
+                                .signing
+                                .mint(id.trim())
+                                .unwrap_or_default();
+                        }
+                    }
                     Err(e) => out.error = e.to_string(),
                 }
                 out
@@ -109,6 +122,13 @@ impl Seaweed for SeaweedService {
         };
         match result {
             Ok(a) => Ok(Response::new(AssignResponse {
+                auth: self
+                    .master
+                    .cfg
+                    .security
+                    .signing
+                    .mint(&a.fid.to_string())
+                    .unwrap_or_default(),
                 fid: a.fid.to_string(),
                 count: a.count,
                 location: Some(a.location),

@@ -27,6 +27,10 @@ pub fn router(master: Arc<Master>) -> Router {
         .route("/dir/status", get(dir_status))
         .route("/vol/grow", get(grow).post(grow))
         .route("/vol/status", get(vol_status))
+        .route(
+            "/vol/vacuum",
+            get(crate::vacuum::http).post(crate::vacuum::http),
+        )
         .route("/cluster/status", get(cluster_status))
         .route("/cluster/healthz", get(healthy))
         .route("/healthz", get(healthy))
@@ -65,16 +69,28 @@ fn assign_params(p: &Params, count: u64) -> AssignParams<'_> {
     }
 }
 
-async fn assign(State(m): AppState, p: Params) -> Result<Json<AssignJson>, MasterError> {
+async fn assign(State(m): AppState, p: Params) -> Result<Response, MasterError> {
     let count = p.number::<u64>("count")?.unwrap_or(1);
     let req = m.parse_assign(&assign_params(&p, count))?;
     let a = m.assign(&req).await?;
-    Ok(Json(AssignJson {
-        fid: a.fid.to_string(),
+    let fid = a.fid.to_string();
+    let token = m.cfg.security.signing.mint(&fid);
+    let mut resp = Json(AssignJson {
+        fid,
         url: a.location.url,
         public_url: a.location.public_url,
         count: a.count,
-    }))
+    })
+    .into_response();
+    set_bearer(&mut resp, token);
+    Ok(resp)
+}
+
+/// `Authorization: Bearer <token>` on a response, when there is a token.
+fn set_bearer(resp: &mut Response, token: Option<String>) {
+    if let Some(v) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        resp.headers_mut().insert(header::AUTHORIZATION, v);
+    }
 }
 
 #[derive(Serialize)]
@@ -110,7 +126,21 @@ async fn lookup(State(m): AppState, p: Params) -> Response {
                     grpc_port: l.grpc_port,
                 })
                 .collect();
-            Json(json!({"volumeOrFileId": raw, "locations": locations})).into_response()
+            let mut resp =
+                Json(json!({"volumeOrFileId": raw, "locations": locations})).into_response();
+            // A file id lookup carries a token for that file: a read token
+            // with `read=yes`, else a write token.
+            let file_id = p.get("fileId").trim();
+            if !file_id.is_empty() {
+                let sec = &m.cfg.security;
+                let key = if p.get("read") == "yes" {
+                    &sec.read
+                } else {
+                    &sec.signing
+                };
+                set_bearer(&mut resp, key.mint(file_id));
+            }
+            resp
         }
         Err(e) => (
             e.http_status(),

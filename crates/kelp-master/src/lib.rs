@@ -18,6 +18,7 @@ mod placement;
 mod sequencer;
 mod status;
 mod topology;
+mod vacuum;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub async fn run(
         advertised = %master.cfg.leader_address(),
         "master listening"
     );
+    let vacuum_task = tokio::spawn(vacuum::run_loop(master.clone()));
     let stop_task = tokio::spawn(async move {
         shutdown.await;
         tracing::info!("master shutting down");
@@ -67,5 +69,6 @@ pub async fn run(
         async { grpc_server.await.map_err(anyhow::Error::from) },
     );
     stop_task.abort();
+    vacuum_task.abort();
     result.map(|_| ())
 }

@@ -32,6 +32,8 @@ pub struct Master {
     pub clients: VolumeClients,
     events: broadcast::Sender<VolumeLocation>,
     growth_locks: Mutex<HashMap<LayoutKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// One vacuum run at a time (automatic or `/vol/vacuum`).
+    pub vacuum_lock: tokio::sync::Mutex<()>,
     stop: watch::Receiver<bool>,
 }
 
@@ -83,6 +85,7 @@ impl Master {
             clients: VolumeClients::default(),
             events,
             growth_locks: Mutex::new(HashMap::new()),
+            vacuum_lock: tokio::sync::Mutex::new(()),
             stop,
             cfg,
         })

@@ -34,15 +34,20 @@ struct TestMaster {
 
 impl TestMaster {
     async fn start(dir: &std::path::Path) -> Self {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    async fn start_with(dir: &std::path::Path, tweak: impl FnOnce(&mut MasterConfig)) -> Self {
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let cfg = MasterConfig {
+        let mut cfg = MasterConfig {
             port: http.local_addr().unwrap().port(),
             grpc_port: grpc.local_addr().unwrap().port(),
             meta_dir: dir.to_path_buf(),
             pulse_seconds: 1,
             ..MasterConfig::default()
         };
+        tweak(&mut cfg);
         let http_url = format!("http://127.0.0.1:{}", cfg.port);
         let grpc_url = format!("http://127.0.0.1:{}", cfg.grpc_port);
         let (tx, rx) = oneshot::channel();
@@ -814,6 +819,116 @@ async fn concurrent_assigns_share_one_growth() {
         assert!(keys.insert(fid_parts(body["fid"].as_str().unwrap()).key));
     }
     assert_eq!(node.allocations().len(), 7, "one growth for all ten");
+    node.leave().await;
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn jwt_tokens_with_assign_and_file_id_lookup() {
+    use kelp_core::JwtKey;
+    let dir = tempfile::tempdir().unwrap();
+    let write = JwtKey::new("w-secret", 10);
+    let read = JwtKey::new("r-secret", 60);
+    let master = TestMaster::start_with(dir.path(), |c| {
+        c.security.signing = write.clone();
+        c.security.read = read.clone();
+    })
+    .await;
+    let mut node = FakeNode::start("").await;
+    node.join(&master).await;
+    let http = reqwest::Client::new();
+    let bearer = |r: &reqwest::Response| {
+        r.headers().get("authorization").map(|v| {
+            v.to_str()
+                .unwrap()
+                .strip_prefix("Bearer ")
+                .unwrap()
+                .to_string()
+        })
+    };
+
+    // HTTP assign: a write token for the assigned fid.
+    let r = http
+        .get(format!("{}/dir/assign", master.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = bearer(&r).expect("assign carries a token");
+    let fid = r.json::<Value>().await.unwrap()["fid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(write.verify(Some(&token), &fid), Ok(()));
+    assert!(read.verify(Some(&token), &fid).is_err());
+
+    // HTTP lookup by file id: write token, or read token with read=yes;
+    // none for a bare volume id.
+    let r = http
+        .get(format!("{}/dir/lookup?fileId={fid}", master.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.verify(bearer(&r).as_deref(), &fid), Ok(()));
+    let r = http
+        .get(format!("{}/dir/lookup?fileId={fid}&read=yes", master.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.verify(bearer(&r).as_deref(), &fid), Ok(()));
+    let vid = fid.split(',').next().unwrap();
+    let r = http
+        .get(format!("{}/dir/lookup?volumeId={vid}", master.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer(&r), None);
+
+    // gRPC: Assign.auth, and LookupVolume.auth for file ids only.
+    let mut client = master.client().await;
+    let a = client
+        .assign(AssignRequest {
+            count: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(write.verify(Some(&a.auth), &a.fid), Ok(()));
+    assert_eq!(write.verify(Some(&a.auth), &format!("{}_1", a.fid)), Ok(()));
+    let res = client
+        .lookup_volume(LookupVolumeRequest {
+            volume_or_file_ids: vec![a.fid.clone(), vid.to_string()],
+            collection: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume_id_locations;
+    assert_eq!(write.verify(Some(&res[0].auth), &a.fid), Ok(()));
+    assert!(res[1].auth.is_empty());
+    node.leave().await;
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_tokens_without_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = TestMaster::start(dir.path()).await;
+    let mut node = FakeNode::start("").await;
+    node.join(&master).await;
+    let r = reqwest::get(format!("{}/dir/assign", master.http))
+        .await
+        .unwrap();
+    assert!(r.headers().get("authorization").is_none());
+    let a = master
+        .client()
+        .await
+        .assign(AssignRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(a.auth.is_empty());
     node.leave().await;
     master.shutdown().await;
 }

@@ -58,6 +58,11 @@ pub enum VolumeError {
         "fdatasync failed earlier ({0}); the volume refuses writes until it is reopened and recovered"
     )]
     SyncFailed(String),
+    #[error("compaction: {0}")]
+    Compaction(String),
+    /// A test stopped an operation at a fault point (see `compaction.rs`).
+    #[error("injected fault at {0}")]
+    FaultInjected(&'static str),
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
     #[error(transparent)]

@@ -5,6 +5,7 @@
 //! blocking threads. `Volume` is `Send + Sync`.
 
 pub mod checkpoint;
+pub mod compaction;
 pub mod dir;
 pub mod error;
 pub mod fsutil;
@@ -21,6 +22,7 @@ pub mod volume;
 mod volume_ops;
 pub mod watermark;
 
+pub use compaction::{CommitReport, CompactionReport};
 pub use dir::scan_dir;
 pub use error::{NeedleError, VolumeError};
 pub use idx::{IdxEntry, OffsetWidth};

@@ -2,11 +2,19 @@
 //! `.kwm` watermark), opened with crash recovery, safe to share between
 //! threads. Readers use positional reads and never take the write lock;
 //! writers append under one mutex; durability is by group commit
-//! (`group_commit.rs`).
+//! (`group_commit.rs`); compaction (`compaction.rs`) swaps the open
+//! `.dat`/`.idx` pair in place.
+//!
+//! Lock order (outermost first), which every path follows:
+//! `compaction` → `checkpoint_lock` → `sync` → `writer` → `map` → `files`.
+//! The `.dat`/`.idx` handles live in `files` as one `Arc<Files>`; a reader
+//! clones it while holding the map read lock, so the offset it looked up
+//! and the file it reads always belong to the same generation.
 
 use std::fs::{self, File, OpenOptions as FsOpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -14,6 +22,7 @@ use kelp_core::{ReplicaPlacement, Ttl};
 use parking_lot::{Mutex, RwLock};
 
 use crate::checkpoint::{self, CheckpointMeta};
+use crate::compaction::{self, Pending};
 use crate::dir::{base_path, with_ext};
 use crate::error::{NeedleError, VolumeError};
 use crate::fsutil;
@@ -142,13 +151,21 @@ pub(crate) struct SyncState {
     pub watermark_idx_len: u64,
 }
 
+/// One generation of the volume's data files. Compaction replaces the
+/// whole `Arc` at once; the old generation stays readable (its files are
+/// unlinked but open) until the last reader drops its clone.
+pub(crate) struct Files {
+    pub dat: File,
+    pub idx: File,
+    /// In-memory superblock (replica placement may come from `.vif`).
+    pub superblock: SuperBlock,
+}
+
 pub struct Volume {
     pub(crate) id: u32,
     pub(crate) collection: String,
     pub(crate) base: PathBuf,
-    pub(crate) dat: File,
-    pub(crate) idx: File,
-    pub(crate) superblock: SuperBlock,
+    pub(crate) files: RwLock<Arc<Files>>,
     pub(crate) layout: Layout,
     pub(crate) sync_mode: SyncMode,
     pub(crate) writer: Mutex<WriterState>,
@@ -168,9 +185,20 @@ pub struct Volume {
     pub(crate) vif: Mutex<VolumeInfoFile>,
     pub(crate) checkpoint_lock: Mutex<u64>,
     pub(crate) checkpoint_every: u64,
+    /// An `.idx` entry pointed past the end of `.dat` at open: needles are
+    /// missing, so compaction (which would drop their entries for good)
+    /// is refused until an operator looks.
+    pub(crate) damaged: bool,
+    /// Output of a finished `compact` waiting for `commit_compaction`.
+    /// Held for the whole of a compact, commit or cleanup.
+    pub(crate) compaction: Mutex<Option<Pending>>,
+    /// Set by `cleanup_compaction` to stop a running compact early.
+    pub(crate) compaction_cancel: AtomicBool,
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) fault: Mutex<Option<compaction::FaultPoint>>,
 }
 
-fn open_rw(path: &Path, create: bool) -> std::io::Result<File> {
+pub(crate) fn open_rw(path: &Path, create: bool) -> std::io::Result<File> {
     FsOpenOptions::new()
         .read(true)
         .write(true)
@@ -198,7 +226,7 @@ impl Volume {
         if dat_path.exists() {
             return Err(VolumeError::Exists(dat_path.display().to_string()));
         }
-        for ext in ["idx", "knm", "kwm"] {
+        for ext in ["idx", "knm", "kwm", "cpd", "cpx", "cpc"] {
             fsutil::remove_if_exists(&with_ext(&base, ext))?;
         }
         let sb = SuperBlock::new(opts.version, opts.replica_placement, opts.ttl);
@@ -234,6 +262,9 @@ impl Volume {
         opts: &OpenOptions,
     ) -> Result<Volume, VolumeError> {
         let base = base_path(dir, collection, vid);
+        // Finish (or undo) a compaction a crash interrupted, before any
+        // file of the volume is looked at.
+        compaction::reconcile(&base)?;
         let dat_path = with_ext(&base, "dat");
         let dat = match open_rw(&dat_path, false) {
             Ok(f) => f,
@@ -332,6 +363,7 @@ impl Volume {
         }
         map.shrink_to_fit();
         let mut read_only = opts.read_only || vif.read_only || superblock.version == VERSION1;
+        let mut damaged = false;
         if dat_len > max_end {
             tracing::warn!(
                 volume = vid,
@@ -350,6 +382,7 @@ impl Volume {
                 "an .idx entry points past the end of .dat; volume is read-only"
             );
             read_only = true;
+            damaged = true;
             max_end = dat_len;
         }
 
@@ -362,9 +395,11 @@ impl Volume {
             id: vid,
             collection: collection.to_string(),
             base,
-            dat,
-            idx,
-            superblock,
+            files: RwLock::new(Arc::new(Files {
+                dat,
+                idx,
+                superblock,
+            })),
             layout,
             sync_mode: opts.sync_mode,
             writer: Mutex::new(WriterState {
@@ -389,6 +424,11 @@ impl Volume {
             vif: Mutex::new(vif),
             checkpoint_lock: Mutex::new(0),
             checkpoint_every: opts.checkpoint_every_idx_bytes.max(1),
+            damaged,
+            compaction: Mutex::new(None),
+            compaction_cancel: AtomicBool::new(false),
+            #[cfg(any(test, feature = "fault-injection"))]
+            fault: Mutex::new(None),
         };
         let wm_current = wm
             .as_ref()
@@ -415,8 +455,16 @@ impl Volume {
         self.layout.width
     }
 
-    pub fn superblock(&self) -> &SuperBlock {
-        &self.superblock
+    /// The superblock of the current generation (its compaction revision
+    /// changes when a compaction commits).
+    pub fn superblock(&self) -> SuperBlock {
+        self.files().superblock.clone()
+    }
+
+    /// The current `.dat`/`.idx` generation. Callers that also look up the
+    /// map must clone this while holding the map lock (see the lock order).
+    pub(crate) fn files(&self) -> Arc<Files> {
+        self.files.read().clone()
     }
 
     pub fn sync_mode(&self) -> SyncMode {
@@ -449,6 +497,7 @@ impl Volume {
             (w.dat_end, w.idx_end)
         };
         let map = self.map.read();
+        let sb = self.files().superblock.clone();
         let c = map.counters();
         VolumeStats {
             id: self.id,
@@ -461,10 +510,10 @@ impl Volume {
             content_bytes: c.content_bytes,
             live_count: map.len() as u64,
             read_only: self.is_read_only(),
-            replica_placement: self.superblock.replica_placement,
-            ttl: self.superblock.ttl,
+            replica_placement: sb.replica_placement,
+            ttl: sb.ttl,
             version: self.layout.version,
-            compaction_revision: self.superblock.compaction_revision,
+            compaction_revision: sb.compaction_revision,
             modified_at_second: self.modified_at.load(Ordering::Relaxed),
             max_file_key: c.max_file_key,
             offset_width: self.layout.width,
@@ -479,6 +528,11 @@ impl Volume {
 
     /// Syncs and writes a checkpoint so the next open is fast.
     pub fn close(self) -> Result<(), VolumeError> {
+        if self.compaction.lock().take().is_some() {
+            for ext in ["cpd", "cpx"] {
+                fsutil::remove_if_exists(&with_ext(&self.base, ext))?;
+            }
+        }
         if !self.is_read_only() || self.writer.lock().seq > 0 {
             self.checkpoint()?;
         }
@@ -490,7 +544,7 @@ impl Volume {
         let base = self.base.clone();
         drop(self);
         for ext in [
-            "dat", "idx", "vif", "knm", "kwm", "knm.tmp", "vif.tmp", "note",
+            "dat", "idx", "vif", "knm", "kwm", "knm.tmp", "vif.tmp", "note", "cpd", "cpx", "cpc",
         ] {
             fsutil::remove_if_exists(&with_ext(&base, ext))?;
         }
@@ -516,13 +570,14 @@ impl Volume {
         let (bytes, seq, idx_end) = {
             let w = self.writer.lock();
             let map = self.map.read();
+            let f = self.files();
             let meta = CheckpointMeta {
                 width_bytes: self.layout.width.bytes_offset() as u8,
-                compaction_revision: self.superblock.compaction_revision,
+                compaction_revision: f.superblock.compaction_revision,
                 idx_len: w.idx_end,
                 dat_len: w.dat_end,
                 last_append_at_ns: w.last_append_at_ns,
-                fingerprint: recovery::fingerprint(&self.idx, self.layout.width, w.idx_end)?,
+                fingerprint: recovery::fingerprint(&f.idx, self.layout.width, w.idx_end)?,
             };
             (checkpoint::encode(&meta, &map), w.seq, w.idx_end)
         };
@@ -540,16 +595,18 @@ impl Volume {
             let w = self.writer.lock();
             (w.dat_end, w.idx_end, w.last_append_at_ns, w.seq)
         };
-        self.dat.sync_data()?;
-        self.idx.sync_data()?;
+        // Stable while `sync` is held: a commit takes it before swapping.
+        let f = self.files();
+        f.dat.sync_data()?;
+        f.idx.sync_data()?;
         self.synced_seq.fetch_max(seq, Ordering::AcqRel);
         let wm = Watermark {
             generation: 0,
             dat_len,
             idx_len,
             last_append_at_ns,
-            compaction_revision: self.superblock.compaction_revision,
-            fingerprint: recovery::fingerprint(&self.idx, self.layout.width, idx_len)?,
+            compaction_revision: f.superblock.compaction_revision,
+            fingerprint: recovery::fingerprint(&f.idx, self.layout.width, idx_len)?,
         };
         s.watermark.write(&wm)?;
         s.last_watermark = Some(Instant::now());
@@ -558,7 +615,7 @@ impl Volume {
     }
 }
 
-fn read_superblock(dat: &File) -> Result<SuperBlock, VolumeError> {
+pub(crate) fn read_superblock(dat: &File) -> Result<SuperBlock, VolumeError> {
     let mut head = [0u8; 8];
     dat.read_exact_at(&mut head, 0)
         .map_err(|_| NeedleError::Truncated {

@@ -8,7 +8,7 @@ use crate::error::VolumeError;
 use crate::idx::IdxEntry;
 use crate::needle::{self, Needle, PADDING};
 use crate::needle_map::NeedleValue;
-use crate::volume::{DeleteOutcome, Volume, WriteOutcome};
+use crate::volume::{DeleteOutcome, Files, Volume, WriteOutcome};
 
 fn now_ns() -> u64 {
     SystemTime::now()
@@ -25,18 +25,23 @@ impl Volume {
         }
     }
 
-    fn read_header(&self, key: u64, v: NeedleValue) -> Result<(u32, u64, u32), VolumeError> {
+    fn read_header(
+        &self,
+        f: &Files,
+        key: u64,
+        v: NeedleValue,
+    ) -> Result<(u32, u64, u32), VolumeError> {
         let mut h = [0u8; 16];
-        self.dat
+        f.dat
             .read_exact_at(&mut h, v.offset)
             .map_err(|e| Self::corrupt(key, v.offset, format!("reading header: {e}")))?;
         Ok(needle::parse_header(&h))
     }
 
-    fn read_value(&self, key: u64, v: NeedleValue) -> Result<Needle, VolumeError> {
+    fn read_value(&self, f: &Files, key: u64, v: NeedleValue) -> Result<Needle, VolumeError> {
         let total = needle::actual_size(v.size, self.layout.version);
         let mut buf = vec![0u8; total as usize];
-        self.dat
+        f.dat
             .read_exact_at(&mut buf, v.offset)
             .map_err(|e| Self::corrupt(key, v.offset, format!("reading {total} bytes: {e}")))?;
         let head: [u8; 16] = buf[..16].try_into().unwrap_or([0; 16]);
@@ -56,12 +61,14 @@ impl Volume {
 
     /// Reads the live needle for `key`, CRC-checked. The caller compares cookies.
     pub fn read(&self, key: u64) -> Result<Needle, VolumeError> {
-        let v = self
-            .map
-            .read()
-            .get(key)
-            .ok_or(VolumeError::NotFound { key })?;
-        self.read_value(key, v)
+        // The offset and the file it is an offset into come from the same
+        // generation: the files are cloned under the map lock.
+        let (v, f) = {
+            let map = self.map.read();
+            (map.get(key), self.files())
+        };
+        let v = v.ok_or(VolumeError::NotFound { key })?;
+        self.read_value(&f, key, v)
     }
 
     /// Where the live needle for `key` is, if any.
@@ -77,9 +84,11 @@ impl Volume {
         }
         n.checksum = needle::crc32c(&n.data);
         let mut w = self.writer.lock();
+        // Stable while the writer lock is held: a commit takes it to swap.
+        let f = self.files();
         let existing = self.map.read().get(n.id);
         if let Some(old) = existing {
-            let (cookie, _, _) = self.read_header(n.id, old)?;
+            let (cookie, _, _) = self.read_header(&f, n.id, old)?;
             if cookie != n.cookie {
                 return Err(VolumeError::CookieMismatch {
                     key: n.id,
@@ -87,7 +96,7 @@ impl Volume {
                     given: n.cookie,
                 });
             }
-            if let Ok(o) = self.read_value(n.id, old)
+            if let Ok(o) = self.read_value(&f, n.id, old)
                 && o.checksum == n.checksum
                 && o.data == n.data
             {
@@ -107,11 +116,11 @@ impl Volume {
         let entry = IdxEntry::new(n.id, offset / PADDING, size);
         let mut idx_bytes = Vec::with_capacity(17);
         entry.encode(self.layout.width, &mut idx_bytes)?;
-        self.dat.write_all_at(&head, offset)?;
-        self.dat.write_all_at(&n.data, offset + head.len() as u64)?;
-        self.dat
+        f.dat.write_all_at(&head, offset)?;
+        f.dat.write_all_at(&n.data, offset + head.len() as u64)?;
+        f.dat
             .write_all_at(&tail, offset + (head.len() + n.data.len()) as u64)?;
-        self.idx.write_all_at(&idx_bytes, w.idx_end)?;
+        f.idx.write_all_at(&idx_bytes, w.idx_end)?;
         self.map.write().put(n.id, offset, size);
         self.advance(&mut w, total, idx_bytes.len() as u64, n.append_at_ns);
         Ok(WriteOutcome {
@@ -128,12 +137,13 @@ impl Volume {
             return Err(VolumeError::ReadOnly);
         }
         let mut w = self.writer.lock();
+        let f = self.files();
         let old = self
             .map
             .read()
             .get(key)
             .ok_or(VolumeError::NotFound { key })?;
-        let (stored, _, _) = self.read_header(key, old)?;
+        let (stored, _, _) = self.read_header(&f, key, old)?;
         if stored != cookie {
             return Err(VolumeError::CookieMismatch {
                 key,
@@ -142,7 +152,7 @@ impl Volume {
             });
         }
         let mut crc = [0u8; 4];
-        self.dat
+        f.dat
             .read_exact_at(&mut crc, old.offset + 16 + old.size as u64)
             .map_err(|e| Self::corrupt(key, old.offset, format!("reading checksum: {e}")))?;
         let ns = now_ns().max(w.last_append_at_ns + 1);
@@ -158,8 +168,8 @@ impl Volume {
         let mut idx_bytes = Vec::with_capacity(17);
         IdxEntry::new(key, offset / PADDING, IdxEntry::TOMBSTONE_SIZE)
             .encode(self.layout.width, &mut idx_bytes)?;
-        self.dat.write_all_at(&t, offset)?;
-        self.idx.write_all_at(&idx_bytes, w.idx_end)?;
+        f.dat.write_all_at(&t, offset)?;
+        f.idx.write_all_at(&idx_bytes, w.idx_end)?;
         self.map.write().delete(key);
         self.advance(&mut w, t.len() as u64, idx_bytes.len() as u64, ns);
         Ok(DeleteOutcome {

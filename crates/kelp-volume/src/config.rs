@@ -33,6 +33,44 @@ pub struct VolumeServerConfig {
     pub pulse: Duration,
     /// New volumes use 5-byte `.idx` offsets (the `weed` large-disk build).
     pub offset_width_5: bool,
+    /// What a read for a volume held elsewhere gets (`-readMode`).
+    pub read_mode: ReadMode,
+    /// JWT keys checked on requests (and used for requests to peers).
+    pub security: kelp_core::SecurityConfig,
+    /// Read-rate limit of compaction (vacuum), bytes per second; 0 means
+    /// unlimited (SeaweedFS `-compactionMBps`).
+    pub compaction_bytes_per_second: u64,
+}
+
+/// Default compaction rate limit: 64 MiB/s.
+pub const DEFAULT_COMPACTION_BYTES_PER_SECOND: u64 = 64 << 20;
+
+/// SeaweedFS `-readMode`: how a `GET`/`HEAD` for a volume this server does
+/// not hold is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// Look the volume up on the master and relay the holder's answer.
+    #[default]
+    Proxy,
+    /// 301 to the holder's public URL with `proxied=true`.
+    Redirect,
+    /// 404.
+    Local,
+}
+
+impl std::str::FromStr for ReadMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "proxy" => Ok(Self::Proxy),
+            "redirect" => Ok(Self::Redirect),
+            "local" => Ok(Self::Local),
+            other => Err(format!(
+                "unknown read mode {other:?} (proxy, redirect or local)"
+            )),
+        }
+    }
 }
 
 impl Default for VolumeServerConfig {
@@ -51,6 +89,9 @@ impl Default for VolumeServerConfig {
             file_size_limit: 256 * 1024 * 1024,
             pulse: Duration::from_secs(5),
             offset_width_5: true,
+            read_mode: ReadMode::Proxy,
+            security: kelp_core::SecurityConfig::default(),
+            compaction_bytes_per_second: DEFAULT_COMPACTION_BYTES_PER_SECOND,
         }
     }
 }
@@ -102,5 +143,13 @@ mod tests {
         assert_eq!(master_grpc_address("nohost").as_deref(), None);
         assert_eq!(master_grpc_address("h:x").as_deref(), None);
         assert_eq!(master_grpc_address(":1").as_deref(), None);
+    }
+
+    #[test]
+    fn read_modes() {
+        assert_eq!("proxy".parse(), Ok(ReadMode::Proxy));
+        assert_eq!("redirect".parse(), Ok(ReadMode::Redirect));
+        assert_eq!("local".parse(), Ok(ReadMode::Local));
+        assert!("x".parse::<ReadMode>().is_err());
     }
 }

@@ -41,6 +41,16 @@ pub enum ApiError {
     Volume(VolumeError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A missing, invalid, expired or foreign JWT.
+    #[error("wrong jwt")]
+    WrongJwt,
+    /// Deleting a chunk of a chunk manifest failed.
+    #[error("Delete chunks error: {0}")]
+    ChunkDelete(String),
+    /// Another server (master or volume server) could not be reached or
+    /// answered wrongly.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl ApiError {
@@ -50,6 +60,8 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::DeleteCookieMismatch => StatusCode::BAD_REQUEST,
+            Self::WrongJwt => StatusCode::UNAUTHORIZED,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::VolumeNotFound(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::VolumeExists(_) => StatusCode::CONFLICT,
             Self::NoFreeSlot => StatusCode::INSUFFICIENT_STORAGE,
@@ -59,6 +71,7 @@ impl ApiError {
             | Self::ReadOnly(_)
             | Self::Corrupt(_)
             | Self::Volume(_)
+            | Self::ChunkDelete(_)
             | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,7 +90,9 @@ impl ApiError {
             Self::NoFreeSlot => tonic::Code::ResourceExhausted,
             Self::ReadOnly(_) => tonic::Code::FailedPrecondition,
             Self::Corrupt(_) => tonic::Code::DataLoss,
-            Self::Volume(_) | Self::Internal(_) => tonic::Code::Internal,
+            Self::Volume(_) | Self::Internal(_) | Self::ChunkDelete(_) => tonic::Code::Internal,
+            Self::WrongJwt => tonic::Code::Unauthenticated,
+            Self::Upstream(_) => tonic::Code::Unavailable,
         }
     }
 

@@ -1,29 +1,49 @@
 //! `volume_server_pb.VolumeServer`: the RPCs a master calls on a volume
-//! server. Vacuum arrives with compaction.
+//! server, vacuum included. Compaction (kelp-needle `compaction.rs`) runs
+//! on a blocking thread while the volume keeps taking reads and writes;
+//! `VacuumVolumeCompact` streams its progress about once a second.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::Stream;
 use kelp_core::FileId;
 use kelp_proto::volume_server_pb::volume_server_server::VolumeServer;
 use kelp_proto::volume_server_pb::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::store::{AllocateRequest, Store};
+use crate::error::ApiError;
+use crate::store::{AllocateRequest, Store, blocking};
+
+/// How often `VacuumVolumeCompact` reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 pub struct VolumeGrpc {
     store: Arc<Store>,
+    /// Read-rate limit of compaction; 0 means unlimited.
+    compaction_bytes_per_second: u64,
 }
 
 impl VolumeGrpc {
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<Store>, compaction_bytes_per_second: u64) -> Self {
+        Self {
+            store,
+            compaction_bytes_per_second,
+        }
     }
 }
 
-fn vacuum_unimplemented() -> Status {
-    Status::unimplemented("vacuum arrives with compaction")
+/// The 1-minute load average, as SeaweedFS reports it with compaction
+/// progress (0 when unknown).
+fn load_avg_1m() -> f32 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 type CompactStream =
@@ -82,32 +102,93 @@ impl VolumeServer for VolumeGrpc {
 
     async fn vacuum_volume_check(
         &self,
-        _: Request<VacuumVolumeCheckRequest>,
+        request: Request<VacuumVolumeCheckRequest>,
     ) -> Result<Response<VacuumVolumeCheckResponse>, Status> {
-        Err(vacuum_unimplemented())
+        let vol = self.store.volume(request.into_inner().volume_id)?;
+        Ok(Response::new(VacuumVolumeCheckResponse {
+            garbage_ratio: vol.garbage_ratio(),
+        }))
     }
 
     type VacuumVolumeCompactStream = CompactStream;
 
+    /// Streams `processed_bytes` while the compaction runs; the stream ends
+    /// when it is done, or with an error status if it failed. Reads and
+    /// writes of the volume continue meanwhile.
     async fn vacuum_volume_compact(
         &self,
-        _: Request<VacuumVolumeCompactRequest>,
+        request: Request<VacuumVolumeCompactRequest>,
     ) -> Result<Response<Self::VacuumVolumeCompactStream>, Status> {
-        Err(vacuum_unimplemented())
+        let vid = request.into_inner().volume_id;
+        let vol = self.store.volume(vid)?;
+        let bps = Some(self.compaction_bytes_per_second).filter(|b| *b > 0);
+        let processed = Arc::new(AtomicU64::new(0));
+        let mut job = tokio::task::spawn_blocking({
+            let processed = processed.clone();
+            move || vol.compact_with_progress(bps, &mut |n| processed.store(n, Ordering::Relaxed))
+        });
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    done = &mut job => {
+                        let msg = match done {
+                            Ok(Ok(report)) => Ok(VacuumVolumeCompactResponse {
+                                processed_bytes: i64::try_from(report.processed_bytes).unwrap_or(i64::MAX),
+                                load_avg_1m: load_avg_1m(),
+                            }),
+                            Ok(Err(e)) => Err(Status::from(ApiError::from_volume(vid, e))),
+                            Err(e) => Err(Status::internal(format!("compaction task failed: {e}"))),
+                        };
+                        if let Err(status) = &msg {
+                            tracing::warn!(volume = vid, error = %status.message(), "compaction failed");
+                        }
+                        let _ = tx.send(msg).await;
+                        return;
+                    }
+                    _ = tick.tick() => {
+                        let n = processed.load(Ordering::Relaxed);
+                        // A client that went away does not stop the
+                        // compaction; its cleanup call will.
+                        let _ = tx.try_send(Ok(VacuumVolumeCompactResponse {
+                            processed_bytes: i64::try_from(n).unwrap_or(i64::MAX),
+                            load_avg_1m: load_avg_1m(),
+                        }));
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn vacuum_volume_commit(
         &self,
-        _: Request<VacuumVolumeCommitRequest>,
+        request: Request<VacuumVolumeCommitRequest>,
     ) -> Result<Response<VacuumVolumeCommitResponse>, Status> {
-        Err(vacuum_unimplemented())
+        let vid = request.into_inner().volume_id;
+        let vol = self.store.volume(vid)?;
+        let (report, read_only) =
+            blocking(move || vol.commit_compaction().map(|r| (r, vol.is_read_only())))
+                .await?
+                .map_err(|e| ApiError::from_volume(vid, e))?;
+        Ok(Response::new(VacuumVolumeCommitResponse {
+            is_read_only: read_only,
+            volume_size: report.dat_size,
+        }))
     }
 
     async fn vacuum_volume_cleanup(
         &self,
-        _: Request<VacuumVolumeCleanupRequest>,
+        request: Request<VacuumVolumeCleanupRequest>,
     ) -> Result<Response<VacuumVolumeCleanupResponse>, Status> {
-        Err(vacuum_unimplemented())
+        let vid = request.into_inner().volume_id;
+        let vol = self.store.volume(vid)?;
+        blocking(move || vol.cleanup_compaction())
+            .await?
+            .map_err(|e| ApiError::from_volume(vid, e))?;
+        Ok(Response::new(VacuumVolumeCleanupResponse {}))
     }
 
     async fn delete_collection(

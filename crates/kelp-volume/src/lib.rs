@@ -13,6 +13,7 @@ mod grpc;
 mod heartbeat;
 mod http;
 mod metrics;
+mod peers;
 mod store;
 
 use std::sync::Arc;
@@ -21,7 +22,9 @@ use std::time::Duration;
 use kelp_needle::OffsetWidth;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{VolumeServerConfig, master_grpc_address};
+pub use config::{
+    DEFAULT_COMPACTION_BYTES_PER_SECOND, ReadMode, VolumeServerConfig, master_grpc_address,
+};
 pub use error::ApiError;
 
 /// How often volumes are offered a checkpoint (written only once their
@@ -69,10 +72,17 @@ pub async fn run(
 
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
+    let own = vec![
+        format!("{}:{}", cfg.ip, cfg.port),
+        cfg.effective_public_url(),
+    ];
     let router = http::router(http::HttpState {
         store: store.clone(),
         health: health.clone(),
         file_size_limit: cfg.file_size_limit,
+        peers: Arc::new(peers::Peers::new(&cfg.masters, own)),
+        read_mode: cfg.read_mode,
+        security: Arc::new(cfg.security.clone()),
     });
     let http_task = tokio::spawn({
         let stop = stop.clone();
@@ -85,7 +95,7 @@ pub async fn run(
     let grpc_task = tokio::spawn({
         let stop = stop.clone();
         let svc = kelp_proto::volume_server_pb::volume_server_server::VolumeServerServer::new(
-            grpc::VolumeGrpc::new(store.clone()),
+            grpc::VolumeGrpc::new(store.clone(), cfg.compaction_bytes_per_second),
         );
         async move {
             tonic::transport::Server::builder()
@@ -108,7 +118,8 @@ pub async fn run(
         .run(),
     );
     let housekeeping_task = tokio::spawn(housekeeping(store.clone(), stop.clone()));
-    tracing::info!(http = %http_addr, grpc = %grpc_addr, masters = ?cfg.masters, durable = cfg.durable, "volume server started");
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, masters = ?cfg.masters, durable = cfg.durable,
+        read_mode = ?cfg.read_mode, jwt = %cfg.security.describe(), "volume server started");
 
     let http_res = http_task.await;
     let grpc_res = grpc_task.await;

@@ -460,7 +460,7 @@ async fn wait_exclusive(mut vol: Arc<Volume>) -> Result<Volume, Arc<Volume>> {
 }
 
 fn remove_volume_files(base: &Path) -> Result<(), ApiError> {
-    for ext in ["dat", "idx", "vif", "knm", "kwm"] {
+    for ext in ["dat", "idx", "vif", "knm", "kwm", "cpd", "cpx", "cpc"] {
         let p = kelp_needle::dir::with_ext(base, ext);
         kelp_needle::fsutil::remove_if_exists(&p).map_err(|e| ApiError::Internal(e.to_string()))?;
     }

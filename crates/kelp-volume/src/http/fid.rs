@@ -15,6 +15,9 @@ pub struct FidPath {
     pub ext: Option<String>,
     /// File name given as the last path segment (`/vid/keycookie/name`).
     pub filename: Option<String>,
+    /// `vid,keycookie[_N]` exactly as written in the path (extension
+    /// dropped): what a JWT's `fid` claim is compared with.
+    pub claim: String,
 }
 
 pub fn parse_fid_path(path: &str) -> Result<FidPath, ApiError> {
@@ -42,7 +45,12 @@ pub fn parse_fid_path(path: &str) -> Result<FidPath, ApiError> {
         Some(name) => name.rfind('.').map(|i| name[i..].to_string()),
         None => key_ext,
     };
-    Ok(FidPath { fid, ext, filename })
+    Ok(FidPath {
+        fid,
+        ext,
+        filename,
+        claim: format!("{vid},{key_cookie}"),
+    })
 }
 
 /// Decodes `%XX` escapes; invalid escapes and invalid UTF-8 are kept
@@ -87,6 +95,11 @@ mod tests {
         assert_eq!(f.ext.as_deref(), Some(".txt"));
         let f = parse_fid_path("/3,01637037d6_2").unwrap();
         assert_eq!(f.fid.key, 3);
+        assert_eq!(f.claim, "3,01637037d6_2");
+        assert_eq!(
+            parse_fid_path("/3/01637037d6.jpg").unwrap().claim,
+            "3,01637037d6"
+        );
     }
 
     #[test]

@@ -9,10 +9,12 @@ use kelp_needle::Needle;
 use serde::Serialize;
 
 use super::fid::{FidPath, parse_fid_path};
+use super::manifest::Manifest;
 use super::read::{ReadContext, etag, needle_response};
 use super::status::json_response;
 use super::upload::{UploadParams, finish_upload, parse_upload};
 use super::{HttpState, query_pairs};
+use super::{chunked, guard, proxy};
 use crate::error::ApiError;
 use crate::store::{blocking, now_secs};
 
@@ -26,15 +28,29 @@ pub async fn fid_request(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
+    let key = match method {
+        Method::GET | Method::HEAD => &st.security.read,
+        Method::POST | Method::PUT | Method::DELETE => &st.security.signing,
+        _ => {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "GET, HEAD, POST, PUT, DELETE")],
+            )
+                .into_response();
+        }
+    };
+    let path = match parse_fid_path(uri.path()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let query = query_pairs(uri.query());
+    if let Err(e) = guard::check(key, &query, &headers, &path) {
+        return e.into_response();
+    }
     let result = match method {
-        Method::GET | Method::HEAD => read(&st, &method, &uri, &headers).await,
-        Method::POST | Method::PUT => upload(&st, &method, &uri, &headers, body).await,
-        Method::DELETE => delete(&st, &uri).await,
-        _ => Ok((
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "GET, HEAD, POST, PUT, DELETE")],
-        )
-            .into_response()),
+        Method::GET | Method::HEAD => read(&st, &method, &uri, &headers, path, &query).await,
+        Method::DELETE => delete(&st, &path, &query).await,
+        _ => upload(&st, &method, &uri, &headers, &path, &query, body).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -44,16 +60,28 @@ async fn read(
     method: &Method,
     uri: &Uri,
     headers: &axum::http::HeaderMap,
+    path: FidPath,
+    query: &[(String, String)],
 ) -> Result<Response, ApiError> {
-    let path = parse_fid_path(uri.path())?;
-    let query = query_pairs(uri.query());
     let download = query
         .iter()
         .any(|(k, v)| k == "dl" && matches!(v.as_str(), "true" | "1"));
     let fid = path.fid;
+    if st.store.volume(fid.volume_id).is_err() {
+        return proxy::remote_read(st, fid.volume_id, method, uri, headers, query).await;
+    }
     let n = st.store.read(fid.volume_id, fid.key, fid.cookie).await?;
-    let big_gzip = n.compressed && n.data.len() > INLINE_CPU_BYTES;
-    let resp = if big_gzip {
+    let resp = if chunked::expand_manifest(&n, query)
+        && let Some(m) = Manifest::parse(&n.data, n.compressed)
+    {
+        let ctx = ReadContext {
+            method,
+            headers,
+            path: &path,
+            download,
+        };
+        chunked::chunked_response(st, n, m, &ctx).await?
+    } else if n.compressed && n.data.len() > INLINE_CPU_BYTES {
         let (method, headers) = (method.clone(), headers.clone());
         blocking(move || {
             needle_response(
@@ -104,12 +132,14 @@ async fn upload(
     method: &Method,
     uri: &Uri,
     headers: &axum::http::HeaderMap,
+    path: &FidPath,
+    query: &[(String, String)],
     body: Body,
 ) -> Result<Response, ApiError> {
-    let FidPath { fid, .. } = parse_fid_path(uri.path())?;
+    let fid = path.fid;
     // Refuse before reading a body we cannot store.
     st.store.volume(fid.volume_id)?;
-    let params = UploadParams::from_query(&query_pairs(uri.query()))?;
+    let params = UploadParams::from_query(query)?;
     let mut up = parse_upload(method, headers, uri.path(), body, st.file_size_limit).await?;
     if up.gzipped || (up.content_md5.is_some() && up.data.len() > INLINE_CPU_BYTES) {
         up = blocking(move || finish_upload(&mut up).map(|()| up)).await??;
@@ -154,9 +184,25 @@ async fn upload(
     Ok(resp)
 }
 
-async fn delete(st: &HttpState, uri: &Uri) -> Result<Response, ApiError> {
-    let FidPath { fid, .. } = parse_fid_path(uri.path())?;
-    let params = UploadParams::from_query(&query_pairs(uri.query()))?;
+async fn delete(
+    st: &HttpState,
+    path: &FidPath,
+    query: &[(String, String)],
+) -> Result<Response, ApiError> {
+    let fid = path.fid;
+    let params = UploadParams::from_query(query)?;
+    // A chunk manifest takes its chunks with it; they go first, so a
+    // failure leaves the manifest to retry the delete with.
+    if let Ok(n) = st.store.read(fid.volume_id, fid.key, fid.cookie).await
+        && n.chunk_manifest
+    {
+        match Manifest::parse(&n.data, n.compressed) {
+            Some(m) => chunked::delete_chunks(st, &m).await?,
+            None => {
+                tracing::warn!(fid = %fid, "chunk manifest does not parse; deleting it alone")
+            }
+        }
+    }
     match st
         .store
         .delete(fid.volume_id, fid.key, fid.cookie, params.fsync)

@@ -1,8 +1,12 @@
 //! The SeaweedFS-compatible volume HTTP API: `/<fid>` for needles, plus
 //! `/status`, `/healthz` and `/metrics`.
 
+mod chunked;
 mod fid;
+mod guard;
 mod handlers;
+mod manifest;
+mod proxy;
 mod range;
 mod read;
 mod status;
@@ -18,6 +22,10 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 
+use kelp_core::SecurityConfig;
+
+use crate::config::ReadMode;
+use crate::peers::Peers;
 use crate::store::Store;
 
 /// Whether the server can report itself healthy.
@@ -39,6 +47,11 @@ pub struct HttpState {
     pub store: Arc<Store>,
     pub health: Arc<Health>,
     pub file_size_limit: u64,
+    /// Where other volumes live, and the client to reach them.
+    pub peers: Arc<Peers>,
+    pub read_mode: ReadMode,
+    /// JWT keys checked on `/<fid>` requests.
+    pub security: Arc<SecurityConfig>,
 }
 
 pub fn router(state: HttpState) -> Router {

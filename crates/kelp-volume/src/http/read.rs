@@ -62,14 +62,8 @@ pub fn needle_response(n: Needle, ctx: &ReadContext<'_>) -> Result<Response, Api
     let content_type = content_type(&n.mime, ctx.path, &name);
     set(&mut headers, header::CONTENT_TYPE, &content_type);
     let display_name = ctx.path.filename.clone().unwrap_or(name);
-    if !display_name.is_empty() {
-        let kind = if ctx.download { "attachment" } else { "inline" };
-        let escaped = display_name.replace(['"', '\\'], "_");
-        set(
-            &mut headers,
-            header::CONTENT_DISPOSITION,
-            &format!("{kind}; filename=\"{escaped}\""),
-        );
+    if let Some(v) = content_disposition(&display_name, ctx.download) {
+        set(&mut headers, header::CONTENT_DISPOSITION, &v);
     }
     add_pairs(&mut headers, &n.pairs);
 
@@ -144,7 +138,7 @@ fn respond(status: StatusCode, mut headers: HeaderMap, body: Bytes, head: bool) 
     resp
 }
 
-fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+pub(super) fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
     }
@@ -152,7 +146,7 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 
 /// `If-None-Match` wins over `If-Modified-Since` when both are present
 /// (RFC 9110 §13.2.2).
-fn not_modified(req: &HeaderMap, etag: &str, last_modified: u64) -> bool {
+pub(super) fn not_modified(req: &HeaderMap, etag: &str, last_modified: u64) -> bool {
     if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         return inm.split(',').map(str::trim).any(|t| {
             t == "*"
@@ -174,9 +168,21 @@ fn not_modified(req: &HeaderMap, etag: &str, last_modified: u64) -> bool {
 /// Stored mime unless empty or the generic octet-stream, else a guess from
 /// the URL extension or the stored name, else octet-stream.
 fn content_type(mime: &[u8], path: &FidPath, name: &str) -> String {
-    let stored = String::from_utf8_lossy(mime);
-    if !stored.is_empty() && stored != "application/octet-stream" {
-        return stored.into_owned();
+    content_type_for(&String::from_utf8_lossy(mime), path, name, false)
+}
+
+/// `mime` unless it is empty or generic (`application/octet-stream`, or
+/// with `prefix` anything starting with it, such as a charset variant),
+/// else a guess from the URL extension or `name`, else octet-stream.
+pub(super) fn content_type_for(mime: &str, path: &FidPath, name: &str, prefix: bool) -> String {
+    const GENERIC: &str = "application/octet-stream";
+    let generic = if prefix {
+        mime.starts_with(GENERIC)
+    } else {
+        mime == GENERIC
+    };
+    if !mime.is_empty() && !generic {
+        return mime.to_string();
     }
     let ext = path
         .ext
@@ -188,8 +194,19 @@ fn content_type(mime: &[u8], path: &FidPath, name: &str) -> String {
         .to_string()
 }
 
+/// `inline; filename="name"` (`attachment` for downloads); none without a
+/// name.
+pub(super) fn content_disposition(name: &str, download: bool) -> Option<String> {
+    if name.is_empty() {
+        return None;
+    }
+    let kind = if download { "attachment" } else { "inline" };
+    let escaped = name.replace(['"', '\\'], "_");
+    Some(format!("{kind}; filename=\"{escaped}\""))
+}
+
 /// Stored `Seaweed-*` pairs come back as plain headers.
-fn add_pairs(headers: &mut HeaderMap, pairs: &[u8]) {
+pub(super) fn add_pairs(headers: &mut HeaderMap, pairs: &[u8]) {
     if pairs.is_empty() {
         return;
     }
@@ -229,7 +246,7 @@ fn accepts_gzip(req: &HeaderMap) -> bool {
         })
 }
 
-fn inflate(data: &[u8]) -> Result<Vec<u8>, ApiError> {
+pub(super) fn inflate(data: &[u8]) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::with_capacity(data.len().saturating_mul(2));
     flate2::read::GzDecoder::new(data)
         .take(MAX_INFLATED + 1)
@@ -253,6 +270,7 @@ mod tests {
             fid: FileId::new(1, 1, 1),
             ext: None,
             filename: None,
+            claim: "1,0100000001".into(),
         }
     }
 
