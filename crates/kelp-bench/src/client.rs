@@ -15,6 +15,21 @@ pub struct Api {
     locations: Arc<RwLock<HashMap<String, Vec<String>>>>,
 }
 
+/// An assigned file id.
+pub struct Assigned {
+    pub fid: String,
+    pub url: String,
+    /// `Authorization` header value for the upload, when writes are signed.
+    pub auth: Option<String>,
+}
+
+fn authorization(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get(reqwest::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 #[derive(Deserialize)]
 struct AssignReply {
     fid: Option<String>,
@@ -51,22 +66,19 @@ impl Api {
         })
     }
 
-    pub async fn assign(
-        &self,
-        collection: &str,
-        replication: &str,
-    ) -> anyhow::Result<(String, String)> {
-        let r: AssignReply = self
+    /// Returns the file id, the volume server and, when the cluster signs
+    /// writes (JWT), the `Authorization` value to upload with.
+    pub async fn assign(&self, collection: &str, replication: &str) -> anyhow::Result<Assigned> {
+        let resp = self
             .http
             .get(format!("http://{}/dir/assign", self.master))
             .query(&[("collection", collection), ("replication", replication)])
             .send()
-            .await?
-            .json()
-            .await
-            .context("assign reply is not JSON")?;
+            .await?;
+        let auth = authorization(&resp);
+        let r: AssignReply = resp.json().await.context("assign reply is not JSON")?;
         match (r.fid, r.url, r.error) {
-            (Some(fid), Some(url), None) => Ok((fid, url)),
+            (Some(fid), Some(url), None) => Ok(Assigned { fid, url, auth }),
             (_, _, Some(e)) => bail!("assign: {e}"),
             _ => bail!("assign reply lacks fid or url"),
         }
@@ -74,38 +86,42 @@ impl Api {
 
     /// Multipart POST shaped like `weed benchmark`'s: one part named
     /// `file`, filename `.`, type `image/bench` (so nothing is gzipped).
-    pub async fn upload(
-        &self,
-        url: &str,
-        fid: &str,
-        body: Vec<u8>,
-        fsync: bool,
-    ) -> anyhow::Result<()> {
+    pub async fn upload(&self, a: &Assigned, body: Vec<u8>, fsync: bool) -> anyhow::Result<()> {
         let part = reqwest::multipart::Part::bytes(body)
             .file_name(".")
             .mime_str("image/bench")?;
-        let mut target = format!("http://{url}/{fid}");
+        let mut target = format!("http://{}/{}", a.url, a.fid);
         if fsync {
             target.push_str("?fsync=true");
         }
-        let r = self
+        let mut req = self
             .http
             .post(target)
-            .multipart(reqwest::multipart::Form::new().part("file", part))
-            .send()
-            .await?;
+            .multipart(reqwest::multipart::Form::new().part("file", part));
+        if let Some(auth) = &a.auth {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let r = req.send().await?;
         if !r.status().is_success() {
             bail!("upload answered {}", r.status());
         }
         Ok(())
     }
 
+    /// Deletes a file; with JWT on, the master's `/dir/lookup?fileId=`
+    /// supplies the write token, as SeaweedFS clients do.
     pub async fn delete(&self, url: &str, fid: &str) -> anyhow::Result<()> {
-        let r = self
+        let lookup = self
             .http
-            .delete(format!("http://{url}/{fid}"))
+            .get(format!("http://{}/dir/lookup", self.master))
+            .query(&[("fileId", fid)])
             .send()
             .await?;
+        let mut req = self.http.delete(format!("http://{url}/{fid}"));
+        if let Some(auth) = authorization(&lookup) {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let r = req.send().await?;
         if !r.status().is_success() {
             bail!("delete answered {}", r.status());
         }
@@ -141,12 +157,36 @@ impl Api {
         let vid = fid.split(',').next().unwrap_or_default();
         let mut last = None;
         for url in self.lookup(vid).await? {
-            match self.http.get(format!("http://{url}/{fid}")).send().await {
+            match self.get_with_read_token(&url, fid).await {
                 Ok(r) if r.status().is_success() => return Ok(r.bytes().await?.len() as u64),
                 Ok(r) => last = Some(anyhow::anyhow!("GET {fid} from {url}: {}", r.status())),
                 Err(e) => last = Some(e.into()),
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no replica of {fid}")))
+    }
+
+    /// GET, and once more with a read token from `/dir/lookup?fileId=&read=yes`
+    /// when the server demands one (JWT read key configured).
+    async fn get_with_read_token(
+        &self,
+        url: &str,
+        fid: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        let r = self.http.get(format!("http://{url}/{fid}")).send().await?;
+        if r.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(r);
+        }
+        let lookup = self
+            .http
+            .get(format!("http://{}/dir/lookup", self.master))
+            .query(&[("fileId", fid), ("read", "yes")])
+            .send()
+            .await?;
+        let mut req = self.http.get(format!("http://{url}/{fid}"));
+        if let Some(auth) = authorization(&lookup) {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        req.send().await
     }
 }

@@ -42,8 +42,8 @@ pub struct BenchConfig {
     pub fsync: bool,
     /// File of written file ids, one per line (written, then read).
     pub list: PathBuf,
-    /// Print a progress line each second.
-    pub progress: bool,
+    /// How to show progress while a phase runs.
+    pub progress: Progress,
 }
 
 impl Default for BenchConfig {
@@ -60,7 +60,7 @@ impl Default for BenchConfig {
             write_only: false,
             fsync: false,
             list: std::env::temp_dir().join("benchmark_list.txt"),
-            progress: true,
+            progress: Progress::Lines,
         }
     }
 }
@@ -119,25 +119,58 @@ impl Phase {
     }
 }
 
-/// Prints `Completed X of T requests, P% R/s MB/s` once a second until the
-/// phase finishes.
-async fn progress(phase: Arc<Phase>, started: Instant) {
+/// How progress is shown while a phase runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing (scripts, `--json`).
+    Off,
+    /// `weed benchmark`'s line once a second: `Completed X of T requests, P% R/s MB/s`.
+    Lines,
+    /// A progress bar, for a terminal.
+    Bar,
+}
+
+/// Reports a phase's progress once a second until it finishes.
+async fn progress(phase: Arc<Phase>, started: Instant, mode: Progress) {
+    let bar = (mode == Progress::Bar).then(|| {
+        let bar = indicatif::ProgressBar::new(phase.total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix:>5} [{bar:40}] {pos}/{len} {per_sec} eta {eta} {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(phase.name);
+        bar
+    });
     let mut last = (0u64, 0u64, Instant::now());
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(if bar.is_some() {
+        200
+    } else {
+        1000
+    }));
     tick.tick().await;
     loop {
         tick.tick().await;
         let done = phase.done();
         let bytes = phase.bytes.load(Ordering::Relaxed);
+        if let Some(bar) = &bar {
+            bar.set_position(done);
+            bar.set_message(format!("{} failed", phase.failed.load(Ordering::Relaxed)));
+            if done >= phase.total {
+                bar.finish();
+                return;
+            }
+            continue;
+        }
         let dt = last.2.elapsed().as_secs_f64().max(1e-9);
         eprintln!(
-            "{}: completed {} of {} requests, {:.1}% {:.1}/s {:.1}MB/s ({:.0}s)",
-            phase.name,
+            "Completed {} of {} requests, {:.1}% {:.1}/s {:.1}MB/s ({} phase, {:.0}s)",
             done,
             phase.total,
             done as f64 * 100.0 / phase.total.max(1) as f64,
             (done - last.0) as f64 / dt,
             (bytes - last.1) as f64 / dt / 1e6,
+            phase.name,
             started.elapsed().as_secs_f64(),
         );
         last = (done, bytes, Instant::now());
@@ -166,9 +199,8 @@ where
     Fut: std::future::Future<Output = Result<u64, ()>> + Send,
 {
     let started = Instant::now();
-    let ticker = cfg
-        .progress
-        .then(|| tokio::spawn(progress(phase.clone(), started)));
+    let ticker = (cfg.progress != Progress::Off)
+        .then(|| tokio::spawn(progress(phase.clone(), started, cfg.progress)));
     let workers: Vec<_> = (0..cfg.concurrency.max(1))
         .map(|_| {
             let phase = phase.clone();
@@ -216,17 +248,17 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 let id_bytes = i.to_le_bytes();
                 let k = id_bytes.len().min(len);
                 body[..k].copy_from_slice(&id_bytes[..k]);
-                let (fid, url) = api
+                let a = api
                     .assign(&cfg.collection, &cfg.replication)
                     .await
                     .map_err(|e| tracing::debug!("assign: {e:#}"))?;
-                api.upload(&url, &fid, body, cfg.fsync)
+                api.upload(&a, body, cfg.fsync)
                     .await
-                    .map_err(|e| tracing::debug!("upload {fid}: {e:#}"))?;
+                    .map_err(|e| tracing::debug!("upload {}: {e:#}", a.fid))?;
                 if rand::rng().random_range(0..100) < cfg.delete_percent {
-                    deletes.lock().push((url, fid));
+                    deletes.lock().push((a.url, a.fid));
                 } else {
-                    written.lock().push(fid);
+                    written.lock().push(a.fid);
                 }
                 Ok(len as u64)
             }

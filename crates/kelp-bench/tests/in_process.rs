@@ -77,7 +77,7 @@ async fn tiny_workload_has_no_failures() {
         size: 100,
         delete_percent: 10,
         list: dir.path().join("list.txt"),
-        progress: false,
+        progress: kelp_bench::Progress::Off,
         ..Default::default()
     };
     let report = kelp_bench::run(cfg).await.expect("benchmark runs");

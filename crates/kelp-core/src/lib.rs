@@ -6,12 +6,16 @@
 //! of panicking.
 
 pub mod file_id;
+pub mod jwt;
 pub mod replica;
+pub mod security;
 pub mod telemetry;
 pub mod ttl;
 
 pub use file_id::{FileId, FileIdError};
+pub use jwt::{JwtError, JwtKey};
 pub use replica::{ReplicaPlacement, ReplicaPlacementError};
+pub use security::SecurityConfig;
 pub use ttl::{Ttl, TtlError, TtlUnit};
 
 /// Volume id as SeaweedFS numbers them (u32, starting at 1).
