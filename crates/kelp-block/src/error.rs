@@ -1,0 +1,80 @@
+//! Errors of the block layer. `BlockError` is what region, extent, frame and
+//! NBD code return. It is turned into a wire error code in exactly one place
+//! (`frame::ErrorCode::from(&BlockError)`) and into an NBD errno in exactly
+//! one place (`nbd::errno`).
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("I/O error on {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bad region options: {0}")]
+    BadOptions(String),
+    #[error("a region already exists in {0}")]
+    RegionExists(String),
+    #[error("corrupt {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("unsupported format version {version} of {what}")]
+    UnsupportedVersion { what: &'static str, version: u32 },
+    #[error("blocks {start}..{end} are outside the region ({total} blocks)")]
+    OutOfRange { start: u64, end: u64, total: u64 },
+    #[error("extent {0} does not exist")]
+    NoSuchExtent(u32),
+    #[error("block {block}: data checksum {computed:08x} does not match context {stored:08x}")]
+    ChecksumMismatch {
+        block: u64,
+        stored: u32,
+        computed: u32,
+    },
+    #[error("data length {len} is not {blocks} blocks of {block_size} bytes")]
+    BadLength {
+        len: usize,
+        blocks: u64,
+        block_size: u32,
+    },
+    #[error("the region is open read-only")]
+    ReadOnly,
+    #[error("generation {offered} is lower than generation {current} already seen")]
+    GenerationTooLow { offered: u64, current: u64 },
+    #[error("fenced: an upstairs with generation {0} took over")]
+    Fenced(u64),
+    #[error("not active: activate before sending IO")]
+    NotActive,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("region mismatch: {0}")]
+    RegionMismatch(String),
+    #[error("peer reported error {code}: {message}")]
+    Remote { code: u16, message: String },
+    #[error("not enough healthy downstairs: {0}")]
+    NoQuorum(String),
+    #[error("the volume is shutting down")]
+    Shutdown,
+}
+
+impl BlockError {
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
+        BlockError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        BlockError::Corrupt {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn protocol(msg: impl Into<String>) -> Self {
+        BlockError::Protocol(msg.into())
+    }
+}
+
+pub type Result<T, E = BlockError> = std::result::Result<T, E>;

@@ -1,0 +1,711 @@
+//! One extent: a fixed run of blocks stored in its own file.
+//!
+//! # Torn writes: two slots per block
+//!
+//! Every block has two slots, A and B, each a context record and a data
+//! area. A write never touches the slot holding the block's last *flushed*
+//! value: the first write to a block after a flush goes to the other slot
+//! (with a higher sequence number); further writes before the next flush
+//! overwrite that same unflushed slot. After a crash each slot is judged on
+//! its own: its context must pass its own CRC and its data must match the
+//! context's data CRC. The newest slot that passes wins. So a crash in the
+//! middle of a write leaves either the old or the new block, never a mix,
+//! and the flushed value is never at risk.
+//!
+//! Checking data costs a read, so it is done only for extents whose dirty
+//! bit is set (written since their last flush). A clean extent was fsynced
+//! whole at its last flush and not written since, so its newest valid
+//! context is trusted. Before the first write after a flush the dirty bit is
+//! written and fsynced, so a crash can never leave a written-to extent
+//! marked clean.
+//!
+//! # File layout (little-endian)
+//!
+//! ```text
+//! 0       64-byte header
+//!   0  [8] magic "KELPEXT1"
+//!   8  u32 format version (1)
+//!  12  u32 block size
+//!  16  u32 extent size (blocks, n)
+//!  20  u32 extent id
+//!  24  u64 generation number (of the upstairs whose flush last stamped it)
+//!  32  u64 flush number
+//!  40  u8  dirty (1 = written since the last flush)
+//!  41  [19] zero
+//!  60  u32 crc32c of bytes 0..60
+//! 64      context table: 2n slots of 24 bytes (`SlotCtx`), slot s of block b
+//!         at 64 + (s*n + b)*24
+//! D       data: 2n blocks, slot s of block b at D + (s*n + b)*bs, where
+//!         D = round_up(64 + 48n, 4096)
+//! ```
+//! The file is created sparse at its full size.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::context::{BlockContext, SLOT_DATA, SLOT_ZERO, SlotCtx, block_crc};
+use crate::error::{BlockError, Result};
+
+pub const EXTENT_MAGIC: &[u8; 8] = b"KELPEXT1";
+pub const EXTENT_FORMAT_VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 64;
+
+/// The version of an extent's contents, compared across replicas at
+/// activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExtentVersion {
+    pub generation: u64,
+    pub flush: u64,
+    pub dirty: bool,
+}
+
+impl ExtentVersion {
+    /// Orders replicas for repair: higher generation, then higher flush,
+    /// then dirty (it may hold writes the others lack).
+    pub fn freshness(&self) -> (u64, u64, bool) {
+        (self.generation, self.flush, self.dirty)
+    }
+}
+
+/// A whole extent's contents, used to copy an extent between replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtentImage {
+    pub version: ExtentVersion,
+    pub contexts: Vec<BlockContext>,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct BlockState {
+    /// The current (newest valid) slot, if the block was ever written.
+    cur: Option<(u8, SlotCtx)>,
+    /// Written since the last flush: `cur` is then the unflushed slot and
+    /// further writes overwrite it, keeping the other (flushed) slot intact.
+    unflushed: bool,
+}
+
+pub struct Extent {
+    id: u32,
+    path: PathBuf,
+    file: File,
+    block_size: u32,
+    n: u32,
+    data_off: u64,
+    version: ExtentVersion,
+    blocks: Vec<BlockState>,
+    read_only: bool,
+}
+
+pub fn data_offset(n: u32) -> u64 {
+    let end = HEADER_LEN as u64 + 2 * n as u64 * SlotCtx::LEN as u64;
+    end.div_ceil(4096) * 4096
+}
+
+pub fn file_len(block_size: u32, n: u32) -> u64 {
+    data_offset(n) + 2 * n as u64 * block_size as u64
+}
+
+fn encode_header(id: u32, block_size: u32, n: u32, v: &ExtentVersion) -> [u8; HEADER_LEN] {
+    let mut b = [0u8; HEADER_LEN];
+    b[0..8].copy_from_slice(EXTENT_MAGIC);
+    b[8..12].copy_from_slice(&EXTENT_FORMAT_VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&block_size.to_le_bytes());
+    b[16..20].copy_from_slice(&n.to_le_bytes());
+    b[20..24].copy_from_slice(&id.to_le_bytes());
+    b[24..32].copy_from_slice(&v.generation.to_le_bytes());
+    b[32..40].copy_from_slice(&v.flush.to_le_bytes());
+    b[40] = v.dirty as u8;
+    let c = crc32c::crc32c(&b[0..60]);
+    b[60..64].copy_from_slice(&c.to_le_bytes());
+    b
+}
+
+/// Decodes a header. A header whose own CRC fails yields `Ok(None)`: it was
+/// torn, and the extent is then treated as dirty at version 0 so that
+/// reconciliation replaces it from a healthy replica.
+fn decode_header(b: &[u8], id: u32, block_size: u32, n: u32) -> Result<Option<ExtentVersion>> {
+    let what = || format!("extent {id} header");
+    if b.len() < HEADER_LEN {
+        return Err(BlockError::corrupt(what(), "short header"));
+    }
+    let stored = u32::from_le_bytes([b[60], b[61], b[62], b[63]]);
+    if crc32c::crc32c(&b[0..60]) != stored {
+        return Ok(None);
+    }
+    if &b[0..8] != EXTENT_MAGIC {
+        return Err(BlockError::corrupt(what(), "bad magic"));
+    }
+    let le32 = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let le64 = |o: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(a)
+    };
+    let version = le32(8);
+    if version != EXTENT_FORMAT_VERSION {
+        return Err(BlockError::UnsupportedVersion {
+            what: "extent file",
+            version,
+        });
+    }
+    if le32(12) != block_size || le32(16) != n || le32(20) != id {
+        return Err(BlockError::corrupt(
+            what(),
+            format!(
+                "geometry {}x{} id {} does not match the region",
+                le32(12),
+                le32(16),
+                le32(20)
+            ),
+        ));
+    }
+    Ok(Some(ExtentVersion {
+        generation: le64(24),
+        flush: le64(32),
+        dirty: b[40] != 0,
+    }))
+}
+
+impl Extent {
+    /// Creates an empty extent file (sparse, clean, version 0).
+    pub fn create(path: &Path, id: u32, block_size: u32, n: u32) -> Result<Extent> {
+        let io = |e| BlockError::io(path.display().to_string(), e);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io)?;
+        file.set_len(file_len(block_size, n)).map_err(io)?;
+        file.write_all_at(
+            &encode_header(id, block_size, n, &ExtentVersion::default()),
+            0,
+        )
+        .map_err(io)?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        Extent::open(path, id, block_size, n, false)
+    }
+
+    /// Opens an extent and works out each block's current slot (see the
+    /// module comment). A read-only open never writes or syncs.
+    pub fn open(path: &Path, id: u32, block_size: u32, n: u32, read_only: bool) -> Result<Extent> {
+        let io = |e| BlockError::io(path.display().to_string(), e);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let want = file_len(block_size, n);
+        if len < data_offset(n) {
+            return Err(BlockError::corrupt(
+                path.display().to_string(),
+                format!("file is {len} bytes, shorter than its header and contexts"),
+            ));
+        }
+        if len < want && !read_only {
+            // A truncated tail reads as holes; restore the full length so
+            // later writes land where they belong.
+            file.set_len(want).map_err(io)?;
+        }
+        let mut header = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut header, 0).map_err(io)?;
+        let version = match decode_header(&header, id, block_size, n)? {
+            Some(v) => v,
+            None => {
+                tracing::warn!(
+                    extent = id,
+                    "torn extent header; treating it as dirty at version 0"
+                );
+                ExtentVersion {
+                    generation: 0,
+                    flush: 0,
+                    dirty: true,
+                }
+            }
+        };
+        if version.dirty && !read_only {
+            // Whatever reached the page cache before a crash becomes durable
+            // now, so the slots chosen below stay valid across another crash.
+            file.sync_data().map_err(io)?;
+        }
+        let mut ext = Extent {
+            id,
+            path: path.to_path_buf(),
+            file,
+            block_size,
+            n,
+            data_off: data_offset(n),
+            version,
+            blocks: vec![BlockState::default(); n as usize],
+            read_only,
+        };
+        ext.load_slots()?;
+        Ok(ext)
+    }
+
+    fn load_slots(&mut self) -> Result<()> {
+        let n = self.n as usize;
+        let mut table = vec![0u8; 2 * n * SlotCtx::LEN];
+        self.read_at(&mut table, HEADER_LEN as u64)?;
+        let mut buf = vec![0u8; self.block_size as usize];
+        for b in 0..n {
+            let mut cands: Vec<(u8, SlotCtx)> = (0..2u8)
+                .filter_map(|s| {
+                    let o = (s as usize * n + b) * SlotCtx::LEN;
+                    SlotCtx::decode(&table[o..o + SlotCtx::LEN]).map(|c| (s, c))
+                })
+                .collect();
+            cands.sort_by_key(|(_, c)| std::cmp::Reverse(c.seq));
+            let mut chosen = None;
+            for (s, c) in cands {
+                if !self.version.dirty || c.kind == SLOT_ZERO {
+                    chosen = Some((s, c));
+                    break;
+                }
+                self.read_at(&mut buf, self.slot_data_off(s, b as u32))?;
+                if block_crc(&buf) == c.crc {
+                    chosen = Some((s, c));
+                    break;
+                }
+            }
+            self.blocks[b].cur = chosen;
+        }
+        Ok(())
+    }
+
+    fn io_err(&self, e: std::io::Error) -> BlockError {
+        BlockError::io(self.path.display().to_string(), e)
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        // Reads past the end (a truncated file) see zeros, like a hole.
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], off + done as u64) {
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    break;
+                }
+                Ok(k) => done += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
+        self.file.write_all_at(buf, off).map_err(|e| self.io_err(e))
+    }
+
+    fn slot_data_off(&self, slot: u8, b: u32) -> u64 {
+        self.data_off + (slot as u64 * self.n as u64 + b as u64) * self.block_size as u64
+    }
+
+    fn slot_ctx_off(&self, slot: u8, b: u32) -> u64 {
+        HEADER_LEN as u64 + (slot as u64 * self.n as u64 + b as u64) * SlotCtx::LEN as u64
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn version(&self) -> ExtentVersion {
+        self.version
+    }
+
+    fn check_range(&self, first: u32, count: u32) -> Result<()> {
+        if first as u64 + count as u64 > self.n as u64 {
+            return Err(BlockError::OutOfRange {
+                start: first as u64,
+                end: first as u64 + count as u64,
+                total: self.n as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads `count` blocks from `first` into `out` (count × block size
+    /// bytes) and appends their contexts. Data is returned as stored; the
+    /// caller checks it against the contexts.
+    pub fn read(
+        &self,
+        first: u32,
+        count: u32,
+        out: &mut [u8],
+        ctxs: &mut Vec<BlockContext>,
+    ) -> Result<()> {
+        self.check_range(first, count)?;
+        let bs = self.block_size as usize;
+        if out.len() != count as usize * bs {
+            return Err(BlockError::BadLength {
+                len: out.len(),
+                blocks: count as u64,
+                block_size: self.block_size,
+            });
+        }
+        let mut i = 0u32;
+        while i < count {
+            let b = first + i;
+            match self.blocks[b as usize].cur {
+                Some((s, c)) if c.kind == SLOT_DATA => {
+                    // Coalesce a run of data blocks living in the same slot.
+                    let mut j = i + 1;
+                    while j < count
+                        && matches!(self.blocks[(first + j) as usize].cur,
+                            Some((s2, c2)) if s2 == s && c2.kind == SLOT_DATA)
+                    {
+                        j += 1;
+                    }
+                    let range = i as usize * bs..j as usize * bs;
+                    self.read_at(&mut out[range], self.slot_data_off(s, b))?;
+                    for k in i..j {
+                        if let Some((_, c)) = self.blocks[(first + k) as usize].cur {
+                            ctxs.push(c.context());
+                        }
+                    }
+                    i = j;
+                }
+                Some((_, c)) => {
+                    out[i as usize * bs..(i as usize + 1) * bs].fill(0);
+                    ctxs.push(c.context());
+                    i += 1;
+                }
+                None => {
+                    out[i as usize * bs..(i as usize + 1) * bs].fill(0);
+                    ctxs.push(BlockContext::Unwritten);
+                    i += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the extent dirty on disk (and fsyncs) before its first write
+    /// since the last flush.
+    fn ensure_dirty(&mut self) -> Result<()> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        if !self.version.dirty {
+            self.version.dirty = true;
+            self.write_header()?;
+            self.file.sync_data().map_err(|e| self.io_err(e))?;
+        }
+        Ok(())
+    }
+
+    fn write_header(&self) -> Result<()> {
+        let h = encode_header(self.id, self.block_size, self.n, &self.version);
+        self.write_at(&h, 0)
+    }
+
+    /// Picks the slot a new write of block `b` goes to, and its sequence.
+    fn target(&self, b: u32) -> (u8, u64) {
+        let st = &self.blocks[b as usize];
+        match st.cur {
+            None => (0, 1),
+            Some((s, c)) if st.unflushed => (s, c.seq + 1),
+            Some((s, c)) => (1 - s, c.seq + 1),
+        }
+    }
+
+    /// Writes blocks from `first`; `crcs` holds each block's CRC32-C, which
+    /// must match the data (checked here: nothing unverified is stored).
+    pub fn write(&mut self, first: u32, data: &[u8], crcs: &[u32]) -> Result<()> {
+        let bs = self.block_size as usize;
+        let count = crcs.len() as u32;
+        self.check_range(first, count)?;
+        if data.len() != crcs.len() * bs {
+            return Err(BlockError::BadLength {
+                len: data.len(),
+                blocks: crcs.len() as u64,
+                block_size: self.block_size,
+            });
+        }
+        for (i, (blk, &crc)) in data.chunks_exact(bs).zip(crcs).enumerate() {
+            let computed = block_crc(blk);
+            if computed != crc {
+                return Err(BlockError::ChecksumMismatch {
+                    block: first as u64 + i as u64,
+                    stored: crc,
+                    computed,
+                });
+            }
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        self.ensure_dirty()?;
+        let targets: Vec<(u8, u64)> = (0..count).map(|i| self.target(first + i)).collect();
+        // Data and contexts are written in runs of consecutive blocks that
+        // go to the same slot (contiguous on disk). Order between data and
+        // context does not matter: each slot is validated on its own.
+        let mut i = 0usize;
+        while i < count as usize {
+            let s = targets[i].0;
+            let mut j = i + 1;
+            while j < count as usize && targets[j].0 == s {
+                j += 1;
+            }
+            let b0 = first + i as u32;
+            self.write_at(&data[i * bs..j * bs], self.slot_data_off(s, b0))?;
+            let mut ctxbuf = Vec::with_capacity((j - i) * SlotCtx::LEN);
+            for k in i..j {
+                let c = SlotCtx {
+                    seq: targets[k].1,
+                    crc: crcs[k],
+                    kind: SLOT_DATA,
+                };
+                ctxbuf.extend_from_slice(&c.encode());
+            }
+            self.write_at(&ctxbuf, self.slot_ctx_off(s, b0))?;
+            i = j;
+        }
+        for (k, &(s, seq)) in targets.iter().enumerate() {
+            self.blocks[first as usize + k] = BlockState {
+                cur: Some((
+                    s,
+                    SlotCtx {
+                        seq,
+                        crc: crcs[k],
+                        kind: SLOT_DATA,
+                    },
+                )),
+                unflushed: true,
+            };
+        }
+        Ok(())
+    }
+
+    /// Zeroes blocks (WRITE_ZEROES and TRIM): a zero context, no data
+    /// written. Never-written blocks already read as zeros and stay as they
+    /// are.
+    pub fn write_zeroes(&mut self, first: u32, count: u32) -> Result<()> {
+        self.check_range(first, count)?;
+        let todo: Vec<u32> = (first..first + count)
+            .filter(|&b| matches!(self.blocks[b as usize].cur, Some((_, c)) if c.kind != SLOT_ZERO))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        self.ensure_dirty()?;
+        for b in todo {
+            let (s, seq) = self.target(b);
+            let c = SlotCtx {
+                seq,
+                crc: 0,
+                kind: SLOT_ZERO,
+            };
+            self.write_at(&c.encode(), self.slot_ctx_off(s, b))?;
+            self.blocks[b as usize] = BlockState {
+                cur: Some((s, c)),
+                unflushed: true,
+            };
+        }
+        Ok(())
+    }
+
+    /// Makes everything written durable and stamps the extent clean with
+    /// (flush, generation). A clean extent is left alone.
+    pub fn flush(&mut self, flush: u64, generation: u64) -> Result<()> {
+        if !self.version.dirty {
+            return Ok(());
+        }
+        self.stamp(flush, generation)
+    }
+
+    /// Like `flush`, but stamps even a clean extent (reconciliation uses it
+    /// to bring a source extent to the agreed version).
+    pub fn stamp(&mut self, flush: u64, generation: u64) -> Result<()> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        // Data and contexts first, then the clean header: a crash between
+        // the two syncs leaves the extent dirty, which is safe.
+        self.file.sync_data().map_err(|e| self.io_err(e))?;
+        self.version = ExtentVersion {
+            generation,
+            flush,
+            dirty: false,
+        };
+        self.write_header()?;
+        self.file.sync_data().map_err(|e| self.io_err(e))?;
+        for b in &mut self.blocks {
+            b.unflushed = false;
+        }
+        Ok(())
+    }
+
+    /// The whole extent, for copying to another replica.
+    pub fn image(&self) -> Result<ExtentImage> {
+        let mut data = vec![0u8; self.n as usize * self.block_size as usize];
+        let mut contexts = Vec::with_capacity(self.n as usize);
+        self.read(0, self.n, &mut data, &mut contexts)?;
+        Ok(ExtentImage {
+            version: self.version,
+            contexts,
+            data,
+        })
+    }
+
+    /// Replaces this extent with `image`: a new file is written beside it,
+    /// fsynced and renamed over the old one (then the directory fsynced), so
+    /// a crash leaves either the old or the new extent whole.
+    pub fn replace(&mut self, image: &ExtentImage) -> Result<()> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        let bs = self.block_size as usize;
+        let n = self.n as usize;
+        if image.contexts.len() != n || image.data.len() != n * bs {
+            return Err(BlockError::BadLength {
+                len: image.data.len(),
+                blocks: n as u64,
+                block_size: self.block_size,
+            });
+        }
+        for (i, (ctx, blk)) in image
+            .contexts
+            .iter()
+            .zip(image.data.chunks_exact(bs))
+            .enumerate()
+        {
+            if !ctx.verify(blk) {
+                return Err(BlockError::ChecksumMismatch {
+                    block: i as u64,
+                    stored: match ctx {
+                        BlockContext::Data(c) => *c,
+                        _ => 0,
+                    },
+                    computed: block_crc(blk),
+                });
+            }
+        }
+        let tmp = self.path.with_extension("replace");
+        let _ = std::fs::remove_file(&tmp);
+        let io = |e| BlockError::io(tmp.display().to_string(), e);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io)?;
+        file.set_len(file_len(self.block_size, self.n))
+            .map_err(io)?;
+        file.write_all_at(
+            &encode_header(self.id, self.block_size, self.n, &image.version),
+            0,
+        )
+        .map_err(io)?;
+        let mut table = vec![0u8; n * SlotCtx::LEN];
+        for (b, ctx) in image.contexts.iter().enumerate() {
+            let slot = match ctx {
+                BlockContext::Unwritten => continue,
+                BlockContext::Zero => SlotCtx {
+                    seq: 1,
+                    crc: 0,
+                    kind: SLOT_ZERO,
+                },
+                BlockContext::Data(c) => SlotCtx {
+                    seq: 1,
+                    crc: *c,
+                    kind: SLOT_DATA,
+                },
+            };
+            table[b * SlotCtx::LEN..(b + 1) * SlotCtx::LEN].copy_from_slice(&slot.encode());
+        }
+        file.write_all_at(&table, HEADER_LEN as u64).map_err(io)?;
+        file.write_all_at(&image.data, data_offset(self.n))
+            .map_err(io)?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        *self = Extent::open(&self.path, self.id, self.block_size, self.n, false)?;
+        Ok(())
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BlockError::io(dir.display().to_string(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crcs(data: &[u8], bs: usize) -> Vec<u32> {
+        data.chunks_exact(bs).map(block_crc).collect()
+    }
+
+    #[test]
+    fn header_golden_bytes() {
+        let v = ExtentVersion {
+            generation: 3,
+            flush: 9,
+            dirty: true,
+        };
+        let h = encode_header(5, 512, 8, &v);
+        assert_eq!(&h[0..8], b"KELPEXT1");
+        assert_eq!(&h[8..24], &[1, 0, 0, 0, 0, 2, 0, 0, 8, 0, 0, 0, 5, 0, 0, 0]);
+        assert_eq!(h[24], 3);
+        assert_eq!(h[32], 9);
+        assert_eq!(h[40], 1);
+        assert_eq!(decode_header(&h, 5, 512, 8).unwrap(), Some(v));
+        let mut torn = h;
+        torn[30] = 1;
+        assert_eq!(decode_header(&torn, 5, 512, 8).unwrap(), None);
+        assert!(decode_header(&h, 6, 512, 8).is_err());
+    }
+
+    #[test]
+    fn write_flush_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("e");
+        let mut e = Extent::create(&p, 0, 512, 8).unwrap();
+        let data = vec![7u8; 1024];
+        e.write(2, &data, &crcs(&data, 512)).unwrap();
+        assert!(e.version().dirty);
+        e.flush(4, 2).unwrap();
+        drop(e);
+        let e = Extent::open(&p, 0, 512, 8, true).unwrap();
+        assert_eq!(
+            e.version(),
+            ExtentVersion {
+                generation: 2,
+                flush: 4,
+                dirty: false
+            }
+        );
+        let mut out = vec![1u8; 512 * 4];
+        let mut ctx = vec![];
+        e.read(1, 4, &mut out, &mut ctx).unwrap();
+        assert_eq!(&out[512..1536], &data[..]);
+        assert!(out[..512].iter().all(|&b| b == 0));
+        assert_eq!(ctx[0], BlockContext::Unwritten);
+        assert_eq!(ctx[1], BlockContext::Data(block_crc(&data[..512])));
+    }
+
+    #[test]
+    fn bad_crc_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut e = Extent::create(&d.path().join("e"), 0, 512, 4).unwrap();
+        let data = vec![7u8; 512];
+        assert!(matches!(
+            e.write(0, &data, &[1]),
+            Err(BlockError::ChecksumMismatch { .. })
+        ));
+    }
+}

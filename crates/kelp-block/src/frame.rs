@@ -1,0 +1,894 @@
+//! The downstairs wire protocol: length-prefixed frames carrying one
+//! message each, between an upstairs and a downstairs (and between two
+//! downstairs nowhere: repair data travels through the upstairs).
+//!
+//! # Frame layout (little-endian)
+//!
+//! ```text
+//! 0  u32  length of the whole frame, this header included
+//!         (HEADER_LEN ≤ length ≤ MAX_FRAME_LEN)
+//! 4  u8   protocol version (PROTOCOL_VERSION)
+//! 5  u8   message type (the `T_*` constants)
+//! 6  u16  reserved, zero
+//! 8  ...  body, per message type (below)
+//! ```
+//!
+//! Bodies (`deps` = `u32 count | count × u64 job id`; `ctxs` = `u32 count |
+//! count × context` with a context = `kind u8 | crc32c u32`; `version` =
+//! `generation u64 | flush u64 | dirty u8`; `region` = the 44-byte region
+//! file record; `str` = `u32 len | utf-8`):
+//!
+//! | type | message | body |
+//! |---|---|---|
+//! | 1 | Hello (U→D) | upstairs id u128, generation u64 |
+//! | 2 | HelloAck | region, highest generation seen u64 |
+//! | 3 | Activate | upstairs id u128, generation u64 |
+//! | 4 | Activated | generation u64 |
+//! | 5 | Fenced (D→U, then close) | generation u64 of the new upstairs |
+//! | 6 | ExtentVersionsPlease | — |
+//! | 7 | ExtentVersions | u32 count, count × version |
+//! | 8 | Write | job u64, deps, start block u64, u32 n, n × crc32c u32, data (rest) |
+//! | 9 | WriteZeroes | job u64, deps, start u64, count u64 |
+//! | 10 | Read | job u64, deps, start u64, count u64 |
+//! | 11 | Flush | job u64, deps, flush u64, generation u64 |
+//! | 12 | ExtentFetch | job u64, deps, extent u32 |
+//! | 13 | ExtentReplace | job u64, deps, extent u32, version, ctxs, data (rest) |
+//! | 14 | ExtentStamp | job u64, deps, extent u32, flush u64, generation u64 |
+//! | 20 | Ack | job u64 |
+//! | 21 | ReadReply | job u64, ctxs, data (rest) |
+//! | 22 | ExtentData | job u64, version, ctxs, data (rest) |
+//! | 23 | JobError | job u64, code u16, str |
+//! | 24 | Error | code u16, str |
+//! | 25 | Ping | nonce u64 |
+//! | 26 | Pong | nonce u64 |
+//!
+//! Bulk data is always the tail of a frame, so it is sent without copying
+//! and split off the receive buffer without copying.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::codec::{Reader, Writer};
+use crate::context::BlockContext;
+use crate::error::{BlockError, Result};
+use crate::extent::ExtentVersion;
+use crate::region::RegionDef;
+
+pub const PROTOCOL_VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 8;
+/// Large enough for the biggest extent (32 MiB) plus its contexts.
+pub const MAX_FRAME_LEN: usize = 64 << 20;
+const MAX_DEPS: usize = 1 << 20;
+const MAX_CTXS: usize = 1 << 24;
+const MAX_EXTENTS: usize = 1 << 20;
+const MAX_STR: usize = 4096;
+
+pub const T_HELLO: u8 = 1;
+pub const T_HELLO_ACK: u8 = 2;
+pub const T_ACTIVATE: u8 = 3;
+pub const T_ACTIVATED: u8 = 4;
+pub const T_FENCED: u8 = 5;
+pub const T_VERSIONS_PLEASE: u8 = 6;
+pub const T_VERSIONS: u8 = 7;
+pub const T_WRITE: u8 = 8;
+pub const T_WRITE_ZEROES: u8 = 9;
+pub const T_READ: u8 = 10;
+pub const T_FLUSH: u8 = 11;
+pub const T_EXTENT_FETCH: u8 = 12;
+pub const T_EXTENT_REPLACE: u8 = 13;
+pub const T_EXTENT_STAMP: u8 = 14;
+pub const T_ACK: u8 = 20;
+pub const T_READ_REPLY: u8 = 21;
+pub const T_EXTENT_DATA: u8 = 22;
+pub const T_JOB_ERROR: u8 = 23;
+pub const T_ERROR: u8 = 24;
+pub const T_PING: u8 = 25;
+pub const T_PONG: u8 = 26;
+
+/// Wire error codes; `From<&BlockError>` is the one place errors map to
+/// codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    Io = 1,
+    Invalid = 2,
+    Corrupt = 3,
+    OutOfRange = 4,
+    Checksum = 5,
+    ReadOnly = 6,
+    GenerationTooLow = 7,
+    Fenced = 8,
+    NotActive = 9,
+    RegionMismatch = 10,
+    Other = 11,
+}
+
+impl From<&BlockError> for ErrorCode {
+    fn from(e: &BlockError) -> Self {
+        match e {
+            BlockError::Io { .. } => ErrorCode::Io,
+            BlockError::BadOptions(_) | BlockError::Protocol(_) | BlockError::BadLength { .. } => {
+                ErrorCode::Invalid
+            }
+            BlockError::Corrupt { .. } | BlockError::UnsupportedVersion { .. } => {
+                ErrorCode::Corrupt
+            }
+            BlockError::OutOfRange { .. } | BlockError::NoSuchExtent(_) => ErrorCode::OutOfRange,
+            BlockError::ChecksumMismatch { .. } => ErrorCode::Checksum,
+            BlockError::ReadOnly => ErrorCode::ReadOnly,
+            BlockError::GenerationTooLow { .. } => ErrorCode::GenerationTooLow,
+            BlockError::Fenced(_) => ErrorCode::Fenced,
+            BlockError::NotActive => ErrorCode::NotActive,
+            BlockError::RegionMismatch(_) => ErrorCode::RegionMismatch,
+            BlockError::RegionExists(_)
+            | BlockError::Remote { .. }
+            | BlockError::NoQuorum(_)
+            | BlockError::Shutdown => ErrorCode::Other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Hello {
+        upstairs_id: u128,
+        generation: u64,
+    },
+    HelloAck {
+        region: RegionDef,
+        generation: u64,
+    },
+    Activate {
+        upstairs_id: u128,
+        generation: u64,
+    },
+    Activated {
+        generation: u64,
+    },
+    Fenced {
+        generation: u64,
+    },
+    ExtentVersionsPlease,
+    ExtentVersions(Vec<ExtentVersion>),
+    Write {
+        job: u64,
+        deps: Vec<u64>,
+        start: u64,
+        crcs: Vec<u32>,
+        data: Bytes,
+    },
+    WriteZeroes {
+        job: u64,
+        deps: Vec<u64>,
+        start: u64,
+        count: u64,
+    },
+    Read {
+        job: u64,
+        deps: Vec<u64>,
+        start: u64,
+        count: u64,
+    },
+    Flush {
+        job: u64,
+        deps: Vec<u64>,
+        flush: u64,
+        generation: u64,
+    },
+    ExtentFetch {
+        job: u64,
+        deps: Vec<u64>,
+        extent: u32,
+    },
+    ExtentReplace {
+        job: u64,
+        deps: Vec<u64>,
+        extent: u32,
+        version: ExtentVersion,
+        contexts: Vec<BlockContext>,
+        data: Bytes,
+    },
+    ExtentStamp {
+        job: u64,
+        deps: Vec<u64>,
+        extent: u32,
+        flush: u64,
+        generation: u64,
+    },
+    Ack {
+        job: u64,
+    },
+    ReadReply {
+        job: u64,
+        contexts: Vec<BlockContext>,
+        data: Bytes,
+    },
+    ExtentData {
+        job: u64,
+        version: ExtentVersion,
+        contexts: Vec<BlockContext>,
+        data: Bytes,
+    },
+    JobError {
+        job: u64,
+        code: u16,
+        message: String,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
+    Ping(u64),
+    Pong(u64),
+}
+
+fn put_deps(w: &mut Writer, deps: &[u64]) {
+    w.u32(deps.len() as u32);
+    for d in deps {
+        w.u64(*d);
+    }
+}
+
+fn get_deps(r: &mut Reader<'_>) -> Result<Vec<u64>> {
+    let n = r.count(8, MAX_DEPS)?;
+    (0..n).map(|_| r.u64()).collect()
+}
+
+fn put_ctxs(w: &mut Writer, ctxs: &[BlockContext]) {
+    w.u32(ctxs.len() as u32);
+    for c in ctxs {
+        c.encode(w);
+    }
+}
+
+fn get_ctxs(r: &mut Reader<'_>) -> Result<Vec<BlockContext>> {
+    let n = r.count(BlockContext::WIRE_LEN, MAX_CTXS)?;
+    (0..n).map(|_| BlockContext::decode(r)).collect()
+}
+
+fn put_version(w: &mut Writer, v: &ExtentVersion) {
+    w.u64(v.generation).u64(v.flush).bool(v.dirty);
+}
+
+fn get_version(r: &mut Reader<'_>) -> Result<ExtentVersion> {
+    Ok(ExtentVersion {
+        generation: r.u64()?,
+        flush: r.u64()?,
+        dirty: r.bool()?,
+    })
+}
+
+fn put_str(w: &mut Writer, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(MAX_STR)];
+    w.u32(b.len() as u32).bytes(b);
+}
+
+fn get_str(r: &mut Reader<'_>) -> Result<String> {
+    let n = r.count(1, MAX_STR)?;
+    Ok(String::from_utf8_lossy(r.bytes(n)?).into_owned())
+}
+
+fn u128_le(r: &mut Reader<'_>) -> Result<u128> {
+    Ok(u128::from_le_bytes(r.array()?))
+}
+
+impl Message {
+    pub fn type_code(&self) -> u8 {
+        match self {
+            Message::Hello { .. } => T_HELLO,
+            Message::HelloAck { .. } => T_HELLO_ACK,
+            Message::Activate { .. } => T_ACTIVATE,
+            Message::Activated { .. } => T_ACTIVATED,
+            Message::Fenced { .. } => T_FENCED,
+            Message::ExtentVersionsPlease => T_VERSIONS_PLEASE,
+            Message::ExtentVersions(_) => T_VERSIONS,
+            Message::Write { .. } => T_WRITE,
+            Message::WriteZeroes { .. } => T_WRITE_ZEROES,
+            Message::Read { .. } => T_READ,
+            Message::Flush { .. } => T_FLUSH,
+            Message::ExtentFetch { .. } => T_EXTENT_FETCH,
+            Message::ExtentReplace { .. } => T_EXTENT_REPLACE,
+            Message::ExtentStamp { .. } => T_EXTENT_STAMP,
+            Message::Ack { .. } => T_ACK,
+            Message::ReadReply { .. } => T_READ_REPLY,
+            Message::ExtentData { .. } => T_EXTENT_DATA,
+            Message::JobError { .. } => T_JOB_ERROR,
+            Message::Error { .. } => T_ERROR,
+            Message::Ping(_) => T_PING,
+            Message::Pong(_) => T_PONG,
+        }
+    }
+
+    /// An error reply for a job.
+    pub fn job_error(job: u64, e: &BlockError) -> Message {
+        Message::JobError {
+            job,
+            code: ErrorCode::from(e) as u16,
+            message: e.to_string(),
+        }
+    }
+
+    pub fn error(e: &BlockError) -> Message {
+        Message::Error {
+            code: ErrorCode::from(e) as u16,
+            message: e.to_string(),
+        }
+    }
+
+    /// Encodes to (frame header + body head, bulk tail). Writing the two in
+    /// order produces one frame; the tail is never copied.
+    pub fn encode(&self) -> Result<(Vec<u8>, Bytes)> {
+        let mut w = Writer::with_capacity(64);
+        w.u32(0).u8(PROTOCOL_VERSION).u8(self.type_code()).u16(0);
+        let mut tail = Bytes::new();
+        match self {
+            Message::Hello {
+                upstairs_id,
+                generation,
+            }
+            | Message::Activate {
+                upstairs_id,
+                generation,
+            } => {
+                w.bytes(&upstairs_id.to_le_bytes()).u64(*generation);
+            }
+            Message::HelloAck { region, generation } => {
+                w.bytes(&region.encode()).u64(*generation);
+            }
+            Message::Activated { generation } | Message::Fenced { generation } => {
+                w.u64(*generation);
+            }
+            Message::ExtentVersionsPlease => {}
+            Message::ExtentVersions(vs) => {
+                w.u32(vs.len() as u32);
+                for v in vs {
+                    put_version(&mut w, v);
+                }
+            }
+            Message::Write {
+                job,
+                deps,
+                start,
+                crcs,
+                data,
+            } => {
+                w.u64(*job);
+                put_deps(&mut w, deps);
+                w.u64(*start).u32(crcs.len() as u32);
+                for c in crcs {
+                    w.u32(*c);
+                }
+                tail = data.clone();
+            }
+            Message::WriteZeroes {
+                job,
+                deps,
+                start,
+                count,
+            }
+            | Message::Read {
+                job,
+                deps,
+                start,
+                count,
+            } => {
+                w.u64(*job);
+                put_deps(&mut w, deps);
+                w.u64(*start).u64(*count);
+            }
+            Message::Flush {
+                job,
+                deps,
+                flush,
+                generation,
+            } => {
+                w.u64(*job);
+                put_deps(&mut w, deps);
+                w.u64(*flush).u64(*generation);
+            }
+            Message::ExtentFetch { job, deps, extent } => {
+                w.u64(*job);
+                put_deps(&mut w, deps);
+                w.u32(*extent);
+            }
+            Message::ExtentReplace {
+                job,
+                deps,
+                extent,
+                version,
+                contexts,
+                data,
+            } => {
+                w.u64(*job);
+                put_deps(&mut w, deps);
+                w.u32(*extent);
+                put_version(&mut w, version);
+                put_ctxs(&mut w, contexts);
+                tail = data.clone();
+            }
+            Message::ExtentStamp {
+                job,
+                deps,
+                extent,
+                flush,
+                generation,
+            } => {
+                w.u64(*job);
+                put_deps(&mut w, deps);
+                w.u32(*extent).u64(*flush).u64(*generation);
+            }
+            Message::Ack { job } => {
+                w.u64(*job);
+            }
+            Message::ReadReply {
+                job,
+                contexts,
+                data,
+            } => {
+                w.u64(*job);
+                put_ctxs(&mut w, contexts);
+                tail = data.clone();
+            }
+            Message::ExtentData {
+                job,
+                version,
+                contexts,
+                data,
+            } => {
+                w.u64(*job);
+                put_version(&mut w, version);
+                put_ctxs(&mut w, contexts);
+                tail = data.clone();
+            }
+            Message::JobError { job, code, message } => {
+                w.u64(*job).u16(*code);
+                put_str(&mut w, message);
+            }
+            Message::Error { code, message } => {
+                w.u16(*code);
+                put_str(&mut w, message);
+            }
+            Message::Ping(n) | Message::Pong(n) => {
+                w.u64(*n);
+            }
+        }
+        let len = w.buf.len() + tail.len();
+        if len > MAX_FRAME_LEN {
+            return Err(BlockError::protocol(format!(
+                "frame of {len} bytes exceeds the maximum {MAX_FRAME_LEN}"
+            )));
+        }
+        w.buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+        Ok((w.buf, tail))
+    }
+
+    /// Encodes into one contiguous buffer (tests, small messages).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let (mut head, tail) = self.encode()?;
+        head.extend_from_slice(&tail);
+        Ok(head)
+    }
+
+    /// Decodes one whole frame (header included). `frame` must be exactly
+    /// the frame's bytes.
+    pub fn decode(frame: Bytes) -> Result<Message> {
+        let (ty, len) = check_header(&frame)?;
+        if len != frame.len() {
+            return Err(BlockError::protocol(format!(
+                "frame length field {len} but {} bytes given",
+                frame.len()
+            )));
+        }
+        let body = frame.slice(HEADER_LEN..);
+        decode_body(ty, body)
+    }
+}
+
+/// Validates a frame header; returns (type, total length).
+pub fn check_header(b: &[u8]) -> Result<(u8, usize)> {
+    if b.len() < HEADER_LEN {
+        return Err(BlockError::protocol("short frame header"));
+    }
+    let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    if !(HEADER_LEN..=MAX_FRAME_LEN).contains(&len) {
+        return Err(BlockError::protocol(format!("bad frame length {len}")));
+    }
+    if b[4] != PROTOCOL_VERSION {
+        return Err(BlockError::protocol(format!(
+            "protocol version {} not supported (want {PROTOCOL_VERSION})",
+            b[4]
+        )));
+    }
+    if b[6] != 0 || b[7] != 0 {
+        return Err(BlockError::protocol("reserved header bits set"));
+    }
+    Ok((b[5], len))
+}
+
+fn decode_body(ty: u8, body: Bytes) -> Result<Message> {
+    let mut r = Reader::new(&body, "frame");
+    let msg = match ty {
+        T_HELLO => Message::Hello {
+            upstairs_id: u128_le(&mut r)?,
+            generation: r.u64()?,
+        },
+        T_HELLO_ACK => Message::HelloAck {
+            region: RegionDef::decode(r.bytes(RegionDef::LEN)?)?,
+            generation: r.u64()?,
+        },
+        T_ACTIVATE => Message::Activate {
+            upstairs_id: u128_le(&mut r)?,
+            generation: r.u64()?,
+        },
+        T_ACTIVATED => Message::Activated {
+            generation: r.u64()?,
+        },
+        T_FENCED => Message::Fenced {
+            generation: r.u64()?,
+        },
+        T_VERSIONS_PLEASE => Message::ExtentVersionsPlease,
+        T_VERSIONS => {
+            let n = r.count(17, MAX_EXTENTS)?;
+            Message::ExtentVersions((0..n).map(|_| get_version(&mut r)).collect::<Result<_>>()?)
+        }
+        T_WRITE => {
+            let job = r.u64()?;
+            let deps = get_deps(&mut r)?;
+            let start = r.u64()?;
+            let n = r.count(4, MAX_CTXS)?;
+            let crcs = (0..n).map(|_| r.u32()).collect::<Result<_>>()?;
+            let at = r.position();
+            return Ok(Message::Write {
+                job,
+                deps,
+                start,
+                crcs,
+                data: body.slice(at..),
+            });
+        }
+        T_WRITE_ZEROES => Message::WriteZeroes {
+            job: r.u64()?,
+            deps: get_deps(&mut r)?,
+            start: r.u64()?,
+            count: r.u64()?,
+        },
+        T_READ => Message::Read {
+            job: r.u64()?,
+            deps: get_deps(&mut r)?,
+            start: r.u64()?,
+            count: r.u64()?,
+        },
+        T_FLUSH => Message::Flush {
+            job: r.u64()?,
+            deps: get_deps(&mut r)?,
+            flush: r.u64()?,
+            generation: r.u64()?,
+        },
+        T_EXTENT_FETCH => Message::ExtentFetch {
+            job: r.u64()?,
+            deps: get_deps(&mut r)?,
+            extent: r.u32()?,
+        },
+        T_EXTENT_REPLACE => {
+            let job = r.u64()?;
+            let deps = get_deps(&mut r)?;
+            let extent = r.u32()?;
+            let version = get_version(&mut r)?;
+            let contexts = get_ctxs(&mut r)?;
+            let at = r.position();
+            return Ok(Message::ExtentReplace {
+                job,
+                deps,
+                extent,
+                version,
+                contexts,
+                data: body.slice(at..),
+            });
+        }
+        T_EXTENT_STAMP => Message::ExtentStamp {
+            job: r.u64()?,
+            deps: get_deps(&mut r)?,
+            extent: r.u32()?,
+            flush: r.u64()?,
+            generation: r.u64()?,
+        },
+        T_ACK => Message::Ack { job: r.u64()? },
+        T_READ_REPLY => {
+            let job = r.u64()?;
+            let contexts = get_ctxs(&mut r)?;
+            let at = r.position();
+            return Ok(Message::ReadReply {
+                job,
+                contexts,
+                data: body.slice(at..),
+            });
+        }
+        T_EXTENT_DATA => {
+            let job = r.u64()?;
+            let version = get_version(&mut r)?;
+            let contexts = get_ctxs(&mut r)?;
+            let at = r.position();
+            return Ok(Message::ExtentData {
+                job,
+                version,
+                contexts,
+                data: body.slice(at..),
+            });
+        }
+        T_JOB_ERROR => Message::JobError {
+            job: r.u64()?,
+            code: r.u16()?,
+            message: get_str(&mut r)?,
+        },
+        T_ERROR => Message::Error {
+            code: r.u16()?,
+            message: get_str(&mut r)?,
+        },
+        T_PING => Message::Ping(r.u64()?),
+        T_PONG => Message::Pong(r.u64()?),
+        t => return Err(BlockError::protocol(format!("unknown message type {t}"))),
+    };
+    r.finish()?;
+    Ok(msg)
+}
+
+/// Incremental decoder over a receive buffer: returns complete messages
+/// and leaves partial frames in place.
+#[derive(Default)]
+pub struct FrameDecoder;
+
+impl FrameDecoder {
+    /// Ok(None) means more bytes are needed. An error means the stream is
+    /// broken and the connection must be closed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>> {
+        if buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let (_, len) = check_header(&buf[..HEADER_LEN])?;
+        if buf.len() < len {
+            buf.reserve(len - buf.len());
+            return Ok(None);
+        }
+        let frame = buf.split_to(len).freeze();
+        Message::decode(frame).map(Some)
+    }
+}
+
+/// Reads frames from an async stream.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        FrameReader {
+            inner,
+            buf: BytesMut::with_capacity(256 << 10),
+            decoder: FrameDecoder,
+        }
+    }
+
+    /// Next message; Ok(None) on a clean end of stream.
+    pub async fn next(&mut self) -> Result<Option<Message>> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(m) = self.decoder.decode(&mut self.buf)? {
+                return Ok(Some(m));
+            }
+            if self.buf.capacity() - self.buf.len() < 64 << 10 {
+                self.buf.reserve(256 << 10);
+            }
+            let n = self
+                .inner
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| BlockError::io("connection", e))?;
+            if n == 0 {
+                if self.buf.has_remaining() {
+                    return Err(BlockError::protocol("connection closed mid-frame"));
+                }
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Writes one message (head then tail) to an async stream, unflushed.
+pub async fn write_message<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, m: &Message) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let (head, tail) = m.encode()?;
+    w.write_all(&head)
+        .await
+        .map_err(|e| BlockError::io("connection", e))?;
+    if !tail.is_empty() {
+        w.write_all(&tail)
+            .await
+            .map_err(|e| BlockError::io("connection", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn samples() -> Vec<Message> {
+        let region = RegionDef {
+            block_size: 512,
+            extent_size: 4,
+            extent_count: 2,
+            uuid: [1; 16],
+        };
+        let v = ExtentVersion {
+            generation: 2,
+            flush: 3,
+            dirty: true,
+        };
+        vec![
+            Message::Hello {
+                upstairs_id: 7,
+                generation: 1,
+            },
+            Message::HelloAck {
+                region,
+                generation: 4,
+            },
+            Message::Activate {
+                upstairs_id: u128::MAX,
+                generation: 9,
+            },
+            Message::Activated { generation: 9 },
+            Message::Fenced { generation: 10 },
+            Message::ExtentVersionsPlease,
+            Message::ExtentVersions(vec![v, ExtentVersion::default()]),
+            Message::Write {
+                job: 1000,
+                deps: vec![998, 999],
+                start: 5,
+                crcs: vec![crate::context::block_crc(&[3; 512])],
+                data: Bytes::from(vec![3u8; 512]),
+            },
+            Message::WriteZeroes {
+                job: 1,
+                deps: vec![],
+                start: 0,
+                count: 8,
+            },
+            Message::Read {
+                job: 2,
+                deps: vec![1],
+                start: 1,
+                count: 2,
+            },
+            Message::Flush {
+                job: 3,
+                deps: vec![1, 2],
+                flush: 5,
+                generation: 1,
+            },
+            Message::ExtentFetch {
+                job: 4,
+                deps: vec![],
+                extent: 1,
+            },
+            Message::ExtentReplace {
+                job: 5,
+                deps: vec![4],
+                extent: 1,
+                version: v,
+                contexts: vec![
+                    BlockContext::Unwritten,
+                    BlockContext::Data(5),
+                    BlockContext::Zero,
+                ],
+                data: Bytes::from(vec![0u8; 16]),
+            },
+            Message::ExtentStamp {
+                job: 6,
+                deps: vec![],
+                extent: 0,
+                flush: 4,
+                generation: 2,
+            },
+            Message::Ack { job: 7 },
+            Message::ReadReply {
+                job: 8,
+                contexts: vec![BlockContext::Data(1)],
+                data: Bytes::from_static(b"abc"),
+            },
+            Message::ExtentData {
+                job: 9,
+                version: v,
+                contexts: vec![],
+                data: Bytes::new(),
+            },
+            Message::JobError {
+                job: 10,
+                code: 5,
+                message: "bad".into(),
+            },
+            Message::Error {
+                code: 7,
+                message: "too low".into(),
+            },
+            Message::Ping(1),
+            Message::Pong(2),
+        ]
+    }
+
+    #[test]
+    fn round_trip_all_messages() {
+        for m in samples() {
+            let b = m.to_bytes().unwrap();
+            assert_eq!(Message::decode(Bytes::from(b.clone())).unwrap(), m);
+            // Streaming, one byte at a time.
+            let mut d = FrameDecoder;
+            let mut buf = BytesMut::new();
+            let mut got = None;
+            for (i, byte) in b.iter().enumerate() {
+                buf.extend_from_slice(&[*byte]);
+                let r = d.decode(&mut buf).unwrap();
+                if i + 1 < b.len() {
+                    assert!(r.is_none());
+                } else {
+                    got = r;
+                }
+            }
+            assert_eq!(got, Some(m));
+        }
+    }
+
+    #[test]
+    fn golden_ack_and_write() {
+        let b = Message::Ack { job: 0x0102 }.to_bytes().unwrap();
+        assert_eq!(b, [16, 0, 0, 0, 1, 20, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
+        let w = Message::Write {
+            job: 1,
+            deps: vec![],
+            start: 2,
+            crcs: vec![0xaabbccdd],
+            data: Bytes::from_static(&[9, 9]),
+        }
+        .to_bytes()
+        .unwrap();
+        assert_eq!(
+            w,
+            [
+                38, 0, 0, 0, 1, 8, 0, 0, // header
+                1, 0, 0, 0, 0, 0, 0, 0, // job
+                0, 0, 0, 0, // deps
+                2, 0, 0, 0, 0, 0, 0, 0, // start
+                1, 0, 0, 0, 0xdd, 0xcc, 0xbb, 0xaa, // crcs
+                9, 9 // data
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_headers() {
+        let mut d = FrameDecoder;
+        for bad in [
+            vec![0u8, 0, 0, 0, 1, 20, 0, 0],
+            vec![0xff, 0xff, 0xff, 0xff, 1, 20, 0, 0],
+            vec![16, 0, 0, 0, 2, 20, 0, 0],
+            vec![16, 0, 0, 0, 1, 20, 1, 0],
+        ] {
+            assert!(d.decode(&mut BytesMut::from(&bad[..])).is_err());
+        }
+        // A deps count larger than the frame.
+        let mut b = Message::Read {
+            job: 1,
+            deps: vec![],
+            start: 0,
+            count: 1,
+        }
+        .to_bytes()
+        .unwrap();
+        b[16] = 0xff;
+        assert!(Message::decode(Bytes::from(b)).is_err());
+        // Unknown type.
+        let b = vec![8u8, 0, 0, 0, 1, 99, 0, 0];
+        assert!(Message::decode(Bytes::from(b)).is_err());
+    }
+}

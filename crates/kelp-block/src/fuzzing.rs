@@ -1,0 +1,79 @@
+//! Entry points shared by the cargo-fuzz targets (`/fuzz`) and the corpus
+//! replay test. Each must never panic, whatever the input.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::frame::{FrameDecoder, Message};
+use crate::nbd::proto;
+
+/// Feeds bytes to the streaming frame decoder in chunks whose sizes come
+/// from the first byte; every decoded message must re-encode to a frame
+/// that decodes to the same message.
+pub fn frame_decode(data: &[u8]) {
+    let Some((&chunk, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = (chunk as usize % 64) + 1;
+    let mut dec = FrameDecoder;
+    let mut buf = BytesMut::new();
+    for piece in rest.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(m)) => {
+                    let again = m.to_bytes().expect("decoded message re-encodes");
+                    assert_eq!(Message::decode(Bytes::from(again)).ok().as_ref(), Some(&m));
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Runs the NBD handshake on a byte stream (client flags, then options) as
+/// the server would, then parses what follows as transmission requests.
+pub fn nbd_handshake(data: &[u8]) {
+    let export = proto::Export {
+        name: "kelp".into(),
+        size: 1 << 30,
+        block_size: 4096,
+    };
+    let Some(flags) = data.get(0..4) else { return };
+    let no_zeroes =
+        u32::from_be_bytes([flags[0], flags[1], flags[2], flags[3]]) & proto::CLIENT_NO_ZEROES != 0;
+    let mut rest = &data[4..];
+    loop {
+        let Some(h) = rest.get(0..16) else { return };
+        let mut hdr = [0u8; 16];
+        hdr.copy_from_slice(h);
+        let Ok((opt, len)) = proto::parse_option_header(&hdr) else {
+            return;
+        };
+        let Some(payload) = rest.get(16..16 + len as usize) else {
+            return;
+        };
+        rest = &rest[16 + len as usize..];
+        match proto::handle_option(opt, payload, &export, no_zeroes) {
+            proto::Next::Continue(_) => continue,
+            proto::Next::Close(_) => return,
+            proto::Next::Transmit(_) => break,
+        }
+    }
+    for r in rest.chunks_exact(proto::REQUEST_LEN) {
+        let mut b = [0u8; proto::REQUEST_LEN];
+        b.copy_from_slice(r);
+        if proto::parse_request(&b).is_err() {
+            return;
+        }
+    }
+}
+
+/// A fuzz entry point.
+pub type Target = fn(&[u8]);
+
+/// Target name -> entry point, for the corpus replay test.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("block_frame_decode", frame_decode),
+    ("nbd_handshake", nbd_handshake),
+];

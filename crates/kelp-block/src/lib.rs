@@ -1,0 +1,26 @@
+//! Kelp's replicated block volumes, in the manner of Oxide Crucible (the
+//! protocol and formats are Kelp's own; see `docs/block.md`).
+//!
+//! Layers, bottom up:
+//! - [`region`] / [`extent`] / [`context`]: one replica on disk, synchronous.
+//! - [`frame`]: the downstairs wire protocol.
+//! - [`downstairs`]: serves one region over TCP.
+//! - [`upstairs`]: replicates to three downstairs, reconciles, repairs.
+//! - [`nbd`]: exports an upstairs over NBD.
+
+pub mod codec;
+pub mod context;
+pub mod error;
+pub mod extent;
+pub mod region;
+pub mod verify;
+
+pub use context::BlockContext;
+pub use error::{BlockError, Result};
+pub use extent::{ExtentImage, ExtentVersion};
+pub use region::{Region, RegionDef};
+pub mod downstairs;
+pub mod frame;
+pub mod fuzzing;
+pub mod nbd;
+pub mod upstairs;

@@ -1,0 +1,312 @@
+//! Exports a `Volume` over NBD (TCP or a unix socket). Each connection
+//! reads requests in a loop and runs each as its own task (up to
+//! `MAX_IN_FLIGHT` at once), so many requests are in flight; replies are
+//! written by one writer task, header and data together.
+//!
+//! Requests that are not block-aligned are served by read-modify-write of
+//! the covering blocks, serialised among themselves by one lock (clients
+//! that honour the advertised minimum block size never need it).
+
+pub mod proto;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{Mutex, Semaphore, mpsc};
+
+use crate::error::{BlockError, Result};
+use crate::upstairs::Volume;
+use proto::*;
+
+const MAX_IN_FLIGHT: usize = 64;
+
+struct Shared {
+    volume: Volume,
+    export: Export,
+    rmw: Mutex<()>,
+}
+
+/// Serves NBD on `listener` until `shutdown` resolves (then every open
+/// connection is dropped).
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    volume: Volume,
+    name: String,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let shared = shared(volume, name);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            a = listener.accept() => match a {
+                Ok((s, peer)) => {
+                    let _ = s.set_nodelay(true);
+                    let sh = shared.clone();
+                    conns.spawn(async move {
+                        if let Err(e) = serve_connection(s, sh).await {
+                            tracing::info!(%peer, error = %e, "nbd connection ended");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "nbd accept failed"),
+            }
+        }
+    }
+}
+
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    volume: Volume,
+    name: String,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let shared = shared(volume, name);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            a = listener.accept() => match a {
+                Ok((s, _)) => {
+                    let sh = shared.clone();
+                    conns.spawn(async move {
+                        if let Err(e) = serve_connection(s, sh).await {
+                            tracing::info!(error = %e, "nbd connection ended");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "nbd accept failed"),
+            }
+        }
+    }
+}
+
+fn shared(volume: Volume, name: String) -> Arc<Shared> {
+    let export = Export {
+        name,
+        size: volume.size_bytes(),
+        block_size: volume.block_size,
+    };
+    Arc::new(Shared {
+        volume,
+        export,
+        rmw: Mutex::new(()),
+    })
+}
+
+fn io(e: std::io::Error) -> BlockError {
+    BlockError::io("nbd connection", e)
+}
+
+/// Runs the handshake; Ok(true) means transmission starts.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, export: &Export) -> Result<bool> {
+    s.write_all(&greeting()).await.map_err(io)?;
+    s.flush().await.map_err(io)?;
+    let client_flags = s.read_u32().await.map_err(io)?;
+    let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
+    loop {
+        let mut h = [0u8; 16];
+        s.read_exact(&mut h).await.map_err(io)?;
+        let (opt, len) = parse_option_header(&h)?;
+        let mut data = vec![0u8; len as usize];
+        s.read_exact(&mut data).await.map_err(io)?;
+        let next = handle_option(opt, &data, export, no_zeroes);
+        let (bytes, go) = match next {
+            Next::Continue(b) => (b, None),
+            Next::Transmit(b) => (b, Some(true)),
+            Next::Close(b) => (b, Some(false)),
+        };
+        s.write_all(&bytes).await.map_err(io)?;
+        s.flush().await.map_err(io)?;
+        if let Some(go) = go {
+            return Ok(go);
+        }
+    }
+}
+
+type ReplyMsg = (Vec<u8>, Option<Bytes>);
+
+async fn serve_connection<S>(mut stream: S, sh: Arc<Shared>) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if !handshake(&mut stream, &sh.export).await? {
+        return Ok(());
+    }
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::unbounded_channel::<ReplyMsg>();
+    let writer = tokio::spawn(async move {
+        let mut w = BufWriter::with_capacity(256 << 10, wr);
+        while let Some((head, data)) = rx.recv().await {
+            let mut ok = w.write_all(&head).await.is_ok();
+            if let Some(d) = data {
+                ok = ok && w.write_all(&d).await.is_ok();
+            }
+            if ok && rx.is_empty() {
+                ok = w.flush().await.is_ok();
+            }
+            if !ok {
+                return;
+            }
+        }
+        let _ = w.flush().await;
+        let _ = w.shutdown().await;
+    });
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let result = loop {
+        let mut h = [0u8; REQUEST_LEN];
+        if let Err(e) = rd.read_exact(&mut h).await {
+            break if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Ok(())
+            } else {
+                Err(io(e))
+            };
+        }
+        let req = match parse_request(&h) {
+            Ok(r) => r,
+            Err(e) => break Err(e),
+        };
+        let mut payload = None;
+        if req.cmd == CMD_WRITE {
+            if req.len > MAX_REQUEST_LEN {
+                break Err(BlockError::protocol(format!(
+                    "write of {} bytes is too large",
+                    req.len
+                )));
+            }
+            let mut buf = BytesMut::zeroed(req.len as usize);
+            if let Err(e) = rd.read_exact(&mut buf).await {
+                break Err(io(e));
+            }
+            payload = Some(buf.freeze());
+        }
+        if req.cmd == CMD_DISC {
+            break Ok(());
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break Ok(());
+        };
+        let (sh, tx) = (sh.clone(), tx.clone());
+        tokio::spawn(async move {
+            let reply = match execute(&sh, &req, payload).await {
+                Ok(data) => (simple_reply(0, req.cookie), data),
+                Err(e) => {
+                    tracing::debug!(cmd = req.cmd, offset = req.offset, len = req.len, error = %e, "nbd request failed");
+                    (simple_reply(errno(&e), req.cookie), None)
+                }
+            };
+            let _ = tx.send(reply);
+            drop(permit);
+        });
+    };
+    // Let requests in flight finish and their replies go out.
+    let _ = permits.acquire_many(MAX_IN_FLIGHT as u32).await;
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+fn check_range(sh: &Shared, offset: u64, len: u64) -> Result<()> {
+    if offset.checked_add(len).is_none_or(|e| e > sh.export.size) {
+        return Err(BlockError::OutOfRange {
+            start: offset,
+            end: offset.saturating_add(len),
+            total: sh.export.size,
+        });
+    }
+    Ok(())
+}
+
+async fn execute(sh: &Shared, req: &Request, payload: Option<Bytes>) -> Result<Option<Bytes>> {
+    let v = &sh.volume;
+    let bs = v.block_size as u64;
+    let fua = req.flags & CMD_FLAG_FUA != 0;
+    let (off, len) = (req.offset, req.len as u64);
+    match req.cmd {
+        CMD_READ => {
+            if req.len > MAX_REQUEST_LEN {
+                return Err(BlockError::BadLength {
+                    len: req.len as usize,
+                    blocks: 0,
+                    block_size: v.block_size,
+                });
+            }
+            check_range(sh, off, len)?;
+            if len == 0 {
+                return Ok(Some(Bytes::new()));
+            }
+            let first = off / bs;
+            let end = (off + len).div_ceil(bs);
+            let data = v.read(first, end - first).await?;
+            let skip = (off - first * bs) as usize;
+            Ok(Some(data.slice(skip..skip + len as usize)))
+        }
+        CMD_WRITE => {
+            let data = payload.unwrap_or_default();
+            check_range(sh, off, len)?;
+            if off.is_multiple_of(bs) && len.is_multiple_of(bs) {
+                v.write(off / bs, data, fua).await?;
+            } else {
+                rmw(sh, off, &data, fua).await?;
+            }
+            Ok(None)
+        }
+        CMD_FLUSH => {
+            v.flush().await?;
+            Ok(None)
+        }
+        CMD_TRIM | CMD_WRITE_ZEROES => {
+            check_range(sh, off, len)?;
+            let first = off.div_ceil(bs);
+            let end = (off + len) / bs;
+            if req.cmd == CMD_WRITE_ZEROES {
+                // Partial blocks at either edge are zeroed by RMW.
+                let head_end = (first * bs).min(off + len);
+                if head_end > off {
+                    rmw(sh, off, &vec![0u8; (head_end - off) as usize], false).await?;
+                }
+                let tail_start = (end * bs).max(head_end);
+                if off + len > tail_start {
+                    rmw(
+                        sh,
+                        tail_start,
+                        &vec![0u8; (off + len - tail_start) as usize],
+                        false,
+                    )
+                    .await?;
+                }
+            }
+            // TRIM is advisory: only whole blocks are dropped.
+            if end > first {
+                v.write_zeroes(first, end - first, fua).await?;
+            } else if fua {
+                v.flush().await?;
+            }
+            Ok(None)
+        }
+        _ => Err(BlockError::protocol(format!(
+            "unsupported command {}",
+            req.cmd
+        ))),
+    }
+}
+
+/// Read-modify-write for a write that is not block-aligned.
+async fn rmw(sh: &Shared, off: u64, data: &[u8], fua: bool) -> Result<()> {
+    let v = &sh.volume;
+    let bs = v.block_size as u64;
+    let first = off / bs;
+    let end = (off + data.len() as u64).div_ceil(bs);
+    let _g = sh.rmw.lock().await;
+    let old = v.read(first, end - first).await?;
+    let mut buf = old.to_vec();
+    let at = (off - first * bs) as usize;
+    buf[at..at + data.len()].copy_from_slice(data);
+    v.write(first, Bytes::from(buf), fua).await
+}

@@ -1,0 +1,479 @@
+//! A region: one replica of a block volume, a directory holding a region
+//! file, a generation file and one file per extent.
+//!
+//! ```text
+//! <dir>/region.kelp            geometry (below)
+//! <dir>/generation             highest activation generation accepted
+//! <dir>/extents/<id:08x>.ext   extent files (layout in extent.rs)
+//! ```
+//!
+//! Region file layout (44 bytes, little-endian):
+//! ```text
+//!  0 [8]  magic "KELPRGN1"
+//!  8 u32  format version (1)
+//! 12 u32  block size (512, 1024, 2048 or 4096)
+//! 16 u32  extent size in blocks
+//! 20 u32  extent count
+//! 24 [16] region uuid (random, per replica)
+//! 40 u32  crc32c of bytes 0..40
+//! ```
+//!
+//! Generation file layout (20 bytes): `magic "KELPGEN1" | u64 generation |
+//! u32 crc32c of bytes 0..16`. It is replaced atomically (write, fsync,
+//! rename, fsync directory) whenever an upstairs activates with a higher
+//! generation, so fencing survives a downstairs restart.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::codec::{Reader, Writer};
+use crate::context::BlockContext;
+use crate::error::{BlockError, Result};
+use crate::extent::{Extent, ExtentImage, ExtentVersion, sync_dir};
+
+pub const REGION_MAGIC: &[u8; 8] = b"KELPRGN1";
+pub const REGION_FORMAT_VERSION: u32 = 1;
+pub const REGION_FILE: &str = "region.kelp";
+pub const GENERATION_FILE: &str = "generation";
+const GEN_MAGIC: &[u8; 8] = b"KELPGEN1";
+/// An extent is copied whole in one frame during repair, so it is bounded.
+pub const MAX_EXTENT_BYTES: u64 = 32 << 20;
+pub const MAX_EXTENT_COUNT: u32 = 1 << 20;
+
+/// A region's geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionDef {
+    pub block_size: u32,
+    pub extent_size: u32,
+    pub extent_count: u32,
+    pub uuid: [u8; 16],
+}
+
+impl RegionDef {
+    pub const LEN: usize = 44;
+
+    pub fn new(block_size: u32, extent_size: u32, extent_count: u32) -> Result<RegionDef> {
+        let def = RegionDef {
+            block_size,
+            extent_size,
+            extent_count,
+            uuid: rand::random(),
+        };
+        def.validate()?;
+        Ok(def)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(BlockError::BadOptions(m));
+        if !(512..=4096).contains(&self.block_size) || !self.block_size.is_power_of_two() {
+            return bad(format!(
+                "block size {} is not 512, 1024, 2048 or 4096",
+                self.block_size
+            ));
+        }
+        if self.extent_size == 0
+            || self.extent_size as u64 * self.block_size as u64 > MAX_EXTENT_BYTES
+        {
+            return bad(format!(
+                "extent size {} blocks must be at least 1 and at most {} bytes",
+                self.extent_size, MAX_EXTENT_BYTES
+            ));
+        }
+        if self.extent_count == 0 || self.extent_count > MAX_EXTENT_COUNT {
+            return bad(format!(
+                "extent count {} must be 1..={MAX_EXTENT_COUNT}",
+                self.extent_count
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn total_blocks(&self) -> u64 {
+        self.extent_size as u64 * self.extent_count as u64
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.total_blocks() * self.block_size as u64
+    }
+
+    /// Same shape (uuid aside): replicas of one volume must agree on this.
+    pub fn same_geometry(&self, other: &RegionDef) -> bool {
+        self.block_size == other.block_size
+            && self.extent_size == other.extent_size
+            && self.extent_count == other.extent_count
+    }
+
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut w = Writer::with_capacity(Self::LEN);
+        w.bytes(REGION_MAGIC)
+            .u32(REGION_FORMAT_VERSION)
+            .u32(self.block_size)
+            .u32(self.extent_size)
+            .u32(self.extent_count)
+            .bytes(&self.uuid);
+        let c = crc32c::crc32c(&w.buf);
+        w.u32(c);
+        let mut out = [0u8; Self::LEN];
+        out.copy_from_slice(&w.buf);
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<RegionDef> {
+        let mut r = Reader::new(b, "region file");
+        if r.bytes(8)? != REGION_MAGIC {
+            return Err(BlockError::corrupt("region file", "bad magic"));
+        }
+        let version = r.u32()?;
+        if version != REGION_FORMAT_VERSION {
+            return Err(BlockError::UnsupportedVersion {
+                what: "region file",
+                version,
+            });
+        }
+        let def = RegionDef {
+            block_size: r.u32()?,
+            extent_size: r.u32()?,
+            extent_count: r.u32()?,
+            uuid: r.array()?,
+        };
+        let stored = r.u32()?;
+        if crc32c::crc32c(&b[0..40]) != stored {
+            return Err(BlockError::corrupt("region file", "checksum mismatch"));
+        }
+        def.validate()?;
+        Ok(def)
+    }
+}
+
+/// One replica's storage. All methods are synchronous; async callers run
+/// them on blocking threads.
+pub struct Region {
+    dir: PathBuf,
+    def: RegionDef,
+    extents: Vec<Extent>,
+    generation: u64,
+    read_only: bool,
+    _lock: Option<File>,
+}
+
+fn extent_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join("extents").join(format!("{id:08x}.ext"))
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let io = |e| BlockError::io(path.display().to_string(), e);
+    {
+        let mut f = File::create(&tmp).map_err(io)?;
+        std::io::Write::write_all(&mut f, bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    sync_dir(dir)
+}
+
+fn lock_region(dir: &Path) -> Result<File> {
+    let path = dir.join(REGION_FILE);
+    let f = OpenOptions::new()
+        .read(true)
+        .open(&path)
+        .map_err(|e| BlockError::io(path.display().to_string(), e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(BlockError::io(
+            format!("{} (is another downstairs serving it?)", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(f)
+}
+
+impl Region {
+    /// Creates a new region in `dir` (which may exist but must not hold a
+    /// region).
+    pub fn create(
+        dir: &Path,
+        block_size: u32,
+        extent_size: u32,
+        extent_count: u32,
+    ) -> Result<Region> {
+        let def = RegionDef::new(block_size, extent_size, extent_count)?;
+        let io = |e| BlockError::io(dir.display().to_string(), e);
+        std::fs::create_dir_all(dir.join("extents")).map_err(io)?;
+        if dir.join(REGION_FILE).exists() {
+            return Err(BlockError::RegionExists(dir.display().to_string()));
+        }
+        for id in 0..extent_count {
+            let p = extent_path(dir, id);
+            let _ = std::fs::remove_file(&p);
+            Extent::create(&p, id, block_size, extent_size)?;
+        }
+        sync_dir(&dir.join("extents"))?;
+        write_generation(dir, 0)?;
+        // The region file goes last: its presence means the region is whole.
+        write_atomic(dir, REGION_FILE, &def.encode())?;
+        Region::open(dir, false)
+    }
+
+    /// Opens a region. A writable open takes an exclusive lock on the region
+    /// file; a read-only open (verify) takes none and never writes.
+    pub fn open(dir: &Path, read_only: bool) -> Result<Region> {
+        let path = dir.join(REGION_FILE);
+        let bytes =
+            std::fs::read(&path).map_err(|e| BlockError::io(path.display().to_string(), e))?;
+        let def = RegionDef::decode(&bytes)?;
+        let lock = if read_only {
+            None
+        } else {
+            Some(lock_region(dir)?)
+        };
+        let generation = read_generation(dir)?;
+        let mut extents = Vec::with_capacity(def.extent_count as usize);
+        for id in 0..def.extent_count {
+            let p = extent_path(dir, id);
+            if !read_only {
+                // A repair that crashed before its rename leaves this behind.
+                let _ = std::fs::remove_file(p.with_extension("replace"));
+            }
+            extents.push(Extent::open(
+                &p,
+                id,
+                def.block_size,
+                def.extent_size,
+                read_only,
+            )?);
+        }
+        Ok(Region {
+            dir: dir.to_path_buf(),
+            def,
+            extents,
+            generation,
+            read_only,
+            _lock: lock,
+        })
+    }
+
+    pub fn def(&self) -> &RegionDef {
+        &self.def
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Highest generation this region has accepted or been stamped with.
+    pub fn generation(&self) -> u64 {
+        self.extents
+            .iter()
+            .map(|e| e.version().generation)
+            .max()
+            .unwrap_or(0)
+            .max(self.generation)
+    }
+
+    /// Records an accepted activation generation durably.
+    pub fn set_generation(&mut self, generation: u64) -> Result<()> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        if generation > self.generation {
+            write_generation(&self.dir, generation)?;
+            self.generation = generation;
+        }
+        Ok(())
+    }
+
+    pub fn versions(&self) -> Vec<ExtentVersion> {
+        self.extents.iter().map(|e| e.version()).collect()
+    }
+
+    fn check(&self, start: u64, count: u64) -> Result<()> {
+        let total = self.def.total_blocks();
+        if start.checked_add(count).is_none_or(|end| end > total) {
+            return Err(BlockError::OutOfRange {
+                start,
+                end: start.saturating_add(count),
+                total,
+            });
+        }
+        Ok(())
+    }
+
+    /// Splits [start, start+count) into per-extent pieces:
+    /// (extent, first block in extent, blocks, offset in blocks from start).
+    fn pieces(&self, start: u64, count: u64) -> Vec<(u32, u32, u32, u64)> {
+        let es = self.def.extent_size as u64;
+        let mut out = Vec::new();
+        let mut b = start;
+        while b < start + count {
+            let eid = b / es;
+            let off = b % es;
+            let n = (es - off).min(start + count - b);
+            out.push((eid as u32, off as u32, n as u32, b - start));
+            b += n;
+        }
+        out
+    }
+
+    pub fn read(&self, start: u64, count: u64) -> Result<(Vec<BlockContext>, Vec<u8>)> {
+        self.check(start, count)?;
+        let bs = self.def.block_size as usize;
+        let mut data = vec![0u8; count as usize * bs];
+        let mut ctxs = Vec::with_capacity(count as usize);
+        for (eid, first, n, at) in self.pieces(start, count) {
+            let at = at as usize * bs;
+            self.extents[eid as usize].read(
+                first,
+                n,
+                &mut data[at..at + n as usize * bs],
+                &mut ctxs,
+            )?;
+        }
+        Ok((ctxs, data))
+    }
+
+    pub fn write(&mut self, start: u64, data: &[u8], crcs: &[u32]) -> Result<()> {
+        let count = crcs.len() as u64;
+        self.check(start, count)?;
+        let bs = self.def.block_size as usize;
+        if data.len() != crcs.len() * bs {
+            return Err(BlockError::BadLength {
+                len: data.len(),
+                blocks: count,
+                block_size: self.def.block_size,
+            });
+        }
+        for (eid, first, n, at) in self.pieces(start, count) {
+            let at = at as usize;
+            let d = &data[at * bs..(at + n as usize) * bs];
+            self.extents[eid as usize].write(first, d, &crcs[at..at + n as usize])?;
+        }
+        Ok(())
+    }
+
+    pub fn write_zeroes(&mut self, start: u64, count: u64) -> Result<()> {
+        self.check(start, count)?;
+        for (eid, first, n, _) in self.pieces(start, count) {
+            self.extents[eid as usize].write_zeroes(first, n)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable and stamps each dirty extent with
+    /// (flush, generation).
+    pub fn flush(&mut self, flush: u64, generation: u64) -> Result<()> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        for e in &mut self.extents {
+            e.flush(flush, generation)?;
+        }
+        Ok(())
+    }
+
+    fn extent(&self, eid: u32) -> Result<&Extent> {
+        self.extents
+            .get(eid as usize)
+            .ok_or(BlockError::NoSuchExtent(eid))
+    }
+
+    fn extent_mut(&mut self, eid: u32) -> Result<&mut Extent> {
+        self.extents
+            .get_mut(eid as usize)
+            .ok_or(BlockError::NoSuchExtent(eid))
+    }
+
+    pub fn extent_image(&self, eid: u32) -> Result<ExtentImage> {
+        self.extent(eid)?.image()
+    }
+
+    pub fn extent_replace(&mut self, eid: u32, image: &ExtentImage) -> Result<()> {
+        self.extent_mut(eid)?.replace(image)
+    }
+
+    pub fn extent_stamp(&mut self, eid: u32, flush: u64, generation: u64) -> Result<()> {
+        self.extent_mut(eid)?.stamp(flush, generation)
+    }
+}
+
+fn write_generation(dir: &Path, generation: u64) -> Result<()> {
+    let mut w = Writer::with_capacity(20);
+    w.bytes(GEN_MAGIC).u64(generation);
+    let c = crc32c::crc32c(&w.buf);
+    w.u32(c);
+    write_atomic(dir, GENERATION_FILE, &w.buf)
+}
+
+fn read_generation(dir: &Path) -> Result<u64> {
+    let path = dir.join(GENERATION_FILE);
+    let b = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(BlockError::io(path.display().to_string(), e)),
+    };
+    let mut r = Reader::new(&b, "generation file");
+    let ok = r.bytes(8)? == GEN_MAGIC;
+    let g = r.u64()?;
+    let c = r.u32()?;
+    if !ok || crc32c::crc32c(&b[0..16]) != c {
+        return Err(BlockError::corrupt(
+            "generation file",
+            "bad magic or checksum",
+        ));
+    }
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_file_golden() {
+        let def = RegionDef {
+            block_size: 4096,
+            extent_size: 16,
+            extent_count: 3,
+            uuid: [0xab; 16],
+        };
+        let b = def.encode();
+        assert_eq!(&b[0..8], b"KELPRGN1");
+        assert_eq!(
+            &b[8..24],
+            &[1, 0, 0, 0, 0, 16, 0, 0, 16, 0, 0, 0, 3, 0, 0, 0]
+        );
+        assert_eq!(RegionDef::decode(&b).unwrap(), def);
+        let mut bad = b;
+        bad[13] ^= 1;
+        assert!(RegionDef::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn bad_options() {
+        assert!(RegionDef::new(100, 10, 10).is_err());
+        assert!(RegionDef::new(8192, 10, 10).is_err());
+        assert!(RegionDef::new(4096, 0, 10).is_err());
+        assert!(RegionDef::new(4096, 1 << 20, 10).is_err());
+        assert!(RegionDef::new(512, 10, 0).is_err());
+    }
+
+    #[test]
+    fn create_twice_and_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Region::create(d.path(), 512, 8, 2).unwrap();
+        assert!(matches!(
+            Region::create(d.path(), 512, 8, 2),
+            Err(BlockError::RegionExists(_))
+        ));
+        assert!(Region::open(d.path(), false).is_err(), "locked");
+        assert!(Region::open(d.path(), true).is_ok());
+        drop(r);
+        let mut r = Region::open(d.path(), false).unwrap();
+        r.set_generation(5).unwrap();
+        drop(r);
+        assert_eq!(Region::open(d.path(), true).unwrap().generation(), 5);
+    }
+}

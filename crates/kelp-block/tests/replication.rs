@@ -1,0 +1,360 @@
+//! Upstairs + three in-process downstairs over real TCP on loopback:
+//! replication, quorum acks, replay, live repair, reconciliation, fencing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kelp_block::Region;
+use kelp_block::upstairs::{self, UpstairsConfig, Volume};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const BS: u32 = 512;
+const ES: u32 = 64;
+const EC: u32 = 8;
+
+struct Ds {
+    dir: PathBuf,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Ds {
+    async fn start(dir: &Path, addr: Option<SocketAddr>) -> Ds {
+        let listener = TcpListener::bind(addr.unwrap_or("127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A region just released by a stopped downstairs may still be
+        // locked for a moment while its worker threads wind down.
+        let region = wait_for("region lock", || Region::open(dir, false).ok()).await;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            kelp_block::downstairs::run(listener, region, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Ds {
+            dir: dir.to_path_buf(),
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.stop().await;
+        *self = Ds::start(&self.dir.clone(), Some(self.addr)).await;
+    }
+}
+
+async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    ds: Vec<Ds>,
+}
+
+impl Cluster {
+    async fn new() -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ds = vec![];
+        for i in 0..3 {
+            let dir = tmp.path().join(format!("r{i}"));
+            drop(Region::create(&dir, BS, ES, EC).unwrap());
+            ds.push(Ds::start(&dir, None).await);
+        }
+        Cluster { _tmp: tmp, ds }
+    }
+
+    fn cfg(&self, generation: u64) -> UpstairsConfig {
+        let mut c = UpstairsConfig::new(
+            self.ds.iter().map(|d| d.addr.to_string()).collect(),
+            generation,
+        );
+        c.flush_interval = Duration::from_millis(100);
+        c
+    }
+
+    async fn attach(&self, generation: u64) -> Volume {
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            upstairs::start(self.cfg(generation)),
+        )
+        .await
+        .expect("activation in time")
+        .expect("activation")
+    }
+
+    async fn verify(&mut self) -> kelp_block::verify::VerifyReport {
+        for d in &mut self.ds {
+            d.stop().await;
+        }
+        let dirs: Vec<PathBuf> = self.ds.iter().map(|d| d.dir.clone()).collect();
+        kelp_block::verify::verify(&dirs).unwrap()
+    }
+}
+
+fn pattern(seed: u64, len: usize) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    Bytes::from(
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect::<Vec<u8>>(),
+    )
+}
+
+async fn wait_modes(v: &Volume, want: &str) {
+    let start = Instant::now();
+    loop {
+        let s = v.status().await.unwrap();
+        if s.modes.iter().all(|m| m == want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "modes stuck at {:?}",
+            s.modes
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_read_flush_and_replicas_agree() {
+    let mut cl = Cluster::new().await;
+    let v = cl.attach(1).await;
+    assert_eq!(v.size_bytes(), (BS * ES * EC) as u64);
+    let mut expect = vec![0u8; v.size_bytes() as usize];
+    let mut futs = vec![];
+    for i in 0..40u64 {
+        let start = (i * 37) % (v.total_blocks - 20);
+        let data = pattern(i, 16 * BS as usize);
+        expect[start as usize * 512..(start as usize + 16) * 512].copy_from_slice(&data);
+        // Overlapping writes are issued in order from one task: each waits
+        // for the previous so the final contents are well defined.
+        v.write(start, data, i % 7 == 0).await.unwrap();
+        let v2 = v.clone();
+        futs.push(tokio::spawn(
+            async move { v2.read(start, 4).await.unwrap() },
+        ));
+    }
+    for f in futs {
+        f.await.unwrap();
+    }
+    v.write_zeroes(100, 30, false).await.unwrap();
+    expect[100 * 512..130 * 512].fill(0);
+    v.flush().await.unwrap();
+    let all = v.read(0, v.total_blocks).await.unwrap();
+    assert!(all == expect[..], "read back differs");
+    drop(v);
+    let report = cl.verify().await;
+    assert!(report.ok(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_downstairs_down_then_replayed() {
+    let mut cl = Cluster::new().await;
+    let v = cl.attach(1).await;
+    v.write(0, pattern(1, 64 * 512), false).await.unwrap();
+    v.flush().await.unwrap();
+    cl.ds[1].stop().await;
+    // IO continues on two.
+    for i in 0..20u64 {
+        v.write(i * 8, pattern(100 + i, 8 * 512), false)
+            .await
+            .unwrap();
+    }
+    v.flush().await.unwrap();
+    let s = v.status().await.unwrap();
+    assert_eq!(s.modes[1], "offline");
+    cl.ds[1].restart().await;
+    wait_modes(&v, "active").await;
+    v.flush().await.unwrap();
+    let data = v.read(0, 160).await.unwrap();
+    for i in 0..20u64 {
+        assert_eq!(
+            &data[i as usize * 8 * 512..(i as usize + 1) * 8 * 512],
+            &pattern(100 + i, 8 * 512)[..]
+        );
+    }
+    drop(v);
+    let report = cl.verify().await;
+    assert!(report.ok(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_outage_is_live_repaired() {
+    let mut cl = Cluster::new().await;
+    let mut cfg = cl.cfg(1);
+    cfg.max_replay_jobs = 8;
+    let v = upstairs::start(cfg).await.unwrap();
+    cl.ds[2].stop().await;
+    for i in 0..40u64 {
+        v.write((i * 13) % 500, pattern(i, 4 * 512), false)
+            .await
+            .unwrap();
+    }
+    let start = Instant::now();
+    loop {
+        if v.status().await.unwrap().modes[2] == "faulted" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cl.ds[2].restart().await;
+    // Writes keep going during the repair.
+    let writer = {
+        let v = v.clone();
+        tokio::spawn(async move {
+            for i in 0..60u64 {
+                v.write((i * 29) % 500, pattern(1000 + i, 2 * 512), false)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    writer.await.unwrap();
+    wait_modes(&v, "active").await;
+    v.flush().await.unwrap();
+    drop(v);
+    let report = cl.verify().await;
+    assert!(report.ok(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_at_activation_and_generation_fencing() {
+    let mut cl = Cluster::new().await;
+    let v1 = cl.attach(1).await;
+    v1.write(0, pattern(7, 8 * 512), false).await.unwrap();
+    v1.flush().await.unwrap();
+    // Downstairs 0 misses a flushed write.
+    cl.ds[0].stop().await;
+    v1.write(ES as u64 * 3, pattern(8, 8 * 512), false)
+        .await
+        .unwrap();
+    v1.flush().await.unwrap();
+    drop(v1);
+    cl.ds[0].restart().await;
+    let v2 = cl.attach(2).await;
+    assert_eq!(
+        v2.read(ES as u64 * 3, 8).await.unwrap(),
+        pattern(8, 8 * 512)
+    );
+    // A third upstairs with a higher generation fences the second.
+    let v3 = cl.attach(3).await;
+    let start = Instant::now();
+    loop {
+        match v2.write(0, pattern(9, 512), false).await {
+            Err(e) => {
+                assert!(
+                    e.is_fenced() || matches!(e, kelp_block::BlockError::Fenced(_)),
+                    "{e}"
+                );
+                break;
+            }
+            Ok(()) => assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "old upstairs not fenced"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(v2.status().await.unwrap().fenced);
+    // An older generation cannot come back.
+    assert!(upstairs::start(cl.cfg(2)).await.is_err());
+    v3.write(0, pattern(10, 512), true).await.unwrap();
+    assert_eq!(v3.read(0, 1).await.unwrap(), pattern(10, 512));
+    drop((v2, v3));
+    let report = cl.verify().await;
+    assert!(report.ok(), "{report}");
+    assert!(report.version_mismatches().is_empty(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_block_is_read_elsewhere_and_repaired() {
+    use std::os::unix::fs::FileExt;
+    let mut cl = Cluster::new().await;
+    let v = cl.attach(1).await;
+    v.write(5, pattern(3, 512), true).await.unwrap();
+    drop(v);
+    for d in &mut cl.ds {
+        d.stop().await;
+    }
+    // Flip a byte of block 5's data in every slot of replica 0 (only one
+    // slot holds it; the other is a hole).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(cl.ds[0].dir.join("extents/00000000.ext"))
+        .unwrap();
+    let data_off = kelp_block::extent::data_offset(ES);
+    for slot in 0..2u64 {
+        f.write_all_at(&[0x5a], data_off + (slot * ES as u64 + 5) * 512 + 17)
+            .unwrap();
+    }
+    drop(f);
+    for d in &mut cl.ds {
+        d.restart().await;
+    }
+    let v = cl.attach(2).await;
+    for _ in 0..6 {
+        assert_eq!(v.read(5, 1).await.unwrap(), pattern(3, 512));
+    }
+    v.flush().await.unwrap();
+    drop(v);
+    let report = cl.verify().await;
+    assert!(report.ok(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacement_region_is_live_repaired() {
+    let mut cl = Cluster::new().await;
+    let v = cl.attach(1).await;
+    v.write(0, pattern(21, 64 * 512), true).await.unwrap();
+    cl.ds[0].stop().await;
+    // The replica is lost; a fresh region takes its place at the same address.
+    std::fs::remove_dir_all(&cl.ds[0].dir).unwrap();
+    drop(Region::create(&cl.ds[0].dir, BS, ES, EC).unwrap());
+    v.write(ES as u64 * 2, pattern(22, 8 * 512), false)
+        .await
+        .unwrap();
+    cl.ds[0].restart().await;
+    wait_modes(&v, "active").await;
+    v.flush().await.unwrap();
+    drop(v);
+    let report = cl.verify().await;
+    assert!(report.ok(), "{report}");
+}
