@@ -138,7 +138,7 @@ def start_kelp_server(kelp, workdir):
 def start_weed_server(weed, workdir):
     mp, vp = free_port_pair(), free_port_pair()
     s = Server([weed, "server", f"-dir={workdir}", f"-master.port={mp}", f"-volume.port={vp}",
-                "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-volume.max=100", "-telemetry=false",
+                "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-volume.max=100", "-master.telemetry=false",
                 f"-master.dir={workdir}"], workdir / "server.log")
     return s, f"127.0.0.1:{mp}"
 
@@ -161,9 +161,9 @@ def weed_benchmark(weed, master, args):
     phases, cur = {}, None
     for line in out.splitlines():
         line = line.strip()
-        if "Writing Benchmark" in line or "write" in line.lower() and "---" in line:
+        if "Writing Benchmark" in line:
             cur = "write"
-        elif "Randomly Reading Benchmark" in line or "read" in line.lower() and "---" in line:
+        elif "Reading Benchmark" in line:
             cur = "read"
         elif cur and line.startswith("Requests per second:"):
             phases.setdefault(cur, {})["requests_per_second"] = float(line.split()[3])
@@ -214,6 +214,7 @@ def throughput_rounds(kelp, weed, args):
                 try:
                     wait_assign(master)
                     phases = kelp_benchmark(kelp, master, args)
+                    go = weed_benchmark(weed, master, args) if args.weed_client else None
                 finally:
                     server.stop()
                 w, r = phases["write"], phases["read"]
@@ -221,6 +222,13 @@ def throughput_rounds(kelp, weed, args):
                        "write_p50": pct(w, 50), "write_p99": pct(w, 99),
                        "read_p50": pct(r, 50), "read_p99": pct(r, 99),
                        "failed": w["failed"] + r["failed"]}
+                if go:
+                    gw, gr = go.get("write", {}), go.get("read", {})
+                    row.update({"go_write_rps": gw.get("requests_per_second", 0.0),
+                                "go_read_rps": gr.get("requests_per_second", 0.0),
+                                "go_write_p99": gw.get("p", {}).get(99, 0.0),
+                                "go_read_p99": gr.get("p", {}).get(99, 0.0),
+                                "go_failed": gw.get("failed", 0) + gr.get("failed", 0)})
                 log(f"round {rnd + 1} {system}: {row}")
                 results[system].append(row)
     return results
@@ -337,6 +345,8 @@ def main():
     ap.add_argument("-n", type=int, default=20000, help="files per benchmark run")
     ap.add_argument("-c", type=int, default=16, help="concurrency")
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--weed-client", action="store_true",
+                    help="also drive both systems with the real Go client, `weed benchmark`")
     ap.add_argument("--nginx", action="store_true", help="also measure nginx static reads")
     ap.add_argument("--memory", type=int, default=0, metavar="N",
                     help="also write N small blobs to standalone volume servers and report "
@@ -361,6 +371,16 @@ def main():
         kr, wr = [r[key] for r in k], [r[key] for r in w]
         print(f"| {label} | {statistics.median(kr):.1f} | {statistics.median(wr):.1f} | {fmt_ratio(kr, wr)} |")
     print(f"| failed requests | {sum(r['failed'] for r in k)} | {sum(r['failed'] for r in w)} | |")
+
+    if args.weed_client:
+        print(f"\n### The same, driven by the real Go client `weed benchmark -n {args.n} -c {args.c}`\n")
+        print("| metric | Kelp (median) | SeaweedFS (median) | Kelp/SeaweedFS (median, min–max) |")
+        print("|---|---|---|---|")
+        for key, label in [("go_write_rps", "writes/s"), ("go_read_rps", "reads/s"),
+                           ("go_write_p99", "write p99 ms"), ("go_read_p99", "read p99 ms")]:
+            kr, wr = [r[key] for r in k], [r[key] for r in w]
+            print(f"| {label} | {statistics.median(kr):.1f} | {statistics.median(wr):.1f} | {fmt_ratio(kr, wr)} |")
+        print(f"| failed requests | {sum(r['go_failed'] for r in k)} | {sum(r['go_failed'] for r in w)} | |")
 
     if args.nginx:
         ng = nginx_reads(kelp, find_nginx(), args)

@@ -11,6 +11,12 @@ need_apt=()
 command -v mkfs.xfs >/dev/null 2>&1 || need_apt+=(xfsprogs)
 command -v xfs_io >/dev/null 2>&1 || need_apt+=(xfsprogs)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# Block volumes are tested with real NBD clients.
+command -v nbdinfo >/dev/null 2>&1 || need_apt+=(libnbd-bin)
+command -v nbdcopy >/dev/null 2>&1 || need_apt+=(libnbd-bin)
+command -v fio >/dev/null 2>&1 || need_apt+=(fio)
+command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
+command -v qemu-io >/dev/null 2>&1 || need_apt+=(qemu-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -35,6 +35,16 @@ pub enum Command {
     Volume(VolumeArgs),
     /// Load-test a cluster through the SeaweedFS HTTP API (the `weed benchmark` workload).
     Benchmark(BenchmarkArgs),
+
+    // ---- block volumes (crates/kelp-block) ----
+    /// Block-volume regions: create, verify.
+    #[command(subcommand)]
+    Block(crate::block_cli::BlockCommand),
+    /// Serve one region to an upstairs (one replica of a block volume).
+    Downstairs(crate::block_cli::DownstairsArgs),
+    /// Replicate a block volume to three downstairs and export it over NBD.
+    #[command(alias = "nbd")]
+    Upstairs(crate::block_cli::UpstairsArgs),
 }
 
 /// How writes become durable before they are acknowledged.
@@ -62,6 +72,28 @@ pub struct CommonArgs {
     /// tests that pass port 0).
     #[arg(long = "ready-file", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+
+    /// JWT signing key for writes and deletes; overrides [jwt.signing] key of
+    /// security.toml (./, ~/.seaweedfs/, /usr/local/etc/seaweedfs/, /etc/seaweedfs/) and
+    /// $WEED_JWT_SIGNING_KEY. Empty: no write tokens.
+    #[arg(long = "jwt.signing.key", value_name = "KEY")]
+    pub jwt_signing_key: Option<String>,
+
+    /// JWT signing key for reads; overrides [jwt.signing.read] key of security.toml and
+    /// $WEED_JWT_SIGNING_READ_KEY. Empty: no read tokens.
+    #[arg(long = "jwt.signing.read.key", value_name = "KEY")]
+    pub jwt_signing_read_key: Option<String>,
+}
+
+/// SeaweedFS `-readMode`: what a read for a volume held by another server gets.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Fetch it from the holder (found through the master) and relay the answer.
+    Proxy,
+    /// Answer 301 to the holder, with proxied=true.
+    Redirect,
+    /// Answer 404.
+    Local,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -108,6 +140,14 @@ pub struct MasterArgs {
         default_value_t = 0.3
     )]
     pub garbage_threshold: f64,
+
+    /// Seconds between automatic vacuum runs (0 disables them; /vol/vacuum still works).
+    #[arg(
+        long = "vacuumIntervalSeconds",
+        alias = "vacuum-interval-seconds",
+        default_value_t = 900
+    )]
+    pub vacuum_interval_seconds: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -173,6 +213,18 @@ pub struct VolumeArgs {
     /// Seconds between heartbeats to the master.
     #[arg(long = "pulseSeconds", alias = "pulse-seconds", default_value_t = 5)]
     pub pulse_seconds: u64,
+
+    /// Reads for volumes on other servers: proxy, redirect or local.
+    #[arg(long = "readMode", alias = "read-mode", value_enum, default_value_t = ReadMode::Proxy)]
+    pub read_mode: ReadMode,
+
+    /// Read-rate limit of compaction (vacuum) in MiB/s; 0 means unlimited.
+    #[arg(
+        long = "compactionMBps",
+        alias = "compaction-mbps",
+        default_value_t = 64
+    )]
+    pub compaction_mbps: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -237,6 +289,22 @@ pub struct ServerArgs {
     #[arg(long = "volume.idxOffsetBytes", default_value_t = 5,
           value_parser = clap::value_parser!(u8).range(4..=5))]
     pub idx_offset_bytes: u8,
+
+    /// Reads for volumes on other servers: proxy, redirect or local.
+    #[arg(long = "volume.readMode", value_enum, default_value_t = ReadMode::Proxy)]
+    pub read_mode: ReadMode,
+
+    /// Read-rate limit of compaction (vacuum) in MiB/s; 0 means unlimited.
+    #[arg(long = "volume.compactionMBps", default_value_t = 64)]
+    pub compaction_mbps: u64,
+
+    /// Garbage ratio above which a volume is compacted.
+    #[arg(long = "master.garbageThreshold", default_value_t = 0.3)]
+    pub garbage_threshold: f64,
+
+    /// Seconds between automatic vacuum runs (0 disables them; /vol/vacuum still works).
+    #[arg(long = "master.vacuumIntervalSeconds", default_value_t = 900)]
+    pub vacuum_interval_seconds: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cli::{
-    BenchmarkArgs, Command, CommonArgs, MasterArgs, ServerArgs, SyncMode, VolumeArgs,
+    BenchmarkArgs, Command, CommonArgs, MasterArgs, ReadMode, ServerArgs, SyncMode, VolumeArgs,
 };
 
 pub async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -21,6 +21,10 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Master(args) => master(args).await,
         Command::Volume(args) => volume(args).await,
         Command::Benchmark(args) => benchmark(args).await,
+        // Block volumes live in block_daemon.rs.
+        Command::Block(cmd) => crate::block_daemon::block(cmd).await,
+        Command::Downstairs(args) => crate::block_daemon::downstairs(args).await,
+        Command::Upstairs(args) => crate::block_daemon::upstairs(args).await,
     }
 }
 
@@ -37,7 +41,11 @@ async fn benchmark(args: BenchmarkArgs) -> anyhow::Result<()> {
         read_only: args.read_only,
         write_only: args.write_only,
         fsync: args.fsync,
-        progress: !args.json || std::io::stderr().is_terminal(),
+        progress: match (std::io::stderr().is_terminal(), args.json) {
+            (true, _) => kelp_bench::Progress::Bar,
+            (false, false) => kelp_bench::Progress::Lines,
+            (false, true) => kelp_bench::Progress::Off,
+        },
         ..kelp_bench::BenchConfig::default()
     };
     if let Some(list) = args.list {
@@ -90,7 +98,7 @@ fn bind_host(common: &CommonArgs) -> String {
 
 /// Resolves when the process gets SIGINT or SIGTERM; every daemon task
 /// watches the same signal.
-fn shutdown_signal() -> watch::Receiver<bool> {
+pub(crate) fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -113,11 +121,11 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-async fn wait_for(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-fn write_ready_file(path: Option<&Path>, body: serde_json::Value) -> anyhow::Result<()> {
+pub(crate) fn write_ready_file(path: Option<&Path>, body: serde_json::Value) -> anyhow::Result<()> {
     let Some(path) = path else { return Ok(()) };
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{body}\n"))
@@ -125,6 +133,26 @@ fn write_ready_file(path: Option<&Path>, body: serde_json::Value) -> anyhow::Res
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot write ready file {}", path.display()))?;
     Ok(())
+}
+
+/// JWT keys: `security.toml` (searched like `weed` does), then the
+/// `WEED_JWT_SIGNING_*` environment, then the command-line keys.
+fn security(common: &CommonArgs) -> anyhow::Result<kelp_core::SecurityConfig> {
+    let mut sec = kelp_core::SecurityConfig::load()?;
+    sec.override_keys(
+        common.jwt_signing_key.as_deref(),
+        common.jwt_signing_read_key.as_deref(),
+    );
+    tracing::info!(jwt = %sec.describe(), "security settings");
+    Ok(sec)
+}
+
+fn read_mode(mode: ReadMode) -> kelp_volume::ReadMode {
+    match mode {
+        ReadMode::Proxy => kelp_volume::ReadMode::Proxy,
+        ReadMode::Redirect => kelp_volume::ReadMode::Redirect,
+        ReadMode::Local => kelp_volume::ReadMode::Local,
+    }
 }
 
 fn master_config(
@@ -160,6 +188,8 @@ async fn master(args: MasterArgs) -> anyhow::Result<()> {
     )?;
     cfg.pulse_seconds = args.pulse_seconds.max(1);
     cfg.garbage_threshold = args.garbage_threshold;
+    cfg.vacuum_interval = Duration::from_secs(args.vacuum_interval_seconds);
+    cfg.security = security(&args.common)?;
     let stop = shutdown_signal();
     tracing::info!(http = ports.0, grpc = ports.1, dir = %args.mdir.display(), "master starting");
     write_ready_file(
@@ -189,6 +219,9 @@ async fn volume(args: VolumeArgs) -> anyhow::Result<()> {
         file_size_limit: args.file_size_limit_mb.saturating_mul(1024 * 1024),
         pulse: Duration::from_secs(args.pulse_seconds.max(1)),
         offset_width_5: args.idx_offset_bytes == 5,
+        read_mode: read_mode(args.read_mode),
+        security: security(&args.common)?,
+        compaction_bytes_per_second: args.compaction_mbps.saturating_mul(1 << 20),
     };
     let stop = shutdown_signal();
     tracing::info!(http = ports.0, grpc = ports.1, masters = ?args.mserver, "volume server starting");
@@ -209,13 +242,17 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .master_dir
         .clone()
         .unwrap_or_else(|| args.dir.join("master"));
-    let mcfg = master_config(
+    let security = security(&args.common)?;
+    let mut mcfg = master_config(
         &args.common.ip,
         mports,
         meta_dir,
         args.volume_size_limit_mb,
         &args.default_replication,
     )?;
+    mcfg.security = security.clone();
+    mcfg.garbage_threshold = args.garbage_threshold;
+    mcfg.vacuum_interval = Duration::from_secs(args.vacuum_interval_seconds);
     let master_addr: SocketAddr = master_listeners.http.local_addr()?;
     let vcfg = VolumeServerConfig {
         dirs: vec![args.dir.clone()],
@@ -236,6 +273,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         file_size_limit: args.file_size_limit_mb.saturating_mul(1024 * 1024),
         pulse: Duration::from_secs(5),
         offset_width_5: args.idx_offset_bytes == 5,
+        read_mode: read_mode(args.read_mode),
+        security,
+        compaction_bytes_per_second: args.compaction_mbps.saturating_mul(1 << 20),
     };
     let stop = shutdown_signal();
     tracing::info!(

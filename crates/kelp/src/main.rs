@@ -2,6 +2,8 @@
 //! the library `run` functions of each daemon.
 
 mod args;
+mod block_cli;
+mod block_daemon;
 mod cli;
 mod daemon;
 mod logging;

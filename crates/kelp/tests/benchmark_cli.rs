@@ -8,25 +8,27 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-#[test]
-fn benchmark_json_report() {
+/// Runs `kelp benchmark --json` against a `kelp server` started with
+/// `server_flags` and returns the parsed report.
+fn run_benchmark(server_flags: &[&str], bench_flags: &[&str]) -> Value {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
-    let kelp = kelp_server(&dir, &[]);
-    assign(&http(), &kelp.master_url(), "collection=benchmark");
+    let kelp = kelp_server(&dir, server_flags);
+    let master = format!("-master=127.0.0.1:{}", kelp.port("master_port"));
+    let list = format!("-list={}", tmp.path().join("list.txt").display());
+    let mut args = vec![
+        "benchmark",
+        master.as_str(),
+        "-c",
+        "4",
+        "-size=64",
+        list.as_str(),
+        "--json",
+    ];
+    args.extend_from_slice(bench_flags);
     let out = Command::new(env!("CARGO_BIN_EXE_kelp"))
-        .args([
-            "benchmark",
-            &format!("-master=127.0.0.1:{}", kelp.port("master_port")),
-            "-n",
-            "200",
-            "-c",
-            "4",
-            "-size=64",
-            &format!("-list={}", tmp.path().join("list.txt").display()),
-            "--json",
-        ])
+        .args(&args)
         .output()
         .unwrap();
     assert!(
@@ -34,11 +36,35 @@ fn benchmark_json_report() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn assert_no_failures(report: &Value, n: u64) {
     let phases = report["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 2);
     for p in phases {
         assert_eq!(p["failed"], 0, "{p}");
-        assert_eq!(p["completed"], 200, "{p}");
+        assert_eq!(p["completed"], n, "{p}");
     }
+    assert_eq!(report["delete_failures"], 0, "{report}");
+}
+
+#[test]
+fn benchmark_json_report() {
+    let report = run_benchmark(&[], &["-n", "200"]);
+    assert_no_failures(&report, 200);
+}
+
+/// With write and read keys set, the benchmark carries the master's tokens
+/// on uploads, deletes and reads.
+#[test]
+fn benchmark_with_jwt() {
+    let report = run_benchmark(
+        &[
+            "-jwt.signing.key=bench-write-secret",
+            "-jwt.signing.read.key=bench-read-secret",
+        ],
+        &["-n", "150", "-deletePercent=20"],
+    );
+    assert_no_failures(&report, 150);
 }

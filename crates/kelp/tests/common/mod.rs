@@ -44,6 +44,12 @@ pub struct Kelp {
 impl Kelp {
     /// Starts `kelp <args> --ready-file F` and waits until it has written F.
     pub fn start(args: &[&str], log_dir: &Path) -> Kelp {
+        Self::start_in(args, log_dir, None)
+    }
+
+    /// Like [`Kelp::start`], with the working directory `cwd` (where it
+    /// looks for `./security.toml`).
+    pub fn start_in(args: &[&str], log_dir: &Path, cwd: Option<&Path>) -> Kelp {
         std::fs::create_dir_all(log_dir).unwrap();
         let n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -52,7 +58,11 @@ impl Kelp {
         let ready = log_dir.join(format!("ready-{n}.json"));
         let log = log_dir.join(format!("kelp-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kelp"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kelp"));
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let child = cmd
             .args(args)
             .arg(format!("--ready-file={}", ready.display()))
             .env("RUST_LOG", "info")
@@ -507,20 +517,24 @@ pub fn spawn_weed(weed: &Path, args: &[String], log: &Path) -> Proc {
 
 /// `kelp server` whose master listens on `port` and `port + 10000`, the
 /// pair `weed` tools derive from `-master=127.0.0.1:<port>`.
-pub fn kelp_server_for_weed(dir: &Path) -> (Kelp, u16) {
+pub fn kelp_server_for_weed(dir: &Path, extra: &[&str]) -> (Kelp, u16) {
+    kelp_server_for_weed_in(dir, extra, None)
+}
+
+/// [`kelp_server_for_weed`] running in `cwd`.
+pub fn kelp_server_for_weed_in(dir: &Path, extra: &[&str], cwd: Option<&Path>) -> (Kelp, u16) {
     let port = free_port_pair();
     let dir_arg = format!("-dir={}", dir.display());
     let port_arg = format!("-master.port={port}");
-    let kelp = Kelp::start(
-        &[
-            "server",
-            &dir_arg,
-            &port_arg,
-            "-volume.port=0",
-            "-ip=127.0.0.1",
-        ],
-        &dir.join("../logs"),
-    );
+    let mut args = vec![
+        "server",
+        dir_arg.as_str(),
+        port_arg.as_str(),
+        "-volume.port=0",
+        "-ip=127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    let kelp = Kelp::start_in(&args, &dir.join("../logs"), cwd);
     wait_healthy(&kelp.master_url());
     (kelp, port)
 }

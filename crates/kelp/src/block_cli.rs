@@ -1,0 +1,83 @@
+//! Flags of the block-volume commands (`kelp block`, `kelp downstairs`,
+//! `kelp upstairs`). Kept apart from `cli.rs` so the blob-store flags and
+//! these evolve independently.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand, Debug)]
+pub enum BlockCommand {
+    /// Create a region (one replica of a block volume) in a directory.
+    Create(BlockCreateArgs),
+    /// Check regions against their block contexts and against each other.
+    Verify(BlockVerifyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BlockCreateArgs {
+    /// Directory to create the region in (created if missing; must not hold a region).
+    #[arg(long = "dir")]
+    pub dir: PathBuf,
+    /// Block size in bytes: 512, 1024, 2048 or 4096.
+    #[arg(long = "block-size", default_value_t = 4096)]
+    pub block_size: u32,
+    /// Blocks per extent (the unit of repair).
+    #[arg(long = "extent-size", default_value_t = 1024)]
+    pub extent_size: u32,
+    /// Number of extents.
+    #[arg(long = "extent-count", default_value_t = 16)]
+    pub extent_count: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BlockVerifyArgs {
+    /// Region directories (give --dir several times, or comma separated).
+    #[arg(long = "dir", value_delimiter = ',', required = true)]
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DownstairsArgs {
+    /// Region directory to serve.
+    #[arg(long = "dir")]
+    pub dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long = "ip", default_value = "127.0.0.1")]
+    pub ip: String,
+    /// TCP port (0 = any free port; see --ready-file).
+    #[arg(long = "port", default_value_t = 3810)]
+    pub port: u16,
+    /// Write {"port": N} here once listening.
+    #[arg(long = "ready-file", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpstairsArgs {
+    /// A downstairs address host:port; give exactly three.
+    #[arg(long = "target", required = true, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Export over NBD on this TCP address (port 0 = any free port).
+    #[arg(long = "nbd")]
+    pub nbd: Option<String>,
+    /// Export over NBD on this unix socket too.
+    #[arg(long = "nbd-socket")]
+    pub nbd_socket: Option<PathBuf>,
+    /// NBD export name (the empty name also selects it).
+    #[arg(long = "export-name", default_value = "kelp")]
+    pub export_name: String,
+    /// Activation generation; must be higher than any earlier upstairs' (it fences them).
+    #[arg(long = "gen", alias = "generation")]
+    pub generation: u64,
+    /// Milliseconds after unflushed writes before an automatic flush.
+    #[arg(long = "flush-interval-ms", default_value_t = 500)]
+    pub flush_interval_ms: u64,
+    /// A downstairs that returns after more than this many jobs piled up is
+    /// live-repaired instead of replayed.
+    #[arg(long = "max-replay-jobs", default_value_t = 20_000)]
+    pub max_replay_jobs: usize,
+    /// Write {"nbd_port": N, "nbd_socket": P} here once serving.
+    #[arg(long = "ready-file", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}

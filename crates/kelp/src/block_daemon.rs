@@ -1,0 +1,110 @@
+//! Runs the block-volume commands: builds library configs from flags and
+//! calls `kelp_block`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::block_cli::{BlockCommand, DownstairsArgs, UpstairsArgs};
+use crate::daemon::{shutdown_signal, wait_for, write_ready_file};
+
+pub async fn block(cmd: BlockCommand) -> anyhow::Result<()> {
+    match cmd {
+        BlockCommand::Create(a) => {
+            let (dir, bs, es, ec) = (a.dir.clone(), a.block_size, a.extent_size, a.extent_count);
+            let region =
+                tokio::task::spawn_blocking(move || kelp_block::Region::create(&dir, bs, es, ec))
+                    .await??;
+            let def = *region.def();
+            println!(
+                "created region in {}: {} blocks of {} bytes ({} bytes), {} extents of {} blocks",
+                a.dir.display(),
+                def.total_blocks(),
+                def.block_size,
+                def.size_bytes(),
+                def.extent_count,
+                def.extent_size
+            );
+            Ok(())
+        }
+        BlockCommand::Verify(a) => {
+            let dirs = a.dirs.clone();
+            let report =
+                tokio::task::spawn_blocking(move || kelp_block::verify::verify(&dirs)).await??;
+            print!("{report}");
+            if report.ok() {
+                Ok(())
+            } else {
+                anyhow::bail!("regions differ or fail their checksums")
+            }
+        }
+    }
+}
+
+pub async fn downstairs(a: DownstairsArgs) -> anyhow::Result<()> {
+    let dir = a.dir.clone();
+    let region = tokio::task::spawn_blocking(move || kelp_block::Region::open(&dir, false))
+        .await?
+        .with_context(|| format!("cannot open region {}", a.dir.display()))?;
+    let listener = tokio::net::TcpListener::bind((a.ip.as_str(), a.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", a.ip, a.port))?;
+    let port = listener.local_addr()?.port();
+    tracing::info!(port, dir = %a.dir.display(), "downstairs serving");
+    write_ready_file(a.ready_file.as_deref(), serde_json::json!({ "port": port }))?;
+    kelp_block::downstairs::run(listener, region, wait_for(shutdown_signal())).await?;
+    Ok(())
+}
+
+pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
+    if a.nbd.is_none() && a.nbd_socket.is_none() {
+        anyhow::bail!("give --nbd ADDR and/or --nbd-socket PATH");
+    }
+    let mut cfg = kelp_block::upstairs::UpstairsConfig::new(a.targets.clone(), a.generation);
+    cfg.flush_interval = Duration::from_millis(a.flush_interval_ms.max(1));
+    cfg.max_replay_jobs = a.max_replay_jobs;
+    let stop = shutdown_signal();
+    tracing::info!(targets = ?a.targets, generation = a.generation, "upstairs activating");
+    let volume = tokio::select! {
+        v = kelp_block::upstairs::start(cfg) => v.context("activation failed")?,
+        _ = wait_for(stop.clone()) => return Ok(()),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ready = serde_json::json!({ "size": volume.size_bytes() });
+    if let Some(addr) = &a.nbd {
+        let l = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        ready["nbd_port"] = l.local_addr()?.port().into();
+        tasks.spawn(kelp_block::nbd::serve_tcp(
+            l,
+            volume.clone(),
+            a.export_name.clone(),
+            wait_for(stop.clone()),
+        ));
+    }
+    if let Some(path) = &a.nbd_socket {
+        let _ = std::fs::remove_file(path);
+        let l = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        ready["nbd_socket"] = path.display().to_string().into();
+        tasks.spawn(kelp_block::nbd::serve_unix(
+            l,
+            volume.clone(),
+            a.export_name.clone(),
+            wait_for(stop.clone()),
+        ));
+    }
+    tracing::info!(size = volume.size_bytes(), "volume active; serving NBD");
+    write_ready_file(a.ready_file.as_deref(), ready)?;
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    // A clean stop flushes and waits (a while) for all three downstairs to
+    // be in sync, so a restarted replica that is still catching up finishes.
+    match volume.drain(Duration::from_secs(30)).await {
+        Ok(()) => tracing::info!("all three downstairs flushed and in sync"),
+        Err(e) => tracing::warn!(error = %e, "stopping before all three downstairs were in sync"),
+    }
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Block volumes end to end with real processes and real NBD clients:
+//! `kelp downstairs` ×3, `kelp upstairs`, then qemu-img, nbdinfo, nbdcopy,
+//! fio and qemu-io against the export; kill -9 of a downstairs and of the
+//! upstairs; generation fencing; `kelp block verify` at the end.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, Kelp, require_tool, wait_until, which};
+
+fn kelp_cmd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(args)
+        .output()
+        .expect("run kelp")
+}
+
+fn tool(name: &str) -> Option<PathBuf> {
+    require_tool(
+        &format!("{name} (apt-get install qemu-utils libnbd-bin fio)"),
+        which(name),
+    )
+}
+
+struct Volume {
+    root: PathBuf,
+    dirs: Vec<PathBuf>,
+    ds: Vec<Kelp>,
+}
+
+impl Volume {
+    /// Three regions of `extents` × 1 MiB extents (4 KiB blocks) and a
+    /// downstairs on each.
+    fn new(root: &Path, extents: u32) -> Volume {
+        let mut dirs = vec![];
+        for i in 0..3 {
+            let d = root.join(format!("region{i}"));
+            let out = kelp_cmd(&[
+                "block",
+                "create",
+                &format!("--dir={}", d.display()),
+                "--block-size=4096",
+                "--extent-size=256",
+                &format!("--extent-count={extents}"),
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dirs.push(d);
+        }
+        let mut v = Volume {
+            root: root.to_path_buf(),
+            dirs,
+            ds: vec![],
+        };
+        for i in 0..3 {
+            let k = v.start_ds(i, 0);
+            v.ds.push(k);
+        }
+        v
+    }
+
+    fn start_ds(&self, i: usize, port: u16) -> Kelp {
+        Kelp::start(
+            &[
+                "downstairs",
+                &format!("--dir={}", self.dirs[i].display()),
+                &format!("--port={port}"),
+            ],
+            &self.root.join("logs"),
+        )
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.ds
+            .iter()
+            .map(|k| format!("--target=127.0.0.1:{}", k.port("port")))
+            .collect()
+    }
+
+    fn upstairs(&self, generation: u64, extra: &[&str]) -> Kelp {
+        let mut args = vec!["upstairs".to_string()];
+        args.extend(self.targets());
+        args.push(format!("--gen={generation}"));
+        args.push("--nbd=127.0.0.1:0".into());
+        args.push("--flush-interval-ms=100".into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        Kelp::start(&refs, &self.root.join("logs"))
+    }
+
+    fn verify(&mut self) -> String {
+        for d in &mut self.ds {
+            d.stop();
+        }
+        let dirs = self
+            .dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = kelp_cmd(&["block", "verify", &format!("--dir={dirs}")]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "verify failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+}
+
+fn nbd_url(up: &Kelp) -> String {
+    format!("nbd://127.0.0.1:{}", up.port("nbd_port"))
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn tool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed: {text}");
+    text
+}
+
+fn random_file(path: &Path, len: usize, seed: u64) {
+    std::fs::write(path, common::blob(seed, len)).unwrap();
+}
+
+#[test]
+fn qemu_img_round_trip_nbdinfo_nbdcopy() {
+    let (Some(qemu_img), Some(nbdinfo), Some(nbdcopy)) =
+        (tool("qemu-img"), tool("nbdinfo"), tool("nbdcopy"))
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut v = Volume::new(tmp.path(), 64);
+    let sock = tmp.path().join("nbd.sock");
+    let mut up = v.upstairs(1, &[&format!("--nbd-socket={}", sock.display())]);
+    let size = 64usize << 20;
+    let input = tmp.path().join("in.raw");
+    random_file(&input, size, 42);
+    run(Command::new(&qemu_img)
+        .args(["convert", "-n", "-f", "raw", "-O", "raw"])
+        .arg(&input)
+        .arg(nbd_url(&up)));
+    let out = tmp.path().join("out.raw");
+    run(Command::new(&qemu_img)
+        .args(["convert", "-f", "raw", "-O", "raw", &nbd_url(&up)])
+        .arg(&out));
+    assert!(
+        std::fs::read(&input).unwrap() == std::fs::read(&out).unwrap(),
+        "qemu-img round trip differs"
+    );
+    let unix = format!("nbd+unix:///kelp?socket={}", sock.display());
+    let info = run(Command::new(&nbdinfo).arg("--size").arg(&unix));
+    assert_eq!(info.trim(), size.to_string());
+    let copy = tmp.path().join("copy.raw");
+    run(Command::new(&nbdcopy).arg(&unix).arg(&copy));
+    assert!(
+        std::fs::read(&input).unwrap() == std::fs::read(&copy).unwrap(),
+        "nbdcopy differs"
+    );
+    up.stop();
+    assert!(up.log_text().contains("in sync"), "{}", up.log_text());
+    let report = v.verify();
+    assert!(report.contains("OK"), "{report}");
+}
+
+#[test]
+fn kill9_downstairs_during_fio_then_catch_up() {
+    let Some(fio) = tool("fio") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut v = Volume::new(tmp.path(), 32);
+    let mut up = v.upstairs(1, &[]);
+    let mut child = Command::new(&fio)
+        .args([
+            "--name=kill9",
+            "--ioengine=nbd",
+            &format!("--uri={}", nbd_url(&up)),
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=24M",
+            "--iodepth=16",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+            "--output-format=terse",
+        ])
+        // fio writes a verify-state file into its working directory.
+        .current_dir(tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let port = v.ds[1].port("port");
+    v.ds[1].kill9();
+    std::thread::sleep(Duration::from_millis(400));
+    v.ds[1] = v.start_ds(1, port);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "fio did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "fio failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    up.stop();
+    let log = up.log_text();
+    assert!(log.contains("in sync"), "{log}");
+    assert!(
+        log.contains("replaying") || log.contains("live repair"),
+        "{log}"
+    );
+    let report = v.verify();
+    assert!(report.contains("OK"), "{report}");
+}
+
+#[test]
+fn kill9_upstairs_reattach_and_fencing() {
+    let Some(qemu_io) = tool("qemu-io") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut v = Volume::new(tmp.path(), 16);
+    let mut up1 = v.upstairs(1, &[]);
+    let qio = |url: &str, cmds: &[&str]| {
+        let mut c = Command::new(&qemu_io);
+        c.args(["-f", "raw"]);
+        for cmd in cmds {
+            c.args(["-c", cmd]);
+        }
+        c.arg(url);
+        c
+    };
+    run(&mut qio(&nbd_url(&up1), &["write -P 0x5a 0 4M", "flush"]));
+    // Writes in flight when the upstairs dies.
+    let mut bg = qio(&nbd_url(&up1), &["write -P 0x77 4M 8M"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    up1.kill9();
+    let _ = bg.wait();
+    // Reattach with a higher generation: every flushed write is there.
+    let up2 = v.upstairs(2, &[]);
+    let out = run(&mut qio(&nbd_url(&up2), &["read -P 0x5a 0 4M"]));
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+    // An older generation is refused outright.
+    let mut args = vec!["upstairs".to_string()];
+    args.extend(v.targets());
+    args.extend(["--gen=1".into(), "--nbd=127.0.0.1:0".into()]);
+    let mut old = Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let st = wait_until("gen 1 upstairs to give up", DEADLINE, || {
+        old.try_wait().unwrap()
+    });
+    assert!(!st.success(), "an older generation activated");
+    // Two upstairs at once: the newer one fences the older.
+    let mut up3 = v.upstairs(3, &[]);
+    let out = Command::new(&qemu_io)
+        .args(["-f", "raw", "-c", "write -P 0x11 0 64k", "-c", "flush"])
+        .arg(nbd_url(&up2))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success() || text.contains("failed"),
+        "fenced upstairs took a write: {text}"
+    );
+    assert!(up2.log_text().contains("fenced"), "{}", up2.log_text());
+    run(&mut qio(
+        &nbd_url(&up3),
+        &["read -P 0x5a 0 4M", "write -P 0x22 0 64k", "flush"],
+    ));
+    up3.stop();
+    drop(up2);
+    let report = v.verify();
+    assert!(report.contains("OK"), "{report}");
+}
