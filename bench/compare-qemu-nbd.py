@@ -122,11 +122,16 @@ def start_qemu_nbd(d, size_mib):
 
 
 def fio(uri, args, seconds, size_mib):
+    """One fio job; `seconds=None` runs through the size once."""
+    timing = ["--time_based", f"--runtime={seconds}"] if seconds else []
     out = subprocess.run(
         ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--size={size_mib}M",
-         "--time_based", f"--runtime={seconds}", "--output-format=json", *args],
-        check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["jobs"][0]
+         *timing, "--output-format=json", *args],
+        capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"fio failed: {out.stderr.strip()[:500]}")
+    # The nbd engine prints "fio: connected to NBD server" before the JSON.
+    return json.loads(out.stdout[out.stdout.index("{"):])["jobs"][0]
 
 
 def measure(system, kelp, args):
@@ -136,8 +141,7 @@ def measure(system, kelp, args):
         g, uri = start_kelp(kelp, d, args.size_mib) if system == "kelp" else start_qemu_nbd(d, args.size_mib)
         try:
             # Fill once so reads hit written blocks on both sides.
-            fio(uri, ["--rw=write", "--bs=1M", "--iodepth=4", "--time_based=0", "--runtime=0"],
-                600, args.size_mib)
+            fio(uri, ["--rw=write", "--bs=1M", "--iodepth=4"], None, args.size_mib)
             for label, job, side, metric in JOBS:
                 j = fio(uri, job, args.seconds, args.size_mib)[side]
                 value = j["iops"] if metric == "iops" else j["bw_bytes"] / 1e6

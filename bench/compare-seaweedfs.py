@@ -249,6 +249,7 @@ def nginx_reads(kelp, nginx, args):
         (d / "list.txt").write_text("\n".join(fids) + "\n")
         conf = d / "nginx.conf"
         conf.write_text(f"""
+user root;
 worker_processes 2;
 error_log {d}/error.log;
 pid {d}/nginx.pid;
@@ -312,6 +313,8 @@ def memory_startup(kelp, weed, args):
                                 "-c", "16", "-size=64", "--writeOnly", f"-list={list_file}", "--json"],
                                check=True, capture_output=True)
                 rss_full = volume.rss_bytes()
+                time.sleep(35)  # idle: periodic housekeeping runs on both servers
+                rss_idle = volume.rss_bytes()
                 volume.stop()
                 disk = dir_bytes(d / "v")
                 probe = list_file.read_text().split()[-1]
@@ -333,6 +336,7 @@ def memory_startup(kelp, weed, args):
                 master.stop()
             n = args.memory
             out[system] = {"rss_per_needle": (rss_full - rss_empty) / n,
+                           "rss_per_needle_idle": (rss_idle - rss_empty) / n,
                            "rss_per_needle_restart": (rss_restart - rss_empty) / n,
                            "ready_s": ready, "disk_per_blob": disk / n}
             log(f"memory {system}: {out[system]}")
@@ -351,14 +355,35 @@ def main():
     ap.add_argument("--memory", type=int, default=0, metavar="N",
                     help="also write N small blobs to standalone volume servers and report "
                          "memory per needle, restart time and disk per blob")
+    ap.add_argument("--no-throughput", action="store_true",
+                    help="skip the alternating throughput rounds (run only --nginx / --memory)")
     ap.add_argument("--kelp", help="kelp binary (default: build target/release/kelp)")
     args = ap.parse_args()
 
     kelp = args.kelp or build_kelp()
     weed = find_weed()
-    res = throughput_rounds(kelp, weed, args)
-    k, w = res["kelp"], res["weed"]
+    if args.no_throughput:
+        k = w = []
+    else:
+        res = throughput_rounds(kelp, weed, args)
+        k, w = res["kelp"], res["weed"]
 
+    if k:
+        print_throughput(k, w, args)
+
+    if args.nginx:
+        ng = nginx_reads(kelp, find_nginx(), args)
+        print(f"\nnginx static files, same client (`kelp benchmark -readOnly`): {ng['read_rps']:.0f} reads/s "
+              f"(p50 {ng['read_p50']:.2f} ms, p99 {ng['read_p99']:.2f} ms, {ng['failed']} failed)")
+        if k and ng["read_rps"]:
+            kr = statistics.median(r["read_rps"] for r in k)
+            print(f"Kelp reads reach {kr / ng['read_rps']:.2f}× of it.")
+
+    if args.memory:
+        print_memory(memory_startup(kelp, weed, args), args)
+
+
+def print_throughput(k, w, args):
     print(f"\n### Kelp vs SeaweedFS, `kelp benchmark -n {args.n} -c {args.c} -size {args.size}`, "
           f"{args.rounds} alternating rounds\n")
     print("Kelp: durable writes (fdatasync before every acknowledgement, group commit). "
@@ -382,25 +407,18 @@ def main():
             print(f"| {label} | {statistics.median(kr):.1f} | {statistics.median(wr):.1f} | {fmt_ratio(kr, wr)} |")
         print(f"| failed requests | {sum(r['go_failed'] for r in k)} | {sum(r['go_failed'] for r in w)} | |")
 
-    if args.nginx:
-        ng = nginx_reads(kelp, find_nginx(), args)
-        kr = statistics.median(r["read_rps"] for r in k)
-        print(f"\nnginx static files, same client: {ng['read_rps']:.0f} reads/s "
-              f"(p50 {ng['read_p50']:.2f} ms, p99 {ng['read_p99']:.2f} ms); "
-              f"Kelp reads reach {kr / ng['read_rps']:.2f}× of it.")
 
-
-    if args.memory:
-        m = memory_startup(kelp, weed, args)
-        print(f"\n### {args.memory} blobs of 64–127 bytes on a standalone volume server\n")
-        print("| metric | Kelp | SeaweedFS | Kelp/SeaweedFS |")
-        print("|---|---|---|---|")
-        for key, label in [("rss_per_needle", "RSS bytes per live needle (after writes)"),
-                           ("rss_per_needle_restart", "RSS bytes per live needle (after restart)"),
-                           ("ready_s", "restart to first read (s)"),
-                           ("disk_per_blob", "disk bytes per blob")]:
-            kv, wv = m["kelp"][key], m["weed"][key]
-            print(f"| {label} | {kv:.2f} | {wv:.2f} | {kv / wv if wv else float('nan'):.2f} |")
+def print_memory(m, args):
+    print(f"\n### {args.memory} blobs of 64–127 bytes on a standalone volume server\n")
+    print("| metric | Kelp | SeaweedFS | Kelp/SeaweedFS |")
+    print("|---|---|---|---|")
+    for key, label in [("rss_per_needle", "RSS bytes per live needle (right after writes)"),
+                       ("rss_per_needle_idle", "RSS bytes per live needle (after 35 s idle)"),
+                       ("rss_per_needle_restart", "RSS bytes per live needle (after restart)"),
+                       ("ready_s", "restart to first read (s)"),
+                       ("disk_per_blob", "disk bytes per blob")]:
+        kv, wv = m["kelp"][key], m["weed"][key]
+        print(f"| {label} | {kv:.2f} | {wv:.2f} | {kv / wv if wv else float('nan'):.2f} |")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,7 @@ impl Store {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "volumes loaded"
         );
+        crate::release_free_heap();
         let (tx, rx) = mpsc::unbounded_channel();
         let store = Store {
             dirs,
