@@ -143,24 +143,7 @@ async fn housekeeping(store: Arc<store::Store>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = metrics_tick.tick() => sampler.sample(&store),
-            _ = checkpoint_tick.tick() => {
-                store.checkpoint_some().await;
-                release_free_heap();
-            }
+            _ = checkpoint_tick.tick() => store.checkpoint_some().await,
         }
-    }
-}
-
-/// Hands freed heap back to the OS. Needle maps grow by copying and
-/// loading a checkpoint goes through a read buffer; glibc keeps the freed
-/// pages mapped, which on a server with millions of needles costs more RSS
-/// than the maps themselves (55 bytes per needle after a million writes
-/// against a 16-byte map entry, before this).
-pub(crate) fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own heap; it has no
-    // preconditions and may be called from any thread at any time.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -132,7 +132,6 @@ impl Store {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "volumes loaded"
         );
-        crate::release_free_heap();
         let (tx, rx) = mpsc::unbounded_channel();
         let store = Store {
             dirs,
