@@ -108,18 +108,21 @@ impl Api {
         Ok(())
     }
 
-    /// Deletes a file; with JWT on, the master's `/dir/lookup?fileId=`
-    /// supplies the write token, as SeaweedFS clients do.
-    pub async fn delete(&self, url: &str, fid: &str) -> anyhow::Result<()> {
-        let lookup = self
-            .http
-            .get(format!("http://{}/dir/lookup", self.master))
-            .query(&[("fileId", fid)])
-            .send()
-            .await?;
-        let mut req = self.http.delete(format!("http://{url}/{fid}"));
-        if let Some(auth) = authorization(&lookup) {
-            req = req.header(reqwest::header::AUTHORIZATION, auth);
+    /// Deletes a file. When its assign carried a write token (JWT on), the
+    /// master's `/dir/lookup?fileId=` supplies a fresh one, as SeaweedFS
+    /// clients do; without JWT no lookup is made.
+    pub async fn delete(&self, a: &Assigned) -> anyhow::Result<()> {
+        let mut req = self.http.delete(format!("http://{}/{}", a.url, a.fid));
+        if a.auth.is_some() {
+            let lookup = self
+                .http
+                .get(format!("http://{}/dir/lookup", self.master))
+                .query(&[("fileId", a.fid.as_str())])
+                .send()
+                .await?;
+            if let Some(auth) = authorization(&lookup) {
+                req = req.header(reqwest::header::AUTHORIZATION, auth);
+            }
         }
         let r = req.send().await?;
         if !r.status().is_success() {

@@ -230,7 +230,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
 
     if !cfg.read_only {
         let written = Arc::new(Mutex::new(Vec::<String>::new()));
-        let deletes = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+        let deletes = Arc::new(Mutex::new(Vec::<client::Assigned>::new()));
         let phase = Arc::new(Phase::new("write", cfg.n)?);
         let (api2, cfg2, written2, deletes2) =
             (api.clone(), cfg.clone(), written.clone(), deletes.clone());
@@ -256,7 +256,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                     .await
                     .map_err(|e| tracing::debug!("upload {}: {e:#}", a.fid))?;
                 if rand::rng().random_range(0..100) < cfg.delete_percent {
-                    deletes.lock().push((a.url, a.fid));
+                    deletes.lock().push(a);
                 } else {
                     written.lock().push(a.fid);
                 }
@@ -266,9 +266,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
         report.phases.push(run_phase(phase, &cfg, write).await);
 
         let to_delete = std::mem::take(&mut *deletes.lock());
-        for (url, fid) in to_delete {
-            if let Err(e) = api.delete(&url, &fid).await {
-                tracing::warn!("delete {fid}: {e:#}");
+        for a in to_delete {
+            if let Err(e) = api.delete(&a).await {
+                tracing::warn!("delete {}: {e:#}", a.fid);
                 report.delete_failures += 1;
             }
         }
