@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::VolumeError;
-use crate::volume::{SyncMode, SyncStats, Volume};
+use crate::volume::{Files, SyncMode, SyncStats, Volume};
 use crate::watermark::Watermark;
 
 const WATERMARK_EVERY: Duration = Duration::from_secs(1);
@@ -37,25 +37,13 @@ impl Volume {
         if prev >= seq {
             return Ok(());
         }
-        if let Some(why) = self.sync_failure.lock().clone() {
-            return Err(VolumeError::SyncFailed(why));
-        }
         let (target, dat_len, idx_len, last_ns) = {
             let w = self.writer.lock();
             (w.seq, w.dat_end, w.idx_end, w.last_append_at_ns)
         };
         // Stable while `sync` is held: a compaction commit takes it first.
         let f = self.files();
-        if let Err(e) = sync_both(&f.dat, &f.idx) {
-            let why = e.to_string();
-            tracing::error!(
-                volume = self.id,
-                "fdatasync failed: {why}; refusing writes until the volume is reopened"
-            );
-            *self.sync_failure.lock() = Some(why.clone());
-            self.read_only.store(true, Ordering::Release);
-            return Err(VolumeError::SyncFailed(why));
-        }
+        self.sync_files(&f)?;
         self.synced_seq.store(target, Ordering::Release);
         self.sync_count.fetch_add(1, Ordering::Relaxed);
         self.last_batch
@@ -75,6 +63,27 @@ impl Volume {
             s.watermark.write(&wm)?;
             s.last_watermark = Some(Instant::now());
             s.watermark_idx_len = idx_len;
+        }
+        Ok(())
+    }
+
+    /// fdatasyncs `.dat` and `.idx`. The first failure poisons the volume
+    /// for good (see `sync_failure`): every later call fails too, so no
+    /// write is acknowledged on the strength of a retried fsync. The
+    /// caller holds `sync`.
+    pub(crate) fn sync_files(&self, f: &Files) -> Result<(), VolumeError> {
+        if let Some(why) = self.sync_failure.lock().clone() {
+            return Err(VolumeError::SyncFailed(why));
+        }
+        if let Err(e) = sync_both(&f.dat, &f.idx) {
+            let why = e.to_string();
+            tracing::error!(
+                volume = self.id,
+                "fdatasync failed: {why}; refusing writes until the volume is reopened"
+            );
+            *self.sync_failure.lock() = Some(why.clone());
+            self.read_only.store(true, Ordering::Release);
+            return Err(VolumeError::SyncFailed(why));
         }
         Ok(())
     }

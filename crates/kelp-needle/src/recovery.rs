@@ -133,11 +133,31 @@ pub(crate) fn cut_idx(
         }
     };
     if good < idx_len {
+        // Name the first dropped entry: when a cut surprises, this is what
+        // an operator (or a failing durability test) needs to know.
+        let first = if good < whole {
+            let mut b = vec![0u8; es as usize];
+            idx.read_exact_at(&mut b, good)?;
+            IdxEntry::decode(&b, l.width)
+                .map(|e| {
+                    format!(
+                        "key {} at offset {} size {}",
+                        e.key,
+                        e.byte_offset(),
+                        e.size
+                    )
+                })
+                .unwrap_or_else(|e| e.to_string())
+        } else {
+            "none (partial entry only)".to_string()
+        };
         tracing::warn!(
             idx_len,
             kept = good,
             dropped_entries = (whole - good) / es,
             torn_bytes = idx_len - whole,
+            dat_len,
+            first_dropped = %first,
             "cutting torn or unverifiable .idx tail"
         );
         idx.set_len(good)?;

@@ -597,8 +597,7 @@ impl Volume {
         };
         // Stable while `sync` is held: a commit takes it before swapping.
         let f = self.files();
-        f.dat.sync_data()?;
-        f.idx.sync_data()?;
+        self.sync_files(&f)?;
         self.synced_seq.fetch_max(seq, Ordering::AcqRel);
         let wm = Watermark {
             generation: 0,
