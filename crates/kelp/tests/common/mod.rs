@@ -104,6 +104,38 @@ impl Kelp {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGSTOP, then waits until every thread has stopped. A thread inside
+    /// a system call (an fdatasync, say) stops when the call returns, so
+    /// once this returns no call is in flight and nothing more is answered.
+    pub fn freeze(&mut self) {
+        let pid = self.child.id();
+        unsafe {
+            libc::kill(pid as i32, libc::SIGSTOP);
+        }
+        let start = Instant::now();
+        loop {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                .unwrap_or_default();
+            let all_stopped = tasks.iter().all(|t| {
+                let stat = std::fs::read_to_string(t.join("stat")).unwrap_or_default();
+                // The state is the first field after the parenthesised name.
+                let state = stat
+                    .rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next());
+                matches!(state, Some('T') | Some('t') | None)
+            });
+            if all_stopped {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "kelp (pid {pid}) did not stop on SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -293,6 +325,26 @@ pub struct Attempt {
     pub fid: String,
     pub seed: u64,
     pub len: usize,
+    /// When the upload's answer arrived (None if it never did).
+    pub answered: Option<std::time::Instant>,
+    /// Set by a fault test: when its fault struck, for failure messages.
+    pub fault_at: Option<std::time::Instant>,
+}
+
+impl Attempt {
+    /// "answered 12 ms before the fault", for failure messages.
+    fn timing(&self) -> String {
+        match (self.answered, self.fault_at) {
+            (Some(a), Some(f)) if a <= f => {
+                format!(" (answered {} ms before the fault)", (f - a).as_millis())
+            }
+            (Some(a), Some(f)) => format!(
+                " (answered {} ms after the fault began)",
+                (a - f).as_millis()
+            ),
+            _ => String::new(),
+        }
+    }
 }
 
 /// What concurrent writers did before the server went away.
@@ -307,6 +359,14 @@ pub struct History {
 }
 
 impl History {
+    /// Records when a fault struck, so failure messages can say whether an
+    /// answer came before or after it.
+    pub fn set_fault_at(&mut self, at: std::time::Instant) {
+        for a in self.acked.iter_mut().chain(self.unacked.iter_mut()) {
+            a.fault_at = Some(at);
+        }
+    }
+
     pub fn merge(&mut self, other: History) {
         self.acked.extend(other.acked);
         self.unacked.extend(other.unacked);
@@ -344,12 +404,16 @@ pub fn write_load(
                             continue;
                         };
                         let len = (seed % 3000) as usize + 1;
-                        let attempt = Attempt {
+                        let mut attempt = Attempt {
                             fid: fid.to_string(),
                             seed,
                             len,
+                            answered: None,
+                            fault_at: None,
                         };
-                        match upload(&client, url, fid, "load.bin", &blob(seed, len)) {
+                        let res = upload(&client, url, fid, "load.bin", &blob(seed, len));
+                        attempt.answered = res.is_ok().then(std::time::Instant::now);
+                        match res {
                             Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
                                 // Every tenth acknowledged blob is deleted again.
                                 if n.is_multiple_of(10) {
@@ -378,46 +442,67 @@ pub fn write_load(
     })
 }
 
-/// Checks a history against a running volume server at `url` (host:port).
+/// Checks a history against a running volume server at `url` (host:port)
+/// and panics listing every problem found.
 pub fn verify_history(client: &Client, url: &str, h: &History) {
+    let problems = history_problems(client, url, h);
+    assert!(
+        problems.is_empty(),
+        "{} of {} acknowledged, {} deleted and {} unacknowledged blobs are wrong:\n{}",
+        problems.len(),
+        h.acked.len(),
+        h.deleted.len(),
+        h.unacked.len(),
+        problems.join("\n")
+    );
+}
+
+/// Every way the server at `url` disagrees with `h`, one line each.
+pub fn history_problems(client: &Client, url: &str, h: &History) -> Vec<String> {
+    let mut problems = Vec::new();
     for a in &h.acked {
-        let r = get(client, url, &a.fid).unwrap_or_else(|e| panic!("GET {}: {e}", a.fid));
-        assert_eq!(
-            r.status(),
-            reqwest::StatusCode::OK,
-            "acknowledged {} is missing",
-            a.fid
-        );
-        let body = r.bytes().unwrap();
-        assert!(
-            body.as_ref() == blob(a.seed, a.len).as_slice(),
-            "acknowledged {} reads back wrong bytes",
-            a.fid
-        );
-    }
-    for fid in &h.deleted {
-        let r = get(client, url, fid).unwrap();
-        assert_eq!(
-            r.status(),
-            reqwest::StatusCode::NOT_FOUND,
-            "deleted {fid} came back"
-        );
-    }
-    for a in &h.unacked {
-        let r = get(client, url, &a.fid).unwrap();
-        match r.status() {
-            reqwest::StatusCode::NOT_FOUND => {}
-            reqwest::StatusCode::OK => {
-                let body = r.bytes().unwrap();
-                assert!(
-                    body.as_ref() == blob(a.seed, a.len).as_slice(),
-                    "unacknowledged {} is served with wrong or partial bytes",
-                    a.fid
-                );
+        match get(client, url, &a.fid) {
+            Err(e) => problems.push(format!("GET acknowledged {}: {e}", a.fid)),
+            Ok(r) if r.status() != reqwest::StatusCode::OK => problems.push(format!(
+                "acknowledged {} is missing: {}{}",
+                a.fid,
+                r.status(),
+                a.timing()
+            )),
+            Ok(r) => {
+                if r.bytes().ok().as_deref() != Some(blob(a.seed, a.len).as_slice()) {
+                    problems.push(format!(
+                        "acknowledged {} reads back wrong bytes{}",
+                        a.fid,
+                        a.timing()
+                    ));
+                }
             }
-            s => panic!("unacknowledged {} answers {s}", a.fid),
         }
     }
+    for fid in &h.deleted {
+        match get(client, url, fid) {
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {}
+            Ok(r) => problems.push(format!("deleted {fid} came back: {}", r.status())),
+            Err(e) => problems.push(format!("GET deleted {fid}: {e}")),
+        }
+    }
+    for a in &h.unacked {
+        match get(client, url, &a.fid) {
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {}
+            Ok(r) if r.status() == reqwest::StatusCode::OK => {
+                if r.bytes().ok().as_deref() != Some(blob(a.seed, a.len).as_slice()) {
+                    problems.push(format!(
+                        "unacknowledged {} is served with wrong or partial bytes",
+                        a.fid
+                    ));
+                }
+            }
+            Ok(r) => problems.push(format!("unacknowledged {} answers {}", a.fid, r.status())),
+            Err(e) => problems.push(format!("GET unacknowledged {}: {e}", a.fid)),
+        }
+    }
+    problems
 }
 
 /// A name no other file in this process's log directories has.
