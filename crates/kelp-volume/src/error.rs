@@ -51,6 +51,9 @@ pub enum ApiError {
     /// answered wrongly.
     #[error("{0}")]
     Upstream(String),
+    /// The request cannot be served right now (too few live replicas).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -62,6 +65,7 @@ impl ApiError {
             Self::DeleteCookieMismatch => StatusCode::BAD_REQUEST,
             Self::WrongJwt => StatusCode::UNAUTHORIZED,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::VolumeNotFound(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::VolumeExists(_) => StatusCode::CONFLICT,
             Self::NoFreeSlot => StatusCode::INSUFFICIENT_STORAGE,
@@ -92,7 +96,7 @@ impl ApiError {
             Self::Corrupt(_) => tonic::Code::DataLoss,
             Self::Volume(_) | Self::Internal(_) | Self::ChunkDelete(_) => tonic::Code::Internal,
             Self::WrongJwt => tonic::Code::Unauthenticated,
-            Self::Upstream(_) => tonic::Code::Unavailable,
+            Self::Upstream(_) | Self::Unavailable(_) => tonic::Code::Unavailable,
         }
     }
 

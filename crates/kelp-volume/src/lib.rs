@@ -14,6 +14,7 @@ mod heartbeat;
 mod http;
 mod metrics;
 mod peers;
+mod replicate;
 mod store;
 
 use std::sync::Arc;

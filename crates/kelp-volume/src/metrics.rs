@@ -23,6 +23,11 @@ pub const SYNCED_OPS: &str = "kelp_volume_group_commit_ops_total";
 pub const BATCH_SIZE: &str = "kelp_volume_group_commit_batch_size";
 pub const VOLUMES: &str = "kelp_volume_volumes";
 pub const NEEDLES: &str = "kelp_volume_needles";
+/// Reads whose local needle failed its checksum (served from a replica
+/// when one answered).
+pub const CORRUPT_READS: &str = "kelp_volume_corrupt_reads_total";
+/// Replicated writes and deletes that failed on some replica.
+pub const REPLICATION_FAILURES: &str = "kelp_volume_replication_failures_total";
 pub const HEARTBEAT_CONNECTED: &str = "kelp_volume_heartbeat_connected";
 
 /// Samples per-volume counters into store-wide metrics. Keeps the previous

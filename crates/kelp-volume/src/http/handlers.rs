@@ -16,6 +16,7 @@ use super::upload::{UploadParams, finish_upload, parse_upload};
 use super::{HttpState, query_pairs};
 use super::{chunked, guard, proxy};
 use crate::error::ApiError;
+use crate::replicate::{self, Change, Outcome};
 use crate::store::{blocking, now_secs};
 
 /// Inflating or hashing more than this runs on a blocking thread.
@@ -49,7 +50,7 @@ pub async fn fid_request(
     }
     let result = match method {
         Method::GET | Method::HEAD => read(&st, &method, &uri, &headers, path, &query).await,
-        Method::DELETE => delete(&st, &path, &query).await,
+        Method::DELETE => delete(&st, uri.path(), &headers, &path, &query).await,
         _ => upload(&st, &method, &uri, &headers, &path, &query, body).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -70,7 +71,17 @@ async fn read(
     if st.store.volume(fid.volume_id).is_err() {
         return proxy::remote_read(st, fid.volume_id, method, uri, headers, query).await;
     }
-    let n = st.store.read(fid.volume_id, fid.key, fid.cookie).await?;
+    let n = match st.store.read(fid.volume_id, fid.key, fid.cookie).await {
+        Err(ApiError::Corrupt(why)) => {
+            tracing::error!(fid = %fid, error = %why, "needle failed its checksum; reading another replica");
+            metrics::counter!(crate::metrics::CORRUPT_READS).increment(1);
+            return match proxy::replica_read(st, fid.volume_id, method, uri, headers, query).await {
+                Some(resp) => Ok(resp),
+                None => Err(ApiError::Corrupt(why)),
+            };
+        }
+        other => other?,
+    };
     let resp = if chunked::expand_manifest(&n, query)
         && let Some(m) = Manifest::parse(&n.data, n.compressed)
     {
@@ -140,6 +151,11 @@ async fn upload(
     // Refuse before reading a body we cannot store.
     st.store.volume(fid.volume_id)?;
     let params = UploadParams::from_query(query)?;
+    let replicas = if params.replicate {
+        None
+    } else {
+        replicate::other_replicas(st, fid.volume_id).await?
+    };
     let mut up = parse_upload(method, headers, uri.path(), body, st.file_size_limit).await?;
     if up.gzipped || (up.content_md5.is_some() && up.data.len() > INLINE_CPU_BYTES) {
         up = blocking(move || finish_upload(&mut up).map(|()| up)).await??;
@@ -160,7 +176,25 @@ async fn upload(
         chunk_manifest: params.chunk_manifest,
         ..Needle::default()
     };
-    let res = st.store.write(fid.volume_id, needle, params.fsync).await?;
+    let res = match replicas {
+        None => st.store.write(fid.volume_id, needle, params.fsync).await?,
+        Some(to) => {
+            let copy = needle.clone();
+            let token = guard::token(query, headers);
+            let (local, remote) = tokio::join!(
+                st.store.write(fid.volume_id, needle, params.fsync),
+                replicate::send(
+                    st,
+                    fid.volume_id,
+                    uri.path(),
+                    Change::Write(&copy),
+                    &to,
+                    token.as_deref()
+                )
+            );
+            settle(st, fid.volume_id, local, remote)?
+        }
+    };
     if res.unchanged {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -186,14 +220,22 @@ async fn upload(
 
 async fn delete(
     st: &HttpState,
+    uri_path: &str,
+    headers: &axum::http::HeaderMap,
     path: &FidPath,
     query: &[(String, String)],
 ) -> Result<Response, ApiError> {
     let fid = path.fid;
     let params = UploadParams::from_query(query)?;
+    let replicas = if params.replicate {
+        None
+    } else {
+        replicate::other_replicas(st, fid.volume_id).await?
+    };
     // A chunk manifest takes its chunks with it; they go first, so a
     // failure leaves the manifest to retry the delete with.
-    if let Ok(n) = st.store.read(fid.volume_id, fid.key, fid.cookie).await
+    if !params.replicate
+        && let Ok(n) = st.store.read(fid.volume_id, fid.key, fid.cookie).await
         && n.chunk_manifest
     {
         match Manifest::parse(&n.data, n.compressed) {
@@ -203,11 +245,33 @@ async fn delete(
             }
         }
     }
-    match st
+    let local = st
         .store
-        .delete(fid.volume_id, fid.key, fid.cookie, params.fsync)
-        .await
-    {
+        .delete(fid.volume_id, fid.key, fid.cookie, params.fsync);
+    let result = match replicas {
+        None => local.await,
+        Some(to) => {
+            let token = guard::token(query, headers);
+            let (local, remote) = tokio::join!(
+                local,
+                replicate::send(
+                    st,
+                    fid.volume_id,
+                    uri_path,
+                    Change::Delete,
+                    &to,
+                    token.as_deref()
+                )
+            );
+            // Absent here but present on a replica is still a change to make.
+            let local = match local {
+                Err(ApiError::NotFound) if remote.succeeded > 0 => Ok(0),
+                other => other,
+            };
+            settle(st, fid.volume_id, local, remote)
+        }
+    };
+    match result {
         Ok(size) => Ok(json_response(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "size": size }),
@@ -216,6 +280,29 @@ async fn delete(
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "size": 0 }),
         )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Combines the local result of a replicated change with the fan-out's:
+/// success only if every copy succeeded. When some copies took the change
+/// and others did not, the volume is marked diverged (read-only).
+fn settle<T>(
+    st: &HttpState,
+    vid: kelp_core::VolumeId,
+    local: Result<T, ApiError>,
+    remote: Outcome,
+) -> Result<T, ApiError> {
+    if remote.failures.is_empty() {
+        return local;
+    }
+    metrics::counter!(crate::metrics::REPLICATION_FAILURES).increment(1);
+    let why = remote.failures.join("; ");
+    if local.is_ok() || remote.succeeded > 0 {
+        replicate::mark_diverged(st, vid, &why);
+    }
+    match local {
+        Ok(_) => Err(ApiError::Upstream(format!("replication failed: {why}"))),
         Err(e) => Err(e),
     }
 }

@@ -45,15 +45,6 @@ pub async fn remote_read(
         tracing::debug!(volume = vid, error = %e, "no location for a remote read");
         ApiError::VolumeNotFound(vid)
     })?;
-    let target = |host: &str| {
-        let mut url = format!("http://{host}{}?", uri.path());
-        if let Some(q) = uri.query().filter(|q| !q.is_empty()) {
-            url.push_str(q);
-            url.push('&');
-        }
-        url.push_str("proxied=true");
-        url
-    };
     if st.read_mode == ReadMode::Redirect {
         let loc = &locations[0];
         let host = if loc.public_url.is_empty() {
@@ -61,7 +52,7 @@ pub async fn remote_read(
         } else {
             &loc.public_url
         };
-        let location = HeaderValue::from_str(&target(host))
+        let location = HeaderValue::from_str(&proxied_url(host, uri))
             .map_err(|_| ApiError::BadRequest("unusable redirect target".to_string()))?;
         return Ok((
             StatusCode::MOVED_PERMANENTLY,
@@ -69,24 +60,83 @@ pub async fn remote_read(
         )
             .into_response());
     }
+    relay_first(st, vid, &locations, method, uri, headers).await
+}
+
+/// Serves a read this server cannot answer from its own copy (the needle
+/// failed its checksum) from another replica, whatever the read mode.
+/// `None` when there is no other replica or none answered well.
+pub async fn replica_read(
+    st: &HttpState,
+    vid: VolumeId,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> Option<Response> {
+    let proxied = query
+        .iter()
+        .any(|(k, v)| k == "proxied" && matches!(v.as_str(), "true" | "1"));
+    if proxied {
+        return None;
+    }
+    let locations = st.peers.locate(vid).await.ok()?;
+    let resp = relay_first(st, vid, &locations, method, uri, headers)
+        .await
+        .ok()?;
+    resp.status().is_success().then_some(resp)
+}
+
+/// Relays the first answer from `locations` that is not a connection
+/// failure or a server error (each is tried with `proxied=true`).
+async fn relay_first(
+    st: &HttpState,
+    vid: VolumeId,
+    locations: &[kelp_proto::master_pb::Location],
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
-    for loc in &locations {
-        let mut req = st.peers.http().request(method.clone(), target(&loc.url));
+    let mut last = None;
+    for loc in locations {
+        let mut req = st
+            .peers
+            .http()
+            .request(method.clone(), proxied_url(&loc.url, uri));
         for (name, value) in headers {
             if !HOP_BY_HOP.contains(&name.as_str()) && name != header::CONTENT_LENGTH {
                 req = req.header(name, value);
             }
         }
         match req.send().await {
+            Ok(resp) if resp.status().is_server_error() => {
+                errors.push(format!("{}: {}", loc.url, resp.status()));
+                last = Some(resp);
+            }
             Ok(resp) => return Ok(relay(resp, method)),
             Err(e) => errors.push(format!("{}: {e}", loc.url)),
         }
     }
     st.peers.forget(vid);
-    Err(ApiError::Upstream(format!(
-        "proxying a read of volume {vid}: {}",
-        errors.join("; ")
-    )))
+    match last {
+        Some(resp) => Ok(relay(resp, method)),
+        None => Err(ApiError::Upstream(format!(
+            "proxying a read of volume {vid}: {}",
+            errors.join("; ")
+        ))),
+    }
+}
+
+/// `uri` on `host`, marked `proxied=true` so it is never forwarded again.
+fn proxied_url(host: &str, uri: &Uri) -> String {
+    let mut url = format!("http://{host}{}?", uri.path());
+    if let Some(q) = uri.query().filter(|q| !q.is_empty()) {
+        url.push_str(q);
+        url.push('&');
+    }
+    url.push_str("proxied=true");
+    url
 }
 
 /// The upstream response as ours: status, end-to-end headers, body
