@@ -29,6 +29,8 @@ pub enum NeedleError {
     Vif(String),
     #[error("bad checkpoint: {0}")]
     Checkpoint(String),
+    #[error("bad replica digest or needle copy: {0}")]
+    Replica(String),
 }
 
 /// Errors of volume operations.

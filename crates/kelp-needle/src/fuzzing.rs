@@ -74,6 +74,14 @@ pub fn checkpoint_decode(data: &[u8]) {
     let _ = crate::checkpoint::decode(data);
 }
 
+/// A digest from another server: decoding either fails or round-trips.
+pub fn digest_decode(data: &[u8]) {
+    if let Ok(entries) = crate::digest::decode(data) {
+        let again = crate::digest::encode(&entries);
+        assert_eq!(crate::digest::decode(&again).ok(), Some(entries));
+    }
+}
+
 /// A fuzz entry point.
 pub type Target = fn(&[u8]);
 
@@ -85,4 +93,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("file_id_parse", file_id_parse),
     ("vif_decode", vif_decode),
     ("checkpoint_decode", checkpoint_decode),
+    ("digest_decode", digest_decode),
 ];

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod compaction;
+pub mod digest;
 pub mod dir;
 pub mod error;
 pub mod fsutil;

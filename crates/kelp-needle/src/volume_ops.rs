@@ -17,7 +17,7 @@ fn now_ns() -> u64 {
 }
 
 impl Volume {
-    fn corrupt(key: u64, offset: u64, reason: impl ToString) -> VolumeError {
+    pub(crate) fn corrupt(key: u64, offset: u64, reason: impl ToString) -> VolumeError {
         VolumeError::Corrupt {
             key,
             offset,

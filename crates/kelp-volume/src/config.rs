@@ -40,7 +40,13 @@ pub struct VolumeServerConfig {
     /// Read-rate limit of compaction (vacuum), bytes per second; 0 means
     /// unlimited (SeaweedFS `-compactionMBps`).
     pub compaction_bytes_per_second: u64,
+    /// Period of anti-entropy passes over replicated volumes; zero turns
+    /// them off.
+    pub anti_entropy_interval: Duration,
 }
+
+/// Default anti-entropy period.
+pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Default compaction rate limit: 64 MiB/s.
 pub const DEFAULT_COMPACTION_BYTES_PER_SECOND: u64 = 64 << 20;
@@ -92,6 +98,7 @@ impl Default for VolumeServerConfig {
             read_mode: ReadMode::Proxy,
             security: kelp_core::SecurityConfig::default(),
             compaction_bytes_per_second: DEFAULT_COMPACTION_BYTES_PER_SECOND,
+            anti_entropy_interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
         }
     }
 }

@@ -104,10 +104,17 @@ impl VolumeServer for VolumeGrpc {
         &self,
         request: Request<VacuumVolumeCheckRequest>,
     ) -> Result<Response<VacuumVolumeCheckResponse>, Status> {
-        let vol = self.store.volume(request.into_inner().volume_id)?;
-        Ok(Response::new(VacuumVolumeCheckResponse {
-            garbage_ratio: vol.garbage_ratio(),
-        }))
+        let vid = request.into_inner().volume_id;
+        let vol = self.store.volume(vid)?;
+        // A diverged volume keeps its tombstones until its replicas agree:
+        // compaction would drop them, and anti-entropy would then copy the
+        // deleted needle back from a replica that missed the delete.
+        let garbage_ratio = if self.store.is_diverged(vid) {
+            0.0
+        } else {
+            vol.garbage_ratio()
+        };
+        Ok(Response::new(VacuumVolumeCheckResponse { garbage_ratio }))
     }
 
     type VacuumVolumeCompactStream = CompactStream;
@@ -121,6 +128,11 @@ impl VolumeServer for VolumeGrpc {
     ) -> Result<Response<Self::VacuumVolumeCompactStream>, Status> {
         let vid = request.into_inner().volume_id;
         let vol = self.store.volume(vid)?;
+        if self.store.is_diverged(vid) {
+            return Err(Status::failed_precondition(format!(
+                "volume {vid} has diverged replicas; not compacting until anti-entropy repairs them"
+            )));
+        }
         let bps = Some(self.compaction_bytes_per_second).filter(|b| *b > 0);
         let processed = Arc::new(AtomicU64::new(0));
         let mut job = tokio::task::spawn_blocking({

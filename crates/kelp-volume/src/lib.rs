@@ -7,6 +7,7 @@
 //! the masters, and on shutdown stops accepting, lets in-flight requests
 //! finish and closes every volume with a checkpoint.
 
+mod anti_entropy;
 mod config;
 mod error;
 mod grpc;
@@ -77,11 +78,12 @@ pub async fn run(
         format!("{}:{}", cfg.ip, cfg.port),
         cfg.effective_public_url(),
     ];
+    let peers = Arc::new(peers::Peers::new(&cfg.masters, own));
     let router = http::router(http::HttpState {
         store: store.clone(),
         health: health.clone(),
         file_size_limit: cfg.file_size_limit,
-        peers: Arc::new(peers::Peers::new(&cfg.masters, own)),
+        peers: peers.clone(),
         read_mode: cfg.read_mode,
         security: Arc::new(cfg.security.clone()),
     });
@@ -119,6 +121,12 @@ pub async fn run(
         .run(),
     );
     let housekeeping_task = tokio::spawn(housekeeping(store.clone(), stop.clone()));
+    let anti_entropy_task = tokio::spawn(anti_entropy::run(
+        store.clone(),
+        peers,
+        cfg.anti_entropy_interval,
+        stop.clone(),
+    ));
     tracing::info!(http = %http_addr, grpc = %grpc_addr, masters = ?cfg.masters, durable = cfg.durable,
         read_mode = ?cfg.read_mode, jwt = %cfg.security.describe(), "volume server started");
 
@@ -128,6 +136,7 @@ pub async fn run(
     stop.cancel();
     let _ = heartbeat_task.await;
     let _ = housekeeping_task.await;
+    let _ = anti_entropy_task.await;
     store.close().await;
     tracing::info!("volume server stopped");
     http_res??;

@@ -175,14 +175,14 @@ fn needle_headers(n: &Needle) -> HeaderMap {
 }
 
 /// After a failed replication: the replicas may differ, so the volume stops
-/// taking writes and the master hears of it with the next heartbeat.
+/// taking writes (and is reported read-only to the master) until
+/// anti-entropy finds every replica equal again.
 pub fn mark_diverged(st: &HttpState, vid: VolumeId, why: &str) {
-    if let Ok(vol) = st.store.volume(vid) {
-        let _ = vol.set_read_only(true, false);
+    if st.store.mark_diverged(vid) {
         tracing::error!(
             volume = vid,
             reason = why,
-            "replication failed; volume is read-only until its replicas are repaired"
+            "replication failed; volume is read-only until anti-entropy repairs its replicas"
         );
     }
 }

@@ -57,6 +57,10 @@ pub struct Store {
     events: mpsc::UnboundedSender<StoreEvent>,
     /// From the master's HeartbeatResponse; 0 = unknown.
     volume_size_limit: AtomicU64,
+    /// Volumes whose replicas may differ after a failed replicated change
+    /// (see `replicate.rs`): no client writes, reported read-only, not
+    /// compacted, until anti-entropy finds every replica equal.
+    diverged: parking_lot::Mutex<std::collections::HashSet<VolumeId>>,
 }
 
 /// Outcome of a write as the HTTP layer needs it.
@@ -142,6 +146,7 @@ impl Store {
             lifecycle: tokio::sync::Mutex::new(()),
             events: tx,
             volume_size_limit: AtomicU64::new(0),
+            diverged: Default::default(),
         };
         Ok((Arc::new(store), rx))
     }
@@ -183,7 +188,36 @@ impl Store {
 
     /// Stats of every volume, by id.
     pub fn stats(&self) -> Vec<VolumeStats> {
-        self.all_volumes().iter().map(|v| v.info()).collect()
+        let diverged = self.diverged.lock().clone();
+        self.all_volumes()
+            .iter()
+            .map(|v| {
+                let mut s = v.info();
+                s.read_only |= diverged.contains(&v.id());
+                s
+            })
+            .collect()
+    }
+
+    /// Marks `vid` diverged: its replicas may differ.
+    pub fn mark_diverged(&self, vid: VolumeId) -> bool {
+        self.diverged.lock().insert(vid)
+    }
+
+    /// Clears the mark once every replica was found equal.
+    pub fn clear_diverged(&self, vid: VolumeId) -> bool {
+        self.diverged.lock().remove(&vid)
+    }
+
+    pub fn is_diverged(&self, vid: VolumeId) -> bool {
+        self.diverged.lock().contains(&vid)
+    }
+
+    fn writable(&self, vid: VolumeId) -> Result<Arc<Volume>, ApiError> {
+        if self.is_diverged(vid) {
+            return Err(ApiError::ReadOnly(vid));
+        }
+        self.volume(vid)
     }
 
     /// Reads a live needle; a wrong cookie or an expired TTL is "not found".
@@ -224,7 +258,7 @@ impl Store {
         mut needle: Needle,
         force_sync: bool,
     ) -> Result<WriteResult, ApiError> {
-        let vol = self.volume(vid)?;
+        let vol = self.writable(vid)?;
         let durable = self.durable;
         blocking(move || -> Result<WriteResult, VolumeError> {
             let out = vol.write(&mut needle)?;
@@ -247,7 +281,7 @@ impl Store {
         cookie: u32,
         force_sync: bool,
     ) -> Result<u32, ApiError> {
-        let vol = self.volume(vid)?;
+        let vol = self.writable(vid)?;
         let durable = self.durable;
         blocking(move || -> Result<u32, VolumeError> {
             let out = vol.delete(key, cookie)?;

@@ -225,6 +225,16 @@ pub struct VolumeArgs {
         default_value_t = 64
     )]
     pub compaction_mbps: u64,
+
+    /// Seconds between anti-entropy passes: each replicated volume is
+    /// compared with its other replicas and missing needles and deletes
+    /// are copied here. 0 turns it off.
+    #[arg(
+        long = "antiEntropySeconds",
+        alias = "anti-entropy-seconds",
+        default_value_t = 60
+    )]
+    pub anti_entropy_seconds: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -297,6 +307,10 @@ pub struct ServerArgs {
     /// Read-rate limit of compaction (vacuum) in MiB/s; 0 means unlimited.
     #[arg(long = "volume.compactionMBps", default_value_t = 64)]
     pub compaction_mbps: u64,
+
+    /// Seconds between anti-entropy passes over replicated volumes; 0 off.
+    #[arg(long = "volume.antiEntropySeconds", default_value_t = 60)]
+    pub anti_entropy_seconds: u64,
 
     /// Garbage ratio above which a volume is compacted.
     #[arg(long = "master.garbageThreshold", default_value_t = 0.3)]

@@ -222,6 +222,7 @@ async fn volume(args: VolumeArgs) -> anyhow::Result<()> {
         read_mode: read_mode(args.read_mode),
         security: security(&args.common)?,
         compaction_bytes_per_second: args.compaction_mbps.saturating_mul(1 << 20),
+        anti_entropy_interval: Duration::from_secs(args.anti_entropy_seconds),
     };
     let stop = shutdown_signal();
     tracing::info!(http = ports.0, grpc = ports.1, masters = ?args.mserver, "volume server starting");
@@ -276,6 +277,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         read_mode: read_mode(args.read_mode),
         security,
         compaction_bytes_per_second: args.compaction_mbps.saturating_mul(1 << 20),
+        anti_entropy_interval: Duration::from_secs(args.anti_entropy_seconds),
     };
     let stop = shutdown_signal();
     tracing::info!(

@@ -68,6 +68,7 @@ impl Cluster {
                 ),
                 "-max=12",
                 "-pulseSeconds=1",
+                "-antiEntropySeconds=1",
             ],
             &self.root.join("logs"),
         );
@@ -224,10 +225,11 @@ fn replicated_blobs_survive_a_lost_server() {
     }
 }
 
-/// Marks `vid` read-only on the volume server whose gRPC port is `grpc`.
-fn mark_read_only(grpc: u16, vid: u32) {
-    use kelp_proto::volume_server_pb::VolumeMarkReadonlyRequest;
+/// Marks `vid` read-only (or writable again) on the volume server whose
+/// gRPC port is `grpc`, as an operator would.
+fn set_read_only(grpc: u16, vid: u32, read_only: bool) {
     use kelp_proto::volume_server_pb::volume_server_client::VolumeServerClient;
+    use kelp_proto::volume_server_pb::{VolumeMarkReadonlyRequest, VolumeMarkWritableRequest};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -236,12 +238,18 @@ fn mark_read_only(grpc: u16, vid: u32) {
         let mut c = VolumeServerClient::connect(format!("http://127.0.0.1:{grpc}"))
             .await
             .unwrap();
-        c.volume_mark_readonly(VolumeMarkReadonlyRequest {
-            volume_id: vid,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        if read_only {
+            c.volume_mark_readonly(VolumeMarkReadonlyRequest {
+                volume_id: vid,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        } else {
+            c.volume_mark_writable(VolumeMarkWritableRequest { volume_id: vid })
+                .await
+                .unwrap();
+        }
     });
 }
 
@@ -271,7 +279,7 @@ fn a_replica_failing_mid_write_is_an_error_and_stops_writes_to_the_volume() {
     // Server 1's copy refuses writes; a write sent to server 0 is applied
     // there but cannot reach the second copy.
     let grpc1 = cl.volumes[1].as_ref().unwrap().port("volume_grpc_port");
-    mark_read_only(grpc1, vid);
+    set_read_only(grpc1, vid, true);
     let a = assign(&client, &master, "replication=001");
     let fid = format!("{vid},{}", &a.fid[a.fid.find(',').unwrap() + 1..]);
     let r = upload(&client, &cl.url(0), &fid, "x.bin", b"not on every replica").unwrap();
@@ -347,4 +355,90 @@ fn a_corrupt_copy_is_read_from_another_replica() {
     cl.kill(1);
     let r = get(&client, &cl.url(0), &a.fid).unwrap();
     assert!(r.status().is_server_error(), "answered {}", r.status());
+}
+
+/// A fresh file id on volume `vid` (the key and cookie of a new assign).
+fn fid_on(client: &Client, master: &str, vid: u32) -> String {
+    let a = assign(client, master, "replication=001");
+    format!("{vid},{}", &a.fid[a.fid.find(',').unwrap() + 1..])
+}
+
+fn local_status(client: &Client, url: &str, fid: &str) -> StatusCode {
+    client
+        .get(format!("http://{url}/{fid}?proxied=true"))
+        .send()
+        .unwrap()
+        .status()
+}
+
+#[test]
+fn diverged_replicas_converge_and_the_volume_takes_writes_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cl = Cluster::start(tmp.path(), 2);
+    let client = http();
+    let master = cl.master.master_url();
+    let first = write_blobs(&client, &master, 1, 1).remove(0);
+    let vid: u32 = first.fid.split(',').next().unwrap().parse().unwrap();
+    let grpc1 = cl.volumes[1].as_ref().unwrap().port("volume_grpc_port");
+
+    // A write reaches server 0 only: the client is told it failed.
+    set_read_only(grpc1, vid, true);
+    let extra = Attempt {
+        fid: fid_on(&client, &master, vid),
+        seed: 77,
+        len: 3000,
+        answered: None,
+        fault_at: None,
+    };
+    let r = upload(&client, &cl.url(0), &extra.fid, "e.bin", &blob(77, 3000)).unwrap();
+    assert!(r.status().is_server_error(), "answered {}", r.status());
+    assert!(volume_read_only(&client, &cl.url(0), vid));
+    assert_eq!(
+        local_status(&client, &cl.url(1), &extra.fid),
+        StatusCode::NOT_FOUND
+    );
+
+    // Server 1 takes writes again: anti-entropy copies the needle over and
+    // server 0 lifts its read-only mark.
+    set_read_only(grpc1, vid, false);
+    wait_until("the replicas to converge", DEADLINE, || {
+        (local_status(&client, &cl.url(1), &extra.fid) == StatusCode::OK
+            && !volume_read_only(&client, &cl.url(0), vid))
+        .then_some(())
+    });
+    for i in 0..2 {
+        read_is(&client, &cl.url(i), &extra).unwrap();
+    }
+
+    // A delete reaches server 0 only; anti-entropy deletes it on server 1.
+    set_read_only(grpc1, vid, true);
+    let r = client
+        .delete(format!("http://{}/{}", cl.url(0), first.fid))
+        .send()
+        .unwrap();
+    assert!(r.status().is_server_error(), "answered {}", r.status());
+    assert_eq!(
+        local_status(&client, &cl.url(1), &first.fid),
+        StatusCode::OK
+    );
+    set_read_only(grpc1, vid, false);
+    wait_until("the delete to reach server 1", DEADLINE, || {
+        (local_status(&client, &cl.url(1), &first.fid) == StatusCode::NOT_FOUND
+            && !volume_read_only(&client, &cl.url(0), vid))
+        .then_some(())
+    });
+
+    // The volume takes replicated writes again.
+    let again = Attempt {
+        fid: fid_on(&client, &master, vid),
+        seed: 78,
+        len: 100,
+        answered: None,
+        fault_at: None,
+    };
+    let r = upload(&client, &cl.url(1), &again.fid, "a.bin", &blob(78, 100)).unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for i in 0..2 {
+        read_is(&client, &cl.url(i), &again).unwrap();
+    }
 }

@@ -9,6 +9,7 @@ mod manifest;
 mod proxy;
 mod range;
 mod read;
+mod replica;
 mod status;
 mod upload;
 
@@ -59,6 +60,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/status", get(status::status))
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(status::metrics))
+        .route("/admin/replica/digest", get(replica::digest))
+        .route("/admin/replica/needle", get(replica::needle))
         .fallback(handlers::fid_request)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(track))

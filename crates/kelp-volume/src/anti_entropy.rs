@@ -1,0 +1,306 @@
+//! Anti-entropy: replicas of a volume converge without an operator.
+//!
+//! Every `interval`, for each replicated volume it holds, a server fetches
+//! each other replica's digest (`GET /admin/replica/digest`, every key with
+//! its state, size and CRC; format in kelp-needle `digest.rs`) and compares
+//! it with its own. It only ever changes its own copy — *pull*:
+//!
+//! | theirs \ mine | missing        | live, same | live, other | deleted      |
+//! |---------------|----------------|------------|-------------|--------------|
+//! | live          | copy it here   | equal      | conflict    | they pull    |
+//! | deleted       | equal          | delete it  | delete it   | equal        |
+//!
+//! A tombstone wins over a live needle: file ids are never reused, so a key
+//! that is deleted anywhere was deleted by a client. A conflict (two live
+//! versions of one key, from an overwrite that reached only some replicas)
+//! is logged and counted and left alone. Copies are raw needles
+//! (`GET /admin/replica/needle`), CRC-checked before they are appended.
+//!
+//! A volume marked diverged by a failed replicated write (`replicate.rs`)
+//! takes writes again once a pass finds nothing to do on either side with
+//! every replica its placement asks for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kelp_core::VolumeId;
+use kelp_needle::Volume;
+use kelp_needle::digest::{self, DigestEntry, KeyState};
+use tokio_util::sync::CancellationToken;
+
+use crate::peers::Peers;
+use crate::store::{Store, blocking};
+
+/// Response header naming the needle version of a raw needle.
+pub const NEEDLE_VERSION_HEADER: &str = "x-kelp-needle-version";
+
+pub const PULLED: &str = "kelp_volume_anti_entropy_pulled_total";
+pub const DELETED: &str = "kelp_volume_anti_entropy_deleted_total";
+pub const CONFLICTS: &str = "kelp_volume_anti_entropy_conflicts_total";
+
+/// What one comparison with one replica asks of this server.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub pull: Vec<u64>,
+    pub delete: Vec<u64>,
+    pub conflicts: Vec<u64>,
+    /// Keys the other replica has to pull or delete (its own pass does).
+    pub they_lack: usize,
+}
+
+impl Plan {
+    pub fn in_agreement(&self) -> bool {
+        self.pull.is_empty()
+            && self.delete.is_empty()
+            && self.conflicts.is_empty()
+            && self.they_lack == 0
+    }
+}
+
+/// Compares two digests, both sorted by key (see the table above).
+pub fn compare(mine: &[DigestEntry], theirs: &[DigestEntry]) -> Plan {
+    let mut plan = Plan::default();
+    let (mut i, mut j) = (0, 0);
+    while i < mine.len() || j < theirs.len() {
+        let m = mine.get(i);
+        let t = theirs.get(j);
+        match (m, t) {
+            (Some(m), Some(t)) if m.key == t.key => {
+                match (m.state, t.state) {
+                    (KeyState::Live { .. }, KeyState::Deleted) => plan.delete.push(m.key),
+                    (KeyState::Deleted, KeyState::Live { .. }) => plan.they_lack += 1,
+                    (a @ KeyState::Live { .. }, b @ KeyState::Live { .. }) if a != b => {
+                        plan.conflicts.push(m.key)
+                    }
+                    _ => {}
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(m), t) if t.is_none_or(|t| m.key < t.key) => {
+                if matches!(m.state, KeyState::Live { .. }) {
+                    plan.they_lack += 1;
+                }
+                i += 1;
+            }
+            (_, Some(t)) => {
+                if matches!(t.state, KeyState::Live { .. }) {
+                    plan.pull.push(t.key);
+                }
+                j += 1;
+            }
+            (Some(_), None) | (None, None) => unreachable!("handled above"),
+        }
+    }
+    plan
+}
+
+pub async fn run(store: Arc<Store>, peers: Arc<Peers>, every: Duration, stop: CancellationToken) {
+    if every.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for vol in store.all_volumes() {
+            let vid = vol.id();
+            if vol.superblock().replica_placement.copy_count() <= 1 || vol.is_read_only() {
+                continue;
+            }
+            match pass(&peers, vol).await {
+                Ok(true) => {
+                    if store.clear_diverged(vid) {
+                        tracing::info!(
+                            volume = vid,
+                            "replicas agree again; the volume takes writes"
+                        );
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(volume = vid, error = %e, "anti-entropy pass failed"),
+            }
+        }
+    }
+}
+
+/// One pass over `vol` against every other replica; `Ok(true)` when every
+/// replica the placement asks for was found in agreement.
+async fn pass(peers: &Peers, vol: Arc<Volume>) -> Result<bool, String> {
+    let vid = vol.id();
+    let copies = vol.superblock().replica_placement.copy_count();
+    peers.forget(vid);
+    let others = peers.locate(vid).await.map_err(|e| e.to_string())?;
+    let mut agree = others.len() == copies - 1;
+    for loc in others {
+        let theirs = fetch_digest(peers, &loc.url, vid).await?;
+        let v = vol.clone();
+        let mine = blocking(move || v.digest())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let plan = compare(&mine, &theirs);
+        agree &= plan.in_agreement();
+        if !plan.conflicts.is_empty() {
+            metrics::counter!(CONFLICTS).increment(plan.conflicts.len() as u64);
+            tracing::warn!(volume = vid, peer = loc.url, keys = ?plan.conflicts,
+                "replicas hold different live versions of these needles; left alone");
+        }
+        if plan.pull.is_empty() && plan.delete.is_empty() {
+            continue;
+        }
+        let (pulled, deleted) = apply(peers, &vol, &loc.url, &plan).await?;
+        tracing::info!(
+            volume = vid,
+            peer = loc.url,
+            pulled,
+            deleted,
+            "anti-entropy brought this replica up to date"
+        );
+    }
+    Ok(agree)
+}
+
+async fn apply(
+    peers: &Peers,
+    vol: &Arc<Volume>,
+    peer: &str,
+    plan: &Plan,
+) -> Result<(u64, u64), String> {
+    let vid = vol.id();
+    let mut pulled = 0;
+    for &key in &plan.pull {
+        let raw = fetch_needle(peers, peer, vid, vol.version(), key).await?;
+        let v = vol.clone();
+        blocking(move || v.import_needle(key, raw))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("importing needle {key:x} from {peer}: {e}"))?;
+        pulled += 1;
+    }
+    let mut deleted = 0;
+    for &key in &plan.delete {
+        let v = vol.clone();
+        let done = blocking(move || match v.read(key) {
+            Ok(n) => v.delete(key, n.cookie).map(|_| true),
+            Err(kelp_needle::VolumeError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("deleting needle {key:x}: {e}"))?;
+        deleted += u64::from(done);
+    }
+    let v = vol.clone();
+    blocking(move || v.sync())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    metrics::counter!(PULLED).increment(pulled);
+    metrics::counter!(DELETED).increment(deleted);
+    Ok((pulled, deleted))
+}
+
+async fn fetch_digest(
+    peers: &Peers,
+    peer: &str,
+    vid: VolumeId,
+) -> Result<Vec<DigestEntry>, String> {
+    let url = format!("http://{peer}/admin/replica/digest?volume={vid}");
+    let resp = peers
+        .http()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: {}", resp.status()));
+    }
+    let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    digest::decode(&body).map_err(|e| format!("{url}: {e}"))
+}
+
+async fn fetch_needle(
+    peers: &Peers,
+    peer: &str,
+    vid: VolumeId,
+    version: u8,
+    key: u64,
+) -> Result<Vec<u8>, String> {
+    let url = format!("http://{peer}/admin/replica/needle?volume={vid}&key={key}");
+    let resp = peers
+        .http()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: {}", resp.status()));
+    }
+    let theirs = resp
+        .headers()
+        .get(NEEDLE_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u8>().ok());
+    if theirs != Some(version) {
+        return Err(format!(
+            "{url}: needle version {theirs:?}, this replica has {version}"
+        ));
+    }
+    Ok(resp
+        .bytes()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(key: u64, crc: u32) -> DigestEntry {
+        DigestEntry {
+            key,
+            state: KeyState::Live { size: 10, crc },
+        }
+    }
+    fn gone(key: u64) -> DigestEntry {
+        DigestEntry {
+            key,
+            state: KeyState::Deleted,
+        }
+    }
+
+    #[test]
+    fn compare_follows_the_table() {
+        let mine = vec![
+            live(1, 1),
+            live(2, 2),
+            gone(3),
+            live(4, 4),
+            live(6, 6),
+            gone(8),
+        ];
+        let theirs = vec![
+            live(1, 1),
+            gone(2),
+            live(3, 3),
+            live(4, 9),
+            live(5, 5),
+            gone(7),
+        ];
+        let plan = compare(&mine, &theirs);
+        assert_eq!(plan.pull, vec![5]);
+        assert_eq!(plan.delete, vec![2]);
+        assert_eq!(plan.conflicts, vec![4]);
+        // 3: they have it live, mine is deleted; 6: only mine.
+        assert_eq!(plan.they_lack, 2);
+        assert!(!plan.in_agreement());
+        assert!(compare(&mine, &mine).in_agreement());
+        assert!(compare(&[gone(1)], &[]).in_agreement());
+        assert!(compare(&[], &[gone(1)]).in_agreement());
+    }
+}
