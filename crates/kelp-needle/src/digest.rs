@@ -159,8 +159,10 @@ impl Volume {
     }
 
     /// Appends a needle copied from another replica (bytes as returned by
-    /// `raw_needle` there). Refuses bytes that do not decode or fail their
-    /// CRC, and a needle for another key.
+    /// `raw_needle` there); it replaces any local copy of the key, without
+    /// comparing cookies (the local header may be what is corrupt).
+    /// Refuses bytes that do not decode or fail their CRC, and a needle for
+    /// another key.
     pub fn import_needle(&self, key: u64, raw: Vec<u8>) -> Result<WriteOutcome, VolumeError> {
         let mut n = Needle::decode_vec(raw, self.layout.version)?;
         if n.id != key {
@@ -169,7 +171,7 @@ impl Volume {
                 n.id
             ))));
         }
-        self.write(&mut n)
+        self.append_needle(&mut n, false)
     }
 }
 

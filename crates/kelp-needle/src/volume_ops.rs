@@ -79,6 +79,17 @@ impl Volume {
     /// Appends `n` (setting its checksum and AppendAtNs). An existing key
     /// must have the same cookie; identical content is not rewritten.
     pub fn write(&self, n: &mut Needle) -> Result<WriteOutcome, VolumeError> {
+        self.append_needle(n, true)
+    }
+
+    /// `write`, optionally without comparing the cookie of an existing
+    /// copy: a copy from a healthy replica replaces a local one whose
+    /// header may be the corrupt part.
+    pub(crate) fn append_needle(
+        &self,
+        n: &mut Needle,
+        check_existing: bool,
+    ) -> Result<WriteOutcome, VolumeError> {
         if self.is_read_only() {
             return Err(VolumeError::ReadOnly);
         }
@@ -86,7 +97,7 @@ impl Volume {
         let mut w = self.writer.lock();
         // Stable while the writer lock is held: a commit takes it to swap.
         let f = self.files();
-        let existing = self.map.read().get(n.id);
+        let existing = self.map.read().get(n.id).filter(|_| check_existing);
         if let Some(old) = existing {
             let (cookie, _, _) = self.read_header(&f, n.id, old)?;
             if cookie != n.cookie {

@@ -223,7 +223,7 @@ async fn fetch_digest(
     digest::decode(&body).map_err(|e| format!("{url}: {e}"))
 }
 
-async fn fetch_needle(
+pub(crate) async fn fetch_needle(
     peers: &Peers,
     peer: &str,
     vid: VolumeId,

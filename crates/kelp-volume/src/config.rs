@@ -43,6 +43,11 @@ pub struct VolumeServerConfig {
     /// Period of anti-entropy passes over replicated volumes; zero turns
     /// them off.
     pub anti_entropy_interval: Duration,
+    /// Read budget of the background scrub, bytes per second; 0 turns it
+    /// off.
+    pub scrub_bytes_per_second: u64,
+    /// Pause between two scrub passes over every needle.
+    pub scrub_pause: Duration,
 }
 
 /// Default anti-entropy period.
@@ -99,6 +104,8 @@ impl Default for VolumeServerConfig {
             security: kelp_core::SecurityConfig::default(),
             compaction_bytes_per_second: DEFAULT_COMPACTION_BYTES_PER_SECOND,
             anti_entropy_interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
+            scrub_bytes_per_second: 8 << 20,
+            scrub_pause: Duration::from_secs(3600),
         }
     }
 }

@@ -16,6 +16,7 @@ mod http;
 mod metrics;
 mod peers;
 mod replicate;
+mod scrub;
 mod store;
 
 use std::sync::Arc;
@@ -79,6 +80,7 @@ pub async fn run(
         cfg.effective_public_url(),
     ];
     let peers = Arc::new(peers::Peers::new(&cfg.masters, own));
+    let scrub_stats = Arc::new(scrub::Stats::default());
     let router = http::router(http::HttpState {
         store: store.clone(),
         health: health.clone(),
@@ -86,6 +88,7 @@ pub async fn run(
         peers: peers.clone(),
         read_mode: cfg.read_mode,
         security: Arc::new(cfg.security.clone()),
+        scrub: scrub_stats.clone(),
     });
     let http_task = tokio::spawn({
         let stop = stop.clone();
@@ -123,10 +126,20 @@ pub async fn run(
     let housekeeping_task = tokio::spawn(housekeeping(store.clone(), stop.clone()));
     let anti_entropy_task = tokio::spawn(anti_entropy::run(
         store.clone(),
-        peers,
+        peers.clone(),
         cfg.anti_entropy_interval,
         stop.clone(),
     ));
+    let scrub_task = tokio::spawn(
+        scrub::Scrubber {
+            store: store.clone(),
+            peers,
+            stats: scrub_stats,
+            bytes_per_second: cfg.scrub_bytes_per_second,
+            pause: cfg.scrub_pause,
+        }
+        .run(stop.clone()),
+    );
     tracing::info!(http = %http_addr, grpc = %grpc_addr, masters = ?cfg.masters, durable = cfg.durable,
         read_mode = ?cfg.read_mode, jwt = %cfg.security.describe(), "volume server started");
 
@@ -137,6 +150,7 @@ pub async fn run(
     let _ = heartbeat_task.await;
     let _ = housekeeping_task.await;
     let _ = anti_entropy_task.await;
+    let _ = scrub_task.await;
     store.close().await;
     tracing::info!("volume server stopped");
     http_res??;

@@ -235,6 +235,20 @@ pub struct VolumeArgs {
         default_value_t = 60
     )]
     pub anti_entropy_seconds: u64,
+
+    /// Read budget of the background scrub in MiB/s (it re-reads every
+    /// needle, checks its CRC and repairs a corrupt one from a replica);
+    /// 0 turns it off.
+    #[arg(long = "scrubMBps", alias = "scrub-mbps", default_value_t = 8)]
+    pub scrub_mbps: u64,
+
+    /// Seconds between the end of one scrub pass and the next.
+    #[arg(
+        long = "scrubIntervalSeconds",
+        alias = "scrub-interval-seconds",
+        default_value_t = 3600
+    )]
+    pub scrub_interval_seconds: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -311,6 +325,14 @@ pub struct ServerArgs {
     /// Seconds between anti-entropy passes over replicated volumes; 0 off.
     #[arg(long = "volume.antiEntropySeconds", default_value_t = 60)]
     pub anti_entropy_seconds: u64,
+
+    /// Read budget of the background scrub in MiB/s; 0 off.
+    #[arg(long = "volume.scrubMBps", default_value_t = 8)]
+    pub scrub_mbps: u64,
+
+    /// Seconds between scrub passes.
+    #[arg(long = "volume.scrubIntervalSeconds", default_value_t = 3600)]
+    pub scrub_interval_seconds: u64,
 
     /// Garbage ratio above which a volume is compacted.
     #[arg(long = "master.garbageThreshold", default_value_t = 0.3)]

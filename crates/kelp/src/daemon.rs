@@ -223,6 +223,8 @@ async fn volume(args: VolumeArgs) -> anyhow::Result<()> {
         security: security(&args.common)?,
         compaction_bytes_per_second: args.compaction_mbps.saturating_mul(1 << 20),
         anti_entropy_interval: Duration::from_secs(args.anti_entropy_seconds),
+        scrub_bytes_per_second: args.scrub_mbps.saturating_mul(1 << 20),
+        scrub_pause: Duration::from_secs(args.scrub_interval_seconds),
     };
     let stop = shutdown_signal();
     tracing::info!(http = ports.0, grpc = ports.1, masters = ?args.mserver, "volume server starting");
@@ -278,6 +280,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         security,
         compaction_bytes_per_second: args.compaction_mbps.saturating_mul(1 << 20),
         anti_entropy_interval: Duration::from_secs(args.anti_entropy_seconds),
+        scrub_bytes_per_second: args.scrub_mbps.saturating_mul(1 << 20),
+        scrub_pause: Duration::from_secs(args.scrub_interval_seconds),
     };
     let stop = shutdown_signal();
     tracing::info!(

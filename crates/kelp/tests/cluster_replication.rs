@@ -20,10 +20,16 @@ struct Cluster {
     volumes: Vec<Option<Kelp>>,
     ports: Vec<u16>,
     root: std::path::PathBuf,
+    /// Extra flags for every volume server.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     fn start(root: &Path, servers: usize) -> Cluster {
+        Self::start_with(root, servers, &[])
+    }
+
+    fn start_with(root: &Path, servers: usize, extra: &[&str]) -> Cluster {
         let master = Kelp::start(
             &[
                 "master",
@@ -43,6 +49,7 @@ impl Cluster {
             volumes: Vec::new(),
             ports: Vec::new(),
             root: root.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..servers {
             c.ports.push(free_port_pair());
@@ -55,23 +62,28 @@ impl Cluster {
     fn start_volume(&mut self, i: usize) {
         let dir = self.root.join(format!("v{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let kelp = Kelp::start(
-            &[
-                "volume",
-                "-ip=127.0.0.1",
-                &format!("-port={}", self.ports[i]),
-                &format!("-dir={}", dir.display()),
-                &format!(
-                    "-mserver=127.0.0.1:{}.{}",
-                    self.master.port("master_port"),
-                    self.master_grpc
-                ),
-                "-max=12",
-                "-pulseSeconds=1",
-                "-antiEntropySeconds=1",
-            ],
-            &self.root.join("logs"),
-        );
+        let mut args = vec![
+            "volume".to_string(),
+            "-ip=127.0.0.1".to_string(),
+            format!("-port={}", self.ports[i]),
+            format!("-dir={}", dir.display()),
+            format!(
+                "-mserver=127.0.0.1:{}.{}",
+                self.master.port("master_port"),
+                self.master_grpc
+            ),
+            "-max=12".to_string(),
+            "-pulseSeconds=1".to_string(),
+            "-antiEntropySeconds=1".to_string(),
+        ];
+        // The scrub is off unless a test turns it on: it would repair what
+        // a test corrupts before the test reads it.
+        if !self.extra.iter().any(|a| a.starts_with("-scrubMBps")) {
+            args.push("-scrubMBps=0".to_string());
+        }
+        args.extend(self.extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let kelp = Kelp::start(&args, &self.root.join("logs"));
         let url = self.url(i);
         let master = self.master.master_url();
         wait_until("the volume server to join", DEADLINE, || {
@@ -440,5 +452,39 @@ fn diverged_replicas_converge_and_the_volume_takes_writes_again() {
     assert_eq!(r.status(), StatusCode::CREATED);
     for i in 0..2 {
         read_is(&client, &cl.url(i), &again).unwrap();
+    }
+}
+
+fn scrub_counts(client: &Client, url: &str) -> Value {
+    let v: Value = client
+        .get(format!("http://{url}/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["Scrub"].clone()
+}
+
+#[test]
+fn scrub_finds_a_flipped_bit_and_repairs_it_from_a_replica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start_with(tmp.path(), 2, &["-scrubMBps=64", "-scrubIntervalSeconds=1"]);
+    let client = http();
+    let master = cl.master.master_url();
+    let blobs = write_blobs(&client, &master, 11, 20);
+    let a = &blobs[7];
+    corrupt_on_disk(&tmp.path().join("v0"), a);
+    wait_until("the scrub to repair the needle", DEADLINE, || {
+        let s = scrub_counts(&client, &cl.url(0));
+        (s["Repaired"].as_u64() >= Some(1)).then_some(s)
+    });
+    let s = scrub_counts(&client, &cl.url(0));
+    assert!(s["Corrupt"].as_u64() >= Some(1), "{s}");
+    assert!(s["NeedlesChecked"].as_u64() >= Some(20), "{s}");
+    // Repaired in place: with the other replica gone, server 0 alone
+    // serves the right bytes.
+    cl.kill(1);
+    for b in &blobs {
+        read_is(&client, &cl.url(0), b).unwrap();
     }
 }

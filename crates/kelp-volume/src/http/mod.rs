@@ -53,6 +53,8 @@ pub struct HttpState {
     pub read_mode: ReadMode,
     /// JWT keys checked on `/<fid>` requests.
     pub security: Arc<SecurityConfig>,
+    /// Scrub totals, shown in `/status`.
+    pub scrub: Arc<crate::scrub::Stats>,
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -59,11 +59,13 @@ struct StatusBody {
     version: String,
     disk_statuses: Vec<DiskStatus>,
     volumes: Vec<VolumeStatus>,
+    scrub: crate::scrub::StatsJson,
 }
 
 pub async fn status(State(st): State<HttpState>) -> Response {
     let store = st.store.clone();
     let size_limit = store.volume_size_limit();
+    let scrub = st.scrub.json();
     let body = blocking(move || {
         let disk_statuses = store.dirs().iter().filter_map(|d| disk_status(d)).collect();
         let volumes = store
@@ -96,6 +98,7 @@ pub async fn status(State(st): State<HttpState>) -> Response {
             version: crate::version(),
             disk_statuses,
             volumes,
+            scrub,
         }
     })
     .await;
