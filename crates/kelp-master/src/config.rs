@@ -33,6 +33,9 @@ pub struct MasterConfig {
     /// JWT keys: tokens for file ids are minted with assignments and
     /// file-id lookups when a key is set.
     pub security: kelp_core::SecurityConfig,
+    /// How long a volume may miss copies before the master has a new one
+    /// made on another server; zero turns re-replication off.
+    pub replication_grace: std::time::Duration,
 }
 
 impl Default for MasterConfig {
@@ -50,6 +53,7 @@ impl Default for MasterConfig {
             vacuum_interval: std::time::Duration::from_secs(15 * 60),
             volume_growth_count: None,
             security: kelp_core::SecurityConfig::default(),
+            replication_grace: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -146,7 +146,7 @@ async fn allocate(
             // Best effort: an orphan replica would only waste a slot, and
             // the next full heartbeat reports it anyway.
             Ok(()) => {
-                if let Err(e) = m.clients.delete_volume(addr, vid).await {
+                if let Err(e) = m.clients.delete_volume(addr, vid, true).await {
                     tracing::warn!(volume = vid, server = %id, error = %e, "could not remove partial replica");
                 }
             }
@@ -183,11 +183,18 @@ impl VolumeClients {
         call(c.allocate_volume(req)).await
     }
 
-    pub async fn delete_volume(&self, addr: &str, volume_id: VolumeId) -> Result<(), String> {
+    /// Deletes a volume's copy on one server; `only_empty` refuses a copy
+    /// that still holds live needles.
+    pub async fn delete_volume(
+        &self,
+        addr: &str,
+        volume_id: VolumeId,
+        only_empty: bool,
+    ) -> Result<(), String> {
         let mut c = self.client(addr)?;
         call(c.volume_delete(VolumeDeleteRequest {
             volume_id,
-            only_empty: true,
+            only_empty,
         }))
         .await
     }

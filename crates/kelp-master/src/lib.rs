@@ -15,6 +15,7 @@ mod meta;
 mod metrics;
 mod params;
 mod placement;
+mod rereplicate;
 mod sequencer;
 mod status;
 mod topology;
@@ -50,6 +51,7 @@ pub async fn run(
         "master listening"
     );
     let vacuum_task = tokio::spawn(vacuum::run_loop(master.clone()));
+    let rereplicate_task = tokio::spawn(rereplicate::run_loop(master.clone()));
     let stop_task = tokio::spawn(async move {
         shutdown.await;
         tracing::info!("master shutting down");
@@ -70,5 +72,6 @@ pub async fn run(
     );
     stop_task.abort();
     vacuum_task.abort();
+    rereplicate_task.abort();
     result.map(|_| ())
 }

@@ -141,6 +141,81 @@ pub fn pick(
     Ok(chosen)
 }
 
+/// Where a copy lives, for placement checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spot {
+    pub data_center: String,
+    pub rack: String,
+}
+
+/// Whether copies at `spots` fit placement `rp` so far: some copy can be
+/// the main one with at most `same_rack` others in its rack, others in
+/// distinct other racks of its data center (at most `diff_rack`), and in
+/// distinct other data centers (at most `diff_data_center`). A full set
+/// that fits is exactly the placement.
+pub fn fits(rp: ReplicaPlacement, spots: &[Spot]) -> bool {
+    if spots.len() > rp.copy_count() {
+        return false;
+    }
+    if spots.is_empty() {
+        return true;
+    }
+    spots.iter().enumerate().any(|(i, main)| {
+        let others = spots
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, s)| s);
+        let (mut same_rack, mut racks, mut dcs) = (0usize, Vec::new(), Vec::new());
+        for o in others {
+            if o.data_center != main.data_center {
+                dcs.push(o.data_center.as_str());
+            } else if o.rack != main.rack {
+                racks.push(o.rack.as_str());
+            } else {
+                same_rack += 1;
+            }
+        }
+        let distinct = |v: &mut Vec<&str>| {
+            let n = v.len();
+            v.sort_unstable();
+            v.dedup();
+            v.len() == n
+        };
+        same_rack <= rp.same_rack as usize
+            && racks.len() <= rp.diff_rack as usize
+            && dcs.len() <= rp.diff_data_center as usize
+            && distinct(&mut racks)
+            && distinct(&mut dcs)
+    })
+}
+
+/// One more server for a volume whose copies are at `holders` (ids in
+/// `held_by`): a candidate with a free slot that keeps the copies fitting
+/// `rp`, chosen at random among those that do.
+pub fn pick_additional(
+    candidates: &[Candidate],
+    rp: ReplicaPlacement,
+    holders: &[Spot],
+    held_by: &[String],
+    rng: &mut impl Rng,
+) -> Option<String> {
+    use rand::seq::IndexedRandom;
+    let fitting: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| c.free_slots > 0 && !held_by.contains(&c.id))
+        .filter(|c| {
+            let mut spots = holders.to_vec();
+            spots.push(Spot {
+                data_center: c.data_center.clone(),
+                rack: c.rack.clone(),
+            });
+            fits(rp, &spots)
+        })
+        .collect();
+    fitting.choose(rng).map(|c| c.id.clone())
+}
+
 fn free_of<'a>(servers: impl Iterator<Item = &'a Candidate>) -> u64 {
     servers.map(|s| u64::from(s.free_slots)).sum()
 }
@@ -180,6 +255,63 @@ fn take_weighted<'a>(
         }
     })?;
     Some(servers.swap_remove(i))
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::*;
+
+    fn spot(dc: &str, rack: &str) -> Spot {
+        Spot {
+            data_center: dc.into(),
+            rack: rack.into(),
+        }
+    }
+
+    #[test]
+    fn fits_checks_each_level() {
+        let rp = |s: &str| s.parse::<ReplicaPlacement>().unwrap();
+        assert!(fits(rp("001"), &[spot("d", "r"), spot("d", "r")]));
+        assert!(!fits(rp("001"), &[spot("d", "r"), spot("d", "r2")]));
+        assert!(fits(rp("010"), &[spot("d", "r"), spot("d", "r2")]));
+        assert!(!fits(rp("010"), &[spot("d", "r"), spot("d", "r")]));
+        assert!(fits(rp("100"), &[spot("d", "r"), spot("e", "r")]));
+        assert!(!fits(
+            rp("200"),
+            &[spot("d", "r"), spot("e", "r"), spot("e", "x")]
+        ));
+        assert!(fits(
+            rp("011"),
+            &[spot("d", "r"), spot("d", "r"), spot("d", "x")]
+        ));
+        assert!(
+            fits(rp("011"), &[spot("d", "x"), spot("d", "r")]),
+            "partial"
+        );
+        assert!(!fits(rp("000"), &[spot("d", "r"), spot("d", "r")]));
+    }
+
+    #[test]
+    fn pick_additional_skips_holders_and_full_servers() {
+        let rp: ReplicaPlacement = "001".parse().unwrap();
+        let c = |id: &str, rack: &str, free| Candidate {
+            id: id.into(),
+            data_center: "d".into(),
+            rack: rack.into(),
+            free_slots: free,
+        };
+        let cands = vec![
+            c("a", "r", 5),
+            c("b", "r", 0),
+            c("x", "other", 5),
+            c("d", "r", 5),
+        ];
+        let mut rng = rand::rng();
+        for _ in 0..20 {
+            let got = pick_additional(&cands, rp, &[spot("d", "r")], &["a".into()], &mut rng);
+            assert_eq!(got.as_deref(), Some("d"));
+        }
+    }
 }
 
 #[cfg(test)]

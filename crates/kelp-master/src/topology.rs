@@ -202,6 +202,15 @@ struct VolumeEntry {
     locations: Vec<String>,
 }
 
+/// A volume missing copies (see `Topology::under_replicated`).
+#[derive(Debug, Clone)]
+pub struct UnderReplicated {
+    pub vid: VolumeId,
+    pub layout: LayoutKey,
+    pub holders: Vec<String>,
+    pub spots: Vec<crate::placement::Spot>,
+}
+
 /// Restricts which replicas an assign may use.
 #[derive(Debug, Clone, Default)]
 pub struct NodeFilter {
@@ -625,6 +634,54 @@ impl Topology {
                 n.reserved = n.reserved.saturating_sub(1);
             }
         }
+    }
+
+    /// Volumes with at least one but fewer live copies than their placement
+    /// asks for, by id: (id, layout, holder node ids, holder spots).
+    pub fn under_replicated(&self) -> Vec<UnderReplicated> {
+        let mut out: Vec<UnderReplicated> = self
+            .volumes
+            .iter()
+            .filter(|(_, e)| {
+                !e.locations.is_empty() && e.locations.len() < e.layout.replication.copy_count()
+            })
+            .map(|(vid, e)| UnderReplicated {
+                vid: *vid,
+                layout: e.layout.clone(),
+                holders: e.locations.clone(),
+                spots: e
+                    .locations
+                    .iter()
+                    .filter_map(|id| self.nodes.get(id))
+                    .map(|n| crate::placement::Spot {
+                        data_center: n.data_center.clone(),
+                        rack: n.rack.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|u| u.vid);
+        out
+    }
+
+    /// Volumes with more live copies than their placement asks for, by id,
+    /// each with its holders as (node id, gRPC address).
+    pub fn over_replicated(&self) -> Vec<(VolumeId, Vec<(String, String)>)> {
+        let mut out: Vec<_> = self
+            .volumes
+            .iter()
+            .filter(|(_, e)| e.locations.len() > e.layout.replication.copy_count())
+            .map(|(vid, e)| {
+                let holders = e
+                    .locations
+                    .iter()
+                    .filter_map(|id| self.nodes.get(id).map(|n| (id.clone(), n.grpc_address())))
+                    .collect();
+                (*vid, holders)
+            })
+            .collect();
+        out.sort_by_key(|(vid, _)| *vid);
+        out
     }
 
     /// Marks a volume as being vacuumed (not writable for assigns) or not.

@@ -152,7 +152,7 @@ async fn pass(peers: &Peers, vol: Arc<Volume>) -> Result<bool, String> {
         if plan.pull.is_empty() && plan.delete.is_empty() {
             continue;
         }
-        let (pulled, deleted) = apply(peers, &vol, &loc.url, &plan).await?;
+        let (pulled, deleted) = apply(peers, &vol, &loc.url, &plan, 0).await?;
         tracing::info!(
             volume = vid,
             peer = loc.url,
@@ -169,11 +169,21 @@ async fn apply(
     vol: &Arc<Volume>,
     peer: &str,
     plan: &Plan,
+    bytes_per_second: u64,
 ) -> Result<(u64, u64), String> {
     let vid = vol.id();
     let mut pulled = 0;
+    let started = std::time::Instant::now();
+    let mut copied = 0u64;
     for &key in &plan.pull {
         let raw = fetch_needle(peers, peer, vid, vol.version(), key).await?;
+        copied += raw.len() as u64;
+        if bytes_per_second > 0 {
+            let due = Duration::from_secs_f64(copied as f64 / bytes_per_second as f64);
+            if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(ahead).await;
+            }
+        }
         let v = vol.clone();
         blocking(move || v.import_needle(key, raw))
             .await
@@ -202,6 +212,62 @@ async fn apply(
     metrics::counter!(PULLED).increment(pulled);
     metrics::counter!(DELETED).increment(deleted);
     Ok((pulled, deleted))
+}
+
+/// Makes this server a new replica of a volume: creates it unserved, copies
+/// every live needle from the existing replicas (at most
+/// `bytes_per_second`; 0 is unlimited), then serves it — the heartbeat
+/// tells the master, which counts it as a location from then on. On
+/// failure the unfinished files are removed.
+pub async fn fill_new_replica(
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+    req: crate::store::AllocateRequest,
+    bytes_per_second: u64,
+) -> Result<u64, String> {
+    let vid = req.id;
+    let started = std::time::Instant::now();
+    let (vol, dir) = store.create_volume(&req).await.map_err(|e| e.to_string())?;
+    let vol = Arc::new(vol);
+    let copied = async {
+        peers.forget(vid);
+        let others = peers.locate(vid).await.map_err(|e| e.to_string())?;
+        let mut pulled = 0;
+        for loc in &others {
+            let theirs = fetch_digest(&peers, &loc.url, vid).await?;
+            let v = vol.clone();
+            let mine = blocking(move || v.digest())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let plan = compare(&mine, &theirs);
+            pulled += apply(&peers, &vol, &loc.url, &plan, bytes_per_second)
+                .await?
+                .0;
+        }
+        Ok::<u64, String>(pulled)
+    }
+    .await;
+    let vol = match Arc::try_unwrap(vol) {
+        Ok(v) => v,
+        Err(_) => return Err("volume still in use after filling".to_string()),
+    };
+    match copied {
+        Ok(pulled) => {
+            tracing::info!(
+                volume = vid,
+                needles = pulled,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "new replica filled from the others"
+            );
+            store.attach(vol, dir);
+            Ok(pulled)
+        }
+        Err(e) => {
+            store.discard(vol).await;
+            Err(e)
+        }
+    }
 }
 
 async fn fetch_digest(

@@ -89,6 +89,7 @@ pub async fn run(
         read_mode: cfg.read_mode,
         security: Arc::new(cfg.security.clone()),
         scrub: scrub_stats.clone(),
+        fill_bytes_per_second: cfg.compaction_bytes_per_second,
     });
     let http_task = tokio::spawn({
         let stop = stop.clone();

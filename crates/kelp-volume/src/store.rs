@@ -61,6 +61,8 @@ pub struct Store {
     /// (see `replicate.rs`): no client writes, reported read-only, not
     /// compacted, until anti-entropy finds every replica equal.
     diverged: parking_lot::Mutex<std::collections::HashSet<VolumeId>>,
+    /// Volumes created but not served yet (being filled from replicas).
+    pending: parking_lot::Mutex<std::collections::HashSet<VolumeId>>,
 }
 
 /// Outcome of a write as the HTTP layer needs it.
@@ -147,6 +149,7 @@ impl Store {
             events: tx,
             volume_size_limit: AtomicU64::new(0),
             diverged: Default::default(),
+            pending: Default::default(),
         };
         Ok((Arc::new(store), rx))
     }
@@ -297,6 +300,15 @@ impl Store {
 
     /// Creates a volume in the directory with the most free slots.
     pub async fn allocate(&self, req: AllocateRequest) -> Result<(), ApiError> {
+        let (vol, dir) = self.create_volume(&req).await?;
+        self.attach(vol, dir);
+        Ok(())
+    }
+
+    /// Creates a volume's files without serving it yet: it is invisible to
+    /// requests and heartbeats (and to a second create) until `attach`, or
+    /// until `discard` removes it. Used to fill a new replica first.
+    pub async fn create_volume(&self, req: &AllocateRequest) -> Result<(Volume, usize), ApiError> {
         let replica_placement: ReplicaPlacement = req
             .replication
             .parse()
@@ -320,10 +332,11 @@ impl Store {
         let _guard = self.lifecycle.lock().await;
         let dir = {
             let vols = self.volumes.read();
-            if vols.contains_key(&req.id) {
+            let pending = self.pending.lock();
+            if vols.contains_key(&req.id) || pending.contains(&req.id) {
                 return Err(ApiError::VolumeExists(req.id));
             }
-            if vols.len() as u64 >= self.max_volumes as u64 {
+            if (vols.len() + pending.len()) as u64 >= self.max_volumes as u64 {
                 return Err(ApiError::NoFreeSlot);
             }
             self.pick_dir(&vols).ok_or(ApiError::NoFreeSlot)?
@@ -340,7 +353,15 @@ impl Store {
         let vol = blocking(move || Volume::create(&path, &collection, vid, opts))
             .await?
             .map_err(|e| ApiError::from_volume(vid, e))?;
+        self.pending.lock().insert(vid);
+        Ok((vol, dir))
+    }
+
+    /// Starts serving a volume made by `create_volume`.
+    pub fn attach(&self, vol: Volume, dir: usize) {
+        let vid = vol.id();
         let short = short_info(&vol.info());
+        let collection = vol.collection().to_string();
         self.volumes.write().insert(
             vid,
             Slot {
@@ -348,9 +369,18 @@ impl Store {
                 dir,
             },
         );
-        tracing::info!(volume = vid, collection = req.collection, dir = %self.dirs[dir].display(), "volume allocated");
+        self.pending.lock().remove(&vid);
+        tracing::info!(volume = vid, collection, dir = %self.dirs[dir].display(), "volume allocated");
         let _ = self.events.send(StoreEvent::Added(short));
-        Ok(())
+    }
+
+    /// Removes a volume made by `create_volume` that will not be served.
+    pub async fn discard(&self, vol: Volume) {
+        let vid = vol.id();
+        if let Ok(Err(e)) = blocking(move || vol.destroy()).await {
+            tracing::warn!(volume = vid, error = %e, "removing an unfinished volume failed");
+        }
+        self.pending.lock().remove(&vid);
     }
 
     /// Removes a volume and its files. `only_empty` refuses volumes that

@@ -148,6 +148,15 @@ pub struct MasterArgs {
         default_value_t = 900
     )]
     pub vacuum_interval_seconds: u64,
+
+    /// Seconds a volume may miss copies (a server died) before a new copy
+    /// is made on another server, filled from the survivors (0 disables).
+    #[arg(
+        long = "replicationGraceSeconds",
+        alias = "replication-grace-seconds",
+        default_value_t = 60
+    )]
+    pub replication_grace_seconds: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -341,6 +350,10 @@ pub struct ServerArgs {
     /// Seconds between automatic vacuum runs (0 disables them; /vol/vacuum still works).
     #[arg(long = "master.vacuumIntervalSeconds", default_value_t = 900)]
     pub vacuum_interval_seconds: u64,
+
+    /// Seconds a volume may miss copies before a new copy is made elsewhere (0 disables).
+    #[arg(long = "master.replicationGraceSeconds", default_value_t = 60)]
+    pub replication_grace_seconds: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -189,6 +189,7 @@ async fn master(args: MasterArgs) -> anyhow::Result<()> {
     cfg.pulse_seconds = args.pulse_seconds.max(1);
     cfg.garbage_threshold = args.garbage_threshold;
     cfg.vacuum_interval = Duration::from_secs(args.vacuum_interval_seconds);
+    cfg.replication_grace = Duration::from_secs(args.replication_grace_seconds);
     cfg.security = security(&args.common)?;
     let stop = shutdown_signal();
     tracing::info!(http = ports.0, grpc = ports.1, dir = %args.mdir.display(), "master starting");
@@ -256,6 +257,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     mcfg.security = security.clone();
     mcfg.garbage_threshold = args.garbage_threshold;
     mcfg.vacuum_interval = Duration::from_secs(args.vacuum_interval_seconds);
+    mcfg.replication_grace = Duration::from_secs(args.replication_grace_seconds);
     let master_addr: SocketAddr = master_listeners.http.local_addr()?;
     let vcfg = VolumeServerConfig {
         dirs: vec![args.dir.clone()],

@@ -8,6 +8,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::*;
 use reqwest::StatusCode;
@@ -30,6 +31,12 @@ impl Cluster {
     }
 
     fn start_with(root: &Path, servers: usize, extra: &[&str]) -> Cluster {
+        Self::start_full(root, servers, extra, "0")
+    }
+
+    /// `grace`: the master's `-replicationGraceSeconds` (0: no
+    /// re-replication).
+    fn start_full(root: &Path, servers: usize, extra: &[&str], grace: &str) -> Cluster {
         let master = Kelp::start(
             &[
                 "master",
@@ -38,6 +45,7 @@ impl Cluster {
                 &format!("-mdir={}", root.join("master").display()),
                 "-defaultReplication=001",
                 "-volumeSizeLimitMB=64",
+                &format!("-replicationGraceSeconds={grace}"),
             ],
             &root.join("logs"),
         );
@@ -486,5 +494,74 @@ fn scrub_finds_a_flipped_bit_and_repairs_it_from_a_replica() {
     cl.kill(1);
     for b in &blobs {
         read_is(&client, &cl.url(0), b).unwrap();
+    }
+}
+
+#[test]
+fn a_lost_servers_copies_are_made_again_on_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start_full(tmp.path(), 3, &[], "1");
+    let client = http();
+    let master = cl.master.master_url();
+    let blobs = write_blobs(&client, &master, 100, 120);
+    let dead = cl.url(2);
+    let lost: Vec<&Attempt> = blobs
+        .iter()
+        .filter(|a| cl.locations(&client, &a.fid).contains(&dead))
+        .collect();
+    assert!(!lost.is_empty(), "no blob had a copy on server 2");
+    cl.kill(2);
+    // Every blob is on two live servers again, each holding it locally.
+    wait_until("placement to be restored", Duration::from_secs(60), || {
+        blobs
+            .iter()
+            .all(|a| {
+                let locs = cl.locations(&client, &a.fid);
+                locs.len() == 2 && !locs.contains(&dead)
+            })
+            .then_some(())
+    });
+    for a in &blobs {
+        for url in cl.locations(&client, &a.fid) {
+            assert_eq!(
+                local_status(&client, &url, &a.fid),
+                StatusCode::OK,
+                "{} on {url}",
+                a.fid
+            );
+            read_is(&client, &url, a).unwrap();
+        }
+    }
+    // And the restored volumes take replicated writes again.
+    let more = write_blobs(&client, &master, 5_000, 30);
+    for a in &more {
+        for url in cl.locations(&client, &a.fid) {
+            read_is(&client, &url, a).unwrap();
+        }
+    }
+
+    // The lost server comes back with stale copies of the re-replicated
+    // volumes: the master removes them, leaving exactly two copies.
+    cl.start_volume(2);
+    let all: Vec<&Attempt> = blobs.iter().chain(&more).collect();
+    wait_until(
+        "stale copies to be removed",
+        Duration::from_secs(60),
+        || {
+            all.iter()
+                .all(|a| cl.locations(&client, &a.fid).len() == 2)
+                .then_some(())
+        },
+    );
+    for a in &all {
+        for i in 0..3 {
+            read_is(&client, &cl.url(i), a).unwrap();
+        }
+    }
+    let last = write_blobs(&client, &master, 9_000, 20);
+    for a in &last {
+        for url in cl.locations(&client, &a.fid) {
+            read_is(&client, &url, a).unwrap();
+        }
     }
 }

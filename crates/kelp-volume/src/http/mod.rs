@@ -53,6 +53,8 @@ pub struct HttpState {
     pub read_mode: ReadMode,
     /// JWT keys checked on `/<fid>` requests.
     pub security: Arc<SecurityConfig>,
+    /// Copy budget for filling a new replica, bytes per second.
+    pub fill_bytes_per_second: u64,
     /// Scrub totals, shown in `/status`.
     pub scrub: Arc<crate::scrub::Stats>,
 }
@@ -64,6 +66,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(status::metrics))
         .route("/admin/replica/digest", get(replica::digest))
         .route("/admin/replica/needle", get(replica::needle))
+        .route("/admin/replica/fill", axum::routing::post(replica::fill))
         .fallback(handlers::fid_request)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(track))

@@ -4,7 +4,11 @@
 //!   kelp-needle `digest.rs`), `application/octet-stream`;
 //! - `GET /admin/replica/needle?volume=V&key=K` (K decimal): one live
 //!   needle's bytes exactly as stored, with its needle version in
-//!   `X-Kelp-Needle-Version`.
+//!   `X-Kelp-Needle-Version`;
+//! - `POST /admin/replica/fill?volume=V&collection=C&replication=R&ttl=T`:
+//!   become a new replica of V, filled from the existing ones before it is
+//!   served (the master calls this to restore placement after losing a
+//!   server). Answers 202 at once; the copy runs in the background.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -65,4 +69,39 @@ fn octets(body: Vec<u8>, version: Option<u8>) -> Response {
             .insert(NEEDLE_VERSION_HEADER, HeaderValue::from(u16::from(v)));
     }
     resp
+}
+
+#[derive(Deserialize)]
+pub struct FillQuery {
+    volume: u32,
+    #[serde(default)]
+    collection: String,
+    #[serde(default)]
+    replication: String,
+    #[serde(default)]
+    ttl: String,
+}
+
+pub async fn fill(
+    State(st): State<HttpState>,
+    Query(q): Query<FillQuery>,
+) -> Result<Response, ApiError> {
+    if st.store.volume(q.volume).is_ok() {
+        return Err(ApiError::VolumeExists(q.volume));
+    }
+    let req = crate::store::AllocateRequest {
+        id: q.volume,
+        collection: q.collection,
+        replication: q.replication,
+        ttl: q.ttl,
+        version: 0,
+    };
+    let (store, peers, bps) = (st.store.clone(), st.peers.clone(), st.fill_bytes_per_second);
+    tokio::spawn(async move {
+        let vid = req.id;
+        if let Err(e) = crate::anti_entropy::fill_new_replica(store, peers, req, bps).await {
+            tracing::error!(volume = vid, error = %e, "filling a new replica failed");
+        }
+    });
+    Ok(StatusCode::ACCEPTED.into_response())
 }
