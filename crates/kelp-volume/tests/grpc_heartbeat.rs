@@ -154,9 +154,11 @@ async fn heartbeat_full_then_delta() {
     assert_eq!(v.version, 3);
     assert!(delta.volumes.is_empty());
 
-    // A write, then deleting the volume: a delta with deleted_volumes.
+    // A write (as a peer's replica write: this fake cluster has no second
+    // copy to fan out to), then deleting the volume: a delta with
+    // deleted_volumes.
     let resp = c
-        .put(srv.url("/7,0100000001?"))
+        .put(srv.url("/7,0100000001?type=replicate"))
         .body("abc")
         .send()
         .await
