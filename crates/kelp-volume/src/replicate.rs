@@ -21,6 +21,8 @@
 //! name, mime, pairs, last-modified, TTL, flags) and SeaweedFS volume
 //! servers accept it too.
 
+use std::time::Duration;
+
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use futures::future::join_all;
 use kelp_core::VolumeId;
@@ -29,6 +31,11 @@ use kelp_proto::master_pb::Location;
 
 use crate::error::ApiError;
 use crate::http::HttpState;
+
+/// Base bound on one replica request ...
+const REPLICA_TIMEOUT: Duration = Duration::from_secs(10);
+/// ... plus one second per this many bytes of body.
+const REPLICA_MIN_RATE: u64 = 4 << 20;
 
 /// What to send to the other replicas.
 pub enum Change<'a> {
@@ -50,6 +57,10 @@ pub async fn other_replicas(
         .copy_count();
     if copies <= 1 {
         return Ok(None);
+    }
+    // Refuse before sending anything anywhere.
+    if st.store.is_diverged(vid) {
+        return Err(ApiError::ReadOnly(vid));
     }
     let want = copies - 1;
     let mut locations = st.peers.locate(vid).await.unwrap_or_default();
@@ -130,6 +141,13 @@ async fn send_one(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
+    // A replica cut off by the network must not hold the client for the
+    // peer client's long read timeout: bound the whole request.
+    let len = match change {
+        Change::Write(n) => n.data.len() as u64,
+        Change::Delete => 0,
+    };
+    req = req.timeout(REPLICA_TIMEOUT + Duration::from_secs(len / REPLICA_MIN_RATE));
     let resp = req.send().await.map_err(|e| format!("{}: {e}", loc.url))?;
     let status = resp.status();
     let ok = status.is_success()

@@ -50,6 +50,16 @@ impl Kelp {
     /// Like [`Kelp::start`], with the working directory `cwd` (where it
     /// looks for `./security.toml`).
     pub fn start_in(args: &[&str], log_dir: &Path, cwd: Option<&Path>) -> Kelp {
+        Self::spawn(args, log_dir, cwd, None)
+    }
+
+    /// Like [`Kelp::start`], inside network namespace `netns`
+    /// (`ip netns exec`, which execs kelp in place: the pid is kelp's).
+    pub fn start_netns(netns: &str, args: &[&str], log_dir: &Path) -> Kelp {
+        Self::spawn(args, log_dir, None, Some(netns))
+    }
+
+    fn spawn(args: &[&str], log_dir: &Path, cwd: Option<&Path>, netns: Option<&str>) -> Kelp {
         std::fs::create_dir_all(log_dir).unwrap();
         let n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -58,7 +68,14 @@ impl Kelp {
         let ready = log_dir.join(format!("ready-{n}.json"));
         let log = log_dir.join(format!("kelp-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kelp"));
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_kelp")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_kelp")),
+        };
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
