@@ -31,6 +31,7 @@ use crate::master::Master;
 use crate::placement;
 
 const CHECK_EVERY: Duration = Duration::from_secs(2);
+const CHECK_WHILE_REPAIRING: Duration = Duration::from_millis(200);
 const FILL_TIMEOUT: Duration = Duration::from_secs(600);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -54,9 +55,16 @@ pub async fn run_loop(m: Arc<Master>) {
     let mut restored: HashMap<VolumeId, Vec<String>> = HashMap::new();
     let mut warned = std::collections::HashSet::new();
     loop {
+        // Poll fast while repairing, so each volume's fill is noticed (by
+        // its heartbeat delta) and the next one starts without a full tick.
+        let wait = if in_flight.is_some() || !under_since.is_empty() {
+            CHECK_WHILE_REPAIRING
+        } else {
+            CHECK_EVERY
+        };
         tokio::select! {
             _ = &mut stopped => return,
-            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         remove_stale_copies(&m, &mut restored, &mut warned).await;
         let under = m.topo.lock().under_replicated();
