@@ -8,8 +8,10 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::cluster::disagreements;
 use common::*;
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
@@ -564,4 +566,52 @@ fn a_lost_servers_copies_are_made_again_on_the_others() {
             read_is(&client, &url, a).unwrap();
         }
     }
+}
+
+#[test]
+fn servers_killed_and_restarted_under_load_lose_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::start(tmp.path(), 3);
+    let client = http();
+    let master = cl.master.master_url();
+    let urls: Vec<String> = (0..3).map(|i| cl.url(i)).collect();
+    let stop = AtomicBool::new(false);
+    let history = std::thread::scope(|s| {
+        let load = s.spawn(|| write_load(&master, 4, 1 << 41, &stop));
+        for victim in [1, 2] {
+            std::thread::sleep(Duration::from_millis(1500));
+            cl.kill(victim);
+            std::thread::sleep(Duration::from_millis(1000));
+            cl.start_volume(victim);
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        stop.store(true, Ordering::Relaxed);
+        load.join().unwrap()
+    });
+    eprintln!(
+        "{} acknowledged, {} unacknowledged, {} deleted",
+        history.acked.len(),
+        history.unacked.len(),
+        history.deleted.len()
+    );
+    assert!(history.acked.len() > 50, "too little load got through");
+    // Anti-entropy settles copies that a kill left half-written ...
+    wait_until("every copy to agree", Duration::from_secs(60), || {
+        disagreements(&client, &master, &urls, &History::default())
+            .is_empty()
+            .then_some(())
+    });
+    // ... and every acknowledged blob and delete is on every copy.
+    let problems = disagreements(&client, &master, &urls, &history);
+    assert!(
+        problems.is_empty(),
+        "{} problems, e.g.:\n{}",
+        problems.len(),
+        problems
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
