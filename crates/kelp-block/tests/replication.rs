@@ -362,3 +362,39 @@ async fn replacement_region_is_live_repaired() {
     let report = cl.verify().await;
     assert!(report.ok(), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacement_at_a_new_address_is_live_repaired() {
+    let mut cl = Cluster::new().await;
+    let v = cl.attach(1).await;
+    v.write(0, pattern(31, 64 * 512), true).await.unwrap();
+    v.write(ES as u64 * 5, pattern(32, 16 * 512), true)
+        .await
+        .unwrap();
+    // Downstairs 0's server is gone for good.
+    cl.ds[0].stop().await;
+    let old = cl.ds[0].addr.to_string();
+    v.write(ES as u64 * 2, pattern(33, 8 * 512), false)
+        .await
+        .unwrap();
+    // An active downstairs cannot be replaced; an unknown one neither.
+    let active = cl.ds[1].addr.to_string();
+    assert!(v.replace(&active, "127.0.0.1:1").await.is_err());
+    assert!(v.replace("127.0.0.1:2", "127.0.0.1:1").await.is_err());
+    // A fresh region on another server takes its place.
+    let dir = cl._tmp.path().join("r0-new");
+    drop(Region::create(&dir, BS, ES, EC).unwrap());
+    let fresh = Ds::start(&dir, None).await;
+    v.replace(&old, &fresh.addr.to_string()).await.unwrap();
+    cl.ds[0] = fresh;
+    wait_modes(&v, "active").await;
+    v.write(ES as u64 * 7, pattern(34, 4 * 512), true)
+        .await
+        .unwrap();
+    assert_eq!(v.read(0, 64).await.unwrap(), pattern(31, 64 * 512));
+    v.drain(Duration::from_secs(20)).await.unwrap();
+    drop(v);
+    let report = cl.verify().await;
+    assert!(report.ok(), "{report}");
+    assert!(report.version_mismatches().is_empty(), "{report}");
+}

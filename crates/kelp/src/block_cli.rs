@@ -77,7 +77,12 @@ pub struct UpstairsArgs {
     /// live-repaired instead of replayed.
     #[arg(long = "max-replay-jobs", default_value_t = 20_000)]
     pub max_replay_jobs: usize,
-    /// Write {"nbd_port": N, "nbd_socket": P} here once serving.
+    /// Serve a control API on this address (port 0 = any free port):
+    /// `GET /status` and `POST /replace?old=HOST:PORT&new=HOST:PORT`, which
+    /// puts a new downstairs in the place of a failed one and live-repairs it.
+    #[arg(long = "control")]
+    pub control: Option<String>,
+    /// Write {"nbd_port": N, "nbd_socket": P, "control_port": C} here once serving.
     #[arg(long = "ready-file", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
 }

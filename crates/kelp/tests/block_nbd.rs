@@ -306,3 +306,78 @@ fn kill9_upstairs_reattach_and_fencing() {
     let report = v.verify();
     assert!(report.contains("OK"), "{report}");
 }
+
+/// `qemu-io -c CMD` against the export; fails the test if qemu-io reports
+/// an error or a pattern mismatch.
+fn qemu_io(qemu_io: &Path, up: &Kelp, cmd: &str) {
+    let out = run(Command::new(qemu_io).args(["-f", "raw", "-c", cmd, &nbd_url(up)]));
+    assert!(
+        !out.contains("ail") && !out.contains("rror"),
+        "qemu-io {cmd}: {out}"
+    );
+}
+
+fn control_status(client: &reqwest::blocking::Client, port: u16) -> serde_json::Value {
+    client
+        .get(format!("http://127.0.0.1:{port}/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+#[test]
+fn a_dead_downstairs_is_replaced_through_the_control_api() {
+    let Some(qemu_io_bin) = tool("qemu-io") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut v = Volume::new(tmp.path(), 8);
+    let mut up = v.upstairs(1, &["--control=127.0.0.1:0"]);
+    let control = up.port("control_port");
+    let client = common::http();
+    qemu_io(&qemu_io_bin, &up, "write -P 0x5a 0 3M");
+
+    // Downstairs 0 dies for good; a fresh region on a new port replaces it.
+    let old = format!("127.0.0.1:{}", v.ds[0].port("port"));
+    v.ds[0].kill9();
+    let fresh = tmp.path().join("region-new");
+    let out = kelp_cmd(&[
+        "block",
+        "create",
+        &format!("--dir={}", fresh.display()),
+        "--block-size=4096",
+        "--extent-size=256",
+        "--extent-count=8",
+    ]);
+    assert!(out.status.success());
+    v.dirs[0] = fresh;
+    let ds = v.start_ds(0, 0);
+    let new = format!("127.0.0.1:{}", ds.port("port"));
+    v.ds[0] = ds;
+    // Replacing a healthy downstairs is refused.
+    let healthy = format!("127.0.0.1:{}", v.ds[1].port("port"));
+    let r = client
+        .post(format!("http://127.0.0.1:{control}/replace"))
+        .query(&[("old", healthy.as_str()), ("new", "127.0.0.1:9")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CONFLICT);
+    let r = client
+        .post(format!("http://127.0.0.1:{control}/replace"))
+        .query(&[("old", old.as_str()), ("new", new.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED, "{:?}", r.text());
+    wait_until("live repair of the replacement", DEADLINE, || {
+        let s = control_status(&client, control);
+        (s["modes"] == serde_json::json!(["active", "active", "active"])).then_some(())
+    });
+    qemu_io(&qemu_io_bin, &up, "write -P 0x6b 4M 1M");
+    qemu_io(&qemu_io_bin, &up, "read -P 0x5a 0 3M");
+    qemu_io(&qemu_io_bin, &up, "read -P 0x6b 4M 1M");
+    // A clean stop drains: all three hold everything.
+    up.stop();
+    let report = v.verify();
+    assert!(report.contains("OK"), "{report}");
+}

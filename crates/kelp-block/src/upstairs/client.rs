@@ -210,19 +210,25 @@ pub(crate) fn spawn(
 }
 
 /// Keeps trying to connect until it succeeds or is fenced, then reports.
+/// `cancel` stops it (its client was given another address).
 pub(crate) async fn connect_loop(
     client: usize,
     addr: String,
     upstairs_id: u128,
     generation: u64,
     events: mpsc::UnboundedSender<Event>,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut logged = false;
     loop {
+        if cancel.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         match negotiate(&addr, upstairs_id, generation).await {
             Ok((reader, writer, hs)) => {
                 let _ = events.send(Event::Connected {
                     client,
+                    addr,
                     reader: Box::new(reader),
                     writer,
                     hs,

@@ -93,6 +93,13 @@ pub(crate) enum GuestOp {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    /// Puts the downstairs at `new` in the place of the failed one at
+    /// `old`; it is live-repaired.
+    Replace {
+        old: String,
+        new: String,
+        reply: Reply<()>,
+    },
 }
 
 pub(crate) enum Event {
@@ -108,6 +115,9 @@ pub(crate) enum Event {
     },
     Connected {
         client: usize,
+        /// Where it connected: a connection to an address the client no
+        /// longer has (it was replaced meanwhile) is dropped.
+        addr: String,
         reader: Box<FrameReader<tokio::net::tcp::OwnedReadHalf>>,
         writer: OwnedWriteHalf,
         hs: Handshake,
@@ -237,6 +247,16 @@ impl Volume {
         }
     }
 
+    /// Replaces the failed downstairs at `old` with the one at `new` (a
+    /// fresh region of the same geometry, or any copy): it is brought up
+    /// to date by live repair while IO goes on. Refused while the one at
+    /// `old` is active.
+    pub async fn replace(&self, old: &str, new: &str) -> Result<()> {
+        let (old, new) = (old.to_string(), new.to_string());
+        self.call(|reply| GuestOp::Replace { old, new, reply })
+            .await
+    }
+
     pub async fn status(&self) -> Result<Status> {
         let (tx, rx) = oneshot::channel();
         self.tx
@@ -266,15 +286,6 @@ pub async fn start(cfg: UpstairsConfig) -> Result<Volume> {
     let (tx, rx) = mpsc::unbounded_channel();
     let (gtx, grx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
-    for (c, addr) in cfg.targets.iter().enumerate() {
-        tokio::spawn(client::connect_loop(
-            c,
-            addr.clone(),
-            cfg.upstairs_id,
-            cfg.generation,
-            tx.clone(),
-        ));
-    }
     let tick = cfg.flush_interval.min(Duration::from_millis(100));
     let ticker = tx.clone();
     tokio::spawn(async move {

@@ -59,6 +59,8 @@ pub(super) struct Client {
     /// The region last seen at this address; a different one (a
     /// replacement) cannot be replayed and is live-repaired instead.
     pub region_uuid: Option<[u8; 16]>,
+    /// Set to stop the running connect loop (the address changed).
+    pub connect_cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A read that already failed somewhere: where not to send it again, and
@@ -94,7 +96,8 @@ impl Upstairs {
             addr: cfg.targets[i].clone(),
             mode: Mode::Init,
             conn: None,
-            connecting: true,
+            connecting: false,
+            connect_cancel: Default::default(),
             last_flush_done: 0,
             last_heard: Instant::now(),
             versions: vec![],
@@ -123,6 +126,9 @@ impl Upstairs {
         mut rx: mpsc::UnboundedReceiver<Event>,
         mut guest: mpsc::UnboundedReceiver<GuestOp>,
     ) {
+        for c in 0..CLIENTS {
+            self.reconnect(c);
+        }
         loop {
             let serving = matches!(self.phase, Phase::Running | Phase::Fenced);
             tokio::select! {
@@ -265,6 +271,7 @@ impl Upstairs {
                 | GuestOp::Flush { reply }
                 | GuestOp::FlushAll { reply } => drop(reply.send(Err(e()))),
                 GuestOp::Status { reply } => drop(reply.send(self.status())),
+                GuestOp::Replace { reply, .. } => drop(reply.send(Err(e()))),
             }
             return;
         }
@@ -319,7 +326,52 @@ impl Upstairs {
             GuestOp::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            GuestOp::Replace { old, new, reply } => {
+                let _ = reply.send(self.replace(&old, &new));
+            }
         }
+    }
+
+    /// Points the client at `old` to `new` and live-repairs whatever
+    /// answers there.
+    fn replace(&mut self, old: &str, new: &str) -> Result<(), BlockError> {
+        if self.phase != Phase::Running {
+            return Err(BlockError::BadOptions(
+                "a downstairs can be replaced only once the volume is active".into(),
+            ));
+        }
+        let Some(c) = self.clients.iter().position(|cl| cl.addr == old) else {
+            return Err(BlockError::BadOptions(format!("no downstairs at {old}")));
+        };
+        if self.clients.iter().any(|cl| cl.addr == new) {
+            return Err(BlockError::BadOptions(format!(
+                "{new} is already one of the downstairs"
+            )));
+        }
+        if self.clients[c].mode == Mode::Active && self.clients[c].conn.is_some() {
+            return Err(BlockError::BadOptions(format!(
+                "downstairs {old} is active; only a failed one can be replaced"
+            )));
+        }
+        tracing::warn!(
+            client = c,
+            old,
+            new,
+            "replacing a downstairs; it will be live-repaired"
+        );
+        if self.clients[c].mode != Mode::Faulted {
+            self.fault(c, "replaced");
+        }
+        // Stop whichever loop is still dialling the old address.
+        self.clients[c]
+            .connect_cancel
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.clients[c].conn = None;
+        self.clients[c].addr = new.to_string();
+        self.clients[c].region_uuid = None;
+        self.clients[c].connecting = false;
+        self.reconnect(c);
+        Ok(())
     }
 
     fn status(&self) -> Status {
@@ -474,10 +526,16 @@ impl Upstairs {
             }
             Event::Connected {
                 client,
+                addr,
                 reader,
                 writer,
                 hs,
-            } => self.on_connected(client, *reader, writer, hs),
+            } => {
+                // A loop for an address this client no longer has.
+                if addr == self.clients[client].addr {
+                    self.on_connected(client, *reader, writer, hs);
+                }
+            }
             Event::Refused { client, error } => {
                 tracing::error!(client, error = %error, "activation refused");
                 self.clients[client].connecting = false;
@@ -641,12 +699,15 @@ impl Upstairs {
             return;
         }
         self.clients[c].connecting = true;
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.clients[c].connect_cancel = cancel.clone();
         tokio::spawn(client::connect_loop(
             c,
             self.clients[c].addr.clone(),
             self.cfg.upstairs_id,
             self.cfg.generation,
             self.events.clone(),
+            cancel,
         ));
     }
 
