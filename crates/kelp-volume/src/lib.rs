@@ -168,7 +168,10 @@ async fn housekeeping(store: Arc<store::Store>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = metrics_tick.tick() => sampler.sample(&store),
-            _ = checkpoint_tick.tick() => store.checkpoint_some().await,
+            _ = checkpoint_tick.tick() => {
+                store.checkpoint_some().await;
+                store.expire_ttl_volumes(store::now_secs()).await;
+            }
         }
     }
 }

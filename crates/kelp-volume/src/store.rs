@@ -197,9 +197,45 @@ impl Store {
             .map(|v| {
                 let mut s = v.info();
                 s.read_only |= diverged.contains(&v.id());
+                // An expired TTL volume takes no more writes.
+                s.read_only |=
+                    ttl_seconds(v).is_some_and(|ttl| now_secs() >= s.modified_at_second + ttl);
                 s
             })
             .collect()
+    }
+
+    /// TTL volumes (SeaweedFS semantics): once a volume's TTL has passed
+    /// since its last write it is expired — reported read-only, so the
+    /// master stops assigning it — and once a tenth of the TTL more (at most
+    /// ten minutes) has passed, its files are removed. Returns the removed.
+    pub async fn expire_ttl_volumes(&self, now: u64) -> Vec<VolumeId> {
+        let mut removed = Vec::new();
+        for vol in self.all_volumes() {
+            let Some(ttl) = ttl_seconds(&vol) else {
+                continue;
+            };
+            let last = vol.info().modified_at_second;
+            if now < last + ttl + ttl_removal_delay(ttl) {
+                continue;
+            }
+            let vid = vol.id();
+            drop(vol);
+            match self.delete_volume(vid, false).await {
+                Ok(()) => {
+                    tracing::info!(
+                        volume = vid,
+                        ttl_seconds = ttl,
+                        "TTL volume expired; removed"
+                    );
+                    removed.push(vid);
+                }
+                Err(e) => {
+                    tracing::warn!(volume = vid, error = %e, "removing an expired TTL volume failed")
+                }
+            }
+        }
+        removed
     }
 
     /// Marks `vid` diverged: its replicas may differ.
@@ -500,6 +536,18 @@ impl Store {
     }
 }
 
+/// The volume's TTL in seconds, if it has one.
+fn ttl_seconds(vol: &Volume) -> Option<u64> {
+    let ttl = vol.superblock().ttl;
+    (!ttl.is_empty() && ttl.seconds() > 0).then(|| ttl.seconds())
+}
+
+/// How long an expired TTL volume is kept before its files go: a tenth of
+/// the TTL, at most ten minutes (as SeaweedFS).
+fn ttl_removal_delay(ttl: u64) -> u64 {
+    (ttl / 10).min(600)
+}
+
 fn sync_mode(durable: bool) -> SyncMode {
     if durable {
         SyncMode::Durable
@@ -570,5 +618,48 @@ pub fn short_info(s: &VolumeStats) -> VolumeShortInformationMessage {
         ttl: s.ttl.to_u32(),
         disk_type: String::new(),
         disk_id: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ttl_volumes_expire_then_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _events) =
+            Store::open(vec![dir.path().to_path_buf()], 8, true, OffsetWidth::Four)
+                .await
+                .unwrap();
+        for (id, ttl) in [(1, "5m"), (2, "")] {
+            store
+                .allocate(AllocateRequest {
+                    id,
+                    collection: String::new(),
+                    replication: "000".into(),
+                    ttl: ttl.into(),
+                    version: 0,
+                })
+                .await
+                .unwrap();
+        }
+        let now = now_secs();
+        assert!(store.expire_ttl_volumes(now).await.is_empty());
+        let read_only = |id| {
+            store
+                .stats()
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.read_only)
+        };
+        assert_eq!(read_only(1), Some(false));
+        // Past the TTL: expired (read-only) but kept a while.
+        assert!(store.expire_ttl_volumes(now + 301).await.is_empty());
+        // Past TTL + a tenth of it: removed, files and all.
+        assert_eq!(store.expire_ttl_volumes(now + 300 + 31).await, vec![1]);
+        assert!(store.volume(1).is_err());
+        assert!(!dir.path().join("1.dat").exists());
+        assert!(store.volume(2).is_ok(), "a volume without TTL stays");
     }
 }
