@@ -142,10 +142,10 @@ fn qemu_img_round_trip_nbdinfo_nbdcopy() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let mut v = Volume::new(tmp.path(), 64);
+    let mut v = Volume::new(tmp.path(), 256);
     let sock = tmp.path().join("nbd.sock");
     let mut up = v.upstairs(1, &[&format!("--nbd-socket={}", sock.display())]);
-    let size = 64usize << 20;
+    let size = 256usize << 20;
     let input = tmp.path().join("in.raw");
     random_file(&input, size, 42);
     run(Command::new(&qemu_img)
