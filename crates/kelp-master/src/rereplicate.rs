@@ -17,9 +17,9 @@
 //!
 //! When the lost server comes back, its copies of re-replicated volumes are
 //! stale (writes resumed on the restored set) and one too many: the master
-//! deletes the copies on servers outside the set it restored. (It only
-//! knows that set while it runs; after a master restart an over-replicated
-//! volume is left as it is and logged.)
+//! deletes the copies on servers outside the set it restored. A master that
+//! restarted meanwhile does not know that set: it waits for anti-entropy to
+//! have run, then removes the stalest copies (see `remove_stale_copies`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,11 +29,15 @@ use kelp_core::VolumeId;
 
 use crate::master::Master;
 use crate::placement;
+use crate::topology::CopyInfo;
 
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 const CHECK_WHILE_REPAIRING: Duration = Duration::from_millis(200);
 const FILL_TIMEOUT: Duration = Duration::from_secs(600);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an extra copy this master did not make is left for
+/// anti-entropy before the stalest copy is removed.
+const UNKNOWN_EXTRA_GRACE: Duration = Duration::from_secs(120);
 
 pub async fn run_loop(m: Arc<Master>) {
     let grace = m.cfg.replication_grace;
@@ -53,7 +57,7 @@ pub async fn run_loop(m: Arc<Master>) {
     let mut in_flight: Option<(VolumeId, String, Instant, Vec<String>)> = None;
     // Holders of each volume when its placement was restored here.
     let mut restored: HashMap<VolumeId, Vec<String>> = HashMap::new();
-    let mut warned = std::collections::HashSet::new();
+    let mut over_since: HashMap<VolumeId, Instant> = HashMap::new();
     loop {
         // Poll fast while repairing, so each volume's fill is noticed (by
         // its heartbeat delta) and the next one starts without a full tick.
@@ -66,7 +70,7 @@ pub async fn run_loop(m: Arc<Master>) {
             _ = &mut stopped => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        remove_stale_copies(&m, &mut restored, &mut warned).await;
+        remove_stale_copies(&m, &mut restored, &mut over_since).await;
         let under = m.topo.lock().under_replicated();
         let now = Instant::now();
         under_since.retain(|vid, _| under.iter().any(|u| u.vid == *vid));
@@ -138,34 +142,137 @@ pub async fn run_loop(m: Arc<Master>) {
     }
 }
 
-/// Deletes copies of re-replicated volumes held outside the restored set.
+/// Deletes copies a volume has beyond its placement. After a
+/// re-replication by this master, the copies outside the set it restored
+/// (a returning server's, which missed the writes since). Otherwise (this
+/// master restarted meanwhile) it waits `UNKNOWN_EXTRA_GRACE`, so
+/// anti-entropy brings every copy up to date first, then deletes the
+/// stalest copies (oldest last write, then smallest) whose removal leaves
+/// copies that fit the placement.
 async fn remove_stale_copies(
     m: &Master,
     restored: &mut HashMap<VolumeId, Vec<String>>,
-    warned: &mut std::collections::HashSet<VolumeId>,
+    over_since: &mut HashMap<VolumeId, Instant>,
 ) {
     let over = m.topo.lock().over_replicated();
-    for (vid, holders) in over {
-        let Some(keep) = restored.get(&vid) else {
-            if !warned.insert(vid) {
-                continue;
+    over_since.retain(|vid, _| over.iter().any(|o| o.vid == *vid));
+    for o in over {
+        let want = o.replication.copy_count();
+        let doomed: Vec<&CopyInfo> = match restored.get(&o.vid) {
+            Some(keep) => o
+                .copies
+                .iter()
+                .filter(|c| !keep.contains(&c.node))
+                .collect(),
+            None => {
+                let since = *over_since.entry(o.vid).or_insert_with(|| {
+                    tracing::warn!(volume = o.vid, copies = o.copies.len(), want,
+                        "volume has more copies than its placement; removing the stalest once anti-entropy has run");
+                    Instant::now()
+                });
+                if since.elapsed() < UNKNOWN_EXTRA_GRACE {
+                    continue;
+                }
+                stalest(&o.copies, o.replication, o.copies.len() - want)
             }
-            tracing::warn!(volume = vid, holders = ?holders.iter().map(|h| &h.0).collect::<Vec<_>>(),
-                "volume has more copies than its placement; not knowing which is stale, leaving it");
-            continue;
         };
-        for (node, grpc) in holders.iter().filter(|(node, _)| !keep.contains(node)) {
-            match m.clients.delete_volume(grpc, vid, false).await {
-                Ok(()) => tracing::info!(
-                    volume = vid,
-                    node,
-                    "removed a stale copy left by a returning server"
-                ),
+        for c in doomed {
+            match m.clients.delete_volume(&c.grpc, o.vid, false).await {
+                Ok(()) => {
+                    tracing::info!(volume = o.vid, node = c.node, "removed a stale extra copy")
+                }
                 Err(e) => {
-                    tracing::warn!(volume = vid, node, error = %e, "removing a stale copy failed")
+                    tracing::warn!(volume = o.vid, node = c.node, error = %e, "removing a stale copy failed")
                 }
             }
         }
     }
     restored.retain(|vid, _| m.topo.lock().lookup(*vid).is_some());
+}
+
+/// `n` copies to delete such that the rest fit `rp`, as stale as possible
+/// (copies ranked by last write, then size; the set with the smallest sum
+/// of ranks wins). Empty when no such set exists.
+fn stalest(copies: &[CopyInfo], rp: kelp_core::ReplicaPlacement, n: usize) -> Vec<&CopyInfo> {
+    let mut order: Vec<&CopyInfo> = copies.iter().collect();
+    order.sort_by_key(|c| (c.modified_at_second, c.size));
+    let mut best: Option<(usize, Vec<usize>)> = None;
+    // Few copies: try every way of removing `n` of them.
+    for mask in 0u32..(1 << order.len()) {
+        if mask.count_ones() as usize != n {
+            continue;
+        }
+        let kept: Vec<placement::Spot> = (0..order.len())
+            .filter(|i| mask & (1 << i) == 0)
+            .map(|i| order[i].spot.clone())
+            .collect();
+        if !placement::fits(rp, &kept) {
+            continue;
+        }
+        let removed: Vec<usize> = (0..order.len()).filter(|i| mask & (1 << i) != 0).collect();
+        let score = removed.iter().sum();
+        if best.as_ref().is_none_or(|(b, _)| score < *b) {
+            best = Some((score, removed));
+        }
+    }
+    best.map(|(_, r)| r.into_iter().map(|i| order[i]).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(node: &str, rack: &str, modified: i64, size: u64) -> CopyInfo {
+        CopyInfo {
+            node: node.into(),
+            grpc: String::new(),
+            spot: placement::Spot {
+                data_center: "d".into(),
+                rack: rack.into(),
+            },
+            modified_at_second: modified,
+            size,
+        }
+    }
+
+    #[test]
+    fn stalest_copies_go_first_keeping_the_placement() {
+        let rp: kelp_core::ReplicaPlacement = "001".parse().unwrap();
+        let copies = vec![
+            copy("a", "r", 100, 10),
+            copy("b", "r", 50, 10),
+            copy("c", "r", 100, 9),
+        ];
+        let doomed: Vec<&str> = stalest(&copies, rp, 1)
+            .iter()
+            .map(|c| c.node.as_str())
+            .collect();
+        assert_eq!(doomed, ["b"]);
+        // 010 needs two racks: the stalest copy is kept if it is the only
+        // one on its rack.
+        let rp: kelp_core::ReplicaPlacement = "010".parse().unwrap();
+        let copies = vec![
+            copy("a", "r1", 10, 1),
+            copy("b", "r2", 100, 1),
+            copy("c", "r2", 90, 1),
+        ];
+        let doomed: Vec<&str> = stalest(&copies, rp, 1)
+            .iter()
+            .map(|c| c.node.as_str())
+            .collect();
+        assert_eq!(doomed, ["c"]);
+        // Two to go, and only keeping one per rack fits.
+        let copies = vec![
+            copy("a", "r1", 10, 1),
+            copy("b", "r2", 20, 1),
+            copy("c", "r2", 30, 1),
+            copy("d", "r2", 40, 1),
+        ];
+        let doomed: Vec<&str> = stalest(&copies, rp, 2)
+            .iter()
+            .map(|c| c.node.as_str())
+            .collect();
+        assert_eq!(doomed, ["b", "c"]);
+    }
 }

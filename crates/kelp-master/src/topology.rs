@@ -202,6 +202,24 @@ struct VolumeEntry {
     locations: Vec<String>,
 }
 
+/// A volume with copies to spare (see `Topology::over_replicated`).
+#[derive(Debug, Clone)]
+pub struct OverReplicated {
+    pub vid: VolumeId,
+    pub replication: ReplicaPlacement,
+    pub copies: Vec<CopyInfo>,
+}
+
+/// One copy of a volume, as its server last reported it.
+#[derive(Debug, Clone)]
+pub struct CopyInfo {
+    pub node: String,
+    pub grpc: String,
+    pub spot: crate::placement::Spot,
+    pub modified_at_second: i64,
+    pub size: u64,
+}
+
 /// A volume missing copies (see `Topology::under_replicated`).
 #[derive(Debug, Clone)]
 pub struct UnderReplicated {
@@ -665,22 +683,36 @@ impl Topology {
     }
 
     /// Volumes with more live copies than their placement asks for, by id,
-    /// each with its holders as (node id, gRPC address).
-    pub fn over_replicated(&self) -> Vec<(VolumeId, Vec<(String, String)>)> {
-        let mut out: Vec<_> = self
+    /// each with its placement and what every holder last reported.
+    pub fn over_replicated(&self) -> Vec<OverReplicated> {
+        let mut out: Vec<OverReplicated> = self
             .volumes
             .iter()
             .filter(|(_, e)| e.locations.len() > e.layout.replication.copy_count())
-            .map(|(vid, e)| {
-                let holders = e
+            .map(|(vid, e)| OverReplicated {
+                vid: *vid,
+                replication: e.layout.replication,
+                copies: e
                     .locations
                     .iter()
-                    .filter_map(|id| self.nodes.get(id).map(|n| (id.clone(), n.grpc_address())))
-                    .collect();
-                (*vid, holders)
+                    .filter_map(|id| {
+                        let n = self.nodes.get(id)?;
+                        let v = n.volumes.get(vid)?;
+                        Some(CopyInfo {
+                            node: id.clone(),
+                            grpc: n.grpc_address(),
+                            spot: crate::placement::Spot {
+                                data_center: n.data_center.clone(),
+                                rack: n.rack.clone(),
+                            },
+                            modified_at_second: v.modified_at_second,
+                            size: v.size,
+                        })
+                    })
+                    .collect(),
             })
             .collect();
-        out.sort_by_key(|(vid, _)| *vid);
+        out.sort_by_key(|o| o.vid);
         out
     }
 
