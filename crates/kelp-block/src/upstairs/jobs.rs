@@ -18,7 +18,7 @@
 //! dropped. Until then they are kept so a downstairs that drops out briefly
 //! can be replayed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -152,6 +152,12 @@ pub struct JobTable {
     next_id: u64,
     /// Most recent flush still in the table.
     last_flush: Option<u64>,
+    /// Ids of jobs that may still be unfinished somewhere: a superset of
+    /// the unfinished jobs, pruned lazily by `create`, so the dependency
+    /// scan looks only at jobs in flight rather than at everything since
+    /// the last flush. A job made outstanding again (replay) is put back
+    /// with `reopen`.
+    open: BTreeSet<u64>,
 }
 
 impl JobTable {
@@ -160,6 +166,7 @@ impl JobTable {
             jobs: BTreeMap::new(),
             next_id: first_id,
             last_flush: None,
+            open: BTreeSet::new(),
         }
     }
 
@@ -195,6 +202,11 @@ impl JobTable {
         j.on.iter().all(|o| o.is_final())
     }
 
+    /// Final on every downstairs.
+    pub fn is_finished(j: &Job) -> bool {
+        Self::finished(j)
+    }
+
     /// Creates a job, computing its dependencies; `on` says which
     /// downstairs take part (the caller then sends it).
     pub fn create(
@@ -209,17 +221,23 @@ impl JobTable {
         let is_flush = kind.is_flush();
         let is_read = kind.is_read();
         let from = self.last_flush.unwrap_or(0);
-        let deps = self
-            .jobs
-            .range(from..)
-            .filter(|(_, j)| !Self::finished(j))
-            .filter(|(_, j)| {
-                is_flush
-                    || j.kind.is_flush()
-                    || (overlaps(&j.range, &range) && !(is_read && j.kind.is_read()))
-            })
-            .map(|(&id, _)| id)
-            .collect();
+        let mut deps = Vec::new();
+        let mut done = Vec::new();
+        for &o in self.open.range(from..) {
+            let Some(j) = self.jobs.get(&o).filter(|j| !Self::finished(j)) else {
+                done.push(o);
+                continue;
+            };
+            if is_flush
+                || j.kind.is_flush()
+                || (overlaps(&j.range, &range) && !(is_read && j.kind.is_read()))
+            {
+                deps.push(o);
+            }
+        }
+        for o in done {
+            self.open.remove(&o);
+        }
         if is_flush {
             self.last_flush = Some(id);
         }
@@ -236,7 +254,16 @@ impl JobTable {
                 need_all: false,
             },
         );
+        self.open.insert(id);
         id
+    }
+
+    /// Puts a job that had finished back among those new jobs may depend
+    /// on (it was made outstanding again, e.g. replayed).
+    pub fn reopen(&mut self, id: u64) {
+        if self.jobs.contains_key(&id) {
+            self.open.insert(id);
+        }
     }
 
     /// The job's dependencies that downstairs `c` still has outstanding.
@@ -274,6 +301,7 @@ impl JobTable {
         let Some(upto) = upto else { return 0 };
         let keep = self.jobs.split_off(&(upto + 1));
         let dropped = std::mem::replace(&mut self.jobs, keep);
+        self.open = self.open.split_off(&(upto + 1));
         if self.last_flush.is_some_and(|f| f <= upto) {
             self.last_flush = None;
         }
@@ -282,6 +310,7 @@ impl JobTable {
 
     pub fn remove(&mut self, id: u64) -> Option<Job> {
         let j = self.jobs.remove(&id);
+        self.open.remove(&id);
         if self.last_flush == Some(id) {
             self.last_flush = None;
         }
@@ -363,6 +392,21 @@ mod tests {
         // Per-client: client 1 never got the reads.
         assert_eq!(t.deps_for(e, 1), vec![b]);
         assert_eq!(t.deps_for(e, 0), vec![b, c]);
+    }
+
+    #[test]
+    fn replayed_jobs_are_dependencies_again() {
+        let mut t = JobTable::new(1);
+        let a = w(&mut t, 0..4);
+        done(&mut t, a);
+        let b = w(&mut t, 0..4);
+        assert!(t.get(b).unwrap().deps.is_empty(), "a finished");
+        done(&mut t, b);
+        // Replayed to client 0.
+        t.get_mut(a).unwrap().on[0] = On::Sent;
+        t.reopen(a);
+        let c = w(&mut t, 2..3);
+        assert_eq!(t.get(c).unwrap().deps, vec![a]);
     }
 
     #[test]

@@ -638,6 +638,13 @@ impl Upstairs {
         if let Waiter::Data(r) = waiter {
             let _ = r.send(Ok(data.clone()));
         }
+        // A read that has finished is never replayed and nothing depends on
+        // it any more; drop it now, or a read-only workload (no flushes, so
+        // no retirement) would grow the table without bound.
+        if self.table.get(id).is_some_and(JobTable::is_finished) {
+            self.table.remove(id);
+            self.reads.remove(&id);
+        }
         if retry.repair && !self.table.modified_since(id, &(start..start + count)) {
             // Rewrite the good data everywhere (a no-op on good copies);
             // skipped if a newer write already covers the range.
@@ -837,6 +844,7 @@ impl Upstairs {
             if let Some(j) = self.table.get_mut(id) {
                 j.on[c] = On::Sent;
             }
+            self.table.reopen(id);
         }
         self.clients[c].mode = Mode::Active;
         for id in ids {
