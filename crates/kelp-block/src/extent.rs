@@ -390,16 +390,27 @@ impl Extent {
 
     /// Marks the extent dirty on disk (and fsyncs) before its first write
     /// since the last flush.
-    fn ensure_dirty(&mut self) -> Result<()> {
+    pub(crate) fn ensure_dirty(&mut self) -> Result<()> {
         if self.read_only {
             return Err(BlockError::ReadOnly);
         }
         if !self.version.dirty {
-            self.version.dirty = true;
-            self.write_header()?;
+            // Remembered as dirty only once it is durably so.
+            let v = ExtentVersion {
+                dirty: true,
+                ..self.version
+            };
+            let h = encode_header(self.id, self.block_size, self.n, &v);
+            self.write_at(&h, 0)?;
             self.file.sync_data().map_err(|e| self.io_err(e))?;
+            self.version = v;
         }
         Ok(())
+    }
+
+    /// Dirty on disk already (the next write needs no header update).
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.version.dirty
     }
 
     fn write_header(&self) -> Result<()> {

@@ -166,6 +166,19 @@ impl Queue {
         }
     }
 
+    /// Block ranges (start, count) of the queued writes that could run now.
+    pub fn ready_writes(&self) -> Vec<(u64, u64)> {
+        self.pending
+            .iter()
+            .filter(|j| self.ready(j))
+            .filter_map(|j| match &j.op {
+                Op::Write { start, crcs, .. } => Some((*start, crcs.len() as u64)),
+                Op::WriteZeroes { start, count } => Some((*start, *count)),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
@@ -240,6 +253,21 @@ pub fn worker(
 ) {
     let mut q = Queue::default();
     loop {
+        // The first write to each clean extent waits for its header to be
+        // made dirty durably; do that for every write that can run now at
+        // once, rather than one fdatasync after another.
+        let writes = q.ready_writes();
+        if writes.len() > 1 {
+            let mut region = match shared.region.lock() {
+                Ok(r) => r,
+                Err(p) => p.into_inner(),
+            };
+            if shared.active_session.load(Ordering::SeqCst) == session
+                && let Err(e) = region.prepare_writes(&writes)
+            {
+                tracing::warn!(error = %e, "marking extents dirty failed");
+            }
+        }
         while let Some(job) = q.next_ready() {
             let reply = {
                 let mut region = match shared.region.lock() {
