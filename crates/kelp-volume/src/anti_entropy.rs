@@ -136,32 +136,56 @@ async fn pass(peers: &Peers, vol: Arc<Volume>) -> Result<bool, String> {
     let others = peers.locate(vid).await.map_err(|e| e.to_string())?;
     let mut agree = others.len() == copies - 1;
     for loc in others {
-        let theirs = fetch_digest(peers, &loc.url, vid).await?;
-        let v = vol.clone();
-        let mine = blocking(move || v.digest())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let plan = compare(&mine, &theirs);
-        agree &= plan.in_agreement();
-        if !plan.conflicts.is_empty() {
-            metrics::counter!(CONFLICTS).increment(plan.conflicts.len() as u64);
-            tracing::warn!(volume = vid, peer = loc.url, keys = ?plan.conflicts,
-                "replicas hold different live versions of these needles; left alone");
-        }
-        if plan.pull.is_empty() && plan.delete.is_empty() {
-            continue;
-        }
-        let (pulled, deleted) = apply(peers, &vol, &loc.url, &plan, 0).await?;
-        tracing::info!(
-            volume = vid,
-            peer = loc.url,
-            pulled,
-            deleted,
-            "anti-entropy brought this replica up to date"
-        );
+        agree &= sync_with(peers, &vol, &loc.url, 0).await?.agree;
     }
     Ok(agree)
+}
+
+/// What one `sync_with` did.
+struct Synced {
+    /// Nothing was left to do on either side.
+    agree: bool,
+    pulled: u64,
+}
+
+/// Compares `vol` with its copy on `peer` and pulls what this copy lacks
+/// (at most `bytes_per_second`; 0 is unlimited).
+async fn sync_with(
+    peers: &Peers,
+    vol: &Arc<Volume>,
+    peer: &str,
+    bytes_per_second: u64,
+) -> Result<Synced, String> {
+    let vid = vol.id();
+    let theirs = fetch_digest(peers, peer, vid).await?;
+    let v = vol.clone();
+    let mine = blocking(move || v.digest())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let plan = compare(&mine, &theirs);
+    if !plan.conflicts.is_empty() {
+        metrics::counter!(CONFLICTS).increment(plan.conflicts.len() as u64);
+        tracing::warn!(volume = vid, peer, keys = ?plan.conflicts,
+            "replicas hold different live versions of these needles; left alone");
+    }
+    let mut synced = Synced {
+        agree: plan.in_agreement(),
+        pulled: 0,
+    };
+    if plan.pull.is_empty() && plan.delete.is_empty() {
+        return Ok(synced);
+    }
+    let (pulled, deleted) = apply(peers, vol, peer, &plan, bytes_per_second).await?;
+    tracing::info!(
+        volume = vid,
+        peer,
+        pulled,
+        deleted,
+        "anti-entropy brought this replica up to date"
+    );
+    synced.pulled = pulled;
+    Ok(synced)
 }
 
 async fn apply(
@@ -234,16 +258,9 @@ pub async fn fill_new_replica(
         let others = peers.locate(vid).await.map_err(|e| e.to_string())?;
         let mut pulled = 0;
         for loc in &others {
-            let theirs = fetch_digest(&peers, &loc.url, vid).await?;
-            let v = vol.clone();
-            let mine = blocking(move || v.digest())
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            let plan = compare(&mine, &theirs);
-            pulled += apply(&peers, &vol, &loc.url, &plan, bytes_per_second)
+            pulled += sync_with(&peers, &vol, &loc.url, bytes_per_second)
                 .await?
-                .0;
+                .pulled;
         }
         Ok::<u64, String>(pulled)
     }
@@ -270,21 +287,27 @@ pub async fn fill_new_replica(
     }
 }
 
-async fn fetch_digest(
-    peers: &Peers,
-    peer: &str,
-    vid: VolumeId,
-) -> Result<Vec<DigestEntry>, String> {
-    let url = format!("http://{peer}/admin/replica/digest?volume={vid}");
+/// `GET url` from a peer; an error unless it answers 2xx.
+async fn get_ok(peers: &Peers, url: &str) -> Result<reqwest::Response, String> {
     let resp = peers
         .http()
-        .get(&url)
+        .get(url)
         .send()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     if !resp.status().is_success() {
         return Err(format!("{url}: {}", resp.status()));
     }
+    Ok(resp)
+}
+
+async fn fetch_digest(
+    peers: &Peers,
+    peer: &str,
+    vid: VolumeId,
+) -> Result<Vec<DigestEntry>, String> {
+    let url = format!("http://{peer}/admin/replica/digest?volume={vid}");
+    let resp = get_ok(peers, &url).await?;
     let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
     digest::decode(&body).map_err(|e| format!("{url}: {e}"))
 }
@@ -297,15 +320,7 @@ pub(crate) async fn fetch_needle(
     key: u64,
 ) -> Result<Vec<u8>, String> {
     let url = format!("http://{peer}/admin/replica/needle?volume={vid}&key={key}");
-    let resp = peers
-        .http()
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("{url}: {}", resp.status()));
-    }
+    let resp = get_ok(peers, &url).await?;
     let theirs = resp
         .headers()
         .get(NEEDLE_VERSION_HEADER)
