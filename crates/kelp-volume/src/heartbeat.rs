@@ -235,7 +235,6 @@ impl HeartbeatClient {
 
 /// A full heartbeat: identity plus every volume.
 pub fn full_beat(mut beat: Heartbeat, store: &Store) -> Heartbeat {
-    let limit = store.volume_size_limit();
     let stats = store.stats();
     beat.max_volume_counts = HashMap::from([(String::new(), store.max_volumes())]);
     beat.max_file_key = stats.iter().map(|s| s.max_file_key).max().unwrap_or(0);
@@ -250,9 +249,7 @@ pub fn full_beat(mut beat: Heartbeat, store: &Store) -> Heartbeat {
             file_count: s.file_count,
             delete_count: s.delete_count,
             deleted_byte_count: s.deleted_byte_count,
-            // A full volume is reported read-only so the master stops
-            // assigning to it.
-            read_only: s.read_only || (limit > 0 && s.size >= limit),
+            read_only: s.read_only,
             replica_placement: s.replica_placement.to_byte() as u32,
             version: s.version as u32,
             ttl: s.ttl.to_u32(),

@@ -190,8 +190,11 @@ impl Store {
     }
 
     /// Stats of every volume, by id.
+    /// `read_only` is as reported to the master and in `/status`: set also
+    /// for a diverged volume, an expired TTL volume and a full one.
     pub fn stats(&self) -> Vec<VolumeStats> {
         let diverged = self.diverged.lock().clone();
+        let limit = self.volume_size_limit();
         self.all_volumes()
             .iter()
             .map(|v| {
@@ -200,6 +203,8 @@ impl Store {
                 // An expired TTL volume takes no more writes.
                 s.read_only |=
                     ttl_seconds(v).is_some_and(|ttl| now_secs() >= s.modified_at_second + ttl);
+                // A full volume too, so the master stops assigning it.
+                s.read_only |= limit > 0 && s.size >= limit;
                 s
             })
             .collect()

@@ -64,7 +64,6 @@ struct StatusBody {
 
 pub async fn status(State(st): State<HttpState>) -> Response {
     let store = st.store.clone();
-    let size_limit = store.volume_size_limit();
     let scrub = st.scrub.json();
     let body = blocking(move || {
         let disk_statuses = store.dirs().iter().filter_map(|d| disk_status(d)).collect();
@@ -79,7 +78,7 @@ pub async fn status(State(st): State<HttpState>) -> Response {
                 file_count: s.file_count,
                 delete_count: s.delete_count,
                 deleted_byte_count: s.deleted_byte_count,
-                read_only: s.read_only || (size_limit > 0 && s.size >= size_limit),
+                read_only: s.read_only,
                 replica_placement: ReplicaPlacementJson {
                     node: s.replica_placement.same_rack,
                     rack: s.replica_placement.diff_rack,
