@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::cluster::disagreements;
+use common::cluster::{disagreements, fid_on};
 use common::*;
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
@@ -148,13 +148,7 @@ fn write_blobs(client: &Client, master: &str, seed0: u64, n: u64) -> Vec<Attempt
             let a = assign(client, master, "replication=001");
             let r = upload(client, &a.url, &a.fid, "r.bin", &blob(seed, len)).unwrap();
             assert_eq!(r.status(), StatusCode::CREATED, "upload {}", a.fid);
-            Attempt {
-                fid: a.fid,
-                seed,
-                len,
-                answered: None,
-                fault_at: None,
-            }
+            Attempt::new(a.fid, seed, len)
         })
         .collect()
 }
@@ -302,8 +296,7 @@ fn a_replica_failing_mid_write_is_an_error_and_stops_writes_to_the_volume() {
     // there but cannot reach the second copy.
     let grpc1 = cl.volumes[1].as_ref().unwrap().port("volume_grpc_port");
     set_read_only(grpc1, vid, true);
-    let a = assign(&client, &master, "replication=001");
-    let fid = format!("{vid},{}", &a.fid[a.fid.find(',').unwrap() + 1..]);
+    let fid = fid_on(&client, &master, vid);
     let r = upload(&client, &cl.url(0), &fid, "x.bin", b"not on every replica").unwrap();
     assert!(
         r.status().is_server_error(),
@@ -379,12 +372,6 @@ fn a_corrupt_copy_is_read_from_another_replica() {
     assert!(r.status().is_server_error(), "answered {}", r.status());
 }
 
-/// A fresh file id on volume `vid` (the key and cookie of a new assign).
-fn fid_on(client: &Client, master: &str, vid: u32) -> String {
-    let a = assign(client, master, "replication=001");
-    format!("{vid},{}", &a.fid[a.fid.find(',').unwrap() + 1..])
-}
-
 fn local_status(client: &Client, url: &str, fid: &str) -> StatusCode {
     client
         .get(format!("http://{url}/{fid}?proxied=true"))
@@ -405,13 +392,7 @@ fn diverged_replicas_converge_and_the_volume_takes_writes_again() {
 
     // A write reaches server 0 only: the client is told it failed.
     set_read_only(grpc1, vid, true);
-    let extra = Attempt {
-        fid: fid_on(&client, &master, vid),
-        seed: 77,
-        len: 3000,
-        answered: None,
-        fault_at: None,
-    };
+    let extra = Attempt::new(fid_on(&client, &master, vid), 77, 3000);
     let r = upload(&client, &cl.url(0), &extra.fid, "e.bin", &blob(77, 3000)).unwrap();
     assert!(r.status().is_server_error(), "answered {}", r.status());
     assert!(volume_read_only(&client, &cl.url(0), vid));
@@ -451,13 +432,7 @@ fn diverged_replicas_converge_and_the_volume_takes_writes_again() {
     });
 
     // The volume takes replicated writes again.
-    let again = Attempt {
-        fid: fid_on(&client, &master, vid),
-        seed: 78,
-        len: 100,
-        answered: None,
-        fault_at: None,
-    };
+    let again = Attempt::new(fid_on(&client, &master, vid), 78, 100);
     let r = upload(&client, &cl.url(1), &again.fid, "a.bin", &blob(78, 100)).unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     for i in 0..2 {

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::cluster::{disagreements, local, locations};
+use common::cluster::{disagreements, fid_on, local, locations};
 use common::*;
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
@@ -132,13 +132,7 @@ fn write_blobs_until_on(client: &Client, master: &str, url: &str) -> Attempt {
         let r = upload(client, &a.url, &a.fid, "v.bin", &blob(seed, len)).unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
         if locations(client, master, &a.fid).iter().any(|u| u == url) {
-            return Attempt {
-                fid: a.fid,
-                seed,
-                len,
-                answered: None,
-                fault_at: None,
-            };
+            return Attempt::new(a.fid, seed, len);
         }
     }
     panic!("no write landed on a volume held by {url}");
@@ -213,14 +207,7 @@ fn a_cut_off_server_converges_after_the_partition_heals() {
         let load = s.spawn(|| write_load(&master_url, 4, 1 << 40, &stop));
         std::thread::sleep(Duration::from_secs(2));
         net.set_cut(3, true);
-        let a = assign(&client, &master_url, "replication=001");
-        let extra = Attempt {
-            fid: format!("{vid},{}", &a.fid[a.fid.find(',').unwrap() + 1..]),
-            seed: 4242,
-            len: 2000,
-            answered: None,
-            fault_at: None,
-        };
+        let extra = Attempt::new(fid_on(&client, &master_url, vid), 4242, 2000);
         let r = upload(&client, &holder, &extra.fid, "x.bin", &blob(4242, 2000));
         assert!(
             r.as_ref().map_or(true, |r| !r.status().is_success()),

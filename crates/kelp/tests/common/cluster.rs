@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::Value;
 
-use super::{History, blob};
+use super::{History, assign, blob};
 
 /// Whether a copy at `url` holds `fid` itself (no proxying).
 pub fn local(client: &Client, url: &str, fid: &str) -> Option<(StatusCode, Vec<u8>)> {
@@ -84,4 +84,11 @@ pub fn disagreements(
         }
     }
     out
+}
+
+/// A fresh file id on volume `vid` (the key and cookie of a new assign
+/// with replication 001), for writing to a chosen volume.
+pub fn fid_on(client: &Client, master: &str, vid: u32) -> String {
+    let a = assign(client, master, "replication=001");
+    format!("{vid},{}", &a.fid[a.fid.find(',').unwrap() + 1..])
 }

@@ -351,6 +351,17 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// An attempt not yet answered.
+    pub fn new(fid: impl Into<String>, seed: u64, len: usize) -> Attempt {
+        Attempt {
+            fid: fid.into(),
+            seed,
+            len,
+            answered: None,
+            fault_at: None,
+        }
+    }
+
     /// "answered 12 ms before the fault", for failure messages.
     fn timing(&self) -> String {
         match (self.answered, self.fault_at) {
@@ -423,13 +434,7 @@ pub fn write_load(
                             continue;
                         };
                         let len = (seed % 3000) as usize + 1;
-                        let mut attempt = Attempt {
-                            fid: fid.to_string(),
-                            seed,
-                            len,
-                            answered: None,
-                            fault_at: None,
-                        };
+                        let mut attempt = Attempt::new(fid.to_string(), seed, len);
                         let res = upload(&client, url, fid, "load.bin", &blob(seed, len));
                         attempt.answered = res.is_ok().then(std::time::Instant::now);
                         match res {
