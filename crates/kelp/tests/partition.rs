@@ -124,18 +124,17 @@ fn tools_present() -> bool {
     .is_some()
 }
 
-/// Writes blobs until one lands on a volume with a copy at `url`.
-fn write_blobs_until_on(client: &Client, master: &str, url: &str) -> Attempt {
-    for seed in 1..500u64 {
-        let a = assign(client, master, "replication=001");
-        let len = 100 + seed as usize;
-        let r = upload(client, &a.url, &a.fid, "v.bin", &blob(seed, len)).unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        if locations(client, master, &a.fid).iter().any(|u| u == url) {
-            return Attempt::new(a.fid, seed, len);
-        }
-    }
-    panic!("no write landed on a volume held by {url}");
+/// Writes one blob and returns it with the servers holding its copies.
+/// (Which servers get a volume is the master's choice, so the test cuts
+/// off one that holds this blob rather than a fixed one.)
+fn write_replicated_blob(client: &Client, master: &str) -> (Attempt, Vec<String>) {
+    let a = assign(client, master, "replication=001");
+    let (seed, len) = (1, 101);
+    let r = upload(client, &a.url, &a.fid, "v.bin", &blob(seed, len)).unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let holders = locations(client, master, &a.fid);
+    assert_eq!(holders.len(), 2, "a 001 blob has two copies: {holders:?}");
+    (Attempt::new(a.fid, seed, len), holders)
 }
 
 #[test]
@@ -191,14 +190,15 @@ fn a_cut_off_server_converges_after_the_partition_heals() {
     }
 
     let client = http();
-    // A blob on a volume with a copy on server 3, and that volume's other
-    // holder: during the cut it gets a write and a delete that cannot
-    // reach server 3, which make its copies diverge.
-    let victim = write_blobs_until_on(&client, &master_url, &urls[2]);
-    let holder = locations(&client, &master_url, &victim.fid)
-        .into_iter()
-        .find(|u| *u != urls[2])
-        .expect("a second copy");
+    // A blob, one server holding it (to be cut off) and its other holder:
+    // during the cut the holder gets a write and a delete that cannot reach
+    // the cut-off server, which make the copies diverge.
+    let (victim, holders) = write_replicated_blob(&client, &master_url);
+    let (cut_url, holder) = (holders[0].clone(), holders[1].clone());
+    let cut = 1 + urls
+        .iter()
+        .position(|u| *u == cut_url)
+        .expect("the blob is on one of the volume servers");
     let vid: u32 = victim.fid.split(',').next().unwrap().parse().unwrap();
 
     // Load before, during and after the cut.
@@ -206,7 +206,7 @@ fn a_cut_off_server_converges_after_the_partition_heals() {
     let (mut history, extra) = std::thread::scope(|s| {
         let load = s.spawn(|| write_load(&master_url, 4, 1 << 40, &stop));
         std::thread::sleep(Duration::from_secs(2));
-        net.set_cut(3, true);
+        net.set_cut(cut, true);
         let extra = Attempt::new(fid_on(&client, &master_url, vid), 4242, 2000);
         let r = upload(&client, &holder, &extra.fid, "x.bin", &blob(4242, 2000));
         assert!(
@@ -221,7 +221,7 @@ fn a_cut_off_server_converges_after_the_partition_heals() {
             "a delete that cannot reach a copy was acknowledged"
         );
         std::thread::sleep(Duration::from_secs(4));
-        net.set_cut(3, false);
+        net.set_cut(cut, false);
         std::thread::sleep(Duration::from_secs(2));
         stop.store(true, Ordering::Relaxed);
         (load.join().unwrap(), extra)
