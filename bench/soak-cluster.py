@@ -404,27 +404,24 @@ def fault_loop_inner(cl, stop, every, rng, t0, faults, timeline, notes):
     while not stop.wait(max(0.0, next_at - time.time())):
         kind = rng.choice(kinds)
         start = time.time() - t0
-        if kind == "kill-volume":
+        if kind in ("kill-volume", "stop-volume"):
             i = rng.randrange(len(cl.volumes))
-            down = rng.uniform(1, 10)
             v = cl.volumes[i]
-            pid = v.pid
-            v.kill9()
-            time.sleep(down)
-            v.start()
-            what = f"kill -9 v{i} (pid {pid}), restarted after {down:.1f} s as pid {v.pid}"
+            if kind == "kill-volume":
+                down = rng.uniform(1, 10)
+                pid = v.pid
+                v.kill9()
+                time.sleep(down)
+                v.start()
+                what = f"kill -9 v{i} (pid {pid}), restarted after {down:.1f} s as pid {v.pid}"
+            else:
+                hung = rng.uniform(1, 8)
+                v.sigstop()
+                time.sleep(hung)
+                v.sigcont()
+                what = f"SIGSTOP v{i} (pid {v.pid}) for {hung:.1f} s"
             if not cl.wait_listed([cl.urls[i]]):
-                notes.append(f"t={start:.0f}s: v{i} did not rejoin the master within 30 s")
-        elif kind == "stop-volume":
-            i = rng.randrange(len(cl.volumes))
-            hung = rng.uniform(1, 8)
-            v = cl.volumes[i]
-            v.sigstop()
-            time.sleep(hung)
-            v.sigcont()
-            what = f"SIGSTOP v{i} (pid {v.pid}) for {hung:.1f} s"
-            if not cl.wait_listed([cl.urls[i]]):
-                notes.append(f"t={start:.0f}s: v{i} not listed by the master 30 s after SIGCONT")
+                notes.append(f"t={start:.0f}s: v{i} not listed by the master 30 s after: {what}")
         else:
             down = rng.uniform(0.5, 3)
             pid = cl.master.pid

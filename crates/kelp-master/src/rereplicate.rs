@@ -236,6 +236,10 @@ mod tests {
         }
     }
 
+    fn nodes(copies: Vec<&CopyInfo>) -> Vec<&str> {
+        copies.iter().map(|c| c.node.as_str()).collect()
+    }
+
     #[test]
     fn stalest_copies_go_first_keeping_the_placement() {
         let rp: kelp_core::ReplicaPlacement = "001".parse().unwrap();
@@ -244,10 +248,7 @@ mod tests {
             copy("b", "r", 50, 10),
             copy("c", "r", 100, 9),
         ];
-        let doomed: Vec<&str> = stalest(&copies, rp, 1)
-            .iter()
-            .map(|c| c.node.as_str())
-            .collect();
+        let doomed = nodes(stalest(&copies, rp, 1));
         assert_eq!(doomed, ["b"]);
         // 010 needs two racks: the stalest copy is kept if it is the only
         // one on its rack.
@@ -257,10 +258,7 @@ mod tests {
             copy("b", "r2", 100, 1),
             copy("c", "r2", 90, 1),
         ];
-        let doomed: Vec<&str> = stalest(&copies, rp, 1)
-            .iter()
-            .map(|c| c.node.as_str())
-            .collect();
+        let doomed = nodes(stalest(&copies, rp, 1));
         assert_eq!(doomed, ["c"]);
         // Two to go, and only keeping one per rack fits.
         let copies = vec![
@@ -269,10 +267,7 @@ mod tests {
             copy("c", "r2", 30, 1),
             copy("d", "r2", 40, 1),
         ];
-        let doomed: Vec<&str> = stalest(&copies, rp, 2)
-            .iter()
-            .map(|c| c.node.as_str())
-            .collect();
+        let doomed = nodes(stalest(&copies, rp, 2));
         assert_eq!(doomed, ["b", "c"]);
     }
 }

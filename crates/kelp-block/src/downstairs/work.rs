@@ -258,10 +258,7 @@ pub fn worker(
         // once, rather than one fdatasync after another.
         let writes = q.ready_writes();
         if writes.len() > 1 {
-            let mut region = match shared.region.lock() {
-                Ok(r) => r,
-                Err(p) => p.into_inner(),
-            };
+            let mut region = super::lock(&shared.region);
             if shared.active_session.load(Ordering::SeqCst) == session
                 && let Err(e) = region.prepare_writes(&writes)
             {
@@ -270,10 +267,7 @@ pub fn worker(
         }
         while let Some(job) = q.next_ready() {
             let reply = {
-                let mut region = match shared.region.lock() {
-                    Ok(r) => r,
-                    Err(p) => p.into_inner(),
-                };
+                let mut region = super::lock(&shared.region);
                 if shared.active_session.load(Ordering::SeqCst) != session {
                     Message::job_error(job.id, &BlockError::Fenced(region.generation()))
                 } else {

@@ -198,13 +198,9 @@ impl JobTable {
         self.jobs.values().map(|j| j.kind.bytes()).sum()
     }
 
-    fn finished(j: &Job) -> bool {
-        j.on.iter().all(|o| o.is_final())
-    }
-
     /// Final on every downstairs.
-    pub fn is_finished(j: &Job) -> bool {
-        Self::finished(j)
+    pub fn finished(j: &Job) -> bool {
+        j.on.iter().all(|o| o.is_final())
     }
 
     /// Creates a job, computing its dependencies; `on` says which

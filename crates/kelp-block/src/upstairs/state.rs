@@ -641,7 +641,7 @@ impl Upstairs {
         // A read that has finished is never replayed and nothing depends on
         // it any more; drop it now, or a read-only workload (no flushes, so
         // no retirement) would grow the table without bound.
-        if self.table.get(id).is_some_and(JobTable::is_finished) {
+        if self.table.get(id).is_some_and(JobTable::finished) {
             self.table.remove(id);
             self.reads.remove(&id);
         }
