@@ -19,6 +19,29 @@
 //! written and fsynced, so a crash can never leave a written-to extent
 //! marked clean.
 //!
+//! # Flushing beside writes
+//!
+//! A flush is split so that its fdatasyncs run outside the region lock
+//! while later writes go on (`flush_begin`, `FlushHandle::sync`,
+//! `flush_header`, `FlushHandle::sync`, `flush_end`):
+//! - `flush_begin` turns every unflushed block into a *flushing* one. Its
+//!   current slot is what the flush makes durable, and its other slot holds
+//!   the last flushed value, which is the fallback if that sync is torn. So
+//!   a write to a flushing block must wait for `flush_end`: it would either
+//!   overwrite the slot being synced or the only durable copy.
+//! - Writes to other blocks of the extent go ahead. If any lands before the
+//!   header is stamped, the header is stamped *dirty* with the new flush
+//!   number: the disk must never call an extent clean while it holds data
+//!   no flush has synced.
+//! - If none did, the header is stamped clean, and from then until
+//!   `flush_end` writes to the extent wait: the clean header must be synced
+//!   before a later write marks it dirty again.
+//! - If a sync fails, the flushing blocks go back to unflushed and the
+//!   header is rewritten dirty at its old version.
+//!
+//! The worker (`downstairs/work.rs`) asks `can_write` before running a
+//! write; `write` and `write_zeroes` refuse a write that breaks these rules.
+//!
 //! # File layout (little-endian)
 //!
 //! ```text
@@ -83,6 +106,34 @@ struct BlockState {
     /// Written since the last flush: `cur` is then the unflushed slot and
     /// further writes overwrite it, keeping the other (flushed) slot intact.
     unflushed: bool,
+    /// Being made durable by the flush under way: writes wait.
+    flushing: bool,
+}
+
+/// What an extent's flush under way has seen (see "Flushing beside writes").
+#[derive(Debug, Clone, Copy)]
+struct FlushFlight {
+    /// The version before the flush, restored (dirty) if it fails.
+    before: ExtentVersion,
+    /// A write landed on the extent after the flush began.
+    written: bool,
+    /// The header is stamped clean but not yet synced: writes wait.
+    clean_header: bool,
+}
+
+/// A flush's handle on one extent's file, synced outside the region lock.
+pub struct FlushHandle {
+    file: File,
+    path: PathBuf,
+}
+
+impl FlushHandle {
+    /// Makes everything written to the extent file so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| BlockError::io(self.path.display().to_string(), e))
+    }
 }
 
 pub struct Extent {
@@ -94,6 +145,7 @@ pub struct Extent {
     data_off: u64,
     version: ExtentVersion,
     blocks: Vec<BlockState>,
+    flight: Option<FlushFlight>,
     read_only: bool,
 }
 
@@ -240,6 +292,7 @@ impl Extent {
             data_off: data_offset(n),
             version,
             blocks: vec![BlockState::default(); n as usize],
+            flight: None,
             read_only,
         };
         ext.load_slots()?;
@@ -454,6 +507,7 @@ impl Extent {
         if count == 0 {
             return Ok(());
         }
+        self.check_writable(first, count)?;
         self.ensure_dirty()?;
         let targets: Vec<(u8, u64)> = (0..count).map(|i| self.target(first + i)).collect();
         // Data and contexts are written in runs of consecutive blocks that
@@ -491,6 +545,7 @@ impl Extent {
                     },
                 )),
                 unflushed: true,
+                flushing: false,
             };
         }
         Ok(())
@@ -507,6 +562,7 @@ impl Extent {
         if todo.is_empty() {
             return Ok(());
         }
+        self.check_writable(first, count)?;
         self.ensure_dirty()?;
         for b in todo {
             let (s, seq) = self.target(b);
@@ -519,6 +575,7 @@ impl Extent {
             self.blocks[b as usize] = BlockState {
                 cur: Some((s, c)),
                 unflushed: true,
+                flushing: false,
             };
         }
         Ok(())
@@ -527,30 +584,132 @@ impl Extent {
     /// Makes everything written durable and stamps the extent clean with
     /// (flush, generation). A clean extent is left alone.
     pub fn flush(&mut self, flush: u64, generation: u64) -> Result<()> {
-        if !self.version.dirty {
-            return Ok(());
-        }
-        self.stamp(flush, generation)
+        self.flush_whole(false, flush, generation)
     }
 
     /// Like `flush`, but stamps even a clean extent (reconciliation uses it
     /// to bring a source extent to the agreed version).
     pub fn stamp(&mut self, flush: u64, generation: u64) -> Result<()> {
+        self.flush_whole(true, flush, generation)
+    }
+
+    /// All the steps of a flush in turn, with nothing written in between.
+    fn flush_whole(&mut self, force: bool, flush: u64, generation: u64) -> Result<()> {
+        let Some(handle) = self.flush_begin(force)? else {
+            return Ok(());
+        };
+        // Data and contexts first, then the header: a crash between the two
+        // syncs leaves the extent dirty, which is safe.
+        let r = handle
+            .sync()
+            .and_then(|_| self.flush_header(flush, generation))
+            .and_then(|_| handle.sync());
+        let end = self.flush_end(r.is_ok());
+        r.and(end)
+    }
+
+    /// Starts a flush: every unflushed block becomes flushing. Returns the
+    /// handle to sync, or None if the extent is clean and `force` is unset.
+    pub(crate) fn flush_begin(&mut self, force: bool) -> Result<Option<FlushHandle>> {
         if self.read_only {
             return Err(BlockError::ReadOnly);
         }
-        // Data and contexts first, then the clean header: a crash between
-        // the two syncs leaves the extent dirty, which is safe.
-        self.file.sync_data().map_err(|e| self.io_err(e))?;
+        if self.flight.is_some() {
+            return Err(BlockError::protocol(format!(
+                "extent {}: a flush is already under way",
+                self.id
+            )));
+        }
+        if !self.version.dirty && !force {
+            return Ok(None);
+        }
+        let file = self.file.try_clone().map_err(|e| self.io_err(e))?;
+        for b in &mut self.blocks {
+            b.flushing = b.unflushed;
+            b.unflushed = false;
+        }
+        self.flight = Some(FlushFlight {
+            before: self.version,
+            written: false,
+            clean_header: false,
+        });
+        Ok(Some(FlushHandle {
+            file,
+            path: self.path.clone(),
+        }))
+    }
+
+    /// Stamps the header with (flush, generation) once the flushing blocks
+    /// are synced: clean, unless a write landed since `flush_begin`.
+    pub(crate) fn flush_header(&mut self, flush: u64, generation: u64) -> Result<()> {
+        let Some(flight) = self.flight.as_mut() else {
+            return Err(BlockError::protocol(format!(
+                "extent {}: no flush under way",
+                self.id
+            )));
+        };
+        flight.clean_header = !flight.written;
         self.version = ExtentVersion {
             generation,
             flush,
-            dirty: false,
+            dirty: flight.written,
         };
-        self.write_header()?;
-        self.file.sync_data().map_err(|e| self.io_err(e))?;
+        self.write_header()
+    }
+
+    /// Ends the flush. On success the flushing blocks are now the flushed
+    /// ones; on failure they go back to unflushed and the header is
+    /// rewritten dirty at the version it had before.
+    pub(crate) fn flush_end(&mut self, ok: bool) -> Result<()> {
+        let Some(flight) = self.flight.take() else {
+            return Ok(());
+        };
         for b in &mut self.blocks {
-            b.unflushed = false;
+            if b.flushing && !ok {
+                b.unflushed = true;
+            }
+            b.flushing = false;
+        }
+        if ok {
+            return Ok(());
+        }
+        self.version = ExtentVersion {
+            dirty: true,
+            ..flight.before
+        };
+        self.write_header()
+    }
+
+    /// A flush of this extent is under way.
+    pub(crate) fn in_flush(&self) -> bool {
+        self.flight.is_some()
+    }
+
+    /// Whether a write to `count` blocks from `first` may run now (see
+    /// "Flushing beside writes"). Out-of-range writes say yes and fail later.
+    pub(crate) fn can_write(&self, first: u32, count: u32) -> bool {
+        match self.flight {
+            None => true,
+            Some(f) if f.clean_header => false,
+            Some(_) => self
+                .blocks
+                .get(first as usize..(first as usize).saturating_add(count as usize))
+                .is_none_or(|bs| bs.iter().all(|b| !b.flushing)),
+        }
+    }
+
+    /// Refuses a write that `can_write` forbids, and notes that the flush
+    /// under way (if any) saw a write.
+    fn check_writable(&mut self, first: u32, count: u32) -> Result<()> {
+        if !self.can_write(first, count) {
+            return Err(BlockError::protocol(format!(
+                "extent {}: blocks {first}..{} are being flushed",
+                self.id,
+                first + count
+            )));
+        }
+        if let Some(f) = self.flight.as_mut() {
+            f.written = true;
         }
         Ok(())
     }

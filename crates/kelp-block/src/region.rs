@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use crate::codec::{Reader, Writer};
 use crate::context::BlockContext;
 use crate::error::{BlockError, Result};
-use crate::extent::{Extent, ExtentImage, ExtentVersion, sync_dir};
+use crate::extent::{Extent, ExtentImage, ExtentVersion, FlushHandle, sync_dir};
 
 pub const REGION_MAGIC: &[u8; 8] = b"KELPRGN1";
 pub const REGION_FORMAT_VERSION: u32 = 1;
@@ -153,6 +153,8 @@ pub struct Region {
     def: RegionDef,
     extents: Vec<Extent>,
     generation: u64,
+    /// A flush begun by `flush_begin` has not yet finished.
+    flushing: bool,
     read_only: bool,
     _lock: Option<File>,
 }
@@ -251,6 +253,7 @@ impl Region {
             def,
             extents,
             generation,
+            flushing: false,
             read_only,
             _lock: lock,
         })
@@ -363,11 +366,12 @@ impl Region {
     }
 
     /// Makes every write so far durable and stamps each dirty extent with
-    /// (flush, generation).
+    /// (flush, generation), all before returning.
     pub fn flush(&mut self, flush: u64, generation: u64) -> Result<()> {
         if self.read_only {
             return Err(BlockError::ReadOnly);
         }
+        self.not_flushing()?;
         let mut dirty: Vec<&mut Extent> =
             self.extents.iter_mut().filter(|e| e.is_dirty()).collect();
         // Each extent's sync, clean header, sync sequence is independent of
@@ -375,6 +379,70 @@ impl Region {
         // (and the block layer merge their cache flushes) instead of paying
         // for each in turn.
         parallel(&mut dirty, |e| e.flush(flush, generation))
+    }
+
+    /// Starts a flush that runs beside later writes: the caller syncs each
+    /// returned extent's handle without holding the region, calling
+    /// `flush_header` and `flush_end` in between and after (the rules are in
+    /// extent.rs), then `flush_finish`. Empty when nothing is dirty; then
+    /// there is nothing to finish.
+    pub fn flush_begin(&mut self) -> Result<Vec<(u32, FlushHandle)>> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        self.not_flushing()?;
+        let mut out = Vec::new();
+        for i in 0..self.extents.len() {
+            match self.extents[i].flush_begin(false) {
+                Ok(Some(h)) => out.push((i as u32, h)),
+                Ok(None) => {}
+                Err(e) => {
+                    for (eid, _) in &out {
+                        let _ = self.extents[*eid as usize].flush_end(false);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.flushing = !out.is_empty();
+        Ok(out)
+    }
+
+    pub fn flush_header(&mut self, eid: u32, flush: u64, generation: u64) -> Result<()> {
+        self.extent_mut(eid)?.flush_header(flush, generation)
+    }
+
+    pub fn flush_end(&mut self, eid: u32, ok: bool) -> Result<()> {
+        self.extent_mut(eid)?.flush_end(ok)
+    }
+
+    /// Ends the flush begun by `flush_begin`; any extent not yet ended is
+    /// ended as failed.
+    pub fn flush_finish(&mut self) {
+        for e in &mut self.extents {
+            if e.in_flush()
+                && let Err(err) = e.flush_end(false)
+            {
+                tracing::warn!(extent = e.id(), error = %err, "restoring a dirty header failed");
+            }
+        }
+        self.flushing = false;
+    }
+
+    /// A flush begun by `flush_begin` is under way.
+    pub fn flush_in_flight(&self) -> bool {
+        self.flushing
+    }
+
+    /// Whether a write to `count` blocks from `start` may run now, or must
+    /// wait for the flush under way. Out-of-range writes say yes (and fail).
+    pub fn can_write(&self, start: u64, count: u64) -> bool {
+        if !self.flushing || self.check(start, count).is_err() {
+            return true;
+        }
+        self.pieces(start, count)
+            .into_iter()
+            .all(|(eid, first, n, _)| self.extents[eid as usize].can_write(first, n))
     }
 
     /// Marks dirty, side by side, the clean extents that the writes to the
@@ -398,7 +466,7 @@ impl Region {
             .extents
             .iter_mut()
             .zip(want)
-            .filter(|(e, w)| *w && !e.is_dirty())
+            .filter(|(e, w)| *w && !e.is_dirty() && !e.in_flush())
             .map(|(e, _)| e)
             .collect();
         if todo.len() < 2 {
@@ -424,11 +492,20 @@ impl Region {
     }
 
     pub fn extent_replace(&mut self, eid: u32, image: &ExtentImage) -> Result<()> {
+        self.not_flushing()?;
         self.extent_mut(eid)?.replace(image)
     }
 
     pub fn extent_stamp(&mut self, eid: u32, flush: u64, generation: u64) -> Result<()> {
+        self.not_flushing()?;
         self.extent_mut(eid)?.stamp(flush, generation)
+    }
+
+    fn not_flushing(&self) -> Result<()> {
+        if self.flushing {
+            return Err(BlockError::protocol("a flush is already under way"));
+        }
+        Ok(())
     }
 }
 
@@ -460,16 +537,16 @@ fn read_generation(dir: &Path) -> Result<u64> {
     Ok(g)
 }
 
-/// Runs `f` on every extent, on up to `MAX_SYNC_THREADS` threads at once;
-/// the first error is returned once all have run.
-fn parallel(
-    extents: &mut [&mut Extent],
-    f: impl Fn(&mut Extent) -> Result<()> + Sync,
+/// Runs `f` on every item (one per extent), on up to `MAX_SYNC_THREADS`
+/// threads at once; the first error is returned once all have run.
+pub(crate) fn parallel<T: Send>(
+    extents: &mut [T],
+    f: impl Fn(&mut T) -> Result<()> + Sync,
 ) -> Result<()> {
     const MAX_SYNC_THREADS: usize = 32;
     match extents.len() {
         0 => return Ok(()),
-        1 => return f(extents[0]),
+        1 => return f(&mut extents[0]),
         _ => {}
     }
     let per = extents.len().div_ceil(MAX_SYNC_THREADS);

@@ -211,3 +211,110 @@ fn extent_image_and_replace() {
     let report = kelp_block::verify::verify(&[d2.path().to_path_buf()]).unwrap();
     assert!(report.ok(), "{report}");
 }
+
+fn read_block(r: &Region, b: u64) -> Vec<u8> {
+    r.read(b, 1).unwrap().1
+}
+
+/// Runs the rest of a flush begun with `flush_begin`, as the downstairs'
+/// flusher thread does, with `ok` deciding whether it succeeds.
+fn finish_flush(r: &mut Region, flush: u64, ok: bool) {
+    for (eid, h) in r.flush_begin().unwrap() {
+        h.sync().unwrap();
+        r.flush_header(eid, flush, 1).unwrap();
+        h.sync().unwrap();
+        r.flush_end(eid, ok).unwrap();
+    }
+    r.flush_finish();
+}
+
+/// While a flush is under way, blocks it is not persisting can be written,
+/// blocks it is persisting cannot, and a torn write after the flush falls
+/// back to the value that flush made durable.
+#[test]
+fn flush_under_way_lets_other_blocks_be_written() {
+    let d = tempfile::tempdir().unwrap();
+    let mut r = Region::create(d.path(), BS as u32, ES, EC).unwrap();
+    write_blocks(&mut r, 1, 0xAA, 1);
+    r.flush(1, 1).unwrap(); // 0xAA flushed in slot A
+    write_blocks(&mut r, 1, 0xBB, 1); // slot B, unflushed
+    write_blocks(&mut r, 2, 0x22, 1);
+
+    let handles = r.flush_begin().unwrap();
+    assert_eq!(handles.len(), 1, "only extent 0 is dirty");
+    assert!(r.flush_in_flight());
+    assert!(!r.can_write(1, 1), "block 1 is being flushed");
+    assert!(!r.can_write(0, 3), "a range touching it waits too");
+    assert!(r.can_write(3, 1) && r.can_write(ES as u64, 4));
+    let data = vec![0xEE; BS];
+    assert!(r.write(1, &data, &[block_crc(&data)]).is_err());
+    assert!(r.flush(9, 1).is_err(), "one flush at a time");
+    write_blocks(&mut r, 3, 0x33, 1); // beside the flush
+    assert_eq!(read_block(&r, 1), vec![0xBB; BS]);
+
+    for (eid, h) in handles {
+        h.sync().unwrap();
+        r.flush_header(eid, 2, 1).unwrap();
+        h.sync().unwrap();
+        r.flush_end(eid, true).unwrap();
+    }
+    r.flush_finish();
+    assert!(!r.flush_in_flight() && r.can_write(1, 1));
+    let v = r.versions()[0];
+    assert_eq!((v.flush, v.dirty), (2, true), "written during the flush");
+
+    write_blocks(&mut r, 1, 0xCC, 1); // slot A: B now holds the flushed 0xBB
+    drop(r);
+    let f = ext_file(d.path(), 0);
+    f.write_all_at(&[0x11; BS / 2], data_offset(ES) + BS as u64)
+        .unwrap(); // tear slot A of block 1
+    drop(f);
+    let r = Region::open(d.path(), false).unwrap();
+    assert_eq!(read_block(&r, 1), vec![0xBB; BS]);
+    assert_eq!(read_block(&r, 2), vec![0x22; BS]);
+    assert_eq!(read_block(&r, 3), vec![0x33; BS]);
+}
+
+/// An extent stamped clean by a flush under way takes no writes until the
+/// clean header is synced; a failed flush leaves its blocks unflushed and
+/// the extent dirty at its old version.
+#[test]
+fn clean_stamp_holds_writes_until_synced() {
+    let d = tempfile::tempdir().unwrap();
+    let mut r = Region::create(d.path(), BS as u32, ES, EC).unwrap();
+    write_blocks(&mut r, 0, 0x10, 1);
+    let handles = r.flush_begin().unwrap();
+    let (eid, h) = &handles[0];
+    h.sync().unwrap();
+    r.flush_header(*eid, 1, 1).unwrap();
+    assert!(!r.can_write(5, 1), "extent 0 waits for its clean header");
+    assert!(r.can_write(ES as u64, 1), "other extents do not");
+    let data = vec![0xEE; BS];
+    assert!(r.write(5, &data, &[block_crc(&data)]).is_err());
+    h.sync().unwrap();
+    r.flush_end(*eid, true).unwrap();
+    r.flush_finish();
+    assert!(r.can_write(5, 1));
+    let v = r.versions()[0];
+    assert_eq!((v.generation, v.flush, v.dirty), (1, 1, false));
+
+    // 0x10 is flushed in slot A. 0x20 goes to slot B; its flush fails.
+    write_blocks(&mut r, 0, 0x20, 1);
+    finish_flush(&mut r, 2, false);
+    let v = r.versions()[0];
+    assert_eq!((v.flush, v.dirty), (1, true), "old version, dirty");
+    // Still unflushed: 0x30 overwrites slot B, never the flushed slot A.
+    write_blocks(&mut r, 0, 0x30, 1);
+    assert_eq!(read_block(&r, 0), vec![0x30; BS]);
+    drop(r);
+    let f = ext_file(d.path(), 0);
+    f.write_all_at(&[0x11; 9], data_offset(ES) + ES as u64 * BS as u64)
+        .unwrap(); // tear slot B of block 0
+    drop(f);
+    let mut r = Region::open(d.path(), false).unwrap();
+    let v = r.versions()[0];
+    assert_eq!((v.flush, v.dirty), (1, true), "the dirty header is on disk");
+    assert_eq!(read_block(&r, 0), vec![0x10; BS]);
+    finish_flush(&mut r, 3, true);
+    assert!(!r.versions()[0].dirty);
+}

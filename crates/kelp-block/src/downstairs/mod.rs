@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{BlockError, Result};
 use crate::frame::{FrameReader, Message, write_message};
 use crate::region::Region;
-use work::{Job, Shared};
+use work::{Job, Shared, WorkerHandle};
 
 /// Who is active, and how to fence them.
 struct Activation {
@@ -50,10 +50,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let server = Arc::new(Server {
-        shared: Arc::new(Shared {
-            region: Mutex::new(region),
-            active_session: AtomicU64::new(0),
-        }),
+        shared: Arc::new(Shared::new(region)),
         activation: Mutex::new(Activation {
             session: 0,
             upstairs_id: None,
@@ -123,7 +120,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&mut Region) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let shared = shared.clone();
-    tokio::task::spawn_blocking(move || f(&mut lock(&shared.region)))
+    tokio::task::spawn_blocking(move || f(&mut shared.region_between_flushes()))
         .await
         .map_err(|e| BlockError::protocol(format!("blocking task failed: {e}")))?
 }
@@ -141,7 +138,7 @@ impl Server {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut act = lock(&this.activation);
-            let mut region = lock(&this.shared.region);
+            let mut region = this.shared.region_between_flushes();
             let current = region.generation().max(act.generation);
             let same_upstairs = act.upstairs_id == Some(upstairs_id);
             let occupied = act.fence.is_some();
@@ -194,7 +191,7 @@ async fn serve_connection(server: Arc<Server>, stream: TcpStream) -> Result<()> 
     let (fence_tx, mut fence_rx) = watch::channel(false);
     let session = server.next_session.fetch_add(1, Ordering::SeqCst);
     let mut reader = FrameReader::new(rd);
-    let mut jobs: Option<std::sync::mpsc::Sender<Job>> = None;
+    let mut jobs: Option<WorkerHandle> = None;
     let shared = server.shared.clone();
     let result = loop {
         let msg = tokio::select! {
@@ -227,13 +224,11 @@ async fn serve_connection(server: Arc<Server>, stream: TcpStream) -> Result<()> 
                 {
                     Ok(()) => {
                         if jobs.is_none() {
-                            let (tx, rx) = std::sync::mpsc::channel();
-                            let (sh, rt) = (shared.clone(), reply_tx.clone());
-                            std::thread::Builder::new()
-                                .name(format!("ds-session-{session}"))
-                                .spawn(move || work::worker(sh, session, rx, rt))
-                                .map_err(|e| BlockError::io("spawn worker", e))?;
-                            jobs = Some(tx);
+                            jobs = Some(WorkerHandle::spawn(
+                                shared.clone(),
+                                session,
+                                reply_tx.clone(),
+                            )?);
                         }
                         tracing::info!(session, generation, "upstairs activated");
                         let _ = reply_tx.send(Message::Activated { generation });
@@ -254,7 +249,7 @@ async fn serve_connection(server: Arc<Server>, stream: TcpStream) -> Result<()> 
             other => match Job::from_message(other) {
                 Some(job) => match &jobs {
                     Some(tx) => {
-                        if tx.send(job).is_err() {
+                        if !tx.send(job) {
                             break Err(BlockError::protocol("worker stopped"));
                         }
                     }

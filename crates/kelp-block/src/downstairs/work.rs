@@ -1,6 +1,17 @@
 //! The downstairs job queue: jobs run in dependency order on a dedicated
 //! blocking thread per session, never on the async reactor.
 //!
+//! A flush runs beside later jobs. Once its dependencies are done the
+//! worker begins it (`Region::flush_begin`) and counts it as complete for
+//! the jobs that depend on it; its fdatasyncs run on a flusher thread, and
+//! it is acknowledged only when that thread reports every dirty extent
+//! synced and stamped. Meanwhile reads run, a write runs unless it touches
+//! what the flush is persisting (`Region::can_write`), and other flushes and
+//! repair jobs wait for it to end. Activation and extent-version queries
+//! wait too (`Shared::region_between_flushes`), so reconciliation never sees
+//! versions change under it. The acknowledgement rule is unchanged: a FLUSH
+//! is acknowledged once everything before it is durable.
+//!
 //! Invariant used for pruning: a flush depends on every job the upstairs
 //! sent to this downstairs before it, so once flush `F` has run, every job
 //! with an id below `F` that this session will ever be asked to depend on
@@ -9,15 +20,16 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 
 use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{BlockError, Result};
 use crate::extent::ExtentImage;
+use crate::extent::FlushHandle;
 use crate::frame::Message;
-use crate::region::Region;
+use crate::region::{Region, parallel};
 
 /// A job as the worker runs it.
 #[derive(Debug)]
@@ -58,6 +70,17 @@ pub enum Op {
         flush: u64,
         generation: u64,
     },
+}
+
+impl Op {
+    /// The block range (start, count) a write or write-zeroes changes.
+    pub fn written(&self) -> Option<(u64, u64)> {
+        match self {
+            Op::Write { start, crcs, .. } => Some((*start, crcs.len() as u64)),
+            Op::WriteZeroes { start, count } => Some((*start, *count)),
+            _ => None,
+        }
+    }
 }
 
 impl Job {
@@ -149,9 +172,13 @@ impl Queue {
             .all(|d| *d < self.floor || self.completed.contains(d))
     }
 
-    /// Removes and returns the oldest job whose dependencies are all done.
-    pub fn next_ready(&mut self) -> Option<Job> {
-        let i = self.pending.iter().position(|j| self.ready(j))?;
+    /// Removes and returns the oldest job whose dependencies are all done
+    /// and that `can_run` lets run now.
+    pub fn next_ready(&mut self, can_run: impl Fn(&Job) -> bool) -> Option<Job> {
+        let i = self
+            .pending
+            .iter()
+            .position(|j| self.ready(j) && can_run(j))?;
         self.pending.remove(i)
     }
 
@@ -167,15 +194,11 @@ impl Queue {
     }
 
     /// Block ranges (start, count) of the queued writes that could run now.
-    pub fn ready_writes(&self) -> Vec<(u64, u64)> {
+    pub fn ready_writes(&self, can_run: impl Fn(&Job) -> bool) -> Vec<(u64, u64)> {
         self.pending
             .iter()
-            .filter(|j| self.ready(j))
-            .filter_map(|j| match &j.op {
-                Op::Write { start, crcs, .. } => Some((*start, crcs.len() as u64)),
-                Op::WriteZeroes { start, count } => Some((*start, *count)),
-                _ => None,
-            })
+            .filter(|j| self.ready(j) && can_run(j))
+            .filter_map(|j| j.op.written())
             .collect()
     }
 
@@ -189,6 +212,109 @@ pub struct Shared {
     pub region: Mutex<Region>,
     /// Id of the session allowed to run jobs (0 = none).
     pub active_session: AtomicU64,
+    /// Signalled when a flush running beside other jobs ends.
+    pub flush_ended: Condvar,
+}
+
+impl Shared {
+    pub fn new(region: Region) -> Shared {
+        Shared {
+            region: Mutex::new(region),
+            active_session: AtomicU64::new(0),
+            flush_ended: Condvar::new(),
+        }
+    }
+
+    /// Locks the region once no flush is under way, so extent versions
+    /// hold still (activation, version queries, reconciliation).
+    pub fn region_between_flushes(&self) -> MutexGuard<'_, Region> {
+        let mut region = super::lock(&self.region);
+        while region.flush_in_flight() {
+            region = match self.flush_ended.wait(region) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+        region
+    }
+}
+
+/// What a worker waits for.
+pub enum Event {
+    Job(Job),
+    /// The flush begun for job `job` has ended.
+    FlushDone {
+        job: u64,
+        result: Result<()>,
+    },
+    /// The session has ended.
+    Hangup,
+}
+
+/// The session's end of a worker: sends it jobs, and stops it when dropped.
+/// (The worker keeps a sender of its own for its flusher threads, so the
+/// channel closing cannot be what stops it.)
+pub struct WorkerHandle(mpsc::Sender<Event>);
+
+impl WorkerHandle {
+    /// Starts a worker thread for `session`.
+    pub fn spawn(
+        shared: Arc<Shared>,
+        session: u64,
+        replies: UnboundedSender<Message>,
+    ) -> Result<WorkerHandle> {
+        let (tx, rx) = mpsc::channel();
+        let own = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("ds-session-{session}"))
+            .spawn(move || worker(shared, session, own, rx, replies))
+            .map_err(|e| BlockError::io("spawn worker", e))?;
+        Ok(WorkerHandle(tx))
+    }
+
+    /// Queues a job; false once the worker has stopped.
+    pub fn send(&self, job: Job) -> bool {
+        self.0.send(Event::Job(job)).is_ok()
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        let _ = self.0.send(Event::Hangup);
+    }
+}
+
+/// Whether `job`, its dependencies done, may run now beside the flush that
+/// may be under way (see the module comment).
+fn can_run(region: &Region, job: &Job) -> bool {
+    match &job.op {
+        Op::Read { .. } => true,
+        op => match op.written() {
+            Some((start, count)) => region.can_write(start, count),
+            None => !region.flush_in_flight(),
+        },
+    }
+}
+
+/// The flusher thread's work: each extent's sync, header, sync, in
+/// parallel across extents, taking the region lock only to stamp and end.
+fn run_flush(
+    shared: &Shared,
+    mut handles: Vec<(u32, FlushHandle)>,
+    flush: u64,
+    generation: u64,
+) -> Result<()> {
+    let result = parallel(&mut handles, |(eid, h)| {
+        let r = h
+            .sync()
+            .and_then(|_| super::lock(&shared.region).flush_header(*eid, flush, generation))
+            .and_then(|_| h.sync());
+        let end = super::lock(&shared.region).flush_end(*eid, r.is_ok());
+        r.and(end)
+    });
+    super::lock(&shared.region).flush_finish();
+    shared.flush_ended.notify_all();
+    result
 }
 
 fn execute(region: &mut Region, job: &Job) -> Result<Message> {
@@ -242,57 +368,118 @@ fn execute(region: &mut Region, job: &Job) -> Result<Message> {
     }
 }
 
-/// Runs one session's jobs until its channel closes. Each job runs under
+/// Runs one session's jobs until the session hangs up. Each job runs under
 /// the region lock and only while this session is still the active one, so
 /// a fenced session can never apply another write.
-pub fn worker(
+fn worker(
     shared: Arc<Shared>,
     session: u64,
-    jobs: mpsc::Receiver<Job>,
+    own: mpsc::Sender<Event>,
+    events: mpsc::Receiver<Event>,
     replies: UnboundedSender<Message>,
 ) {
     let mut q = Queue::default();
+    let active = || shared.active_session.load(Ordering::SeqCst) == session;
     loop {
-        // The first write to each clean extent waits for its header to be
-        // made dirty durably; do that for every write that can run now at
-        // once, rather than one fdatasync after another.
-        let writes = q.ready_writes();
-        if writes.len() > 1 {
+        {
+            // The first write to each clean extent waits for its header to
+            // be made dirty durably; do that for every write that can run
+            // now at once, rather than one fdatasync after another.
             let mut region = super::lock(&shared.region);
-            if shared.active_session.load(Ordering::SeqCst) == session
+            let writes = q.ready_writes(|j| can_run(&region, j));
+            if writes.len() > 1
+                && active()
                 && let Err(e) = region.prepare_writes(&writes)
             {
                 tracing::warn!(error = %e, "marking extents dirty failed");
             }
         }
-        while let Some(job) = q.next_ready() {
-            let reply = {
-                let mut region = super::lock(&shared.region);
-                if shared.active_session.load(Ordering::SeqCst) != session {
-                    Message::job_error(job.id, &BlockError::Fenced(region.generation()))
-                } else {
-                    match execute(&mut region, &job) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(job = job.id, error = %e, "job failed");
-                            Message::job_error(job.id, &e)
-                        }
-                    }
-                }
+        loop {
+            let mut region = super::lock(&shared.region);
+            let Some(job) = q.next_ready(|j| can_run(&region, j)) else {
+                break;
             };
+            let reply = if !active() {
+                Some(Message::job_error(
+                    job.id,
+                    &BlockError::Fenced(region.generation()),
+                ))
+            } else if let Op::Flush { flush, generation } = job.op {
+                begin_flush(&shared, &mut region, &own, job.id, flush, generation)
+            } else {
+                Some(execute(&mut region, &job).unwrap_or_else(|e| {
+                    tracing::warn!(job = job.id, error = %e, "job failed");
+                    Message::job_error(job.id, &e)
+                }))
+            };
+            drop(region);
             q.complete(job.id, matches!(job.op, Op::Flush { .. }));
-            if replies.send(reply).is_err() {
+            if let Some(reply) = reply
+                && replies.send(reply).is_err()
+            {
                 return;
             }
         }
-        match jobs.recv() {
-            Ok(job) => q.push(job),
-            Err(_) => return,
+        let mut next = events.recv().ok();
+        while let Some(event) = next {
+            match event {
+                Event::Job(job) => q.push(job),
+                Event::FlushDone { job, result } => {
+                    let reply = match result {
+                        Ok(()) => Message::Ack { job },
+                        Err(e) => {
+                            tracing::warn!(job, error = %e, "flush failed");
+                            Message::job_error(job, &e)
+                        }
+                    };
+                    if replies.send(reply).is_err() {
+                        return;
+                    }
+                }
+                Event::Hangup => return,
+            }
+            // Take everything already queued before running, so dependency
+            // order is judged over all that has arrived.
+            next = events.try_recv().ok();
         }
-        // Take everything already queued before running, so dependency
-        // order is judged over all that has arrived.
-        while let Ok(job) = jobs.try_recv() {
-            q.push(job);
+    }
+}
+
+/// Begins flush job `job`. Returns its reply if it is already done (nothing
+/// was dirty, or it failed to start); otherwise a flusher thread sends
+/// `FlushDone` when it ends.
+fn begin_flush(
+    shared: &Arc<Shared>,
+    region: &mut Region,
+    own: &mpsc::Sender<Event>,
+    job: u64,
+    flush: u64,
+    generation: u64,
+) -> Option<Message> {
+    let handles = match region.flush_begin() {
+        Ok(h) if h.is_empty() => return Some(Message::Ack { job }),
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(job, error = %e, "flush failed to start");
+            return Some(Message::job_error(job, &e));
+        }
+    };
+    let (sh, tx) = (shared.clone(), own.clone());
+    let spawned = std::thread::Builder::new()
+        .name("ds-flush".into())
+        .spawn(move || {
+            let result = run_flush(&sh, handles, flush, generation);
+            let _ = tx.send(Event::FlushDone { job, result });
+        });
+    match spawned {
+        Ok(_) => None,
+        Err(e) => {
+            region.flush_finish();
+            shared.flush_ended.notify_all();
+            Some(Message::job_error(
+                job,
+                &BlockError::io("spawn flusher thread", e),
+            ))
         }
     }
 }
@@ -314,16 +501,92 @@ mod tests {
         let mut q = Queue::default();
         q.push(j(3, &[2]));
         q.push(j(1, &[]));
-        assert_eq!(q.next_ready().unwrap().id, 1);
+        let any = |_: &Job| true;
+        assert_eq!(q.next_ready(any).unwrap().id, 1);
         q.complete(1, false);
-        assert!(q.next_ready().is_none(), "3 waits for 2");
+        assert!(q.next_ready(any).is_none(), "3 waits for 2");
         q.push(j(2, &[1]));
-        assert_eq!(q.next_ready().unwrap().id, 2);
+        assert_eq!(q.next_ready(any).unwrap().id, 2);
         q.complete(2, true);
-        assert_eq!(q.next_ready().unwrap().id, 3);
+        assert!(q.next_ready(|_| false).is_none(), "held back by can_run");
+        assert_eq!(q.next_ready(any).unwrap().id, 3);
         q.complete(3, false);
         q.push(j(5, &[1, 3]));
-        assert_eq!(q.next_ready().unwrap().id, 5, "1 is below the flush floor");
+        assert_eq!(
+            q.next_ready(any).unwrap().id,
+            5,
+            "1 is below the flush floor"
+        );
         assert_eq!(q.pending_len(), 0);
+    }
+
+    fn write_job(id: u64, deps: &[u64], start: u64, fill: u8) -> Job {
+        let data = vec![fill; 512];
+        Job {
+            id,
+            deps: deps.to_vec(),
+            op: Op::Write {
+                start,
+                crcs: vec![crate::context::block_crc(&data)],
+                data: Bytes::from(data),
+            },
+        }
+    }
+
+    /// A real worker thread: a write to a block the flush is persisting is
+    /// applied only after the flush is acknowledged, other jobs go on, and
+    /// the newest data is what reads back.
+    #[test]
+    fn flush_runs_beside_later_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let region = Region::create(d.path(), 512, 8, 2).unwrap();
+        let shared = Arc::new(Shared::new(region));
+        shared.active_session.store(1, Ordering::SeqCst);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let w = WorkerHandle::spawn(shared.clone(), 1, tx).unwrap();
+        let flush = Job {
+            id: 2,
+            deps: vec![1],
+            op: Op::Flush {
+                flush: 1,
+                generation: 1,
+            },
+        };
+        for job in [
+            write_job(1, &[], 0, 0xA1),
+            flush,
+            write_job(3, &[2], 8, 0xB3),
+            write_job(4, &[2], 0, 0xC4),
+            Job {
+                id: 5,
+                deps: vec![4],
+                op: Op::Read { start: 0, count: 1 },
+            },
+        ] {
+            assert!(w.send(job));
+        }
+        let mut order = vec![];
+        let mut read = None;
+        while order.len() < 5 {
+            match rx.blocking_recv().expect("worker replies") {
+                Message::Ack { job } => order.push(job),
+                Message::ReadReply { job, data, .. } => {
+                    order.push(job);
+                    read = Some(data);
+                }
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+        let at = |id| order.iter().position(|&j| j == id).unwrap();
+        assert!(at(1) < at(2), "{order:?}");
+        assert!(at(2) < at(4), "write 4 waits for the flush: {order:?}");
+        assert!(at(4) < at(5), "{order:?}");
+        assert_eq!(read.unwrap().as_ref(), &[0xC4; 512][..]);
+        drop(w);
+        let region = shared.region_between_flushes();
+        let v = region.versions();
+        assert_eq!(v[0].flush, 1);
+        assert!(v[0].dirty, "write 4 came after the flush");
+        assert_eq!(region.read(8, 1).unwrap().1, vec![0xB3; 512]);
     }
 }
