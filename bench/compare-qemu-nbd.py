@@ -89,7 +89,7 @@ class Group:
 
 def start_kelp(kelp, d, size_mib):
     g = Group(d)
-    block, extent_blocks = 4096, 1024
+    block, extent_blocks = 4096, 8192  # 32 MiB extents, kelp block create's default
     count = max(1, size_mib * 1024 * 1024 // (block * extent_blocks))
     ports = []
     for i in range(3):

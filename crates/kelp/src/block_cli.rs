@@ -22,12 +22,24 @@ pub struct BlockCreateArgs {
     /// Block size in bytes: 512, 1024, 2048 or 4096.
     #[arg(long = "block-size", default_value_t = 4096)]
     pub block_size: u32,
-    /// Blocks per extent (the unit of repair).
-    #[arg(long = "extent-size", default_value_t = 1024)]
-    pub extent_size: u32,
-    /// Number of extents.
+    /// Blocks per extent: the unit of repair and of flush bookkeeping.
+    /// Larger extents mean fewer fdatasyncs per flush; a repair copies one
+    /// whole extent at a time. [default: 32 MiB worth of blocks, the most
+    /// allowed]
+    #[arg(long = "extent-size")]
+    pub extent_size: Option<u32>,
+    /// Number of extents (volume size = extent count × extent size × block size).
     #[arg(long = "extent-count", default_value_t = 16)]
     pub extent_count: u32,
+}
+
+impl BlockCreateArgs {
+    /// The extent size asked for, or the largest a repair frame allows.
+    pub fn extent_blocks(&self) -> u32 {
+        self.extent_size.unwrap_or_else(|| {
+            (kelp_block::region::MAX_EXTENT_BYTES / self.block_size.max(1) as u64) as u32
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]

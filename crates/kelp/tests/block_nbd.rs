@@ -134,6 +134,41 @@ fn random_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, common::blob(seed, len)).unwrap();
 }
 
+/// Without --extent-size a region gets the largest extents a repair frame
+/// carries (32 MiB), whatever the block size; a bad geometry is refused.
+#[test]
+fn block_create_defaults_to_32_mib_extents() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (bs, blocks) in [("512", "65536"), ("4096", "8192")] {
+        let d = tmp.path().join(bs);
+        let out = kelp_cmd(&[
+            "block",
+            "create",
+            &format!("--dir={}", d.display()),
+            &format!("--block-size={bs}"),
+            "--extent-count=2",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(
+            stdout.contains(&format!("2 extents of {blocks} blocks")),
+            "{stdout}"
+        );
+    }
+    let out = kelp_cmd(&[
+        "block",
+        "create",
+        &format!("--dir={}", tmp.path().join("big").display()),
+        "--extent-size=16384",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("extent size 16384"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn qemu_img_round_trip_nbdinfo_nbdcopy() {
     let (Some(qemu_img), Some(nbdinfo), Some(nbdcopy)) =
