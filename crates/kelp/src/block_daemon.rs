@@ -11,7 +11,12 @@ use crate::daemon::{shutdown_signal, wait_for, write_ready_file};
 pub async fn block(cmd: BlockCommand) -> anyhow::Result<()> {
     match cmd {
         BlockCommand::Create(a) => {
-            let (dir, bs, es, ec) = (a.dir.clone(), a.block_size, a.extent_blocks(), a.extent_count);
+            let (dir, bs, es, ec) = (
+                a.dir.clone(),
+                a.block_size,
+                a.extent_blocks(),
+                a.extent_count,
+            );
             let region =
                 tokio::task::spawn_blocking(move || kelp_block::Region::create(&dir, bs, es, ec))
                     .await??;
