@@ -317,6 +317,7 @@ fn run_flush(
     result
 }
 
+/// Runs every job but a flush (see `begin_flush`).
 fn execute(region: &mut Region, job: &Job) -> Result<Message> {
     match &job.op {
         Op::Write { start, crcs, data } => {
@@ -340,10 +341,11 @@ fn execute(region: &mut Region, job: &Job) -> Result<Message> {
                 data: Bytes::from(data),
             })
         }
-        Op::Flush { flush, generation } => {
-            region.flush(*flush, *generation)?;
-            Ok(Message::Ack { job: job.id })
-        }
+        // A flush runs beside later jobs: the worker begins it with
+        // `begin_flush` and never passes it here.
+        Op::Flush { .. } => Err(BlockError::protocol(
+            "a flush is begun by the worker, not executed in line",
+        )),
         Op::ExtentFetch { extent } => {
             let img = region.extent_image(*extent)?;
             Ok(Message::ExtentData {
