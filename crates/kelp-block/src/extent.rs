@@ -220,8 +220,15 @@ fn decode_header(b: &[u8], id: u32, block_size: u32, n: u32) -> Result<Option<Ex
 }
 
 impl Extent {
-    /// Creates an empty extent file (sparse, clean, version 0).
-    pub fn create(path: &Path, id: u32, block_size: u32, n: u32) -> Result<Extent> {
+    /// Creates an empty extent file (clean, version 0): sparse, or with
+    /// every byte allocated if `preallocate` is set.
+    pub fn create(
+        path: &Path,
+        id: u32,
+        block_size: u32,
+        n: u32,
+        preallocate: bool,
+    ) -> Result<Extent> {
         let io = |e| BlockError::io(path.display().to_string(), e);
         let file = OpenOptions::new()
             .read(true)
@@ -230,6 +237,10 @@ impl Extent {
             .open(path)
             .map_err(io)?;
         file.set_len(file_len(block_size, n)).map_err(io)?;
+        if preallocate {
+            allocate(&file, file_len(block_size, n))
+                .map_err(|e| BlockError::io(format!("preallocating {}", path.display()), e))?;
+        }
         file.write_all_at(
             &encode_header(id, block_size, n, &ExtentVersion::default()),
             0,
@@ -806,6 +817,19 @@ impl Extent {
     }
 }
 
+/// Allocates every byte of `file` (reading as zeros), so later writes
+/// overwrite allocated blocks instead of filling holes.
+fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = i64::try_from(len).map_err(|_| std::io::Error::other("file too large"))?;
+    // SAFETY: fallocate on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -844,7 +868,7 @@ mod tests {
     fn write_flush_reopen() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("e");
-        let mut e = Extent::create(&p, 0, 512, 8).unwrap();
+        let mut e = Extent::create(&p, 0, 512, 8, false).unwrap();
         let data = vec![7u8; 1024];
         e.write(2, &data, &crcs(&data, 512)).unwrap();
         assert!(e.version().dirty);
@@ -871,7 +895,7 @@ mod tests {
     #[test]
     fn bad_crc_refused() {
         let d = tempfile::tempdir().unwrap();
-        let mut e = Extent::create(&d.path().join("e"), 0, 512, 4).unwrap();
+        let mut e = Extent::create(&d.path().join("e"), 0, 512, 4, true).unwrap();
         let data = vec![7u8; 512];
         assert!(matches!(
             e.write(0, &data, &[1]),

@@ -195,12 +195,25 @@ fn lock_region(dir: &Path) -> Result<File> {
 
 impl Region {
     /// Creates a new region in `dir` (which may exist but must not hold a
-    /// region).
+    /// region), with sparse extent files.
     pub fn create(
         dir: &Path,
         block_size: u32,
         extent_size: u32,
         extent_count: u32,
+    ) -> Result<Region> {
+        Region::create_with(dir, block_size, extent_size, extent_count, false)
+    }
+
+    /// Like `create`; with `preallocate` every extent file is allocated in
+    /// full (both slots of every block), so writes never fill holes. It
+    /// takes twice the volume's size on disk at once.
+    pub fn create_with(
+        dir: &Path,
+        block_size: u32,
+        extent_size: u32,
+        extent_count: u32,
+        preallocate: bool,
     ) -> Result<Region> {
         let def = RegionDef::new(block_size, extent_size, extent_count)?;
         let io = |e| BlockError::io(dir.display().to_string(), e);
@@ -211,7 +224,7 @@ impl Region {
         for id in 0..extent_count {
             let p = extent_path(dir, id);
             let _ = std::fs::remove_file(&p);
-            Extent::create(&p, id, block_size, extent_size)?;
+            Extent::create(&p, id, block_size, extent_size, preallocate)?;
         }
         sync_dir(&dir.join("extents"))?;
         write_generation(dir, 0)?;

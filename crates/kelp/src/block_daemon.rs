@@ -17,18 +17,21 @@ pub async fn block(cmd: BlockCommand) -> anyhow::Result<()> {
                 a.extent_blocks(),
                 a.extent_count,
             );
-            let region =
-                tokio::task::spawn_blocking(move || kelp_block::Region::create(&dir, bs, es, ec))
-                    .await??;
+            let pre = a.preallocate;
+            let region = tokio::task::spawn_blocking(move || {
+                kelp_block::Region::create_with(&dir, bs, es, ec, pre)
+            })
+            .await??;
             let def = *region.def();
             println!(
-                "created region in {}: {} blocks of {} bytes ({} bytes), {} extents of {} blocks",
+                "created region in {}: {} blocks of {} bytes ({} bytes), {} extents of {} blocks, {}",
                 a.dir.display(),
                 def.total_blocks(),
                 def.block_size,
                 def.size_bytes(),
                 def.extent_count,
-                def.extent_size
+                def.extent_size,
+                if pre { "preallocated" } else { "sparse" }
             );
             Ok(())
         }

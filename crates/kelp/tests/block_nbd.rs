@@ -135,9 +135,10 @@ fn random_file(path: &Path, len: usize, seed: u64) {
 }
 
 /// Without --extent-size a region gets the largest extents a repair frame
-/// carries (32 MiB), whatever the block size; a bad geometry is refused.
+/// carries (32 MiB), whatever the block size; it is sparse unless
+/// --preallocate; a bad geometry is refused.
 #[test]
-fn block_create_defaults_to_32_mib_extents() {
+fn block_create_defaults_and_preallocation() {
     let tmp = tempfile::tempdir().unwrap();
     for (bs, blocks) in [("512", "65536"), ("4096", "8192")] {
         let d = tmp.path().join(bs);
@@ -155,6 +156,33 @@ fn block_create_defaults_to_32_mib_extents() {
             "{stdout}"
         );
     }
+    // Sparse by default; --preallocate allocates every byte of every
+    // extent file (both slots of every block).
+    let allocated = |dir: &str| -> (u64, u64) {
+        let f = tmp.path().join(dir).join("extents").join("00000000.ext");
+        let m = std::fs::metadata(f).unwrap();
+        (std::os::unix::fs::MetadataExt::blocks(&m) * 512, m.len())
+    };
+    let (used, len) = allocated("4096");
+    assert!(
+        used < len / 4,
+        "a default region is sparse: {used} of {len}"
+    );
+    let out = kelp_cmd(&[
+        "block",
+        "create",
+        &format!("--dir={}", tmp.path().join("pre").display()),
+        "--extent-size=256",
+        "--extent-count=2",
+        "--preallocate",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("preallocated"),
+        "{stdout}"
+    );
+    let (used, len) = allocated("pre");
+    assert!(used >= len, "preallocated: {used} of {len} bytes allocated");
     let out = kelp_cmd(&[
         "block",
         "create",
