@@ -87,7 +87,7 @@ class Group:
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def start_kelp(kelp, d, size_mib):
+def start_kelp(kelp, d, size_mib, preallocate=False):
     g = Group(d)
     block, extent_blocks = 4096, 8192  # 32 MiB extents, kelp block create's default
     count = max(1, size_mib * 1024 * 1024 // (block * extent_blocks))
@@ -95,7 +95,8 @@ def start_kelp(kelp, d, size_mib):
     for i in range(3):
         r = d / f"r{i}"
         subprocess.check_call([kelp, "block", "create", f"--dir={r}", f"--block-size={block}",
-                               f"--extent-size={extent_blocks}", f"--extent-count={count}"],
+                               f"--extent-size={extent_blocks}", f"--extent-count={count}",
+                               *(["--preallocate"] if preallocate else [])],
                               stdout=subprocess.DEVNULL)
         p = free_port()
         ports.append(p)
@@ -138,7 +139,8 @@ def measure(system, kelp, args):
     results = {}
     with tempfile.TemporaryDirectory(prefix=f"nbd-{system}-", dir=args.tmpdir) as d:
         d = Path(d)
-        g, uri = start_kelp(kelp, d, args.size_mib) if system == "kelp" else start_qemu_nbd(d, args.size_mib)
+        g, uri = (start_kelp(kelp, d, args.size_mib, args.preallocate) if system == "kelp"
+                  else start_qemu_nbd(d, args.size_mib))
         try:
             # Fill once so reads hit written blocks on both sides.
             fio(uri, ["--rw=write", "--bs=1M", "--iodepth=4"], None, args.size_mib)
@@ -160,6 +162,8 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--tmpdir", default=None, help="where regions and the raw image live")
     ap.add_argument("--kelp", help="kelp binary (default: build target/release/kelp)")
+    ap.add_argument("--preallocate", action="store_true",
+                    help="create Kelp's regions with --preallocate (extent files allocated in full)")
     args = ap.parse_args()
     ensure_tools()
     kelp = args.kelp
