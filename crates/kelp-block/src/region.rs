@@ -410,9 +410,7 @@ impl Region {
                 Ok(Some(h)) => out.push((i as u32, h)),
                 Ok(None) => {}
                 Err(e) => {
-                    for (eid, _) in &out {
-                        let _ = self.extents[*eid as usize].flush_end(false);
-                    }
+                    self.flush_finish();
                     return Err(e);
                 }
             }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 
 use kelp_block::context::block_crc;
-use kelp_block::extent::data_offset;
+use kelp_block::extent::{FlushHandle, data_offset};
 use kelp_block::{BlockContext, Region};
 use proptest::prelude::*;
 
@@ -218,14 +218,20 @@ fn read_block(r: &Region, b: u64) -> Vec<u8> {
 
 /// Runs the rest of a flush begun with `flush_begin`, as the downstairs'
 /// flusher thread does, with `ok` deciding whether it succeeds.
-fn finish_flush(r: &mut Region, flush: u64, ok: bool) {
-    for (eid, h) in r.flush_begin().unwrap() {
+fn complete_flush(r: &mut Region, handles: Vec<(u32, FlushHandle)>, flush: u64, ok: bool) {
+    for (eid, h) in handles {
         h.sync().unwrap();
         r.flush_header(eid, flush, 1).unwrap();
         h.sync().unwrap();
         r.flush_end(eid, ok).unwrap();
     }
     r.flush_finish();
+}
+
+/// A whole flush in the steps the downstairs takes.
+fn finish_flush(r: &mut Region, flush: u64, ok: bool) {
+    let handles = r.flush_begin().unwrap();
+    complete_flush(r, handles, flush, ok);
 }
 
 /// While a flush is under way, blocks it is not persisting can be written,
@@ -252,13 +258,7 @@ fn flush_under_way_lets_other_blocks_be_written() {
     write_blocks(&mut r, 3, 0x33, 1); // beside the flush
     assert_eq!(read_block(&r, 1), vec![0xBB; BS]);
 
-    for (eid, h) in handles {
-        h.sync().unwrap();
-        r.flush_header(eid, 2, 1).unwrap();
-        h.sync().unwrap();
-        r.flush_end(eid, true).unwrap();
-    }
-    r.flush_finish();
+    complete_flush(&mut r, handles, 2, true);
     assert!(!r.flush_in_flight() && r.can_write(1, 1));
     let v = r.versions()[0];
     assert_eq!((v.flush, v.dirty), (2, true), "written during the flush");

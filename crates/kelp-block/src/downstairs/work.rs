@@ -26,8 +26,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{BlockError, Result};
-use crate::extent::ExtentImage;
-use crate::extent::FlushHandle;
+use crate::extent::{ExtentImage, FlushHandle};
 use crate::frame::Message;
 use crate::region::{Region, parallel};
 
@@ -312,9 +311,22 @@ fn run_flush(
         let end = super::lock(&shared.region).flush_end(*eid, r.is_ok());
         r.and(end)
     });
-    super::lock(&shared.region).flush_finish();
-    shared.flush_ended.notify_all();
+    end_flush(shared, &mut super::lock(&shared.region));
     result
+}
+
+/// Ends the region's flush and wakes whoever waits between flushes.
+fn end_flush(shared: &Shared, region: &mut Region) {
+    region.flush_finish();
+    shared.flush_ended.notify_all();
+}
+
+/// A job's reply: its result, or the error it failed with (logged).
+fn reply(job: u64, result: Result<Message>) -> Message {
+    result.unwrap_or_else(|e| {
+        tracing::warn!(job, error = %e, "job failed");
+        Message::job_error(job, &e)
+    })
 }
 
 /// Runs every job but a flush (see `begin_flush`).
@@ -383,7 +395,7 @@ fn worker(
     let mut q = Queue::default();
     let active = || shared.active_session.load(Ordering::SeqCst) == session;
     loop {
-        {
+        if q.pending_len() > 1 {
             // The first write to each clean extent waits for its header to
             // be made dirty durably; do that for every write that can run
             // now at once, rather than one fdatasync after another.
@@ -409,10 +421,7 @@ fn worker(
             } else if let Op::Flush { flush, generation } = job.op {
                 begin_flush(&shared, &mut region, &own, job.id, flush, generation)
             } else {
-                Some(execute(&mut region, &job).unwrap_or_else(|e| {
-                    tracing::warn!(job = job.id, error = %e, "job failed");
-                    Message::job_error(job.id, &e)
-                }))
+                Some(reply(job.id, execute(&mut region, &job)))
             };
             drop(region);
             q.complete(job.id, matches!(job.op, Op::Flush { .. }));
@@ -427,14 +436,10 @@ fn worker(
             match event {
                 Event::Job(job) => q.push(job),
                 Event::FlushDone { job, result } => {
-                    let reply = match result {
-                        Ok(()) => Message::Ack { job },
-                        Err(e) => {
-                            tracing::warn!(job, error = %e, "flush failed");
-                            Message::job_error(job, &e)
-                        }
-                    };
-                    if replies.send(reply).is_err() {
+                    if replies
+                        .send(reply(job, result.map(|()| Message::Ack { job })))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -461,10 +466,7 @@ fn begin_flush(
     let handles = match region.flush_begin() {
         Ok(h) if h.is_empty() => return Some(Message::Ack { job }),
         Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(job, error = %e, "flush failed to start");
-            return Some(Message::job_error(job, &e));
-        }
+        Err(e) => return Some(reply(job, Err(e))),
     };
     let (sh, tx) = (shared.clone(), own.clone());
     let spawned = std::thread::Builder::new()
@@ -476,12 +478,8 @@ fn begin_flush(
     match spawned {
         Ok(_) => None,
         Err(e) => {
-            region.flush_finish();
-            shared.flush_ended.notify_all();
-            Some(Message::job_error(
-                job,
-                &BlockError::io("spawn flusher thread", e),
-            ))
+            end_flush(shared, region);
+            Some(reply(job, Err(BlockError::io("spawn flusher thread", e))))
         }
     }
 }
