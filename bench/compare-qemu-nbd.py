@@ -142,8 +142,10 @@ def measure(system, kelp, args):
         g, uri = (start_kelp(kelp, d, args.size_mib, args.preallocate) if system == "kelp"
                   else start_qemu_nbd(d, args.size_mib))
         try:
-            # Fill once so reads hit written blocks on both sides.
-            fio(uri, ["--rw=write", "--bs=1M", "--iodepth=4"], None, args.size_mib)
+            # Precondition: write the whole volume `--precondition` times so
+            # reads hit written blocks and writes overwrite, on both sides.
+            for _ in range(args.precondition):
+                fio(uri, ["--rw=write", "--bs=1M", "--iodepth=4"], None, args.size_mib)
             for label, job, side, metric in JOBS:
                 j = fio(uri, job, args.seconds, args.size_mib)[side]
                 value = j["iops"] if metric == "iops" else j["bw_bytes"] / 1e6
@@ -164,7 +166,13 @@ def main():
     ap.add_argument("--kelp", help="kelp binary (default: build target/release/kelp)")
     ap.add_argument("--preallocate", action="store_true",
                     help="create Kelp's regions with --preallocate (extent files allocated in full)")
+    ap.add_argument("--precondition", type=int, default=2, metavar="N",
+                    help="write the whole volume N times before measuring (default 2: steady "
+                         "state, every block of Kelp's two slots written once; 1 measures "
+                         "a fresh volume)")
     args = ap.parse_args()
+    if args.precondition < 1:
+        ap.error("--precondition must be at least 1")
     ensure_tools()
     kelp = args.kelp
     if not kelp:
@@ -175,7 +183,8 @@ def main():
         for system in (["kelp", "qemu"] if rnd % 2 == 0 else ["qemu", "kelp"]):
             rows[system].append(measure(system, kelp, args))
     print(f"\n### Kelp (3 downstairs, loopback) vs qemu-nbd (raw file), fio over NBD, "
-          f"{args.seconds} s per job, {args.rounds} alternating rounds\n")
+          f"{args.seconds} s per job, {args.rounds} alternating rounds, "
+          f"volume written {args.precondition}× before measuring\n")
     print("| job | Kelp (median) | qemu-nbd (median) | Kelp/qemu-nbd (median, min–max) | p99 ms Kelp / qemu-nbd |")
     print("|---|---|---|---|---|")
     for label, _, _, metric in JOBS:
