@@ -205,25 +205,18 @@ fn write_latency_during_compaction() {
     let client = http();
     let master = kelp.master_url();
     // Some bulk so that each compaction copies a few MiB.
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let filler = s.spawn(|| {
-            let client = http();
-            for i in 0..160u64 {
-                let a = assign(&client, &master, "");
-                let r = upload(&client, &a.url, &a.fid, "bulk.bin", &blob(i, 64 * 1024)).unwrap();
-                assert_eq!(r.status(), StatusCode::CREATED);
-                if i % 2 == 0 {
-                    client
-                        .delete(format!("http://{}/{}", a.url, a.fid))
-                        .send()
-                        .unwrap();
-                }
-            }
-        });
-        filler.join().unwrap();
-        let _ = &stop;
-    });
+    for i in 0..160u64 {
+        let a = assign(&client, &master, "");
+        let r = upload(&client, &a.url, &a.fid, "bulk.bin", &blob(i, 64 * 1024)).unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        if i % 2 == 0 {
+            let r = client
+                .delete(format!("http://{}/{}", a.url, a.fid))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::ACCEPTED, "DELETE {}", a.fid);
+        }
+    }
     let phase = Duration::from_secs(3);
     let quiet = {
         let stop = AtomicBool::new(false);
@@ -281,7 +274,6 @@ fn write_latency_during_compaction() {
             percentiles(std::mem::take(&mut blocked))
         );
     }
-    let _ = client;
 }
 
 #[test]
