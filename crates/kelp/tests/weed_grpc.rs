@@ -116,6 +116,7 @@ fn run_benchmark_in(
         if !untouched(&phases) {
             break;
         }
+        eprintln!("weed benchmark sent no reads (its own race); running the read phase again");
         let again = weed_benchmark(&["-readOnly".to_string()]);
         if let [read] = bench_phases(&again.stdout)[..] {
             phases[1] = read;
