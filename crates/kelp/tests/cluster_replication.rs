@@ -185,10 +185,7 @@ fn replicated_blobs_survive_a_lost_server() {
     let deleted: Vec<Attempt> = blobs.drain(..15).collect();
     for a in &deleted {
         let locs = cl.locations(&client, &a.fid);
-        let r = client
-            .delete(format!("http://{}/{}", locs[0], a.fid))
-            .send()
-            .unwrap();
+        let r = delete(&client, &locs[0], &a.fid).unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED, "delete {}", a.fid);
         for url in &locs {
             let r = get(&client, url, &a.fid).unwrap();
@@ -415,10 +412,7 @@ fn diverged_replicas_converge_and_the_volume_takes_writes_again() {
 
     // A delete reaches server 0 only; anti-entropy deletes it on server 1.
     set_read_only(grpc1, vid, true);
-    let r = client
-        .delete(format!("http://{}/{}", cl.url(0), first.fid))
-        .send()
-        .unwrap();
+    let r = delete(&client, &cl.url(0), &first.fid).unwrap();
     assert!(r.status().is_server_error(), "answered {}", r.status());
     assert_eq!(
         local_status(&client, &cl.url(1), &first.fid),

@@ -213,9 +213,7 @@ fn a_cut_off_server_converges_after_the_partition_heals() {
             r.as_ref().map_or(true, |r| !r.status().is_success()),
             "a write that cannot reach a copy was acknowledged"
         );
-        let r = client
-            .delete(format!("http://{holder}/{}", victim.fid))
-            .send();
+        let r = delete(&client, &holder, &victim.fid);
         assert!(
             r.as_ref().map_or(true, |r| !r.status().is_success()),
             "a delete that cannot reach a copy was acknowledged"

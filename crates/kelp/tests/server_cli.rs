@@ -145,10 +145,7 @@ fn server_keeps_blobs_across_restart() {
 
     let gone = assign(&client, &master, "");
     upload(&client, &gone.url, &gone.fid, "gone.bin", b"bye").unwrap();
-    let r = client
-        .delete(format!("http://{}/{}", gone.url, gone.fid))
-        .send()
-        .unwrap();
+    let r = delete(&client, &gone.url, &gone.fid).unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     kelp.stop();

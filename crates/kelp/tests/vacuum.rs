@@ -109,10 +109,7 @@ fn vacuum_reclaims_space_and_keeps_blobs() {
         if n % 5 == 0 {
             keep.push((a, seed, len));
         } else {
-            let r = client
-                .delete(format!("http://{}/{}", a.url, a.fid))
-                .send()
-                .unwrap();
+            let r = delete(&client, &a.url, &a.fid).unwrap();
             assert_eq!(r.status(), StatusCode::ACCEPTED);
             deleted.push(a);
         }
@@ -170,10 +167,7 @@ fn timed_writes(master: &str, writers: usize, seed: u64, stop: &AtomicBool) -> V
                         lat.push(t.elapsed().as_micros() as u64);
                         assert_eq!(r.status(), StatusCode::CREATED);
                         if n.is_multiple_of(5) {
-                            client
-                                .delete(format!("http://{}/{}", a.url, a.fid))
-                                .send()
-                                .unwrap();
+                            delete(&client, &a.url, &a.fid).unwrap();
                         }
                     }
                     lat
@@ -210,10 +204,7 @@ fn write_latency_during_compaction() {
         let r = upload(&client, &a.url, &a.fid, "bulk.bin", &blob(i, 64 * 1024)).unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
         if i % 2 == 0 {
-            let r = client
-                .delete(format!("http://{}/{}", a.url, a.fid))
-                .send()
-                .unwrap();
+            let r = delete(&client, &a.url, &a.fid).unwrap();
             assert_eq!(r.status(), StatusCode::ACCEPTED, "DELETE {}", a.fid);
         }
     }

@@ -518,10 +518,7 @@ fn weed_benchmark_on_mixed_cluster_and_weed_volume_crash() {
         a.fid
     );
     assert!(r.bytes().unwrap().as_ref() == data.as_slice());
-    let r = client
-        .delete(format!("http://{wurl}/{}", a.fid))
-        .send()
-        .unwrap();
+    let r = delete(&client, &wurl, &a.fid).unwrap();
     assert_eq!(
         r.status(),
         StatusCode::ACCEPTED,
@@ -641,10 +638,7 @@ fn kelp_volume_serves_weed_master() {
             "weed master lookup of volume {vid}"
         );
         if i % 3 == 0 {
-            let r = client
-                .delete(format!("http://{}/{}", a.url, a.fid))
-                .send()
-                .unwrap();
+            let r = delete(&client, &a.url, &a.fid).unwrap();
             assert_eq!(r.status(), StatusCode::ACCEPTED, "DELETE {}", a.fid);
             let r = get(&client, &a.url, &a.fid).unwrap();
             assert_eq!(r.status(), StatusCode::NOT_FOUND, "deleted {}", a.fid);
@@ -699,7 +693,7 @@ fn weed_tools_with_jwt_signing_key() {
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = client.delete(format!("http://{url}/{fid}")).send().unwrap();
+    let r = delete(&client, url, fid).unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // weed upload (one file chunked) and weed download.
@@ -745,10 +739,7 @@ fn weed_tools_with_jwt_signing_key() {
     }
     // Deleting the chunked file through its manifest needs a token too.
     let big = uploaded.iter().find(|u| u.name == "chunked.bin").unwrap();
-    let r = client
-        .delete(format!("http://{vurl}/{}", big.fid))
-        .send()
-        .unwrap();
+    let r = delete(&client, &vurl, &big.fid).unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // weed benchmark: signed writes, and deletes signed via LookupVolume.

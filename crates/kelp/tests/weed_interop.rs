@@ -38,10 +38,7 @@ fn write_blobs(client: &reqwest::blocking::Client, master: &str) -> Written {
             a.url
         );
         if i % 5 == 4 {
-            let r = client
-                .delete(format!("http://{}/{}", a.url, a.fid))
-                .send()
-                .expect("delete");
+            let r = delete(client, &a.url, &a.fid).expect("delete");
             assert_eq!(r.status(), StatusCode::ACCEPTED, "delete {}", a.fid);
             deleted.push(a.fid);
         } else {

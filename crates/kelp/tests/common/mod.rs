@@ -255,6 +255,15 @@ pub fn get(client: &Client, url: &str, fid: &str) -> reqwest::Result<reqwest::bl
     client.get(format!("http://{url}/{fid}")).send()
 }
 
+/// `DELETE http://<url>/<fid>`, as a SeaweedFS client deletes a blob.
+pub fn delete(
+    client: &Client,
+    url: &str,
+    fid: &str,
+) -> reqwest::Result<reqwest::blocking::Response> {
+    client.delete(format!("http://{url}/{fid}")).send()
+}
+
 /// Deterministic pseudo-random bytes for a blob, so a reader can check
 /// content without keeping every blob in memory.
 pub fn blob(seed: u64, len: usize) -> Vec<u8> {
@@ -458,7 +467,7 @@ pub fn write_load(
                             Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
                                 // Every tenth acknowledged blob is deleted again.
                                 if n.is_multiple_of(10) {
-                                    match client.delete(format!("http://{url}/{fid}")).send() {
+                                    match delete(&client, url, fid) {
                                         Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
                                             h.deleted.push(attempt.fid)
                                         }
