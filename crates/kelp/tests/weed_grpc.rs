@@ -97,8 +97,8 @@ fn run_benchmark_in(
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
-        cmd.args(["benchmark".to_string(), master.clone(), list_arg.clone()])
-            .args([format!("-n={n}"), format!("-c={concurrency}")])
+        cmd.args(["benchmark", &master, &list_arg, &format!("-n={n}")])
+            .arg(format!("-c={concurrency}"))
             .args(extra);
         run_tool(&mut cmd, &dir.join("logs"), TOOL_DEADLINE).expect_success("weed benchmark")
     };
