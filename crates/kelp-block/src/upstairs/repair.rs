@@ -15,6 +15,17 @@
 //! flush, then dirty, ties to the lowest client — to the other two, one
 //! extent at a time, before any guest IO is served.
 //!
+//! Every fetched image is checked against its block contexts before it is
+//! copied anywhere. When a source's image fails (a corrupt block on its
+//! disk) or its fetch fails, the extent is fetched again from the next
+//! source in line — at activation the next freshest copy, in live repair
+//! another active downstairs — and the failed source becomes a destination
+//! at activation. When every source has failed, the copy is put together
+//! block by block from the failed images (`merge`): each block from the
+//! first image in which it is intact. A block intact nowhere cannot be
+//! repaired: activation fails with an error naming it, and a live repair
+//! gives up on that downstairs for a while (`LIVE_REPAIR_BACKOFF`).
+//!
 //! Live repair brings a faulted downstairs back: extents 0, 1, 2, ... are
 //! copied from an active downstairs in turn. Once the copy of extent `e`
 //! has been queued, guest writes touching extents `≤ e` go to the repairing
@@ -33,26 +44,42 @@ use crate::context::BlockContext;
 use crate::error::BlockError;
 use crate::extent::ExtentVersion;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Step {
     extent: u32,
     source: usize,
-    fetch: u64,
+    /// The fetch from `source`; None once the copy has been put together
+    /// from failed images.
+    fetch: Option<u64>,
+    /// The one replace job of this extent. It keeps its place in the job
+    /// order when the image comes from a later source: every guest write
+    /// after it also goes to its destinations after it, so an image
+    /// fetched later (which may already hold those writes) is still right
+    /// once they are applied again on top.
     replace: u64,
-    stamp: Option<u64>,
+    /// Stamps of sources with the version all copies end with (activation).
+    stamps: Vec<u64>,
     /// At activation the copies take this version; live repair copies the
     /// source's version as fetched.
     target: Option<ExtentVersion>,
+    /// Sources still to try, best first, if this one's image fails.
+    fallbacks: Vec<usize>,
+    /// Images that failed their contexts, in the order they were fetched.
+    rejected: Vec<Image>,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Plan {
     extent: u32,
-    source: usize,
-    dests: [bool; CLIENTS],
+    /// Every downstairs, freshest copy first: the first is the source.
+    order: [usize; CLIENTS],
     target: ExtentVersion,
     stamp: bool,
 }
+
+/// How long live repair leaves a downstairs alone after finding an extent
+/// that no source holds intact.
+pub(super) const LIVE_REPAIR_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 pub(super) enum RepairState {
@@ -78,9 +105,16 @@ impl RepairState {
         }
     }
 
-    fn step(&self) -> Option<Step> {
+    fn step(&self) -> Option<&Step> {
         match self {
-            RepairState::Reconcile { step, .. } | RepairState::Live { step, .. } => *step,
+            RepairState::Reconcile { step, .. } | RepairState::Live { step, .. } => step.as_ref(),
+            RepairState::None => None,
+        }
+    }
+
+    fn step_mut(&mut self) -> Option<&mut Step> {
+        match self {
+            RepairState::Reconcile { step, .. } | RepairState::Live { step, .. } => step.as_mut(),
             RepairState::None => None,
         }
     }
@@ -96,17 +130,16 @@ pub(super) fn plan(versions: &[Vec<ExtentVersion>; CLIENTS]) -> VecDeque<Plan> {
         if vs.iter().all(|v| *v == vs[0] && !v.dirty) {
             continue;
         }
-        let source = (0..CLIENTS)
-            .max_by_key(|&c| (vs[c].freshness(), std::cmp::Reverse(c)))
-            .unwrap_or(0);
+        let mut order: [usize; CLIENTS] = std::array::from_fn(|c| c);
+        order.sort_by_key(|&c| std::cmp::Reverse((vs[c].freshness(), std::cmp::Reverse(c))));
+        let source = order[0];
         let target = ExtentVersion {
             dirty: false,
             ..vs[source]
         };
         out.push_back(Plan {
             extent: e as u32,
-            source,
-            dests: std::array::from_fn(|c| c != source),
+            order,
             target,
             stamp: vs[source].dirty,
         });
@@ -114,7 +147,43 @@ pub(super) fn plan(versions: &[Vec<ExtentVersion>; CLIENTS]) -> VecDeque<Plan> {
     out
 }
 
+/// Puts an extent together from images that each failed their contexts:
+/// every block comes from the first image, in `images` order, in which it is
+/// intact. Returns the first block intact in none of them.
+pub(super) fn merge<'a>(
+    images: impl Iterator<Item = &'a Image> + Clone,
+    version: ExtentVersion,
+    block_size: usize,
+) -> Result<Image, u64> {
+    let Some(n) = images.clone().map(|i| i.contexts.len()).min() else {
+        return Err(0);
+    };
+    let mut contexts = Vec::with_capacity(n);
+    let mut data = Vec::with_capacity(n * block_size);
+    for b in 0..n {
+        let range = b * block_size..(b + 1) * block_size;
+        let good = images.clone().find(|i| {
+            i.data
+                .get(range.clone())
+                .is_some_and(|blk| i.contexts[b].verify(blk))
+        });
+        let Some(img) = good else {
+            return Err(b as u64);
+        };
+        contexts.push(img.contexts[b]);
+        data.extend_from_slice(&img.data[range]);
+    }
+    Ok(Image {
+        version,
+        contexts,
+        data: Bytes::from(data),
+    })
+}
+
 impl Upstairs {
+    /// Queues one extent's copy from `source` to `dests`: a fetch, the
+    /// replace waiting for its image and, at activation, a stamp of a dirty
+    /// source.
     fn submit_step(
         &mut self,
         extent: u32,
@@ -122,52 +191,63 @@ impl Upstairs {
         dests: [bool; CLIENTS],
         target: Option<ExtentVersion>,
         stamp: bool,
+        fallbacks: Vec<usize>,
     ) -> Step {
         let range = self.extent_range(extent);
-        let mut on = [On::NotFor; CLIENTS];
-        on[source] = On::Sent;
-        let fetch = self.table.create(
-            Kind::ExtentFetch { extent },
-            Some(range.clone()),
-            on,
-            Waiter::None,
-        );
-        self.send(source, fetch);
+        let fetch = self.submit_fetch(extent, source);
         let on_r = std::array::from_fn(|c| if dests[c] { On::Queued } else { On::NotFor });
         let replace = self.table.create(
             Kind::ExtentReplace {
                 extent,
                 image: None,
             },
-            Some(range.clone()),
+            Some(range),
             on_r,
             Waiter::None,
         );
-        let stamp = match (stamp, target) {
-            (true, Some(t)) => {
-                let id = self.table.create(
-                    Kind::ExtentStamp {
-                        extent,
-                        flush: t.flush,
-                        generation: t.generation,
-                    },
-                    Some(range),
-                    on,
-                    Waiter::None,
-                );
-                self.send(source, id);
-                Some(id)
-            }
-            _ => None,
+        let stamps = match (stamp, target) {
+            (true, Some(t)) => vec![self.submit_stamp(extent, source, t)],
+            _ => vec![],
         };
         Step {
             extent,
             source,
-            fetch,
+            fetch: Some(fetch),
             replace,
-            stamp,
+            stamps,
             target,
+            fallbacks,
+            rejected: vec![],
         }
+    }
+
+    fn submit_fetch(&mut self, extent: u32, source: usize) -> u64 {
+        let mut on = [On::NotFor; CLIENTS];
+        on[source] = On::Sent;
+        let range = self.extent_range(extent);
+        let id = self
+            .table
+            .create(Kind::ExtentFetch { extent }, Some(range), on, Waiter::None);
+        self.send(source, id);
+        id
+    }
+
+    fn submit_stamp(&mut self, extent: u32, c: usize, t: ExtentVersion) -> u64 {
+        let mut on = [On::NotFor; CLIENTS];
+        on[c] = On::Sent;
+        let range = self.extent_range(extent);
+        let id = self.table.create(
+            Kind::ExtentStamp {
+                extent,
+                flush: t.flush,
+                generation: t.generation,
+            },
+            Some(range),
+            on,
+            Waiter::None,
+        );
+        self.send(c, id);
+        id
     }
 
     pub(super) fn start_reconcile(&mut self) {
@@ -206,8 +286,17 @@ impl Upstairs {
         };
         match plan.pop_front() {
             Some(p) => {
-                tracing::debug!(extent = p.extent, source = p.source, "reconciling extent");
-                let step = self.submit_step(p.extent, p.source, p.dests, Some(p.target), p.stamp);
+                let source = p.order[0];
+                tracing::debug!(extent = p.extent, source, "reconciling extent");
+                let dests = std::array::from_fn(|c| c != source);
+                let step = self.submit_step(
+                    p.extent,
+                    source,
+                    dests,
+                    Some(p.target),
+                    p.stamp,
+                    p.order[1..].to_vec(),
+                );
                 if let RepairState::Reconcile { step: s, .. } = &mut self.repair {
                     *s = Some(step);
                 }
@@ -239,6 +328,13 @@ impl Upstairs {
         }
     }
 
+    /// True if `id` is the fetch of the current repair step, sent to `c`.
+    pub(super) fn is_repair_fetch(&self, c: usize, id: u64) -> bool {
+        self.repair
+            .step()
+            .is_some_and(|s| s.fetch == Some(id) && s.source == c)
+    }
+
     pub(super) fn on_extent_data(
         &mut self,
         c: usize,
@@ -257,36 +353,37 @@ impl Upstairs {
         let Some(step) = self
             .repair
             .step()
-            .filter(|s| s.fetch == id && s.source == c)
+            .filter(|s| s.fetch == Some(id) && s.source == c)
         else {
             return;
         };
         let bs = self.block_size() as usize;
         let es = self.extent_range(0).end as usize;
-        let ok = contexts.len() == es
-            && data.len() == es * bs
-            && contexts
-                .iter()
-                .zip(data.chunks(bs))
-                .all(|(ctx, blk)| ctx.verify(blk));
-        if !ok {
-            tracing::error!(
-                client = c,
-                extent = step.extent,
-                "repair source sent an extent that fails its contexts"
-            );
-            match self.phase {
-                Phase::Reconciling => self.abort_reconcile(),
-                _ => self.fault(c, "bad extent image"),
-            }
-            return;
-        }
         let image = Image {
             version: step.target.unwrap_or(version),
             contexts,
             data,
         };
-        let Some(r) = self.table.get_mut(step.replace) else {
+        let whole = image.contexts.len() == es && image.data.len() == es * bs;
+        let intact = whole
+            && image
+                .contexts
+                .iter()
+                .zip(image.data.chunks(bs))
+                .all(|(ctx, blk)| ctx.verify(blk));
+        if !intact {
+            self.source_failed(c, whole.then_some(image));
+            return;
+        }
+        let replace = step.replace;
+        self.give_image(replace, image);
+        self.repair_progress(id);
+    }
+
+    /// Attaches the image to the step's replace job and sends it to every
+    /// destination waiting for it.
+    fn give_image(&mut self, replace: u64, image: Image) {
+        let Some(r) = self.table.get_mut(replace) else {
             return;
         };
         if let Kind::ExtentReplace { image: slot, .. } = &mut r.kind {
@@ -300,9 +397,102 @@ impl Upstairs {
             }
         }
         for d in to_send {
-            self.send(d, step.replace);
+            self.send(d, replace);
         }
-        self.repair_progress(id);
+    }
+
+    /// The current step's source `c` sent an image that fails its contexts
+    /// (`image`, kept for merging) or could not read the extent (None).
+    /// The extent is fetched from the next source for the same replace
+    /// job; at activation the failed source becomes one of its
+    /// destinations and the new source is stamped instead.
+    pub(super) fn source_failed(&mut self, c: usize, image: Option<Image>) {
+        let reconciling = matches!(self.repair, RepairState::Reconcile { .. });
+        let Some(step) = self.repair.step_mut().filter(|s| s.source == c) else {
+            return;
+        };
+        step.rejected.extend(image);
+        if step.fallbacks.is_empty() {
+            let step = step.clone();
+            self.finish_by_merging(step);
+            return;
+        }
+        let next = step.fallbacks.remove(0);
+        let (extent, replace, target) = (step.extent, step.replace, step.target);
+        tracing::warn!(
+            client = c,
+            extent,
+            next_source = next,
+            "repair source's copy of the extent is damaged; fetching it from another downstairs"
+        );
+        if reconciling && let Some(r) = self.table.get_mut(replace) {
+            // Not yet sent anywhere: the image has not arrived.
+            r.on[c] = On::Queued;
+            r.on[next] = On::NotFor;
+        }
+        let fetch = self.submit_fetch(extent, next);
+        let stamp = match target {
+            Some(t) if reconciling => Some(self.submit_stamp(extent, next, t)),
+            _ => None,
+        };
+        if let Some(s) = self.repair.step_mut() {
+            s.source = next;
+            s.fetch = Some(fetch);
+            s.stamps.extend(stamp);
+        }
+    }
+
+    /// No source holds the extent intact: build the copy block by block
+    /// from the failed images, each block from the first fetched (at
+    /// activation the freshest) image in which it is intact, and give it to
+    /// the replace job — at activation for all three downstairs.
+    fn finish_by_merging(&mut self, step: Step) {
+        let reconciling = matches!(self.repair, RepairState::Reconcile { .. });
+        let bs = self.block_size() as usize;
+        let version = step
+            .target
+            .or(step.rejected.first().map(|i| i.version))
+            .unwrap_or_default();
+        match merge(step.rejected.iter(), version, bs) {
+            Ok(image) => {
+                tracing::warn!(
+                    extent = step.extent,
+                    sources = step.rejected.len(),
+                    "no downstairs holds the extent intact; copying it block by block from the intact blocks of each"
+                );
+                if reconciling && let Some(r) = self.table.get_mut(step.replace) {
+                    r.on = [On::Queued; CLIENTS];
+                }
+                if let Some(s) = self.repair.step_mut() {
+                    s.fetch = None;
+                }
+                self.give_image(step.replace, image);
+            }
+            Err(b) => {
+                let e = BlockError::corrupt(
+                    format!("block {}", self.extent_range(step.extent).start + b),
+                    if step.rejected.is_empty() {
+                        "no downstairs could read its extent".to_string()
+                    } else {
+                        format!(
+                            "damaged on every downstairs that holds it (extent {})",
+                            step.extent
+                        )
+                    },
+                );
+                if reconciling {
+                    self.halt(e);
+                } else {
+                    let RepairState::Live { client, .. } = self.repair else {
+                        return;
+                    };
+                    tracing::error!(client, error = %e, "live repair cannot complete; retrying later");
+                    self.clients[client].repair_after =
+                        Some(std::time::Instant::now() + LIVE_REPAIR_BACKOFF);
+                    self.fault(client, "live repair found a block no source holds intact");
+                }
+            }
+        }
     }
 
     /// Called on every acknowledgement: moves repair on when the current
@@ -311,15 +501,19 @@ impl Upstairs {
         let Some(step) = self.repair.step() else {
             return;
         };
-        if id != step.fetch && id != step.replace && Some(id) != step.stamp {
+        if Some(id) != step.fetch && id != step.replace && !step.stamps.contains(&id) {
             return;
         }
+        let mut ids = [step.fetch, Some(step.replace)]
+            .into_iter()
+            .flatten()
+            .chain(step.stamps.iter().copied());
         let finished = |id: u64| {
             self.table
                 .get(id)
                 .is_none_or(|j| j.on.iter().all(|o| o.is_final()))
         };
-        if !finished(step.fetch) || !finished(step.replace) || !step.stamp.is_none_or(finished) {
+        if !ids.all(finished) {
             return;
         }
         match self.repair {
@@ -341,10 +535,12 @@ impl Upstairs {
     }
 
     fn live_step(&mut self, client: usize, extent: u32) {
-        let Some(source) = self.any_active() else {
+        let mut sources = (0..CLIENTS).filter(|&c| self.clients[c].mode == Mode::Active);
+        let Some(source) = sources.next() else {
             self.fault(client, "no active downstairs to repair from");
             return;
         };
+        let fallbacks = sources.collect();
         let mut dests = [false; CLIENTS];
         dests[client] = true;
         // Advance first: jobs created from now on that touch this extent go
@@ -354,7 +550,7 @@ impl Upstairs {
             next: extent + 1,
             step: None,
         };
-        let step = self.submit_step(extent, source, dests, None, false);
+        let step = self.submit_step(extent, source, dests, None, false, fallbacks);
         if let RepairState::Live { step: s, .. } = &mut self.repair {
             *s = Some(step);
         }
@@ -366,9 +562,13 @@ impl Upstairs {
         if self.phase != Phase::Running || !matches!(self.repair, RepairState::None) {
             return;
         }
-        let Some(c) = (0..CLIENTS)
-            .find(|&c| self.clients[c].mode == Mode::Faulted && self.clients[c].conn.is_some())
-        else {
+        let now = std::time::Instant::now();
+        let Some(c) = (0..CLIENTS).find(|&c| {
+            let cl = &self.clients[c];
+            cl.mode == Mode::Faulted
+                && cl.conn.is_some()
+                && cl.repair_after.is_none_or(|t| now >= t)
+        }) else {
             return;
         };
         if self.any_active().is_none() {
@@ -408,9 +608,10 @@ impl Upstairs {
             client,
             step: Some(s),
             ..
-        } = self.repair
+        } = &self.repair
             && s.source == c
         {
+            let client = *client;
             self.fault(client, "repair source went away");
         }
     }
@@ -452,14 +653,71 @@ mod tests {
         ];
         let p = plan(&versions);
         assert_eq!(p.len(), 3);
-        assert_eq!((p[0].extent, p[0].source), (1, 1));
-        assert_eq!((p[1].extent, p[1].source), (2, 0), "generation beats flush");
+        assert_eq!((p[0].extent, p[0].order), (1, [1, 0, 2]));
         assert_eq!(
-            (p[2].extent, p[2].source),
-            (3, 1),
+            (p[1].extent, p[1].order),
+            (2, [0, 1, 2]),
+            "generation beats flush"
+        );
+        assert_eq!(
+            (p[2].extent, p[2].order),
+            (3, [1, 2, 0]),
             "dirty beats clean, ties to lowest"
         );
         assert!(p[2].stamp && !p[0].stamp);
-        assert_eq!(p[2].dests, [true, false, true]);
+        assert_eq!(p[2].target, v(1, 1, false));
+    }
+
+    fn image(blocks: &[&[u8]], bs: usize, damaged: &[usize]) -> Image {
+        let mut data = vec![];
+        let mut contexts = vec![];
+        for (i, b) in blocks.iter().enumerate() {
+            let mut blk = vec![0u8; bs];
+            blk[..b.len()].copy_from_slice(b);
+            contexts.push(BlockContext::Data(crate::context::block_crc(&blk)));
+            if damaged.contains(&i) {
+                blk[bs - 1] ^= 0xff;
+            }
+            data.extend_from_slice(&blk);
+        }
+        Image {
+            version: v(1, 1, false),
+            contexts,
+            data: Bytes::from(data),
+        }
+    }
+
+    #[test]
+    fn merge_takes_each_block_from_the_first_image_holding_it_intact() {
+        let bs = 16;
+        let a = image(&[b"a0", b"a1", b"a2"], bs, &[1]);
+        let b = image(&[b"b0", b"b1", b"b2"], bs, &[0, 2]);
+        let m = merge([&a, &b].into_iter(), v(3, 4, false), bs).unwrap();
+        assert_eq!(m.version, v(3, 4, false));
+        assert_eq!(&m.data[..2], b"a0");
+        assert_eq!(&m.data[bs..bs + 2], b"b1");
+        assert_eq!(&m.data[2 * bs..2 * bs + 2], b"a2");
+        assert!(
+            m.contexts
+                .iter()
+                .zip(m.data.chunks(bs))
+                .all(|(c, d)| c.verify(d))
+        );
+        // In the other order the second image wins where both are intact.
+        let m = merge([&b, &a].into_iter(), v(3, 4, false), bs).unwrap();
+        assert_eq!(&m.data[bs..bs + 2], b"b1");
+        assert_eq!(&m.data[..2], b"a0");
+    }
+
+    #[test]
+    fn merge_names_a_block_damaged_everywhere() {
+        let bs = 16;
+        let a = image(&[b"a0", b"a1", b"a2"], bs, &[2]);
+        let b = image(&[b"b0", b"b1", b"b2"], bs, &[1, 2]);
+        assert_eq!(
+            merge([&a, &b].into_iter(), v(1, 1, false), bs).err(),
+            Some(2)
+        );
+        assert_eq!(merge([].into_iter(), v(1, 1, false), bs).err(), Some(0));
     }
 }

@@ -36,7 +36,8 @@ pub(super) enum Phase {
     WaitAll,
     Reconciling,
     Running,
-    Fenced,
+    /// No more IO: fenced by a newer generation, or activation failed.
+    Halted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,9 @@ pub(super) struct Client {
     pub region_uuid: Option<[u8; 16]>,
     /// Set to stop the running connect loop (the address changed).
     pub connect_cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Live repair of this downstairs waits until then (it last failed on
+    /// an extent no source holds intact).
+    pub repair_after: Option<Instant>,
 }
 
 /// A read that already failed somewhere: where not to send it again, and
@@ -69,6 +73,8 @@ pub(super) struct Client {
 pub(super) struct ReadRetry {
     excluded: [bool; CLIENTS],
     repair: bool,
+    /// The block that last failed its context.
+    damaged: Option<u64>,
 }
 
 pub(super) type Ready = oneshot::Sender<Result<(u32, u64)>>;
@@ -102,6 +108,7 @@ impl Upstairs {
             last_heard: Instant::now(),
             versions: vec![],
             region_uuid: None,
+            repair_after: None,
         });
         Upstairs {
             cfg,
@@ -130,7 +137,7 @@ impl Upstairs {
             self.reconnect(c);
         }
         loop {
-            let serving = matches!(self.phase, Phase::Running | Phase::Fenced);
+            let serving = matches!(self.phase, Phase::Running | Phase::Halted);
             tokio::select! {
                 biased;
                 ev = rx.recv() => match ev {
@@ -142,7 +149,7 @@ impl Upstairs {
                     None => break,
                 },
             }
-            if self.ready.is_some() && self.phase == Phase::Fenced {
+            if self.ready.is_some() && self.phase == Phase::Halted {
                 break;
             }
         }
@@ -262,7 +269,7 @@ impl Upstairs {
     // ---- guest requests ----
 
     fn guest(&mut self, op: GuestOp) {
-        if self.phase == Phase::Fenced {
+        if self.phase == Phase::Halted {
             let e = || BlockError::Fenced(self.cfg.generation);
             match op {
                 GuestOp::Read { reply, .. } => drop(reply.send(Err(e()))),
@@ -382,7 +389,7 @@ impl Upstairs {
                 .map(|c| format!("{:?}", c.mode).to_lowercase())
                 .collect(),
             jobs: self.table.len(),
-            fenced: self.phase == Phase::Fenced,
+            fenced: self.phase == Phase::Halted,
             next_flush: self.next_flush,
         }
     }
@@ -442,7 +449,13 @@ impl Upstairs {
             .filter(|&c| self.clients[c].mode == Mode::Active && !retry.excluded[c])
             .collect();
         if active.is_empty() {
-            let e = BlockError::NoQuorum("no healthy downstairs to read from".into());
+            let e = match retry.damaged {
+                Some(b) => BlockError::corrupt(
+                    format!("block {b}"),
+                    "fails its checksum on every active downstairs",
+                ),
+                None => BlockError::NoQuorum("no healthy downstairs to read from".into()),
+            };
             match waiter {
                 Waiter::Data(r) => drop(r.send(Err(e))),
                 Waiter::Done(r) => drop(r.send(Err(e))),
@@ -631,6 +644,7 @@ impl Upstairs {
             let mut retry = retry;
             retry.excluded[c] = true;
             retry.repair = true;
+            retry.damaged = Some(block);
             self.submit_read(start, count, waiter, retry);
             return;
         }
@@ -672,6 +686,13 @@ impl Upstairs {
             return;
         }
         tracing::warn!(client = c, job = id, code, message, "downstairs job failed");
+        if self.is_repair_fetch(c, id) {
+            if let Some(j) = self.table.get_mut(id) {
+                j.on[c] = On::Skipped;
+            }
+            self.source_failed(c, None);
+            return;
+        }
         let is_read = matches!(self.table.get(id).map(|j| &j.kind), Some(Kind::Read { .. }));
         if is_read {
             self.reroute_read(c, id);
@@ -702,7 +723,7 @@ impl Upstairs {
     // ---- connections ----
 
     pub fn reconnect(&mut self, c: usize) {
-        if self.phase == Phase::Fenced || self.clients[c].connecting {
+        if self.phase == Phase::Halted || self.clients[c].connecting {
             return;
         }
         self.clients[c].connecting = true;
@@ -726,7 +747,7 @@ impl Upstairs {
         hs: client::Handshake,
     ) {
         self.clients[c].connecting = false;
-        if self.phase == Phase::Fenced {
+        if self.phase == Phase::Halted {
             return;
         }
         match self.def {
@@ -787,7 +808,7 @@ impl Upstairs {
                     self.maybe_start_live_repair();
                 }
             },
-            Phase::Reconciling | Phase::Fenced => {}
+            Phase::Reconciling | Phase::Halted => {}
         }
     }
 
@@ -816,7 +837,7 @@ impl Upstairs {
                 Mode::Repair | Mode::Init => self.fault(c, error),
                 Mode::Offline | Mode::Faulted => {}
             },
-            Phase::Fenced => return,
+            Phase::Halted => return,
         }
         self.reconnect(c);
     }
@@ -892,11 +913,23 @@ impl Upstairs {
     }
 
     pub fn become_fenced(&mut self, e: BlockError) {
-        if self.phase == Phase::Fenced {
+        if self.phase == Phase::Halted {
             return;
         }
         tracing::error!(error = %e, "this upstairs has been fenced by a newer generation; refusing all IO");
-        self.phase = Phase::Fenced;
+        self.halt(e);
+    }
+
+    /// Stops all IO for good: drops the connections, fails every waiting
+    /// request, and fails activation with `e` if it has not finished.
+    pub fn halt(&mut self, e: BlockError) {
+        if self.phase == Phase::Halted {
+            return;
+        }
+        if self.ready.is_some() {
+            tracing::error!(error = %e, "activation failed");
+        }
+        self.phase = Phase::Halted;
         for c in &mut self.clients {
             c.conn = None;
         }
@@ -915,7 +948,7 @@ impl Upstairs {
     }
 
     fn on_tick(&mut self) {
-        if self.phase == Phase::Fenced {
+        if self.phase == Phase::Halted {
             return;
         }
         for c in 0..CLIENTS {
