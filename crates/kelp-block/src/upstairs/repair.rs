@@ -30,9 +30,14 @@
 //! copied from an active downstairs in turn. Once the copy of extent `e`
 //! has been queued, guest writes touching extents `≤ e` go to the repairing
 //! downstairs too (ordered after the copy); writes entirely above `e` skip
-//! it, since the copy will bring them. It gets no flushes (so an extent it
-//! has not been given yet is never stamped as current) and does not count
-//! towards quorum until every extent is done.
+//! it, since the copy will bring them. First of all, each extent that is
+//! dirty on it is stamped clean at version (0, 0), the stalest there is;
+//! after that it gets every flush. A flush stamps only dirty extents, which
+//! on the repairing downstairs are the ones it has been given, so an extent
+//! it has not been given yet is never stamped as current, and one it has
+//! been given goes through the same flushes as its source and ends with the
+//! same version. It does not count towards quorum until every extent is
+//! done.
 
 use std::collections::VecDeque;
 
@@ -576,6 +581,14 @@ impl Upstairs {
         }
         tracing::info!(client = c, "starting live repair");
         self.clients[c].mode = Mode::Repair;
+        let dirty: Vec<u32> = (0..)
+            .zip(&self.clients[c].versions)
+            .filter(|(_, v)| v.dirty)
+            .map(|(e, _)| e)
+            .collect();
+        for e in dirty {
+            self.submit_stamp(e, c, ExtentVersion::default());
+        }
         self.live_step(c, 0);
     }
 

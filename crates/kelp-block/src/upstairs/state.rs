@@ -11,8 +11,8 @@
 //! - `Faulted`: its jobs are skipped; when it is connected it is brought
 //!   back by live repair;
 //! - `Repair`: being repaired extent by extent (`repair.rs`); gets jobs for
-//!   the extents already repaired, no reads or flushes, and does not count
-//!   towards quorum until it is `Active` again.
+//!   the extents already repaired and every flush, no reads, and does not
+//!   count towards quorum until it is `Active` again.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -183,7 +183,8 @@ impl Upstairs {
             Mode::Init | Mode::Faulted => On::Skipped,
             Mode::Repair => match range {
                 Some(r) if self.repair.repaired_below(c) > self.extent_of(r.start) => On::Sent,
-                _ => On::Skipped,
+                Some(_) => On::Skipped,
+                None => On::Sent,
             },
         })
     }
