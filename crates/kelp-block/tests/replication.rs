@@ -116,6 +116,16 @@ impl Cluster {
         .expect("activation")
     }
 
+    /// Drains `v` (every downstairs holds everything), drops it, and
+    /// checks the three replicas hold identical data and extent versions.
+    async fn drained_and_identical(&mut self, v: Volume) {
+        v.drain(Duration::from_secs(20)).await.unwrap();
+        drop(v);
+        let report = self.verify().await;
+        assert!(report.ok(), "{report}");
+        assert!(report.version_mismatches().is_empty(), "{report}");
+    }
+
     async fn verify(&mut self) -> kelp_block::verify::VerifyReport {
         for d in &mut self.ds {
             d.stop().await;
@@ -252,11 +262,7 @@ async fn long_outage_is_live_repaired() {
     };
     writer.await.unwrap();
     wait_modes(&v, "active").await;
-    v.drain(Duration::from_secs(20)).await.unwrap();
-    drop(v);
-    let report = cl.verify().await;
-    assert!(report.ok(), "{report}");
-    assert!(report.version_mismatches().is_empty(), "{report}");
+    cl.drained_and_identical(v).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,11 +538,7 @@ async fn live_repair_reads_around_a_damaged_source() {
             pattern(50, 64 * 512).slice(9 * 512..10 * 512)
         );
     }
-    v.drain(Duration::from_secs(20)).await.unwrap();
-    drop(v);
-    let report = cl.verify().await;
-    assert!(report.ok(), "{report}");
-    assert!(report.version_mismatches().is_empty(), "{report}");
+    cl.drained_and_identical(v).await;
 }
 
 /// Writes extent 0, then replaces downstairs 0's region with a fresh one
@@ -588,11 +590,7 @@ async fn live_repair_merges_blocks_from_two_damaged_sources() {
             pattern(seed.unwrap(), 512)
         );
     }
-    v.drain(Duration::from_secs(20)).await.unwrap();
-    drop(v);
-    let report = cl.verify().await;
-    assert!(report.ok(), "{report}");
-    assert!(report.version_mismatches().is_empty(), "{report}");
+    cl.drained_and_identical(v).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -643,11 +641,7 @@ async fn replacement_region_is_live_repaired() {
         .unwrap();
     cl.ds[0].restart().await;
     wait_modes(&v, "active").await;
-    v.drain(Duration::from_secs(20)).await.unwrap();
-    drop(v);
-    let report = cl.verify().await;
-    assert!(report.ok(), "{report}");
-    assert!(report.version_mismatches().is_empty(), "{report}");
+    cl.drained_and_identical(v).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -679,9 +673,5 @@ async fn replacement_at_a_new_address_is_live_repaired() {
         .await
         .unwrap();
     assert_eq!(v.read(0, 64).await.unwrap(), pattern(31, 64 * 512));
-    v.drain(Duration::from_secs(20)).await.unwrap();
-    drop(v);
-    let report = cl.verify().await;
-    assert!(report.ok(), "{report}");
-    assert!(report.version_mismatches().is_empty(), "{report}");
+    cl.drained_and_identical(v).await;
 }
