@@ -155,19 +155,19 @@ pub(super) fn plan(versions: &[Vec<ExtentVersion>; CLIENTS]) -> VecDeque<Plan> {
 /// Puts an extent together from images that each failed their contexts:
 /// every block comes from the first image, in `images` order, in which it is
 /// intact. Returns the first block intact in none of them.
-pub(super) fn merge<'a>(
-    images: impl Iterator<Item = &'a Image> + Clone,
+pub(super) fn merge(
+    images: &[Image],
     version: ExtentVersion,
     block_size: usize,
 ) -> Result<Image, u64> {
-    let Some(n) = images.clone().map(|i| i.contexts.len()).min() else {
+    let Some(n) = images.iter().map(|i| i.contexts.len()).min() else {
         return Err(0);
     };
     let mut contexts = Vec::with_capacity(n);
     let mut data = Vec::with_capacity(n * block_size);
     for b in 0..n {
         let range = b * block_size..(b + 1) * block_size;
-        let good = images.clone().find(|i| {
+        let good = images.iter().find(|i| {
             i.data
                 .get(range.clone())
                 .is_some_and(|blk| i.contexts[b].verify(blk))
@@ -458,7 +458,7 @@ impl Upstairs {
             .target
             .or(step.rejected.first().map(|i| i.version))
             .unwrap_or_default();
-        match merge(step.rejected.iter(), version, bs) {
+        match merge(&step.rejected, version, bs) {
             Ok(image) => {
                 tracing::warn!(
                     extent = step.extent,
@@ -705,7 +705,7 @@ mod tests {
         let bs = 16;
         let a = image(&[b"a0", b"a1", b"a2"], bs, &[1]);
         let b = image(&[b"b0", b"b1", b"b2"], bs, &[0, 2]);
-        let m = merge([&a, &b].into_iter(), v(3, 4, false), bs).unwrap();
+        let m = merge(&[a.clone(), b.clone()], v(3, 4, false), bs).unwrap();
         assert_eq!(m.version, v(3, 4, false));
         assert_eq!(&m.data[..2], b"a0");
         assert_eq!(&m.data[bs..bs + 2], b"b1");
@@ -717,7 +717,7 @@ mod tests {
                 .all(|(c, d)| c.verify(d))
         );
         // In the other order the second image wins where both are intact.
-        let m = merge([&b, &a].into_iter(), v(3, 4, false), bs).unwrap();
+        let m = merge(&[b, a], v(3, 4, false), bs).unwrap();
         assert_eq!(&m.data[bs..bs + 2], b"b1");
         assert_eq!(&m.data[..2], b"a0");
     }
@@ -727,10 +727,7 @@ mod tests {
         let bs = 16;
         let a = image(&[b"a0", b"a1", b"a2"], bs, &[2]);
         let b = image(&[b"b0", b"b1", b"b2"], bs, &[1, 2]);
-        assert_eq!(
-            merge([&a, &b].into_iter(), v(1, 1, false), bs).err(),
-            Some(2)
-        );
-        assert_eq!(merge([].into_iter(), v(1, 1, false), bs).err(), Some(0));
+        assert_eq!(merge(&[a, b], v(1, 1, false), bs).err(), Some(2));
+        assert_eq!(merge(&[], v(1, 1, false), bs).err(), Some(0));
     }
 }
