@@ -495,11 +495,16 @@ async fn block_damaged_on_every_copy_fails_activation_by_name() {
     let msg = err.to_string();
     assert!(msg.contains("block 6"), "{msg}");
     assert!(msg.contains("every downstairs"), "{msg}");
-    // Nothing was written: the damage is still there on all three.
+    // No data changed: the damage is still there on all three, and the
+    // stale copy on 2 was not stamped as fresh as the others.
     let report = cl.verify().await;
     assert_eq!(
         report.bad_checksums,
         vec![(0, 6), (1, 6), (2, 6)],
+        "{report}"
+    );
+    assert!(
+        report.versions[2][0].freshness() < report.versions[0][0].freshness(),
         "{report}"
     );
 }

@@ -64,6 +64,10 @@ pub(super) struct Step {
     replace: u64,
     /// Stamps of sources with the version all copies end with (activation).
     stamps: Vec<u64>,
+    /// Stamp `source` once its image has proved intact: it is a fallback,
+    /// possibly older than the version the copies take, so it must not
+    /// claim that version before its image is known to be the one copied.
+    stamp_when_intact: bool,
     /// At activation the copies take this version; live repair copies the
     /// source's version as fetched.
     target: Option<ExtentVersion>,
@@ -220,6 +224,7 @@ impl Upstairs {
             fetch: Some(fetch),
             replace,
             stamps,
+            stamp_when_intact: false,
             target,
             fallbacks,
             rejected: vec![],
@@ -380,7 +385,13 @@ impl Upstairs {
             self.source_failed(c, whole.then_some(image));
             return;
         }
-        let replace = step.replace;
+        let (extent, replace) = (step.extent, step.replace);
+        if let Some(t) = step.target.filter(|_| step.stamp_when_intact) {
+            let stamp = self.submit_stamp(extent, c, t);
+            if let Some(s) = self.repair.step_mut() {
+                s.stamps.push(stamp);
+            }
+        }
         self.give_image(replace, image);
         self.repair_progress(id);
     }
@@ -410,7 +421,7 @@ impl Upstairs {
     /// (`image`, kept for merging) or could not read the extent (None).
     /// The extent is fetched from the next source for the same replace
     /// job; at activation the failed source becomes one of its
-    /// destinations and the new source is stamped instead.
+    /// destinations and the new source is stamped once its image is intact.
     pub(super) fn source_failed(&mut self, c: usize, image: Option<Image>) {
         let reconciling = matches!(self.repair, RepairState::Reconcile { .. });
         let Some(step) = self.repair.step_mut().filter(|s| s.source == c) else {
@@ -423,7 +434,7 @@ impl Upstairs {
             return;
         }
         let next = step.fallbacks.remove(0);
-        let (extent, replace, target) = (step.extent, step.replace, step.target);
+        let (extent, replace) = (step.extent, step.replace);
         tracing::warn!(
             client = c,
             extent,
@@ -436,14 +447,10 @@ impl Upstairs {
             r.on[next] = On::NotFor;
         }
         let fetch = self.submit_fetch(extent, next);
-        let stamp = match target {
-            Some(t) if reconciling => Some(self.submit_stamp(extent, next, t)),
-            _ => None,
-        };
         if let Some(s) = self.repair.step_mut() {
             s.source = next;
             s.fetch = Some(fetch);
-            s.stamps.extend(stamp);
+            s.stamp_when_intact = reconciling;
         }
     }
 
