@@ -481,17 +481,20 @@ impl Upstairs {
                 self.give_image(step.replace, image);
             }
             Err(b) => {
-                let e = BlockError::corrupt(
-                    format!("block {}", self.extent_range(step.extent).start + b),
-                    if step.rejected.is_empty() {
-                        "no downstairs could read its extent".to_string()
-                    } else {
+                let e = if step.rejected.is_empty() {
+                    BlockError::corrupt(
+                        format!("extent {}", step.extent),
+                        "no downstairs could read it",
+                    )
+                } else {
+                    BlockError::corrupt(
+                        format!("block {}", self.extent_range(step.extent).start + b),
                         format!(
                             "damaged on every downstairs that holds it (extent {})",
                             step.extent
-                        )
-                    },
-                );
+                        ),
+                    )
+                };
                 if reconciling {
                     self.halt(e);
                 } else {
