@@ -55,6 +55,12 @@ impl Kelp {
         Self::spawn(args, log_dir, cwd, None)
     }
 
+    /// Like [`Kelp::start_in`], but if kelp exits before it is ready,
+    /// returns its log instead of panicking.
+    pub fn try_start_in(args: &[&str], log_dir: &Path, cwd: Option<&Path>) -> Result<Kelp, String> {
+        Self::try_spawn(args, log_dir, cwd, None)
+    }
+
     /// Like [`Kelp::start`], inside network namespace `netns`
     /// (`ip netns exec`, which execs kelp in place: the pid is kelp's).
     pub fn start_netns(netns: &str, args: &[&str], log_dir: &Path) -> Kelp {
@@ -62,6 +68,15 @@ impl Kelp {
     }
 
     fn spawn(args: &[&str], log_dir: &Path, cwd: Option<&Path>, netns: Option<&str>) -> Kelp {
+        Self::try_spawn(args, log_dir, cwd, netns).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_spawn(
+        args: &[&str],
+        log_dir: &Path,
+        cwd: Option<&Path>,
+        netns: Option<&str>,
+    ) -> Result<Kelp, String> {
         std::fs::create_dir_all(log_dir).unwrap();
         let n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -96,13 +111,16 @@ impl Kelp {
         };
         let ports = wait_until("kelp ready file", DEADLINE, || {
             if let Ok(Some(status)) = kelp.child.try_wait() {
-                panic!("kelp exited early with {status}: {}", kelp.log_text());
+                return Some(Err(format!(
+                    "kelp exited early with {status}: {}",
+                    kelp.log_text()
+                )));
             }
             let text = std::fs::read_to_string(&ready).ok()?;
-            serde_json::from_str::<Value>(&text).ok()
-        });
+            serde_json::from_str::<Value>(&text).ok().map(Ok)
+        })?;
         kelp.ports = ports;
-        kelp
+        Ok(kelp)
     }
 
     pub fn port(&self, name: &str) -> u16 {
@@ -640,21 +658,35 @@ pub fn kelp_server_for_weed(dir: &Path, extra: &[&str]) -> (Kelp, u16) {
 }
 
 /// [`kelp_server_for_weed`] running in `cwd`.
+///
+/// The pair is free when picked, but another process's outgoing connection
+/// can take either port before kelp binds it (both lie in the ephemeral
+/// range); then kelp cannot listen and exits, and a new pair is tried.
 pub fn kelp_server_for_weed_in(dir: &Path, extra: &[&str], cwd: Option<&Path>) -> (Kelp, u16) {
-    let port = free_port_pair();
     let dir_arg = format!("-dir={}", dir.display());
-    let port_arg = format!("-master.port={port}");
-    let mut args = vec![
-        "server",
-        dir_arg.as_str(),
-        port_arg.as_str(),
-        "-volume.port=0",
-        "-ip=127.0.0.1",
-    ];
-    args.extend_from_slice(extra);
-    let kelp = Kelp::start_in(&args, &dir.join("../logs"), cwd);
-    wait_healthy(&kelp.master_url());
-    (kelp, port)
+    for _ in 0..5 {
+        let port = free_port_pair();
+        let port_arg = format!("-master.port={port}");
+        let mut args = vec![
+            "server",
+            dir_arg.as_str(),
+            port_arg.as_str(),
+            "-volume.port=0",
+            "-ip=127.0.0.1",
+        ];
+        args.extend_from_slice(extra);
+        match Kelp::try_start_in(&args, &dir.join("../logs"), cwd) {
+            Ok(kelp) => {
+                wait_healthy(&kelp.master_url());
+                return (kelp, port);
+            }
+            Err(e) if e.contains("cannot listen on") => {
+                eprintln!("port pair {port} was taken before kelp bound it; trying another: {e}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("no port pair stayed free long enough for kelp to bind it");
 }
 
 /// Whether a master's `/dir/status` (Kelp's or SeaweedFS's) lists a data
