@@ -126,6 +126,13 @@ impl Cluster {
         assert!(report.version_mismatches().is_empty(), "{report}");
     }
 
+    /// Damages each (downstairs, block) in `damaged` with [`damage`].
+    fn damage(&self, damaged: &[(usize, u64)]) {
+        for &(ds, block) in damaged {
+            damage(&self.ds[ds].dir, block);
+        }
+    }
+
     async fn verify(&mut self) -> kelp_block::verify::VerifyReport {
         for d in &mut self.ds {
             d.stop().await;
@@ -424,9 +431,7 @@ async fn damaged_after_2_fell_behind(
     for d in &mut cl.ds {
         d.stop().await;
     }
-    for &(ds, block) in damaged {
-        damage(&cl.ds[ds].dir, block);
-    }
+    cl.damage(damaged);
     for d in &mut cl.ds {
         d.restart().await;
     }
@@ -509,19 +514,27 @@ async fn block_damaged_on_every_copy_fails_activation_by_name() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_repair_reads_around_a_damaged_source() {
-    let mut cl = Cluster::new().await;
+/// Writes extent 0 (returned), stops downstairs 0, damages `damaged`
+/// (downstairs, block), then gives 0 a fresh region, so live repair has to
+/// copy extent 0 from damaged sources.
+async fn live_repair_from_damaged(cl: &mut Cluster, damaged: &[(usize, u64)]) -> (Volume, Bytes) {
     let v = cl.attach(1).await;
-    v.write(0, pattern(50, 64 * 512), true).await.unwrap();
+    let data = pattern(70, 64 * 512);
+    v.write(0, data.clone(), true).await.unwrap();
     v.drain(Duration::from_secs(20)).await.unwrap();
     cl.ds[0].stop().await;
-    // Downstairs 1, the first repair source, has a damaged block.
-    damage(&cl.ds[1].dir, 9);
-    // Downstairs 0's region is lost; a fresh one takes its place.
+    cl.damage(damaged);
     std::fs::remove_dir_all(&cl.ds[0].dir).unwrap();
     drop(Region::create(&cl.ds[0].dir, BS, ES, EC).unwrap());
     cl.ds[0].restart().await;
+    (v, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_repair_reads_around_a_damaged_source() {
+    let mut cl = Cluster::new().await;
+    // Downstairs 1, the first repair source, has a damaged block.
+    let (v, data) = live_repair_from_damaged(&mut cl, &[(1, 9)]).await;
     // The repair takes extent 0 from 2 instead; 1 stays active, so writes
     // keep their quorum throughout.
     let start = Instant::now();
@@ -538,40 +551,15 @@ async fn live_repair_reads_around_a_damaged_source() {
     }
     // Reads served by 1 find its bad block and rewrite it.
     for _ in 0..6 {
-        assert_eq!(
-            v.read(9, 1).await.unwrap(),
-            pattern(50, 64 * 512).slice(9 * 512..10 * 512)
-        );
+        assert_eq!(v.read(9, 1).await.unwrap(), data.slice(9 * 512..10 * 512));
     }
     cl.drained_and_identical(v).await;
-}
-
-/// Writes extent 0, then replaces downstairs 0's region with a fresh one
-/// after `damage_others` has damaged blocks on 1 and 2, so live repair has
-/// to copy extent 0 from damaged sources.
-async fn live_repair_from_damaged(
-    cl: &mut Cluster,
-    damage_others: impl FnOnce(&Cluster),
-) -> Volume {
-    let v = cl.attach(1).await;
-    v.write(0, pattern(70, 64 * 512), true).await.unwrap();
-    v.drain(Duration::from_secs(20)).await.unwrap();
-    cl.ds[0].stop().await;
-    damage_others(cl);
-    std::fs::remove_dir_all(&cl.ds[0].dir).unwrap();
-    drop(Region::create(&cl.ds[0].dir, BS, ES, EC).unwrap());
-    cl.ds[0].restart().await;
-    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_repair_merges_blocks_from_two_damaged_sources() {
     let mut cl = Cluster::new().await;
-    let v = live_repair_from_damaged(&mut cl, |cl| {
-        damage(&cl.ds[1].dir, 9);
-        damage(&cl.ds[2].dir, 10);
-    })
-    .await;
+    let (v, data) = live_repair_from_damaged(&mut cl, &[(1, 9), (2, 10)]).await;
     // Writes to the extent being copied keep going and are not lost.
     let start = Instant::now();
     let mut last = [None; 4];
@@ -585,9 +573,8 @@ async fn live_repair_merges_blocks_from_two_damaged_sources() {
         }
         assert!(start.elapsed() < Duration::from_secs(20), "{modes:?}");
     }
-    let want = pattern(70, 64 * 512);
     for _ in 0..6 {
-        assert_eq!(v.read(9, 2).await.unwrap(), want.slice(9 * 512..11 * 512));
+        assert_eq!(v.read(9, 2).await.unwrap(), data.slice(9 * 512..11 * 512));
     }
     for (k, seed) in last.iter().enumerate() {
         assert_eq!(
@@ -601,11 +588,7 @@ async fn live_repair_merges_blocks_from_two_damaged_sources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_repair_leaves_a_block_damaged_on_every_source_as_an_error() {
     let mut cl = Cluster::new().await;
-    let v = live_repair_from_damaged(&mut cl, |cl| {
-        damage(&cl.ds[1].dir, 9);
-        damage(&cl.ds[2].dir, 9);
-    })
-    .await;
+    let (v, _) = live_repair_from_damaged(&mut cl, &[(1, 9), (2, 9)]).await;
     // The repair cannot finish: downstairs 0 goes back to faulted, the
     // other two keep serving, and the lost block reads as an error.
     let start = Instant::now();

@@ -477,16 +477,16 @@ fn a_lost_servers_copies_are_made_again_on_the_others() {
     let blobs = write_blobs(&client, &master, 100, 120);
     // The server holding the most copies is lost. (Which servers a growth
     // picks is random, and a server can be left out of all of them.)
-    let held = |i: usize| {
-        let url = cl.url(i);
-        blobs
-            .iter()
-            .filter(|a| cl.locations(&client, &a.fid).contains(&url))
-            .count()
-    };
-    let victim = (0..3).max_by_key(|&i| held(i)).unwrap();
+    let locations: Vec<Vec<String>> = blobs
+        .iter()
+        .map(|a| cl.locations(&client, &a.fid))
+        .collect();
+    let held: Vec<usize> = (0..3)
+        .map(|i| locations.iter().filter(|l| l.contains(&cl.url(i))).count())
+        .collect();
+    let victim = (0..3).max_by_key(|&i| held[i]).unwrap();
     let dead = cl.url(victim);
-    assert!(held(victim) > 0, "no blob had a copy anywhere");
+    assert!(held[victim] > 0, "no blob had a copy anywhere");
     cl.kill(victim);
     // Every blob is on two live servers again, each holding it locally.
     wait_until("placement to be restored", Duration::from_secs(60), || {

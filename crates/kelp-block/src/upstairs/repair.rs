@@ -49,7 +49,7 @@ use crate::context::BlockContext;
 use crate::error::BlockError;
 use crate::extent::ExtentVersion;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Step {
     extent: u32,
     source: usize,
@@ -232,30 +232,24 @@ impl Upstairs {
     }
 
     fn submit_fetch(&mut self, extent: u32, source: usize) -> u64 {
-        let mut on = [On::NotFor; CLIENTS];
-        on[source] = On::Sent;
-        let range = self.extent_range(extent);
-        let id = self
-            .table
-            .create(Kind::ExtentFetch { extent }, Some(range), on, Waiter::None);
-        self.send(source, id);
-        id
+        self.submit_to(source, extent, Kind::ExtentFetch { extent })
     }
 
     fn submit_stamp(&mut self, extent: u32, c: usize, t: ExtentVersion) -> u64 {
+        let kind = Kind::ExtentStamp {
+            extent,
+            flush: t.flush,
+            generation: t.generation,
+        };
+        self.submit_to(c, extent, kind)
+    }
+
+    /// Queues a job on extent `extent` for downstairs `c` alone and sends it.
+    fn submit_to(&mut self, c: usize, extent: u32, kind: Kind) -> u64 {
         let mut on = [On::NotFor; CLIENTS];
         on[c] = On::Sent;
         let range = self.extent_range(extent);
-        let id = self.table.create(
-            Kind::ExtentStamp {
-                extent,
-                flush: t.flush,
-                generation: t.generation,
-            },
-            Some(range),
-            on,
-            Waiter::None,
-        );
+        let id = self.table.create(kind, Some(range), on, Waiter::None);
         self.send(c, id);
         id
     }
@@ -360,11 +354,7 @@ impl Upstairs {
             return;
         }
         j.on[c] = On::Done;
-        let Some(step) = self
-            .repair
-            .step()
-            .filter(|s| s.fetch == Some(id) && s.source == c)
-        else {
+        let Some(step) = self.repair.step().filter(|_| self.is_repair_fetch(c, id)) else {
             return;
         };
         let bs = self.block_size() as usize;
@@ -429,8 +419,7 @@ impl Upstairs {
         };
         step.rejected.extend(image);
         if step.fallbacks.is_empty() {
-            let step = step.clone();
-            self.finish_by_merging(step);
+            self.finish_by_merging();
             return;
         }
         let next = step.fallbacks.remove(0);
@@ -458,9 +447,14 @@ impl Upstairs {
     /// from the failed images, each block from the first fetched (at
     /// activation the freshest) image in which it is intact, and give it to
     /// the replace job — at activation for all three downstairs.
-    fn finish_by_merging(&mut self, step: Step) {
+    fn finish_by_merging(&mut self) {
         let reconciling = matches!(self.repair, RepairState::Reconcile { .. });
         let bs = self.block_size() as usize;
+        let Some(step) = self.repair.step_mut() else {
+            return;
+        };
+        step.fetch = None;
+        let (extent, replace, sources) = (step.extent, step.replace, step.rejected.len());
         let version = step
             .target
             .or(step.rejected.first().map(|i| i.version))
@@ -468,31 +462,22 @@ impl Upstairs {
         match merge(&step.rejected, version, bs) {
             Ok(image) => {
                 tracing::warn!(
-                    extent = step.extent,
-                    sources = step.rejected.len(),
+                    extent,
+                    sources,
                     "no downstairs holds the extent intact; copying it block by block from the intact blocks of each"
                 );
-                if reconciling && let Some(r) = self.table.get_mut(step.replace) {
+                if reconciling && let Some(r) = self.table.get_mut(replace) {
                     r.on = [On::Queued; CLIENTS];
                 }
-                if let Some(s) = self.repair.step_mut() {
-                    s.fetch = None;
-                }
-                self.give_image(step.replace, image);
+                self.give_image(replace, image);
             }
             Err(b) => {
-                let e = if step.rejected.is_empty() {
-                    BlockError::corrupt(
-                        format!("extent {}", step.extent),
-                        "no downstairs could read it",
-                    )
+                let e = if sources == 0 {
+                    BlockError::corrupt(format!("extent {extent}"), "no downstairs could read it")
                 } else {
                     BlockError::corrupt(
-                        format!("block {}", self.extent_range(step.extent).start + b),
-                        format!(
-                            "damaged on every downstairs that holds it (extent {})",
-                            step.extent
-                        ),
+                        format!("block {}", self.extent_range(extent).start + b),
+                        format!("damaged on every downstairs that holds it (extent {extent})"),
                     )
                 };
                 if reconciling {

@@ -68,12 +68,11 @@ pub(super) struct Client {
 }
 
 /// A read that already failed somewhere: where not to send it again, and
-/// whether a bad copy needs rewriting once good data is found.
+/// the block that last failed its context (set means a bad copy needs
+/// rewriting once good data is found).
 #[derive(Default, Clone, Copy)]
 pub(super) struct ReadRetry {
     excluded: [bool; CLIENTS],
-    repair: bool,
-    /// The block that last failed its context.
     damaged: Option<u64>,
 }
 
@@ -644,7 +643,6 @@ impl Upstairs {
             );
             let mut retry = retry;
             retry.excluded[c] = true;
-            retry.repair = true;
             retry.damaged = Some(block);
             self.submit_read(start, count, waiter, retry);
             return;
@@ -660,7 +658,7 @@ impl Upstairs {
             self.table.remove(id);
             self.reads.remove(&id);
         }
-        if retry.repair && !self.table.modified_since(id, &(start..start + count)) {
+        if retry.damaged.is_some() && !self.table.modified_since(id, &(start..start + count)) {
             // Rewrite the good data everywhere (a no-op on good copies);
             // skipped if a newer write already covers the range.
             tracing::info!(start, count, "repairing blocks that failed their context");
