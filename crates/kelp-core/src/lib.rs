@@ -10,13 +10,16 @@ pub mod jwt;
 pub mod replica;
 pub mod security;
 pub mod telemetry;
+pub mod tls;
 pub mod ttl;
+pub mod white_list;
 
 pub use file_id::{FileId, FileIdError};
 pub use jwt::{JwtError, JwtKey};
 pub use replica::{ReplicaPlacement, ReplicaPlacementError};
-pub use security::SecurityConfig;
+pub use security::{SecurityConfig, TlsFiles};
 pub use ttl::{Ttl, TtlError, TtlUnit};
+pub use white_list::WhiteList;
 
 /// Volume id as SeaweedFS numbers them (u32, starting at 1).
 pub type VolumeId = u32;

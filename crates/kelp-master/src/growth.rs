@@ -3,15 +3,16 @@
 //! result at once so the next assign can use it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kelp_core::VolumeId;
+use kelp_net::client::PeerChannel;
 use kelp_proto::volume_server_pb::volume_server_client::VolumeServerClient;
 use kelp_proto::volume_server_pb::{
     AllocateVolumeRequest, DeleteCollectionRequest, VolumeDeleteRequest,
 };
 use parking_lot::Mutex;
-use tonic::transport::Channel;
 
 use crate::error::MasterError;
 use crate::master::Master;
@@ -158,22 +159,28 @@ async fn allocate(
     ))
 }
 
-/// gRPC channels to volume servers, one per address, connected lazily.
-#[derive(Default)]
+/// gRPC channels to volume servers, one per address, connected lazily,
+/// with this cluster's TLS settings and peer credential.
 pub struct VolumeClients {
-    channels: Mutex<HashMap<String, Channel>>,
+    security: Arc<kelp_core::SecurityConfig>,
+    channels: Mutex<HashMap<String, PeerChannel>>,
 }
 
 impl VolumeClients {
-    pub(crate) fn client(&self, addr: &str) -> Result<VolumeServerClient<Channel>, String> {
+    pub fn new(security: Arc<kelp_core::SecurityConfig>) -> Self {
+        Self {
+            security,
+            channels: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn client(&self, addr: &str) -> Result<VolumeServerClient<PeerChannel>, String> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(addr) {
             return Ok(VolumeServerClient::new(c.clone()));
         }
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad address {addr}: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect_lazy();
+        let channel = kelp_net::client::grpc_channel(&self.security, addr, CONNECT_TIMEOUT)
+            .map_err(|e| format!("volume server {addr}: {e}"))?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(VolumeServerClient::new(channel))
     }

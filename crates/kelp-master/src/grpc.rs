@@ -26,6 +26,19 @@ pub struct SeaweedService {
     pub master: Arc<Master>,
 }
 
+/// Access class of each `master_pb.Seaweed` method: the calls clients
+/// make (`weed upload`, `weed download`, `weed benchmark`, filers) are
+/// client calls; heartbeats, and any method added later, are peer calls.
+pub fn access(method_path: &str) -> kelp_net::Access {
+    match method_path {
+        "/master_pb.Seaweed/Assign"
+        | "/master_pb.Seaweed/LookupVolume"
+        | "/master_pb.Seaweed/KeepConnected"
+        | "/master_pb.Seaweed/GetMasterConfiguration" => kelp_net::Access::Client,
+        _ => kelp_net::Access::Peer,
+    }
+}
+
 #[tonic::async_trait]
 impl Seaweed for SeaweedService {
     type SendHeartbeatStream = BoxStream<HeartbeatResponse>;

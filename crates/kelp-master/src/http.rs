@@ -1,12 +1,17 @@
 //! The SeaweedFS-compatible master HTTP API (reference 3.1).
+//!
+//! Every route is listed once in [`routes`] with its access class
+//! (kelp-net `guard.rs`); the router is built from that list, and the
+//! security tests walk the same list, so no route can miss its guard.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use axum::{Json, Router, middleware};
+use kelp_net::Access;
 use rand::seq::IndexedRandom;
 use serde::Serialize;
 use serde_json::json;
@@ -20,29 +25,57 @@ use crate::{metrics, status};
 
 type AppState = State<Arc<Master>>;
 
-pub fn router(master: Arc<Master>) -> Router {
-    Router::new()
-        .route("/dir/assign", get(assign).post(assign))
-        .route("/dir/lookup", get(lookup).post(lookup))
-        .route("/dir/status", get(dir_status))
-        .route("/vol/grow", get(grow).post(grow))
-        .route("/vol/status", get(vol_status))
-        .route(
+type Routes = Vec<(&'static str, Access, MethodRouter<Arc<Master>>)>;
+
+/// Every route, its access class and its handlers.
+fn routes() -> Routes {
+    vec![
+        ("/dir/assign", Access::Client, get(assign).post(assign)),
+        ("/dir/lookup", Access::Client, get(lookup).post(lookup)),
+        ("/dir/status", Access::Client, get(dir_status)),
+        ("/vol/grow", Access::Peer, get(grow).post(grow)),
+        ("/vol/status", Access::Client, get(vol_status)),
+        (
             "/vol/vacuum",
+            Access::Peer,
             get(crate::vacuum::http).post(crate::vacuum::http),
-        )
-        .route("/cluster/status", get(cluster_status))
-        .route("/cluster/healthz", get(healthy))
-        .route("/healthz", get(healthy))
-        .route("/readyz", get(healthy))
-        .route(
+        ),
+        ("/cluster/status", Access::Client, get(cluster_status)),
+        ("/cluster/healthz", Access::Open, get(healthy)),
+        ("/healthz", Access::Open, get(healthy)),
+        ("/readyz", Access::Open, get(healthy)),
+        (
             "/col/delete",
+            Access::Peer,
             get(delete_collection)
                 .post(delete_collection)
                 .delete(delete_collection),
-        )
-        .route("/metrics", get(render_metrics))
-        .route("/{fid}", get(redirect_to_volume))
+        ),
+        ("/metrics", Access::Client, get(render_metrics)),
+        ("/{fid}", Access::Client, get(redirect_to_volume)),
+    ]
+}
+
+/// Paths and access classes of every route (`{fid}` is a path segment).
+pub fn route_table() -> Vec<(&'static str, Access)> {
+    routes().into_iter().map(|(p, a, _)| (p, a)).collect()
+}
+
+pub fn router(master: Arc<Master>) -> Router {
+    let security = master.security.clone();
+    let mut router = Router::new();
+    for (path, access, methods) in routes() {
+        let guard = kelp_net::guard::HttpGuard {
+            security: security.clone(),
+            access,
+        };
+        // On the method router, so methods a route lacks are guarded too.
+        router = router.route(
+            path,
+            methods.layer(middleware::from_fn_with_state(guard, kelp_net::guard::http)),
+        );
+    }
+    router
         .fallback(not_found)
         .layer(middleware::from_fn(metrics::track))
         .with_state(master)
@@ -55,6 +88,11 @@ struct AssignJson {
     #[serde(rename = "publicUrl")]
     public_url: String,
     count: u64,
+    /// The write token, also in the `Authorization` header (SeaweedFS's
+    /// struct has this field; its HTTP handler leaves it empty, so clients
+    /// that read only the header work as well).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<String>,
 }
 
 fn assign_params(p: &Params, count: u64) -> AssignParams<'_> {
@@ -74,12 +112,13 @@ async fn assign(State(m): AppState, p: Params) -> Result<Response, MasterError> 
     let req = m.parse_assign(&assign_params(&p, count))?;
     let a = m.assign(&req).await?;
     let fid = a.fid.to_string();
-    let token = m.cfg.security.signing.mint(&fid);
+    let token = m.security.signing.mint(&fid);
     let mut resp = Json(AssignJson {
         fid,
         url: a.location.url,
         public_url: a.location.public_url,
         count: a.count,
+        auth: token.clone(),
     })
     .into_response();
     set_bearer(&mut resp, token);
@@ -126,20 +165,27 @@ async fn lookup(State(m): AppState, p: Params) -> Response {
                     grpc_port: l.grpc_port,
                 })
                 .collect();
-            let mut resp =
-                Json(json!({"volumeOrFileId": raw, "locations": locations})).into_response();
             // A file id lookup carries a token for that file: a read token
-            // with `read=yes`, else a write token.
+            // with `read=yes`, else a write token; in the header as
+            // SeaweedFS sends it, and as `auth` in the body.
             let file_id = p.get("fileId").trim();
-            if !file_id.is_empty() {
-                let sec = &m.cfg.security;
-                let key = if p.get("read") == "yes" {
-                    &sec.read
-                } else {
-                    &sec.signing
-                };
-                set_bearer(&mut resp, key.mint(file_id));
+            let token = (!file_id.is_empty())
+                .then(|| {
+                    let sec = &m.security;
+                    let key = if p.get("read") == "yes" {
+                        &sec.read
+                    } else {
+                        &sec.signing
+                    };
+                    key.mint(file_id)
+                })
+                .flatten();
+            let mut body = json!({"volumeOrFileId": raw, "locations": locations});
+            if let Some(t) = &token {
+                body["auth"] = t.clone().into();
             }
+            let mut resp = Json(body).into_response();
+            set_bearer(&mut resp, token);
             resp
         }
         Err(e) => (

@@ -21,7 +21,6 @@ mod status;
 mod topology;
 mod vacuum;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 
 use kelp_proto::master_pb::seaweed_server::SeaweedServer;
@@ -30,6 +29,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::MasterConfig;
 pub use error::MasterError;
+
+/// The access class of every HTTP route (`{fid}` stands for a file id)
+/// and of each gRPC method path, as the guards apply them.
+pub mod access {
+    pub use crate::grpc::access as grpc;
+    pub use crate::http::route_table as http;
+}
 
 /// Serves the master's HTTP API on `http` and `master_pb.Seaweed` on `grpc`
 /// until `shutdown` completes. Long-lived streams (heartbeats,
@@ -58,10 +64,20 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
-    let http_server = axum::serve(http, http::router(master.clone()))
-        .with_graceful_shutdown(master.stopped())
-        .into_future();
-    let grpc_server = tonic::transport::Server::builder()
+    let sec = master.security.clone();
+    let https = sec
+        .tls
+        .https_master
+        .as_ref()
+        .map(kelp_net::serve::https_config)
+        .transpose()?;
+    let http_server =
+        kelp_net::serve::http(http, http::router(master.clone()), https, master.stopped());
+    let grpc_server = kelp_net::serve::grpc(sec.tls.grpc_master.as_ref())?
+        .layer(kelp_net::guard::GrpcGuardLayer::new(
+            sec.clone(),
+            grpc::access,
+        ))
         .add_service(SeaweedServer::new(grpc::SeaweedService {
             master: master.clone(),
         }))

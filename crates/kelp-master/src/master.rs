@@ -30,6 +30,8 @@ pub struct Master {
     pub topo: Mutex<Topology>,
     pub seq: Sequencer,
     pub clients: VolumeClients,
+    /// `cfg.security`, shared with the guards and clients.
+    pub security: Arc<kelp_core::SecurityConfig>,
     events: broadcast::Sender<VolumeLocation>,
     growth_locks: Mutex<HashMap<LayoutKey, Arc<tokio::sync::Mutex<()>>>>,
     /// One vacuum run at a time (automatic or `/vol/vacuum`).
@@ -78,11 +80,13 @@ impl Master {
         let seq = Sequencer::open(cfg.meta_dir.clone()).await?;
         let pulse = Duration::from_secs(cfg.pulse_seconds.max(1));
         let (events, _) = broadcast::channel(1024);
+        let security = Arc::new(cfg.security.clone());
         Ok(Self {
             topo: Mutex::new(Topology::new(cfg.volume_size_limit_bytes(), pulse * 3)),
             default_replication,
             seq,
-            clients: VolumeClients::default(),
+            clients: VolumeClients::new(security.clone()),
+            security,
             events,
             growth_locks: Mutex::new(HashMap::new()),
             vacuum_lock: tokio::sync::Mutex::new(()),

@@ -44,11 +44,17 @@ pub async fn run_loop(m: Arc<Master>) {
     if grace.is_zero() {
         return;
     }
-    let http = reqwest::Client::builder()
-        .timeout(CALL_TIMEOUT)
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new());
+    let http = match kelp_net::client::http_builder(&m.security)
+        .map_err(|e| e.to_string())
+        .and_then(|b| b.timeout(CALL_TIMEOUT).build().map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "re-replication is off: no HTTP client");
+            return;
+        }
+    };
+    let scheme = kelp_net::client::http_scheme(&m.security);
     let stopped = m.stopped();
     tokio::pin!(stopped);
     let mut under_since: HashMap<VolumeId, Instant> = HashMap::new();
@@ -117,14 +123,15 @@ pub async fn run_loop(m: Arc<Master>) {
                     "volume is under-replicated and no server can take a copy");
                 continue;
             };
-            let url = format!("http://{target}/admin/replica/fill");
+            let url = format!("{scheme}://{target}/admin/replica/fill");
             let query = [
                 ("volume", u.vid.to_string()),
                 ("collection", u.layout.collection.clone()),
                 ("replication", u.layout.replication.to_string()),
                 ("ttl", u.layout.ttl.to_string()),
             ];
-            match http.post(&url).query(&query).send().await {
+            let req = kelp_net::client::with_peer(http.post(&url), &m.security);
+            match req.query(&query).send().await {
                 Ok(r) if r.status().is_success() => {
                     tracing::info!(volume = u.vid, node = target, from = ?u.holders,
                         "re-replicating an under-replicated volume");

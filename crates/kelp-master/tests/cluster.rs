@@ -28,6 +28,8 @@ const DEADLINE: Duration = Duration::from_secs(15);
 struct TestMaster {
     http: String,
     grpc: String,
+    /// The master's security settings; test clients use them as peers would.
+    security: Arc<kelp_core::SecurityConfig>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -48,6 +50,7 @@ impl TestMaster {
             ..MasterConfig::default()
         };
         tweak(&mut cfg);
+        let security = Arc::new(cfg.security.clone());
         let http_url = format!("http://127.0.0.1:{}", cfg.port);
         let grpc_url = format!("http://127.0.0.1:{}", cfg.grpc_port);
         let (tx, rx) = oneshot::channel();
@@ -57,6 +60,7 @@ impl TestMaster {
         Self {
             http: http_url,
             grpc: grpc_url,
+            security,
             stop: Some(tx),
             task,
         }
@@ -76,8 +80,12 @@ impl TestMaster {
         (status, json)
     }
 
-    async fn client(&self) -> SeaweedClient<tonic::transport::Channel> {
-        SeaweedClient::connect(self.grpc.clone()).await.unwrap()
+    /// A client that proves itself a peer (as a volume server does).
+    async fn client(&self) -> SeaweedClient<kelp_net::client::PeerChannel> {
+        let addr = self.grpc.trim_start_matches("http://");
+        SeaweedClient::new(
+            kelp_net::client::grpc_channel(&self.security, addr, Duration::from_secs(5)).unwrap(),
+        )
     }
 
     async fn shutdown(mut self) {

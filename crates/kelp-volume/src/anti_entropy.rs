@@ -290,8 +290,7 @@ pub async fn fill_new_replica(
 /// `GET url` from a peer; an error unless it answers 2xx.
 async fn get_ok(peers: &Peers, url: &str) -> Result<reqwest::Response, String> {
     let resp = peers
-        .http()
-        .get(url)
+        .admin_get(url)
         .send()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
@@ -306,7 +305,7 @@ async fn fetch_digest(
     peer: &str,
     vid: VolumeId,
 ) -> Result<Vec<DigestEntry>, String> {
-    let url = format!("http://{peer}/admin/replica/digest?volume={vid}");
+    let url = peers.url(peer, &format!("/admin/replica/digest?volume={vid}"));
     let resp = get_ok(peers, &url).await?;
     let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
     digest::decode(&body).map_err(|e| format!("{url}: {e}"))
@@ -319,7 +318,10 @@ pub(crate) async fn fetch_needle(
     version: u8,
     key: u64,
 ) -> Result<Vec<u8>, String> {
-    let url = format!("http://{peer}/admin/replica/needle?volume={vid}&key={key}");
+    let url = peers.url(
+        peer,
+        &format!("/admin/replica/needle?volume={vid}&key={key}"),
+    );
     let resp = get_ok(peers, &url).await?;
     let theirs = resp
         .headers()

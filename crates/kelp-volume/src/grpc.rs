@@ -49,6 +49,12 @@ fn load_avg_1m() -> f32 {
 type CompactStream =
     Pin<Box<dyn Stream<Item = Result<VacuumVolumeCompactResponse, Status>> + Send + 'static>>;
 
+/// Access class of each `volume_server_pb.VolumeServer` method: all are
+/// peer calls (masters, other servers, filers), including any added later.
+pub fn access(_method_path: &str) -> kelp_net::Access {
+    kelp_net::Access::Peer
+}
+
 #[tonic::async_trait]
 impl VolumeServer for VolumeGrpc {
     async fn batch_delete(

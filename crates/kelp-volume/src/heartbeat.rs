@@ -37,6 +37,7 @@ pub struct HeartbeatClient {
     events: mpsc::UnboundedReceiver<StoreEvent>,
     health: Arc<Health>,
     shutdown: CancellationToken,
+    security: Arc<kelp_core::SecurityConfig>,
 }
 
 impl HeartbeatClient {
@@ -48,6 +49,7 @@ impl HeartbeatClient {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            security: Arc::new(cfg.security.clone()),
             cfg,
             store,
             events,
@@ -123,14 +125,8 @@ impl HeartbeatClient {
 
     /// One stream to one master. `Err((connected, message))`.
     async fn session(&mut self, addr: &str) -> Result<SessionEnd, (bool, String)> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| (false, e.to_string()))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let channel = tokio::select! {
-            _ = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            c = endpoint.connect() => c.map_err(|e| (false, format!("connect: {e}")))?,
-        };
+        let channel = kelp_net::client::grpc_channel(&self.security, addr, CONNECT_TIMEOUT)
+            .map_err(|e| (false, e.to_string()))?;
         let mut client = SeaweedClient::new(channel);
         let (tx, rx) = mpsc::channel::<Heartbeat>(16);
         // Events so far are covered by the full beat that opens the stream.

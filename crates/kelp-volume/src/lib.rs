@@ -30,6 +30,13 @@ pub use config::{
 };
 pub use error::ApiError;
 
+/// The access class of every HTTP route (`/{fid}` stands for file ids)
+/// and of each gRPC method path, as the guards apply them.
+pub mod access {
+    pub use crate::grpc::access as grpc;
+    pub use crate::http::route_table as http;
+}
+
 /// How often volumes are offered a checkpoint (written only once their
 /// `.idx` grew enough, see kelp-needle `maybe_checkpoint`).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
@@ -79,7 +86,8 @@ pub async fn run(
         format!("{}:{}", cfg.ip, cfg.port),
         cfg.effective_public_url(),
     ];
-    let peers = Arc::new(peers::Peers::new(&cfg.masters, own));
+    let security = Arc::new(cfg.security.clone());
+    let peers = Arc::new(peers::Peers::new(&cfg.masters, own, security.clone())?);
     let scrub_stats = Arc::new(scrub::Stats::default());
     let router = http::router(http::HttpState {
         store: store.clone(),
@@ -87,25 +95,31 @@ pub async fn run(
         file_size_limit: cfg.file_size_limit,
         peers: peers.clone(),
         read_mode: cfg.read_mode,
-        security: Arc::new(cfg.security.clone()),
+        security: security.clone(),
         scrub: scrub_stats.clone(),
         fill_bytes_per_second: cfg.compaction_bytes_per_second,
     });
+    let https = security
+        .tls
+        .https_volume
+        .as_ref()
+        .map(kelp_net::serve::https_config)
+        .transpose()?;
+    let grpc_server = kelp_net::serve::grpc(security.tls.grpc_volume.as_ref())?.layer(
+        kelp_net::guard::GrpcGuardLayer::new(security.clone(), grpc::access),
+    );
     let http_task = tokio::spawn({
         let stop = stop.clone();
-        async move {
-            axum::serve(http, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        }
+        async move { kelp_net::serve::http(http, router, https, stop.cancelled_owned()).await }
     });
     let grpc_task = tokio::spawn({
         let stop = stop.clone();
         let svc = kelp_proto::volume_server_pb::volume_server_server::VolumeServerServer::new(
             grpc::VolumeGrpc::new(store.clone(), cfg.compaction_bytes_per_second),
         );
+        let mut grpc_server = grpc_server;
         async move {
-            tonic::transport::Server::builder()
+            grpc_server
                 .add_service(svc)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(grpc),
@@ -142,7 +156,7 @@ pub async fn run(
         .run(stop.clone()),
     );
     tracing::info!(http = %http_addr, grpc = %grpc_addr, masters = ?cfg.masters, durable = cfg.durable,
-        read_mode = ?cfg.read_mode, jwt = %cfg.security.describe(), "volume server started");
+        read_mode = ?cfg.read_mode, security = %cfg.security.describe(), "volume server started");
 
     let http_res = http_task.await;
     let grpc_res = grpc_task.await;

@@ -1,16 +1,20 @@
 //! Other volume servers: where a volume lives (the master's
 //! `LookupVolume`, cached briefly) and the HTTP client that reaches them,
-//! for proxied reads and for the chunks of chunk manifests.
+//! for proxied reads, replication and the chunks of chunk manifests, with
+//! this cluster's TLS settings (kelp-net `client.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kelp_core::VolumeId;
+use std::sync::Arc;
+
+use kelp_core::tls::TlsError;
+use kelp_core::{SecurityConfig, VolumeId};
+use kelp_net::client::PeerChannel;
 use kelp_proto::master_pb::seaweed_client::SeaweedClient;
 use kelp_proto::master_pb::{Location, LookupVolumeRequest};
 use parking_lot::Mutex;
 use rand::seq::SliceRandom;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::config::master_grpc_address;
 use crate::error::ApiError;
@@ -30,37 +34,55 @@ pub struct Peers {
     masters: Vec<String>,
     /// This server's own addresses, never returned as a location.
     own: Vec<String>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, PeerChannel>>,
     cache: Mutex<HashMap<VolumeId, (Instant, Vec<Location>)>>,
     http: reqwest::Client,
+    security: Arc<SecurityConfig>,
+    /// `http` or `https`, for URLs to other servers.
+    scheme: &'static str,
 }
 
 impl Peers {
     /// `masters` as configured (`host:port` or `host:port.grpcPort`);
     /// `own` are the addresses this server is known by.
-    pub fn new(masters: &[String], own: Vec<String>) -> Self {
+    pub fn new(
+        masters: &[String],
+        own: Vec<String>,
+        security: Arc<SecurityConfig>,
+    ) -> Result<Self, TlsError> {
         let masters = masters
             .iter()
             .filter_map(|m| master_grpc_address(m))
             .collect();
-        let http = reqwest::Client::builder()
+        let http = kelp_net::client::http_builder(&security)?
             .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
+            .map_err(|e| TlsError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
             masters,
             own,
             channels: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
             http,
-        }
+            scheme: kelp_net::client::http_scheme(&security),
+            security,
+        })
     }
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// `http(s)://host` followed by `rest` (a path and query).
+    pub fn url(&self, host: &str, rest: &str) -> String {
+        format!("{}://{host}{rest}", self.scheme)
+    }
+
+    /// A GET to another server's peer-only route, with the peer credential.
+    pub fn admin_get(&self, url: &str) -> reqwest::RequestBuilder {
+        kelp_net::client::with_peer(self.http.get(url), &self.security)
     }
 
     /// Other servers holding `vid`, in random order. `VolumeNotFound` when
@@ -144,15 +166,12 @@ impl Peers {
         Ok(Some(found.locations))
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    fn channel(&self, addr: &str) -> Result<PeerChannel, String> {
         if let Some(c) = self.channels.lock().get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = kelp_net::client::grpc_channel(&self.security, addr, CONNECT_TIMEOUT)
+            .map_err(|e| e.to_string())?;
         self.channels
             .lock()
             .insert(addr.to_string(), channel.clone());

@@ -116,7 +116,7 @@ async fn send_one(
     loc: &Location,
     token: Option<&str>,
 ) -> Result<(), String> {
-    let url = format!("http://{}{path}", loc.url);
+    let url = st.peers.url(&loc.url, path);
     let mut req = match change {
         Change::Write(n) => {
             let mut query: Vec<(&str, String)> = vec![

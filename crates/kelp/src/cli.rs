@@ -83,6 +83,19 @@ pub struct CommonArgs {
     /// $WEED_JWT_SIGNING_READ_KEY. Empty: no read tokens.
     #[arg(long = "jwt.signing.read.key", value_name = "KEY")]
     pub jwt_signing_read_key: Option<String>,
+
+    /// Key that masters and volume servers prove themselves to each other with on admin
+    /// routes and peer RPCs; overrides [cluster] key of security.toml and $KELP_CLUSTER_KEY.
+    /// Default: derived from the JWT write key, so setting that key also closes the admin
+    /// routes. Every server of a cluster needs the same key.
+    #[arg(long = "cluster.key", value_name = "KEY")]
+    pub cluster_key: Option<String>,
+
+    /// Comma-separated IP addresses and CIDR ranges that may call anything but health
+    /// checks (reads of file ids stay open, as in SeaweedFS); overrides [guard] white_list of
+    /// security.toml. Empty: everyone.
+    #[arg(long = "whiteList", alias = "white-list", value_name = "IPS")]
+    pub white_list: Option<String>,
 }
 
 /// SeaweedFS `-readMode`: what a read for a volume held by another server gets.

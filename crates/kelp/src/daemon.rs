@@ -135,15 +135,22 @@ pub(crate) fn write_ready_file(path: Option<&Path>, body: serde_json::Value) -> 
     Ok(())
 }
 
-/// JWT keys: `security.toml` (searched like `weed` does), then the
-/// `WEED_JWT_SIGNING_*` environment, then the command-line keys.
+/// Keys, white list and TLS: `security.toml` (searched like `weed` does),
+/// then the `WEED_JWT_SIGNING_*` and `KELP_CLUSTER_KEY` environment, then
+/// the command-line flags.
 fn security(common: &CommonArgs) -> anyhow::Result<kelp_core::SecurityConfig> {
     let mut sec = kelp_core::SecurityConfig::load()?;
     sec.override_keys(
         common.jwt_signing_key.as_deref(),
         common.jwt_signing_read_key.as_deref(),
     );
-    tracing::info!(jwt = %sec.describe(), "security settings");
+    if let Some(k) = &common.cluster_key {
+        sec.cluster.key = k.clone();
+    }
+    if let Some(w) = &common.white_list {
+        sec.white_list = w.parse().with_context(|| format!("bad -whiteList {w:?}"))?;
+    }
+    tracing::info!(security = %sec.describe(), "security settings");
     Ok(sec)
 }
 

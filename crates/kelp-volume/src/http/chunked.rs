@@ -252,9 +252,9 @@ async fn read_remote(
     let whole = range.start == 0 && range.end == chunk.size;
     // `cm=false`: a nested manifest comes back as stored, never expanded
     // (no loops); `proxied=true`: a stale location answers 404.
-    let mut req = st.peers.http().get(format!(
-        "http://{}/{}?cm=false&proxied=true",
-        loc.url, chunk.fid_text
+    let mut req = st.peers.http().get(st.peers.url(
+        &loc.url,
+        &format!("/{}?cm=false&proxied=true", chunk.fid_text),
     ));
     if !whole {
         req = req.header(
@@ -381,7 +381,10 @@ async fn delete_remote(
     fid: &str,
     token: Option<&str>,
 ) -> Result<(), String> {
-    let mut req = st.peers.http().delete(format!("http://{}/{fid}", loc.url));
+    let mut req = st
+        .peers
+        .http()
+        .delete(st.peers.url(&loc.url, &format!("/{fid}")));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }

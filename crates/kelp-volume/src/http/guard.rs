@@ -37,7 +37,7 @@ pub fn token(query: &[(String, String)], headers: &HeaderMap) -> Option<String> 
     if let Some(t) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
+        .and_then(kelp_net::guard::bearer)
     {
         return Some(t.to_string());
     }
@@ -50,13 +50,6 @@ pub fn token(query: &[(String, String)], headers: &HeaderMap) -> Option<String> 
             let (name, value) = c.trim().split_once('=')?;
             (name == "AT" && !value.is_empty()).then(|| value.to_string())
         })
-}
-
-/// `Bearer <token>` with the scheme in any case.
-fn bearer(v: &str) -> Option<&str> {
-    let (scheme, token) = v.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
@@ -87,14 +80,5 @@ mod tests {
         assert_eq!(token(&q(&[("jwt", "")]), &h).as_deref(), Some("header"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(token(&[], &h).as_deref(), Some("cookie"));
-    }
-
-    #[test]
-    fn bearer_forms() {
-        assert_eq!(bearer("Bearer t"), Some("t"));
-        assert_eq!(bearer("bearer  t "), Some("t"));
-        assert_eq!(bearer("Bearer"), None);
-        assert_eq!(bearer("Bearer "), None);
-        assert_eq!(bearer("Token t"), None);
     }
 }

@@ -21,7 +21,8 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{MethodRouter, any, get, post};
+use kelp_net::Access;
 
 use kelp_core::SecurityConfig;
 
@@ -59,15 +60,46 @@ pub struct HttpState {
     pub scrub: Arc<crate::scrub::Stats>,
 }
 
+type Routes = Vec<(&'static str, Access, MethodRouter<HttpState>)>;
+
+/// Every route with its access class (kelp-net `guard.rs`). `/{fid}`
+/// stands for the fallback that serves file ids. The router is built from
+/// this list and the security tests walk it, so no route misses its guard.
+fn routes() -> Routes {
+    vec![
+        ("/status", Access::Client, get(status::status)),
+        ("/healthz", Access::Open, get(status::healthz)),
+        ("/metrics", Access::Client, get(status::metrics)),
+        ("/admin/replica/digest", Access::Peer, get(replica::digest)),
+        ("/admin/replica/needle", Access::Peer, get(replica::needle)),
+        ("/admin/replica/fill", Access::Peer, post(replica::fill)),
+        (FID_ROUTE, Access::PublicReads, any(handlers::fid_request)),
+    ]
+}
+
+/// The name [`route_table`] gives the file-id fallback.
+pub const FID_ROUTE: &str = "/{fid}";
+
+/// Paths and access classes of every route.
+pub fn route_table() -> Vec<(&'static str, Access)> {
+    routes().into_iter().map(|(p, a, _)| (p, a)).collect()
+}
+
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/status", get(status::status))
-        .route("/healthz", get(status::healthz))
-        .route("/metrics", get(status::metrics))
-        .route("/admin/replica/digest", get(replica::digest))
-        .route("/admin/replica/needle", get(replica::needle))
-        .route("/admin/replica/fill", axum::routing::post(replica::fill))
-        .fallback(handlers::fid_request)
+    let mut router = Router::new();
+    for (path, access, methods) in routes() {
+        let guard = kelp_net::guard::HttpGuard {
+            security: state.security.clone(),
+            access,
+        };
+        let methods = methods.layer(middleware::from_fn_with_state(guard, kelp_net::guard::http));
+        router = if path == FID_ROUTE {
+            router.fallback(methods)
+        } else {
+            router.route(path, methods)
+        };
+    }
+    router
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(track))
         .with_state(state)

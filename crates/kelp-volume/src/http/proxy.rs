@@ -52,7 +52,7 @@ pub async fn remote_read(
         } else {
             &loc.public_url
         };
-        let location = HeaderValue::from_str(&proxied_url(host, uri))
+        let location = HeaderValue::from_str(&proxied_url(&st.peers, host, uri))
             .map_err(|_| ApiError::BadRequest("unusable redirect target".to_string()))?;
         return Ok((
             StatusCode::MOVED_PERMANENTLY,
@@ -103,7 +103,7 @@ async fn relay_first(
         let mut req = st
             .peers
             .http()
-            .request(method.clone(), proxied_url(&loc.url, uri));
+            .request(method.clone(), proxied_url(&st.peers, &loc.url, uri));
         for (name, value) in headers {
             if !HOP_BY_HOP.contains(&name.as_str()) && name != header::CONTENT_LENGTH {
                 req = req.header(name, value);
@@ -129,8 +129,8 @@ async fn relay_first(
 }
 
 /// `uri` on `host`, marked `proxied=true` so it is never forwarded again.
-fn proxied_url(host: &str, uri: &Uri) -> String {
-    let mut url = format!("http://{host}{}?", uri.path());
+fn proxied_url(peers: &crate::peers::Peers, host: &str, uri: &Uri) -> String {
+    let mut url = peers.url(host, &format!("{}?", uri.path()));
     if let Some(q) = uri.query().filter(|q| !q.is_empty()) {
         url.push_str(q);
         url.push('&');

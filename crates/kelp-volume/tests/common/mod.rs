@@ -16,6 +16,8 @@ pub struct Server {
     pub http: String,
     pub grpc: String,
     pub dir: PathBuf,
+    /// The server's security settings; the test's gRPC client uses them as a peer would.
+    pub security: std::sync::Arc<kelp_core::SecurityConfig>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -32,6 +34,7 @@ impl Server {
             ..VolumeServerConfig::default()
         };
         tweak(&mut cfg);
+        let security = std::sync::Arc::new(cfg.security.clone());
         let (tx, rx) = oneshot::channel();
         let http_addr = http.local_addr().unwrap();
         let grpc_addr = grpc.local_addr().unwrap();
@@ -42,15 +45,18 @@ impl Server {
             http: format!("http://{http_addr}"),
             grpc: format!("http://{grpc_addr}"),
             dir,
+            security,
             stop: Some(tx),
             task: Some(task),
         }
     }
 
-    pub async fn grpc_client(&self) -> VolumeServerClient<tonic::transport::Channel> {
-        VolumeServerClient::connect(self.grpc.clone())
-            .await
-            .unwrap()
+    /// A client that proves itself a peer (as a master does).
+    pub async fn grpc_client(&self) -> VolumeServerClient<kelp_net::client::PeerChannel> {
+        let addr = self.grpc.trim_start_matches("http://");
+        VolumeServerClient::new(
+            kelp_net::client::grpc_channel(&self.security, addr, Duration::from_secs(5)).unwrap(),
+        )
     }
 
     pub async fn allocate(&self, vid: u32, collection: &str) {

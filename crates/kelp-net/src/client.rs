@@ -1,0 +1,109 @@
+//! Clients for peer calls: reqwest for HTTP(S), tonic channels for gRPC,
+//! both following the TLS sections of `security.toml` and both carrying
+//! the peer credential ([`SecurityConfig::peer_token`]).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, header};
+use kelp_core::SecurityConfig;
+use kelp_core::tls::TlsError;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::serve::read;
+
+/// `https` when `[https.client]` is enabled, else `http`.
+pub fn http_scheme(sec: &SecurityConfig) -> &'static str {
+    if sec.tls.https_client.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// A reqwest builder that speaks HTTPS as `[https.client]` says (verifying
+/// servers against its CA, presenting its cert when asked).
+pub fn http_builder(sec: &SecurityConfig) -> Result<reqwest::ClientBuilder, TlsError> {
+    let builder = reqwest::Client::builder().no_proxy();
+    let Some(c) = &sec.tls.https_client else {
+        return Ok(builder);
+    };
+    let identity = c.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    let config = kelp_core::tls::client_config(&c.ca, identity)?;
+    Ok(builder.use_preconfigured_tls((*config).clone()))
+}
+
+/// The `Authorization` header value of a fresh peer token, if peers are
+/// authenticated.
+pub fn peer_header(sec: &SecurityConfig) -> Option<HeaderValue> {
+    let token = sec.peer_token()?;
+    HeaderValue::from_str(&format!("Bearer {token}")).ok()
+}
+
+/// Adds the peer credential to a reqwest request.
+pub fn with_peer(req: reqwest::RequestBuilder, sec: &SecurityConfig) -> reqwest::RequestBuilder {
+    match peer_header(sec) {
+        Some(v) => req.header(header::AUTHORIZATION, v),
+        None => req,
+    }
+}
+
+/// A lazily connecting gRPC channel to `addr` (`host:port`), over mutual
+/// TLS when `[grpc.client]` is set, that sends the peer credential with
+/// every call.
+pub fn grpc_channel(
+    sec: &Arc<SecurityConfig>,
+    addr: &str,
+    connect_timeout: Duration,
+) -> Result<PeerChannel, TlsError> {
+    let scheme = if sec.tls.grpc_client.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| TlsError::Config(format!("gRPC address {addr:?}: {e}")))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true);
+    if let Some(files) = &sec.tls.grpc_client {
+        let ca = files
+            .ca
+            .as_deref()
+            .ok_or_else(|| TlsError::Config("gRPC TLS needs a CA ([grpc] ca)".to_string()))?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca)?))
+            .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| TlsError::Config(format!("gRPC TLS for {addr}: {e}")))?;
+    }
+    Ok(PeerChannel {
+        inner: endpoint.connect_lazy(),
+        security: sec.clone(),
+    })
+}
+
+/// A tonic channel that adds the peer token to each request.
+#[derive(Clone)]
+pub struct PeerChannel {
+    inner: Channel,
+    security: Arc<SecurityConfig>,
+}
+
+impl tower::Service<axum::http::Request<tonic::body::Body>> for PeerChannel {
+    type Response = axum::http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = <Channel as tower::Service<axum::http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(v) = peer_header(&self.security) {
+            req.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        tower::Service::call(&mut self.inner, req)
+    }
+}
