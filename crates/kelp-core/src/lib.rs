@@ -6,6 +6,7 @@
 //! of panicking.
 
 pub mod file_id;
+pub mod fuzzing;
 pub mod jwt;
 pub mod replica;
 pub mod security;

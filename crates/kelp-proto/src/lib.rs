@@ -12,6 +12,8 @@ pub mod volume_server_pb {
     tonic::include_proto!("volume_server_pb");
 }
 
+include!(concat!(env!("OUT_DIR"), "/methods.rs"));
+
 /// gRPC port that SeaweedFS pairs with an HTTP port when none is given.
 pub fn default_grpc_port(http_port: u16) -> u16 {
     http_port.wrapping_add(10_000)
