@@ -18,7 +18,7 @@ pub mod white_list;
 pub use file_id::{FileId, FileIdError};
 pub use jwt::{JwtError, JwtKey};
 pub use replica::{ReplicaPlacement, ReplicaPlacementError};
-pub use security::{SecurityConfig, TlsFiles};
+pub use security::{GrpcRole, SecurityConfig, TlsFiles};
 pub use ttl::{Ttl, TtlError, TtlUnit};
 pub use white_list::WhiteList;
 

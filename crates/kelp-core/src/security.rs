@@ -21,6 +21,10 @@
 //! [grpc.master]  [grpc.volume]  [grpc.client]   # cert, key of each side
 //! ```
 //!
+//! As in SeaweedFS, a master or volume server dialling gRPC presents its
+//! own section's `client_cert`/`client_key` (else its `cert`/`key`);
+//! `[grpc.client]` is what tools and other dialers present.
+//!
 //! Sections are spelled as SeaweedFS spells them, so one file configures a
 //! mixed cluster; SeaweedFS ignores `[cluster]`.
 //!
@@ -82,6 +86,28 @@ pub struct TlsFiles {
     /// For a server: client certificates signed by it are required. For a
     /// client: servers are verified against it.
     pub ca: Option<PathBuf>,
+    /// `client_cert`/`client_key`: presented when this side dials out
+    /// (default: `cert`/`key`).
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsFiles {
+    /// The chain and key this side presents when it dials out.
+    pub fn dial_identity(&self) -> (&Path, &Path) {
+        match &self.client {
+            Some((c, k)) => (c, k),
+            None => (&self.cert, &self.key),
+        }
+    }
+}
+
+/// Who dials a gRPC call, for [`TlsSettings::grpc_dial`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcRole {
+    Master,
+    Volume,
+    /// Tools and anything else (`[grpc.client]`).
+    Client,
 }
 
 /// The `[https.*]` and `[grpc.*]` sections. A section without a cert and
@@ -98,6 +124,19 @@ pub struct TlsSettings {
     pub grpc_volume: Option<TlsFiles>,
     /// `[grpc.client]` with `[grpc] ca`: what Kelp presents when it calls gRPC.
     pub grpc_client: Option<TlsFiles>,
+}
+
+impl TlsSettings {
+    /// The TLS files `role` dials gRPC with: its own section, else
+    /// `[grpc.client]`; `None` dials in plain text.
+    pub fn grpc_dial(&self, role: GrpcRole) -> Option<&TlsFiles> {
+        let own = match role {
+            GrpcRole::Master => self.grpc_master.as_ref(),
+            GrpcRole::Volume => self.grpc_volume.as_ref(),
+            GrpcRole::Client => None,
+        };
+        own.or(self.grpc_client.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +204,10 @@ struct FileTls {
     #[serde(default)]
     ca: String,
     #[serde(default)]
+    client_cert: String,
+    #[serde(default)]
+    client_key: String,
+    #[serde(default)]
     enabled: bool,
 }
 
@@ -198,11 +241,17 @@ fn path(s: &str) -> Option<PathBuf> {
 impl FileTls {
     /// Cert and key both set, with `ca` (or the section's shared one).
     fn files(&self, ca: Option<&str>) -> Result<Option<TlsFiles>, String> {
+        let client = match (path(&self.client_cert), path(&self.client_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err("give both client_cert and client_key, or neither".to_string()),
+        };
         match (path(&self.cert), path(&self.key)) {
             (Some(cert), Some(key)) => Ok(Some(TlsFiles {
                 cert,
                 key,
                 ca: path(ca.unwrap_or(&self.ca)),
+                client,
             })),
             (None, None) => Ok(None),
             _ => Err("a TLS section needs both cert and key".to_string()),

@@ -179,8 +179,13 @@ impl VolumeClients {
         if let Some(c) = channels.get(addr) {
             return Ok(VolumeServerClient::new(c.clone()));
         }
-        let channel = kelp_net::client::grpc_channel(&self.security, addr, CONNECT_TIMEOUT)
-            .map_err(|e| format!("volume server {addr}: {e}"))?;
+        let channel = kelp_net::client::grpc_channel(
+            &self.security,
+            kelp_core::GrpcRole::Master,
+            addr,
+            CONNECT_TIMEOUT,
+        )
+        .map_err(|e| format!("volume server {addr}: {e}"))?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(VolumeServerClient::new(channel))
     }

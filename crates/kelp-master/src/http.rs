@@ -272,7 +272,8 @@ async fn redirect_to_volume(State(m): AppState, Path(fid): Path<String>, uri: Ur
     let Some(loc) = locations.choose(&mut rand::rng()) else {
         return MasterError::VolumeNotFound(vid).into_response();
     };
-    let mut target = format!("http://{}/{}", loc.public_url, fid);
+    let scheme = kelp_net::client::http_scheme(&m.security);
+    let mut target = format!("{scheme}://{}/{}", loc.public_url, fid);
     if let Some(q) = uri.query() {
         target.push('?');
         target.push_str(q);

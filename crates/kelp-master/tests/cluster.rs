@@ -84,7 +84,13 @@ impl TestMaster {
     async fn client(&self) -> SeaweedClient<kelp_net::client::PeerChannel> {
         let addr = self.grpc.trim_start_matches("http://");
         SeaweedClient::new(
-            kelp_net::client::grpc_channel(&self.security, addr, Duration::from_secs(5)).unwrap(),
+            kelp_net::client::grpc_channel(
+                &self.security,
+                kelp_core::GrpcRole::Client,
+                addr,
+                Duration::from_secs(5),
+            )
+            .unwrap(),
         )
     }
 

@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::{HeaderValue, header};
-use kelp_core::SecurityConfig;
 use kelp_core::tls::TlsError;
+use kelp_core::{GrpcRole, SecurityConfig};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::serve::read;
@@ -49,31 +49,31 @@ pub fn with_peer(req: reqwest::RequestBuilder, sec: &SecurityConfig) -> reqwest:
     }
 }
 
-/// A lazily connecting gRPC channel to `addr` (`host:port`), over mutual
-/// TLS when `[grpc.client]` is set, that sends the peer credential with
-/// every call.
+/// A lazily connecting gRPC channel from `role` to `addr` (`host:port`),
+/// over mutual TLS when `role` has gRPC TLS files
+/// ([`kelp_core::security::TlsSettings::grpc_dial`]), that sends the peer
+/// credential with every call.
 pub fn grpc_channel(
     sec: &Arc<SecurityConfig>,
+    role: GrpcRole,
     addr: &str,
     connect_timeout: Duration,
 ) -> Result<PeerChannel, TlsError> {
-    let scheme = if sec.tls.grpc_client.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let tls = sec.tls.grpc_dial(role);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| TlsError::Config(format!("gRPC address {addr:?}: {e}")))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true);
-    if let Some(files) = &sec.tls.grpc_client {
+    if let Some(files) = tls {
         let ca = files
             .ca
             .as_deref()
             .ok_or_else(|| TlsError::Config("gRPC TLS needs a CA ([grpc] ca)".to_string()))?;
+        let (cert, key) = files.dial_identity();
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(ca)?))
-            .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+            .identity(Identity::from_pem(read(cert)?, read(key)?));
         endpoint = endpoint
             .tls_config(tls)
             .map_err(|e| TlsError::Config(format!("gRPC TLS for {addr}: {e}")))?;

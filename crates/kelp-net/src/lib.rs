@@ -11,5 +11,7 @@
 pub mod client;
 pub mod guard;
 pub mod serve;
+#[cfg(feature = "test-pki")]
+pub mod test_pki;
 
 pub use guard::Access;

@@ -125,8 +125,13 @@ impl HeartbeatClient {
 
     /// One stream to one master. `Err((connected, message))`.
     async fn session(&mut self, addr: &str) -> Result<SessionEnd, (bool, String)> {
-        let channel = kelp_net::client::grpc_channel(&self.security, addr, CONNECT_TIMEOUT)
-            .map_err(|e| (false, e.to_string()))?;
+        let channel = kelp_net::client::grpc_channel(
+            &self.security,
+            kelp_core::GrpcRole::Volume,
+            addr,
+            CONNECT_TIMEOUT,
+        )
+        .map_err(|e| (false, e.to_string()))?;
         let mut client = SeaweedClient::new(channel);
         let (tx, rx) = mpsc::channel::<Heartbeat>(16);
         // Events so far are covered by the full beat that opens the stream.

@@ -170,8 +170,13 @@ impl Peers {
         if let Some(c) = self.channels.lock().get(addr) {
             return Ok(c.clone());
         }
-        let channel = kelp_net::client::grpc_channel(&self.security, addr, CONNECT_TIMEOUT)
-            .map_err(|e| e.to_string())?;
+        let channel = kelp_net::client::grpc_channel(
+            &self.security,
+            kelp_core::GrpcRole::Volume,
+            addr,
+            CONNECT_TIMEOUT,
+        )
+        .map_err(|e| e.to_string())?;
         self.channels
             .lock()
             .insert(addr.to_string(), channel.clone());

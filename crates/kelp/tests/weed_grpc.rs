@@ -206,30 +206,6 @@ fn weed_benchmark_with_deletes_against_kelp_server() {
     );
 }
 
-/// One `weed upload` result line.
-#[derive(Debug)]
-struct Uploaded {
-    name: String,
-    fid: String,
-}
-
-fn parse_upload(stdout: &str) -> Vec<Uploaded> {
-    let v: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("weed upload output is not JSON ({e}): {stdout}"));
-    v.as_array()
-        .unwrap_or_else(|| panic!("weed upload output is not a list: {stdout}"))
-        .iter()
-        .map(|r| {
-            let error = r["error"].as_str().unwrap_or("");
-            assert!(error.is_empty(), "weed upload reported {error:?}: {r}");
-            Uploaded {
-                name: r["fileName"].as_str().expect("fileName").to_string(),
-                fid: r["fid"].as_str().expect("fid").to_string(),
-            }
-        })
-        .collect()
-}
-
 #[test]
 fn weed_upload_and_download_through_kelp_master() {
     let Some(weed) = weed() else { return };

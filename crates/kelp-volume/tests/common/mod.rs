@@ -55,7 +55,13 @@ impl Server {
     pub async fn grpc_client(&self) -> VolumeServerClient<kelp_net::client::PeerChannel> {
         let addr = self.grpc.trim_start_matches("http://");
         VolumeServerClient::new(
-            kelp_net::client::grpc_channel(&self.security, addr, Duration::from_secs(5)).unwrap(),
+            kelp_net::client::grpc_channel(
+                &self.security,
+                kelp_core::GrpcRole::Client,
+                addr,
+                Duration::from_secs(5),
+            )
+            .unwrap(),
         )
     }
 

@@ -709,3 +709,27 @@ pub fn master_lists_node(client: &Client, master: &str, url: &str) -> bool {
         .and_then(|r| r.json::<Value>().ok())
         .is_some_and(|v| has_url(&v, url))
 }
+
+/// One `weed upload` result line.
+#[derive(Debug)]
+pub struct Uploaded {
+    pub name: String,
+    pub fid: String,
+}
+
+pub fn parse_upload(stdout: &str) -> Vec<Uploaded> {
+    let v: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("weed upload output is not JSON ({e}): {stdout}"));
+    v.as_array()
+        .unwrap_or_else(|| panic!("weed upload output is not a list: {stdout}"))
+        .iter()
+        .map(|r| {
+            let error = r["error"].as_str().unwrap_or("");
+            assert!(error.is_empty(), "weed upload reported {error:?}: {r}");
+            Uploaded {
+                name: r["fileName"].as_str().expect("fileName").to_string(),
+                fid: r["fid"].as_str().expect("fid").to_string(),
+            }
+        })
+        .collect()
+}
