@@ -11,6 +11,8 @@ use serde::Deserialize;
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
+    /// `http` or `https` (`[https.client] enabled` in security.toml).
+    scheme: &'static str,
     master: String,
     locations: Arc<RwLock<HashMap<String, Vec<String>>>>,
 }
@@ -50,17 +52,25 @@ struct LookupLocation {
 }
 
 impl Api {
-    pub fn new(master: &str, concurrency: usize) -> anyhow::Result<Self> {
+    /// A client of the cluster at `master`, speaking HTTPS when
+    /// `security` says so (`[https.client]`).
+    pub fn new(
+        master: &str,
+        concurrency: usize,
+        security: &kelp_core::SecurityConfig,
+    ) -> anyhow::Result<Self> {
         let master = master
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_end_matches('/')
             .to_string();
-        let http = reqwest::Client::builder()
+        let http = kelp_net::client::http_builder(security)?
             .pool_max_idle_per_host(concurrency.max(1) * 2)
             .timeout(std::time::Duration::from_secs(60))
             .build()?;
         Ok(Self {
             http,
+            scheme: kelp_net::client::http_scheme(security),
             master,
             locations: Arc::default(),
         })
@@ -71,7 +81,7 @@ impl Api {
     pub async fn assign(&self, collection: &str, replication: &str) -> anyhow::Result<Assigned> {
         let resp = self
             .http
-            .get(format!("http://{}/dir/assign", self.master))
+            .get(format!("{}://{}/dir/assign", self.scheme, self.master))
             .query(&[("collection", collection), ("replication", replication)])
             .send()
             .await?;
@@ -90,7 +100,7 @@ impl Api {
         let part = reqwest::multipart::Part::bytes(body)
             .file_name(".")
             .mime_str("image/bench")?;
-        let mut target = format!("http://{}/{}", a.url, a.fid);
+        let mut target = format!("{}://{}/{}", self.scheme, a.url, a.fid);
         if fsync {
             target.push_str("?fsync=true");
         }
@@ -112,11 +122,13 @@ impl Api {
     /// master's `/dir/lookup?fileId=` supplies a fresh one, as SeaweedFS
     /// clients do; without JWT no lookup is made.
     pub async fn delete(&self, a: &Assigned) -> anyhow::Result<()> {
-        let mut req = self.http.delete(format!("http://{}/{}", a.url, a.fid));
+        let mut req = self
+            .http
+            .delete(format!("{}://{}/{}", self.scheme, a.url, a.fid));
         if a.auth.is_some() {
             let lookup = self
                 .http
-                .get(format!("http://{}/dir/lookup", self.master))
+                .get(format!("{}://{}/dir/lookup", self.scheme, self.master))
                 .query(&[("fileId", a.fid.as_str())])
                 .send()
                 .await?;
@@ -137,7 +149,7 @@ impl Api {
         }
         let r: LookupReply = self
             .http
-            .get(format!("http://{}/dir/lookup", self.master))
+            .get(format!("{}://{}/dir/lookup", self.scheme, self.master))
             .query(&[("volumeId", vid)])
             .send()
             .await?
@@ -176,17 +188,21 @@ impl Api {
         url: &str,
         fid: &str,
     ) -> reqwest::Result<reqwest::Response> {
-        let r = self.http.get(format!("http://{url}/{fid}")).send().await?;
+        let r = self
+            .http
+            .get(format!("{}://{url}/{fid}", self.scheme))
+            .send()
+            .await?;
         if r.status() != reqwest::StatusCode::UNAUTHORIZED {
             return Ok(r);
         }
         let lookup = self
             .http
-            .get(format!("http://{}/dir/lookup", self.master))
+            .get(format!("{}://{}/dir/lookup", self.scheme, self.master))
             .query(&[("fileId", fid), ("read", "yes")])
             .send()
             .await?;
-        let mut req = self.http.get(format!("http://{url}/{fid}"));
+        let mut req = self.http.get(format!("{}://{url}/{fid}", self.scheme));
         if let Some(auth) = authorization(&lookup) {
             req = req.header(reqwest::header::AUTHORIZATION, auth);
         }

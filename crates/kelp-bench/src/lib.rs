@@ -44,6 +44,9 @@ pub struct BenchConfig {
     pub list: PathBuf,
     /// How to show progress while a phase runs.
     pub progress: Progress,
+    /// HTTPS settings (`[https.client]` of security.toml), as `weed
+    /// benchmark` reads them.
+    pub security: kelp_core::SecurityConfig,
 }
 
 impl Default for BenchConfig {
@@ -61,6 +64,7 @@ impl Default for BenchConfig {
             fsync: false,
             list: std::env::temp_dir().join("benchmark_list.txt"),
             progress: Progress::Lines,
+            security: kelp_core::SecurityConfig::default(),
         }
     }
 }
@@ -225,7 +229,7 @@ where
 
 /// Runs the configured phases and returns their figures.
 pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
-    let api = client::Api::new(&cfg.master, cfg.concurrency)?;
+    let api = client::Api::new(&cfg.master, cfg.concurrency, &cfg.security)?;
     let mut report = Report::default();
 
     if !cfg.read_only {

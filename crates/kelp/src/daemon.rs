@@ -46,6 +46,8 @@ async fn benchmark(args: BenchmarkArgs) -> anyhow::Result<()> {
             (false, false) => kelp_bench::Progress::Lines,
             (false, true) => kelp_bench::Progress::Off,
         },
+        // HTTPS as security.toml's [https.client] says, as weed benchmark.
+        security: kelp_core::SecurityConfig::load()?,
         ..kelp_bench::BenchConfig::default()
     };
     if let Some(list) = args.list {
