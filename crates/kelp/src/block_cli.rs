@@ -69,6 +69,18 @@ pub struct DownstairsArgs {
     /// Write {"port": N} here once listening.
     #[arg(long = "ready-file", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// The volume's shared secret (at least 16 bytes; surrounding white
+    /// space ignored): an upstairs must prove it holds the same secret,
+    /// by HMAC challenge-response without sending it, before anything
+    /// else is accepted. Without it anyone who reaches the port can
+    /// activate the region. Make one with `head -c 32 /dev/urandom |
+    /// base64 > FILE; chmod 600 FILE`.
+    #[arg(
+        long = "secret-file",
+        value_name = "PATH",
+        env = "KELP_BLOCK_SECRET_FILE"
+    )]
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -100,6 +112,15 @@ pub struct UpstairsArgs {
     /// puts a new downstairs in the place of a failed one and live-repairs it.
     #[arg(long = "control")]
     pub control: Option<String>,
+    /// The volume's shared secret, the same file as its downstairs': each
+    /// side proves it holds it without sending it, and a downstairs that
+    /// cannot prove it is refused.
+    #[arg(
+        long = "secret-file",
+        value_name = "PATH",
+        env = "KELP_BLOCK_SECRET_FILE"
+    )]
+    pub secret_file: Option<PathBuf>,
     /// Write {"nbd_port": N, "nbd_socket": P, "control_port": C} here once serving.
     #[arg(long = "ready-file", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,

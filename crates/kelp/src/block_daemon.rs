@@ -1,6 +1,7 @@
 //! Runs the block-volume commands: builds library configs from flags and
 //! calls `kelp_block`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -49,7 +50,25 @@ pub async fn block(cmd: BlockCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Loads the volume secret named by `--secret-file`, warning when others
+/// than the owner may read the file.
+fn load_secret(path: Option<&Path>) -> anyhow::Result<Option<kelp_block::auth::Secret>> {
+    let Some(path) = path else { return Ok(None) };
+    let secret = kelp_block::auth::Secret::from_file(path)
+        .with_context(|| format!("cannot load the block secret {}", path.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the block secret file is readable by others than its owner; chmod 600 it");
+        }
+    }
+    Ok(Some(secret))
+}
+
 pub async fn downstairs(a: DownstairsArgs) -> anyhow::Result<()> {
+    let security = kelp_block::downstairs::Security {
+        secret: load_secret(a.secret_file.as_deref())?,
+    };
     let dir = a.dir.clone();
     let region = tokio::task::spawn_blocking(move || kelp_block::Region::open(&dir, false))
         .await?
@@ -58,9 +77,14 @@ pub async fn downstairs(a: DownstairsArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", a.ip, a.port))?;
     let port = listener.local_addr()?.port();
-    tracing::info!(port, dir = %a.dir.display(), "downstairs serving");
+    tracing::info!(
+        port,
+        dir = %a.dir.display(),
+        secret = security.secret.is_some(),
+        "downstairs serving"
+    );
     write_ready_file(a.ready_file.as_deref(), serde_json::json!({ "port": port }))?;
-    kelp_block::downstairs::run(listener, region, wait_for(shutdown_signal())).await?;
+    kelp_block::downstairs::serve(listener, region, security, wait_for(shutdown_signal())).await?;
     Ok(())
 }
 
@@ -71,6 +95,7 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
     let mut cfg = kelp_block::upstairs::UpstairsConfig::new(a.targets.clone(), a.generation);
     cfg.flush_interval = Duration::from_millis(a.flush_interval_ms.max(1));
     cfg.max_replay_jobs = a.max_replay_jobs;
+    cfg.security.secret = load_secret(a.secret_file.as_deref())?;
     let stop = shutdown_signal();
     tracing::info!(targets = ?a.targets, generation = a.generation, "upstairs activating");
     let volume = tokio::select! {

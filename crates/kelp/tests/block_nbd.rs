@@ -29,12 +29,19 @@ struct Volume {
     root: PathBuf,
     dirs: Vec<PathBuf>,
     ds: Vec<Kelp>,
+    /// More flags for every downstairs (secret, TLS).
+    ds_extra: Vec<String>,
 }
 
 impl Volume {
     /// Three regions of `extents` × 1 MiB extents (4 KiB blocks) and a
     /// downstairs on each.
     fn new(root: &Path, extents: u32) -> Volume {
+        Volume::with_ds_args(root, extents, &[])
+    }
+
+    /// Like `new`, each downstairs started with `ds_extra` too.
+    fn with_ds_args(root: &Path, extents: u32, ds_extra: &[String]) -> Volume {
         let mut dirs = vec![];
         for i in 0..3 {
             let d = root.join(format!("region{i}"));
@@ -57,6 +64,7 @@ impl Volume {
             root: root.to_path_buf(),
             dirs,
             ds: vec![],
+            ds_extra: ds_extra.to_vec(),
         };
         for i in 0..3 {
             let k = v.start_ds(i, 0);
@@ -66,14 +74,14 @@ impl Volume {
     }
 
     fn start_ds(&self, i: usize, port: u16) -> Kelp {
-        Kelp::start(
-            &[
-                "downstairs",
-                &format!("--dir={}", self.dirs[i].display()),
-                &format!("--port={port}"),
-            ],
-            &self.root.join("logs"),
-        )
+        let mut args = vec![
+            "downstairs".to_string(),
+            format!("--dir={}", self.dirs[i].display()),
+            format!("--port={port}"),
+        ];
+        args.extend(self.ds_extra.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        Kelp::start(&refs, &self.root.join("logs"))
     }
 
     fn targets(&self) -> Vec<String> {
@@ -83,15 +91,46 @@ impl Volume {
             .collect()
     }
 
-    fn upstairs(&self, generation: u64, extra: &[&str]) -> Kelp {
+    fn upstairs_args(&self, generation: u64, extra: &[&str]) -> Vec<String> {
         let mut args = vec!["upstairs".to_string()];
         args.extend(self.targets());
         args.push(format!("--gen={generation}"));
         args.push("--nbd=127.0.0.1:0".into());
         args.push("--flush-interval-ms=100".into());
         args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    fn upstairs(&self, generation: u64, extra: &[&str]) -> Kelp {
+        let args = self.upstairs_args(generation, extra);
         let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         Kelp::start(&refs, &self.root.join("logs"))
+    }
+
+    /// An upstairs that is expected never to become ready: started without
+    /// waiting, its log polled until it holds `want`, then killed. Returns
+    /// its log.
+    fn upstairs_refused(&self, extra: &[&str], want: &str) -> String {
+        let log_dir = self.root.join("logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = log_dir.join(format!("refused-{}.log", self.ds.len() + extra.len()));
+        let child = Command::new(env!("CARGO_BIN_EXE_kelp"))
+            .args(self.upstairs_args(1, extra))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut up = Kelp {
+            child,
+            ports: serde_json::Value::Null,
+            log,
+        };
+        wait_until("the upstairs to log its refusal", DEADLINE, || {
+            up.log_text().contains(want).then_some(())
+        });
+        up.kill9();
+        up.log_text()
     }
 
     fn verify(&mut self) -> String {
@@ -441,6 +480,59 @@ fn a_dead_downstairs_is_replaced_through_the_control_api() {
     qemu_io(&qemu_io_bin, &up, "read -P 0x6b 4M 1M");
     // A clean stop drains: all three hold everything.
     up.stop();
+    let report = v.verify();
+    assert!(report.contains("OK"), "{report}");
+}
+
+/// Writes a fresh random secret file readable only by its owner.
+fn secret_file(path: &Path, seed: u64) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let hex: String = common::blob(seed, 32)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(path, format!("{hex}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!("--secret-file={}", path.display())
+}
+
+/// Downstairs started with `--secret-file` serve only an upstairs holding
+/// the same secret. One without it, or with another, never activates, and
+/// both sides log why; with it, qemu-img reads the volume.
+#[test]
+fn downstairs_secret_refuses_an_upstairs_without_it() {
+    let (Some(qemu_img), Some(qemu_io_bin)) = (tool("qemu-img"), tool("qemu-io")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = secret_file(&tmp.path().join("volume.secret"), 1);
+    let other = secret_file(&tmp.path().join("other.secret"), 2);
+    let mut v = Volume::with_ds_args(tmp.path(), 4, std::slice::from_ref(&secret));
+
+    let log = v.upstairs_refused(&[], "requires the volume's secret");
+    assert!(log.contains("--secret-file"), "{log}");
+    let log = v.upstairs_refused(&[&other], "could not prove it holds the volume's secret");
+    assert!(!log.contains("volume active"), "{log}");
+    let ds_log = v.ds[0].log_text();
+    assert!(
+        ds_log.contains("upstairs refused") && ds_log.contains("requires the volume's secret"),
+        "{ds_log}"
+    );
+    assert!(
+        ds_log.contains("the upstairs refused this downstairs"),
+        "{ds_log}"
+    );
+
+    let mut up = v.upstairs(1, &[&secret]);
+    let info = run(Command::new(&qemu_img).args(["info", "--output=json", &nbd_url(&up)]));
+    assert!(
+        info.contains(&format!("\"virtual-size\": {}", 4u64 << 20)),
+        "{info}"
+    );
+    qemu_io(&qemu_io_bin, &up, "write -P 0x5a 0 64k");
+    qemu_io(&qemu_io_bin, &up, "read -P 0x5a 0 64k");
+    up.stop();
+    assert!(v.ds[0].log_text().contains("upstairs authenticated"));
     let report = v.verify();
     assert!(report.contains("OK"), "{report}");
 }
