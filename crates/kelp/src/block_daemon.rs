@@ -113,6 +113,7 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
             l,
             volume.clone(),
             a.export_name.clone(),
+            None,
             wait_for(stop.clone()),
         ));
     }
@@ -125,6 +126,7 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
             l,
             volume.clone(),
             a.export_name.clone(),
+            None,
             wait_for(stop.clone()),
         ));
     }
