@@ -57,6 +57,8 @@ pub enum BlockError {
     Shutdown,
     #[error("authentication failed: {0}")]
     Auth(String),
+    #[error("{0}")]
+    Tls(String),
     #[error(
         "protocol version mismatch: this side speaks version {ours}, the peer version {theirs}; \
          run the same Kelp release on the upstairs and its downstairs"

@@ -138,7 +138,7 @@ impl From<&BlockError> for ErrorCode {
             BlockError::Fenced(_) => ErrorCode::Fenced,
             BlockError::NotActive => ErrorCode::NotActive,
             BlockError::RegionMismatch(_) => ErrorCode::RegionMismatch,
-            BlockError::Auth(_) => ErrorCode::AuthFailed,
+            BlockError::Auth(_) | BlockError::Tls(_) => ErrorCode::AuthFailed,
             BlockError::VersionMismatch { .. } => ErrorCode::VersionMismatch,
             BlockError::RegionExists(_)
             | BlockError::Remote { .. }
@@ -736,6 +736,11 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Bytes received but not yet decoded.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Refuses frames longer than `max` (at most MAX_FRAME_LEN): before a
     /// peer has authenticated, it must not make us buffer 64 MiB.
     pub fn set_max_frame(&mut self, max: usize) {
@@ -783,7 +788,12 @@ pub fn version_mismatch_reply(theirs: u8) -> Vec<u8> {
         ours: PROTOCOL_VERSION,
         theirs,
     };
-    match Message::error(&e).encode_as(theirs) {
+    error_frame_as(theirs, &e)
+}
+
+/// An Error frame for `e` stamped with protocol version `version`.
+pub fn error_frame_as(version: u8, e: &BlockError) -> Vec<u8> {
+    match Message::error(e).encode_as(version) {
         Ok((head, _)) => head,
         Err(_) => Vec::new(),
     }

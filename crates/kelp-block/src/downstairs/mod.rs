@@ -45,11 +45,24 @@ const PRE_AUTH_MAX_FRAME: usize = 4096;
 
 /// How a downstairs guards its port. The default (nothing) serves anyone
 /// who connects, as before.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Default)]
 pub struct Security {
     /// The volume's shared secret: an upstairs must prove it holds it
     /// before anything else is accepted.
     pub secret: Option<Secret>,
+    /// TLS: every connection must start with a TLS handshake; with a
+    /// client CA in the config, only upstairs with a certificate it signed
+    /// get through (mutual TLS).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("secret", &self.secret.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Who is active, and how to fence them.
@@ -117,7 +130,11 @@ pub async fn serve(
                 let server = server.clone();
                 conns.spawn(async move {
                     match serve_connection(server, stream).await {
-                        Err(e @ (BlockError::Auth(_) | BlockError::VersionMismatch { .. })) => {
+                        Err(
+                            e @ (BlockError::Auth(_)
+                            | BlockError::Tls(_)
+                            | BlockError::VersionMismatch { .. }),
+                        ) => {
                             tracing::warn!(%peer, error = %e, "upstairs refused");
                         }
                         Err(e) => tracing::info!(%peer, error = %e, "downstairs connection ended"),
@@ -237,6 +254,11 @@ async fn first_frame(
     w: &mut WriteHalf,
 ) -> Result<Option<Message>> {
     match reader.next().await {
+        Err(BlockError::VersionMismatch { .. }) if transport::looks_like_tls(reader.buffered()) => {
+            Err(BlockError::Tls(
+                "the upstairs speaks TLS, but this downstairs has no --tls-cert".into(),
+            ))
+        }
         Err(e @ BlockError::VersionMismatch { theirs, .. }) => {
             let _ = w.write_all(&version_mismatch_reply(theirs)).await;
             let _ = w.flush().await;
@@ -371,9 +393,46 @@ async fn open_connection(
     Ok(Opened::Authenticated)
 }
 
+/// Starts TLS on a new connection; a peer that sends a Kelp frame instead
+/// is told in one it can read.
+async fn start_tls(
+    stream: TcpStream,
+    config: &Arc<rustls::ServerConfig>,
+) -> Result<(ReadHalf, WriteHalf)> {
+    let mut first = [0u8; 8];
+    let n = match tokio::time::timeout(transport::TLS_HANDSHAKE_TIMEOUT, stream.peek(&mut first))
+        .await
+    {
+        Ok(r) => r.map_err(|e| BlockError::io("connection", e))?,
+        Err(_) => return Err(BlockError::Tls("no TLS handshake in time".into())),
+    };
+    if n > 0 && !transport::looks_like_tls(&first[..n]) {
+        let e = BlockError::Tls(
+            "this downstairs requires TLS: start the upstairs with --tls-ca (and --tls-cert, \
+             --tls-key for its client certificate)"
+                .into(),
+        );
+        let version = if n > 4 {
+            first[4]
+        } else {
+            crate::frame::PROTOCOL_VERSION
+        };
+        let mut stream = stream;
+        let _ = stream
+            .write_all(&crate::frame::error_frame_as(version, &e))
+            .await;
+        let _ = stream.flush().await;
+        return Err(e);
+    }
+    transport::accept_tls(stream, config).await
+}
+
 async fn serve_connection(server: Arc<Server>, stream: TcpStream) -> Result<()> {
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = transport::split_tcp(stream);
+    let (rd, mut wr) = match &server.security.tls {
+        None => transport::split_tcp(stream),
+        Some(config) => start_tls(stream, config).await?,
+    };
     let mut reader = FrameReader::new(rd);
     let mut pending = match open_connection(&server, &mut reader, &mut wr).await? {
         Opened::Closed => return Ok(()),

@@ -141,11 +141,24 @@ async fn authenticate(
 }
 
 /// How the upstairs reaches its downstairs.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Default)]
 pub struct Security {
     /// The volume's shared secret: proven to each downstairs, and each
     /// downstairs must prove it holds it too.
     pub secret: Option<Secret>,
+    /// TLS to every downstairs, each verified against the config's CA as
+    /// the host of its address; the config's client certificate, if any,
+    /// is this upstairs' identity (mutual TLS).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("secret", &self.secret.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Connects and negotiates. Errors that mean "fenced" are reported as such
@@ -160,7 +173,10 @@ pub async fn negotiate(
         .await
         .map_err(|e| BlockError::io(format!("connect {addr}"), e))?;
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = transport::split_tcp(stream);
+    let (rd, mut wr) = match &security.tls {
+        None => transport::split_tcp(stream),
+        Some(config) => transport::connect_tls(stream, addr, config).await?,
+    };
     let mut reader = FrameReader::new(rd);
     let io = |e| BlockError::io(format!("send to {addr}"), e);
     if let Some(secret) = &security.secret {
@@ -322,7 +338,9 @@ pub(crate) async fn connect_loop(
                 let text = e.to_string();
                 if logged.as_deref() != Some(text.as_str()) {
                     match e {
-                        BlockError::Auth(_) | BlockError::VersionMismatch { .. } => {
+                        BlockError::Auth(_)
+                        | BlockError::Tls(_)
+                        | BlockError::VersionMismatch { .. } => {
                             tracing::error!(client, %addr, error = %text, "downstairs refused; retrying");
                         }
                         _ => {
