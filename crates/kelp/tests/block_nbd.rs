@@ -536,3 +536,169 @@ fn downstairs_secret_refuses_an_upstairs_without_it() {
     let report = v.verify();
     assert!(report.contains("OK"), "{report}");
 }
+
+/// A test CA with server and client certificates, as PEM files in the
+/// layout QEMU and libnbd read (`ca-cert.pem`, `client-cert.pem`,
+/// `client-key.pem`), plus `server-cert.pem`/`server-key.pem` for kelp.
+/// Made fresh by each test; nothing is committed.
+fn make_pki(dir: &Path, with_client: bool) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "kelp block test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca-cert.pem"), ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaves = vec![("server", ExtendedKeyUsagePurpose::ServerAuth)];
+    if with_client {
+        leaves.push(("client", ExtendedKeyUsagePurpose::ClientAuth));
+    }
+    for (name, purpose) in leaves {
+        let mut p =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name
+            .push(DnType::CommonName, format!("kelp test {name}"));
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![purpose];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}-cert.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
+
+fn flag(name: &str, path: PathBuf) -> String {
+    format!("--{name}={}", path.display())
+}
+
+/// Runs a tool that is expected to fail; returns what it printed.
+fn run_fails(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run tool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{cmd:?} succeeded: {text}");
+    text
+}
+
+/// The whole stack secured: downstairs with a secret and mutual TLS, NBD
+/// over TLS with client certificates required. qemu-img, qemu-io and
+/// nbdinfo get through with the test CA's client certificate; plain NBD
+/// clients and clients without a certificate are refused.
+#[test]
+fn nbd_over_tls_with_qemu_and_nbdinfo() {
+    let (Some(qemu_img), Some(qemu_io_bin), Some(nbdinfo)) =
+        (tool("qemu-img"), tool("qemu-io"), tool("nbdinfo"))
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    make_pki(&pki, true);
+    // A client directory with the CA only: no client certificate.
+    let anon = tmp.path().join("anon");
+    std::fs::create_dir_all(&anon).unwrap();
+    std::fs::copy(pki.join("ca-cert.pem"), anon.join("ca-cert.pem")).unwrap();
+    let secret = secret_file(&tmp.path().join("volume.secret"), 3);
+    let ds_args = vec![
+        secret.clone(),
+        flag("tls-cert", pki.join("server-cert.pem")),
+        flag("tls-key", pki.join("server-key.pem")),
+        flag("tls-ca", pki.join("ca-cert.pem")),
+    ];
+    let mut v = Volume::with_ds_args(tmp.path(), 4, &ds_args);
+    let up_args = [
+        secret.clone(),
+        flag("tls-ca", pki.join("ca-cert.pem")),
+        flag("tls-cert", pki.join("client-cert.pem")),
+        flag("tls-key", pki.join("client-key.pem")),
+        flag("nbd-tls-cert", pki.join("server-cert.pem")),
+        flag("nbd-tls-key", pki.join("server-key.pem")),
+        flag("nbd-tls-ca", pki.join("ca-cert.pem")),
+    ];
+    let refs: Vec<&str> = up_args.iter().map(|s| s.as_str()).collect();
+    let mut up = v.upstairs(1, &refs);
+    let port = up.port("nbd_port");
+    let creds = |dir: &Path| {
+        format!(
+            "tls-creds-x509,id=tls0,endpoint=client,dir={}",
+            dir.display()
+        )
+    };
+    let image = format!("driver=nbd,host=127.0.0.1,port={port},tls-creds=tls0");
+
+    let info = run(Command::new(&qemu_img).args([
+        "info",
+        "--output=json",
+        "--object",
+        &creds(&pki),
+        "--image-opts",
+        &image,
+    ]));
+    assert!(
+        info.contains(&format!("\"virtual-size\": {}", 4u64 << 20)),
+        "{info}"
+    );
+    for cmd in ["write -P 0x3c 4096 128k", "read -P 0x3c 4096 128k"] {
+        let out = run(Command::new(&qemu_io_bin).args([
+            "--object",
+            &creds(&pki),
+            "--image-opts",
+            &image,
+            "-c",
+            cmd,
+        ]));
+        assert!(
+            !out.contains("ail") && !out.contains("rror"),
+            "qemu-io {cmd}: {out}"
+        );
+    }
+    let uri = format!(
+        "nbds://127.0.0.1:{port}/kelp?tls-certificates={}",
+        pki.display()
+    );
+    let size = run(Command::new(&nbdinfo).args(["--size", &uri]));
+    assert_eq!(size.trim(), (4u64 << 20).to_string());
+
+    // Refused: plain NBD (TLS is required), and TLS without a client
+    // certificate (the export requires one of the CA).
+    let plain = run_fails(Command::new(&qemu_img).args(["info", &nbd_url(&up)]));
+    assert!(plain.to_lowercase().contains("tls"), "{plain}");
+    let plain = run_fails(Command::new(&nbdinfo).args(["--size", &nbd_url(&up)]));
+    assert!(plain.to_lowercase().contains("tls"), "{plain}");
+    run_fails(Command::new(&qemu_img).args([
+        "info",
+        "--object",
+        &creds(&anon),
+        "--image-opts",
+        &image,
+    ]));
+    run_fails(Command::new(&nbdinfo).args([
+        "--size",
+        &format!(
+            "nbds://127.0.0.1:{port}/kelp?tls-certificates={}",
+            anon.display()
+        ),
+    ]));
+    assert!(
+        up.log_text().contains("TLS is required"),
+        "{}",
+        up.log_text()
+    );
+
+    up.stop();
+    let report = v.verify();
+    assert!(report.contains("OK"), "{report}");
+}
