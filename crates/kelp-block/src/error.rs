@@ -55,6 +55,15 @@ pub enum BlockError {
     NoQuorum(String),
     #[error("the volume is shutting down")]
     Shutdown,
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("{0}")]
+    Tls(String),
+    #[error(
+        "protocol version mismatch: this side speaks version {ours}, the peer version {theirs}; \
+         run the same Kelp release on the upstairs and its downstairs"
+    )]
+    VersionMismatch { ours: u8, theirs: u8 },
 }
 
 impl BlockError {

@@ -7,7 +7,7 @@
 //! ```text
 //! 0  u32  length of the whole frame, this header included
 //!         (HEADER_LEN ≤ length ≤ MAX_FRAME_LEN)
-//! 4  u8   protocol version (PROTOCOL_VERSION)
+//! 4  u8   protocol version (PROTOCOL_VERSION: 2; 1 had no Auth*)
 //! 5  u8   message type (the `T_*` constants)
 //! 6  u16  reserved, zero
 //! 8  ...  body, per message type (below)
@@ -41,19 +41,33 @@
 //! | 24 | Error | code u16, str |
 //! | 25 | Ping | nonce u64 |
 //! | 26 | Pong | nonce u64 |
+//! | 30 | AuthHello (U→D, first, when the upstairs has a secret) | upstairs id u128, nonce [u8; 32] |
+//! | 31 | AuthChallenge (D→U) | region uuid [u8; 16], nonce [u8; 32], proof [u8; 32] |
+//! | 32 | AuthProof (U→D) | proof [u8; 32] |
+//!
+//! The Auth* exchange and what the proofs cover are in `auth.rs`. A
+//! downstairs with a secret answers anything but AuthHello first with
+//! Error (AuthFailed) and closes.
+//!
+//! Versions: a frame whose version byte is not PROTOCOL_VERSION is refused
+//! with `VersionMismatch`, naming both. The downstairs then answers with an
+//! Error frame stamped with the *peer's* version, so a peer of another
+//! release reads why it was refused: the Error layout (type 24, `code u16,
+//! str`) is the same in every version and must stay so.
 //!
 //! Bulk data is always the tail of a frame, so it is sent without copying
 //! and split off the receive buffer without copying.
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::auth::{Nonce, Proof};
 use crate::codec::{Reader, Writer};
 use crate::context::BlockContext;
 use crate::error::{BlockError, Result};
 use crate::extent::ExtentVersion;
 use crate::region::RegionDef;
 
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 8;
 /// Large enough for the biggest extent (32 MiB) plus its contexts.
 pub const MAX_FRAME_LEN: usize = 64 << 20;
@@ -83,6 +97,9 @@ pub const T_JOB_ERROR: u8 = 23;
 pub const T_ERROR: u8 = 24;
 pub const T_PING: u8 = 25;
 pub const T_PONG: u8 = 26;
+pub const T_AUTH_HELLO: u8 = 30;
+pub const T_AUTH_CHALLENGE: u8 = 31;
+pub const T_AUTH_PROOF: u8 = 32;
 
 /// Wire error codes; `From<&BlockError>` is the one place errors map to
 /// codes.
@@ -100,6 +117,8 @@ pub enum ErrorCode {
     NotActive = 9,
     RegionMismatch = 10,
     Other = 11,
+    AuthFailed = 12,
+    VersionMismatch = 13,
 }
 
 impl From<&BlockError> for ErrorCode {
@@ -119,6 +138,8 @@ impl From<&BlockError> for ErrorCode {
             BlockError::Fenced(_) => ErrorCode::Fenced,
             BlockError::NotActive => ErrorCode::NotActive,
             BlockError::RegionMismatch(_) => ErrorCode::RegionMismatch,
+            BlockError::Auth(_) | BlockError::Tls(_) => ErrorCode::AuthFailed,
+            BlockError::VersionMismatch { .. } => ErrorCode::VersionMismatch,
             BlockError::RegionExists(_)
             | BlockError::Remote { .. }
             | BlockError::NoQuorum(_)
@@ -219,6 +240,18 @@ pub enum Message {
     },
     Ping(u64),
     Pong(u64),
+    AuthHello {
+        upstairs_id: u128,
+        nonce: Nonce,
+    },
+    AuthChallenge {
+        region_uuid: [u8; 16],
+        nonce: Nonce,
+        proof: Proof,
+    },
+    AuthProof {
+        proof: Proof,
+    },
 }
 
 fn put_deps(w: &mut Writer, deps: &[u64]) {
@@ -295,6 +328,9 @@ impl Message {
             Message::Error { .. } => T_ERROR,
             Message::Ping(_) => T_PING,
             Message::Pong(_) => T_PONG,
+            Message::AuthHello { .. } => T_AUTH_HELLO,
+            Message::AuthChallenge { .. } => T_AUTH_CHALLENGE,
+            Message::AuthProof { .. } => T_AUTH_PROOF,
         }
     }
 
@@ -317,8 +353,14 @@ impl Message {
     /// Encodes to (frame header + body head, bulk tail). Writing the two in
     /// order produces one frame; the tail is never copied.
     pub fn encode(&self) -> Result<(Vec<u8>, Bytes)> {
+        self.encode_as(PROTOCOL_VERSION)
+    }
+
+    /// Encodes with another version byte: only for the Error answer to a
+    /// peer of another version (see the module comment).
+    fn encode_as(&self, version: u8) -> Result<(Vec<u8>, Bytes)> {
         let mut w = Writer::with_capacity(64);
-        w.u32(0).u8(PROTOCOL_VERSION).u8(self.type_code()).u16(0);
+        w.u32(0).u8(version).u8(self.type_code()).u16(0);
         let mut tail = Bytes::new();
         match self {
             Message::Hello {
@@ -450,6 +492,19 @@ impl Message {
             Message::Ping(n) | Message::Pong(n) => {
                 w.u64(*n);
             }
+            Message::AuthHello { upstairs_id, nonce } => {
+                w.bytes(&upstairs_id.to_le_bytes()).bytes(nonce);
+            }
+            Message::AuthChallenge {
+                region_uuid,
+                nonce,
+                proof,
+            } => {
+                w.bytes(region_uuid).bytes(nonce).bytes(proof);
+            }
+            Message::AuthProof { proof } => {
+                w.bytes(proof);
+            }
         }
         let len = w.buf.len() + tail.len();
         if len > MAX_FRAME_LEN {
@@ -493,10 +548,10 @@ pub fn check_header(b: &[u8]) -> Result<(u8, usize)> {
         return Err(BlockError::protocol(format!("bad frame length {len}")));
     }
     if b[4] != PROTOCOL_VERSION {
-        return Err(BlockError::protocol(format!(
-            "protocol version {} not supported (want {PROTOCOL_VERSION})",
-            b[4]
-        )));
+        return Err(BlockError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: b[4],
+        });
     }
     if b[6] != 0 || b[7] != 0 {
         return Err(BlockError::protocol("reserved header bits set"));
@@ -625,6 +680,16 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message> {
         },
         T_PING => Message::Ping(r.u64()?),
         T_PONG => Message::Pong(r.u64()?),
+        T_AUTH_HELLO => Message::AuthHello {
+            upstairs_id: u128_le(&mut r)?,
+            nonce: r.array()?,
+        },
+        T_AUTH_CHALLENGE => Message::AuthChallenge {
+            region_uuid: r.array()?,
+            nonce: r.array()?,
+            proof: r.array()?,
+        },
+        T_AUTH_PROOF => Message::AuthProof { proof: r.array()? },
         t => return Err(BlockError::protocol(format!("unknown message type {t}"))),
     };
     r.finish()?;
@@ -658,6 +723,7 @@ pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     decoder: FrameDecoder,
+    max_frame: usize,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
@@ -666,13 +732,34 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf: BytesMut::with_capacity(256 << 10),
             decoder: FrameDecoder,
+            max_frame: MAX_FRAME_LEN,
         }
+    }
+
+    /// Bytes received but not yet decoded.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Refuses frames longer than `max` (at most MAX_FRAME_LEN): before a
+    /// peer has authenticated, it must not make us buffer 64 MiB.
+    pub fn set_max_frame(&mut self, max: usize) {
+        self.max_frame = max.min(MAX_FRAME_LEN);
     }
 
     /// Next message; Ok(None) on a clean end of stream.
     pub async fn next(&mut self) -> Result<Option<Message>> {
         use tokio::io::AsyncReadExt;
         loop {
+            if self.max_frame < MAX_FRAME_LEN && self.buf.len() >= HEADER_LEN {
+                let (_, len) = check_header(&self.buf[..HEADER_LEN])?;
+                if len > self.max_frame {
+                    return Err(BlockError::protocol(format!(
+                        "frame of {len} bytes before authentication (at most {})",
+                        self.max_frame
+                    )));
+                }
+            }
             if let Some(m) = self.decoder.decode(&mut self.buf)? {
                 return Ok(Some(m));
             }
@@ -691,6 +778,24 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
                 return Ok(None);
             }
         }
+    }
+}
+
+/// The Error frame telling a peer that spoke `theirs` why it is refused,
+/// in a frame it can read (stamped with its version; see above).
+pub fn version_mismatch_reply(theirs: u8) -> Vec<u8> {
+    let e = BlockError::VersionMismatch {
+        ours: PROTOCOL_VERSION,
+        theirs,
+    };
+    error_frame_as(theirs, &e)
+}
+
+/// An Error frame for `e` stamped with protocol version `version`.
+pub fn error_frame_as(version: u8, e: &BlockError) -> Vec<u8> {
+    match Message::error(e).encode_as(version) {
+        Ok((head, _)) => head,
+        Err(_) => Vec::new(),
     }
 }
 
@@ -814,6 +919,16 @@ mod tests {
             },
             Message::Ping(1),
             Message::Pong(2),
+            Message::AuthHello {
+                upstairs_id: 5,
+                nonce: [6; 32],
+            },
+            Message::AuthChallenge {
+                region_uuid: [1; 16],
+                nonce: [2; 32],
+                proof: [3; 32],
+            },
+            Message::AuthProof { proof: [4; 32] },
         ]
     }
 
@@ -842,7 +957,7 @@ mod tests {
     #[test]
     fn golden_ack_and_write() {
         let b = Message::Ack { job: 0x0102 }.to_bytes().unwrap();
-        assert_eq!(b, [16, 0, 0, 0, 1, 20, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(b, [16, 0, 0, 0, 2, 20, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
         let w = Message::Write {
             job: 1,
             deps: vec![],
@@ -855,7 +970,7 @@ mod tests {
         assert_eq!(
             w,
             [
-                38, 0, 0, 0, 1, 8, 0, 0, // header
+                38, 0, 0, 0, 2, 8, 0, 0, // header
                 1, 0, 0, 0, 0, 0, 0, 0, // job
                 0, 0, 0, 0, // deps
                 2, 0, 0, 0, 0, 0, 0, 0, // start
@@ -869,10 +984,10 @@ mod tests {
     fn hostile_headers() {
         let mut d = FrameDecoder;
         for bad in [
-            vec![0u8, 0, 0, 0, 1, 20, 0, 0],
-            vec![0xff, 0xff, 0xff, 0xff, 1, 20, 0, 0],
-            vec![16, 0, 0, 0, 2, 20, 0, 0],
-            vec![16, 0, 0, 0, 1, 20, 1, 0],
+            vec![0u8, 0, 0, 0, 2, 20, 0, 0],
+            vec![0xff, 0xff, 0xff, 0xff, 2, 20, 0, 0],
+            vec![16, 0, 0, 0, 3, 20, 0, 0],
+            vec![16, 0, 0, 0, 2, 20, 1, 0],
         ] {
             assert!(d.decode(&mut BytesMut::from(&bad[..])).is_err());
         }
@@ -888,7 +1003,79 @@ mod tests {
         b[16] = 0xff;
         assert!(Message::decode(Bytes::from(b)).is_err());
         // Unknown type.
-        let b = vec![8u8, 0, 0, 0, 1, 99, 0, 0];
+        let b = vec![8u8, 0, 0, 0, 2, 99, 0, 0];
         assert!(Message::decode(Bytes::from(b)).is_err());
+    }
+
+    #[test]
+    fn golden_auth_messages() {
+        let b = Message::AuthHello {
+            upstairs_id: 0x0102,
+            nonce: [0xaa; 32],
+        }
+        .to_bytes()
+        .unwrap();
+        let mut want = vec![56, 0, 0, 0, 2, 30, 0, 0, 2, 1];
+        want.extend_from_slice(&[0; 14]);
+        want.extend_from_slice(&[0xaa; 32]);
+        assert_eq!(b, want);
+        let b = Message::AuthChallenge {
+            region_uuid: [1; 16],
+            nonce: [2; 32],
+            proof: [3; 32],
+        }
+        .to_bytes()
+        .unwrap();
+        let mut want = vec![88, 0, 0, 0, 2, 31, 0, 0];
+        for (v, n) in [(1u8, 16), (2, 32), (3, 32)] {
+            want.extend(std::iter::repeat_n(v, n));
+        }
+        assert_eq!(b, want);
+        let b = Message::AuthProof { proof: [4; 32] }.to_bytes().unwrap();
+        let mut want = vec![40, 0, 0, 0, 2, 32, 0, 0];
+        want.extend_from_slice(&[4; 32]);
+        assert_eq!(b, want);
+        // A short proof is an error, not a panic.
+        let mut short = b.clone();
+        short.truncate(39);
+        short[0] = 39;
+        assert!(Message::decode(Bytes::from(short)).is_err());
+    }
+
+    /// A peer of another release gets an error naming both versions, in a
+    /// frame its own decoder accepts.
+    #[test]
+    fn version_mismatch_names_both_versions() {
+        let mut v1 = Message::Hello {
+            upstairs_id: 1,
+            generation: 1,
+        }
+        .to_bytes()
+        .unwrap();
+        v1[4] = 1;
+        let e = FrameDecoder
+            .decode(&mut BytesMut::from(&v1[..]))
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            BlockError::VersionMismatch { ours: 2, theirs: 1 }
+        ));
+        let text = e.to_string();
+        assert!(
+            text.contains("version 2") && text.contains("version 1"),
+            "{text}"
+        );
+        let reply = version_mismatch_reply(1);
+        assert_eq!(reply[4], 1);
+        assert_eq!(reply[5], T_ERROR);
+        // Decoded as version 1 would (same layout): code, then the text.
+        let mut r = Reader::new(&reply[HEADER_LEN..], "reply");
+        assert_eq!(r.u16().unwrap(), ErrorCode::VersionMismatch as u16);
+        let msg = get_str(&mut r).unwrap();
+        assert!(
+            msg.contains("version 2") && msg.contains("version 1"),
+            "{msg}"
+        );
+        r.finish().unwrap();
     }
 }

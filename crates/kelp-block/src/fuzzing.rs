@@ -33,6 +33,8 @@ pub fn frame_decode(data: &[u8]) {
 
 /// Runs the NBD handshake on a byte stream (client flags, then options) as
 /// the server would, then parses what follows as transmission requests.
+/// The client flags' top byte picks the server's TLS setting; after a
+/// STARTTLS the rest is taken as what the client says inside TLS.
 pub fn nbd_handshake(data: &[u8]) {
     let export = proto::Export {
         name: "kelp".into(),
@@ -42,6 +44,11 @@ pub fn nbd_handshake(data: &[u8]) {
     let Some(flags) = data.get(0..4) else { return };
     let no_zeroes =
         u32::from_be_bytes([flags[0], flags[1], flags[2], flags[3]]) & proto::CLIENT_NO_ZEROES != 0;
+    let mut tls = match flags[0] % 3 {
+        0 => proto::Tls::Unavailable,
+        1 => proto::Tls::Offered,
+        _ => proto::Tls::Required,
+    };
     let mut rest = &data[4..];
     loop {
         let Some(h) = rest.get(0..16) else { return };
@@ -54,10 +61,17 @@ pub fn nbd_handshake(data: &[u8]) {
             return;
         };
         rest = &rest[16 + len as usize..];
-        match proto::handle_option(opt, payload, &export, no_zeroes) {
+        match proto::handle_option(opt, payload, &export, no_zeroes, tls) {
             proto::Next::Continue(_) => continue,
+            proto::Next::StartTls(_) => {
+                assert!(matches!(tls, proto::Tls::Offered | proto::Tls::Required));
+                tls = proto::Tls::Active;
+            }
             proto::Next::Close(_) => return,
-            proto::Next::Transmit(_) => break,
+            proto::Next::Transmit(_) => {
+                assert_ne!(tls, proto::Tls::Required, "transmission without TLS");
+                break;
+            }
         }
     }
     for r in rest.chunks_exact(proto::REQUEST_LEN) {

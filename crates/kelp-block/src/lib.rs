@@ -3,11 +3,13 @@
 //!
 //! Layers, bottom up:
 //! - [`region`] / [`extent`] / [`context`]: one replica on disk, synchronous.
-//! - [`frame`]: the downstairs wire protocol.
+//! - [`frame`]: the downstairs wire protocol; [`auth`]: proving the
+//!   volume's secret on it.
 //! - [`downstairs`]: serves one region over TCP.
 //! - [`upstairs`]: replicates to three downstairs, reconciles, repairs.
 //! - [`nbd`]: exports an upstairs over NBD.
 
+pub mod auth;
 pub mod codec;
 pub mod context;
 pub mod error;
@@ -23,4 +25,5 @@ pub mod downstairs;
 pub mod frame;
 pub mod fuzzing;
 pub mod nbd;
+pub mod transport;
 pub mod upstairs;

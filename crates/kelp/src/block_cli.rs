@@ -4,7 +4,14 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
+
+/// Whether NBD clients must use TLS (when --nbd-tls-cert is given).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NbdTlsMode {
+    Require,
+    Allow,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum BlockCommand {
@@ -69,6 +76,28 @@ pub struct DownstairsArgs {
     /// Write {"port": N} here once listening.
     #[arg(long = "ready-file", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// The volume's shared secret (at least 16 bytes; surrounding white
+    /// space ignored): an upstairs must prove it holds the same secret,
+    /// by HMAC challenge-response without sending it, before anything
+    /// else is accepted. Without it anyone who reaches the port can
+    /// activate the region. Make one with `head -c 32 /dev/urandom |
+    /// base64 > FILE; chmod 600 FILE`.
+    #[arg(
+        long = "secret-file",
+        value_name = "PATH",
+        env = "KELP_BLOCK_SECRET_FILE"
+    )]
+    pub secret_file: Option<PathBuf>,
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long = "tls-cert", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long = "tls-key", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require every upstairs to present a client certificate signed by
+    /// this CA (PEM): mutual TLS. Needs --tls-cert.
+    #[arg(long = "tls-ca", value_name = "PEM", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -100,6 +129,42 @@ pub struct UpstairsArgs {
     /// puts a new downstairs in the place of a failed one and live-repairs it.
     #[arg(long = "control")]
     pub control: Option<String>,
+    /// The volume's shared secret, the same file as its downstairs': each
+    /// side proves it holds it without sending it, and a downstairs that
+    /// cannot prove it is refused.
+    #[arg(
+        long = "secret-file",
+        value_name = "PATH",
+        env = "KELP_BLOCK_SECRET_FILE"
+    )]
+    pub secret_file: Option<PathBuf>,
+    /// Reach the downstairs over TLS, verifying each against this CA (PEM)
+    /// as the host of its --target address.
+    #[arg(long = "tls-ca", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// The client certificate (PEM) this upstairs presents to downstairs
+    /// that require one (their --tls-ca). Needs --tls-key and --tls-ca.
+    #[arg(long = "tls-cert", value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long = "tls-key", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Offer NBD over TLS (NBD_OPT_STARTTLS) with this certificate chain
+    /// (PEM), on --nbd and --nbd-socket; needs --nbd-tls-key. Clients must
+    /// use TLS unless --nbd-tls-mode=allow.
+    #[arg(long = "nbd-tls-cert", value_name = "PEM", requires = "nbd_tls_key")]
+    pub nbd_tls_cert: Option<PathBuf>,
+    /// The private key of --nbd-tls-cert (PEM).
+    #[arg(long = "nbd-tls-key", value_name = "PEM", requires = "nbd_tls_cert")]
+    pub nbd_tls_key: Option<PathBuf>,
+    /// Require NBD clients to present a certificate signed by this CA (PEM).
+    #[arg(long = "nbd-tls-ca", value_name = "PEM", requires = "nbd_tls_cert")]
+    pub nbd_tls_ca: Option<PathBuf>,
+    /// `require`: clients that do not STARTTLS are refused
+    /// (NBD_REP_ERR_TLS_REQD), as with qemu-nbd; `allow`: TLS is offered
+    /// and plain clients are served too.
+    #[arg(long = "nbd-tls-mode", value_enum, default_value_t = NbdTlsMode::Require)]
+    pub nbd_tls_mode: NbdTlsMode,
     /// Write {"nbd_port": N, "nbd_socket": P, "control_port": C} here once serving.
     #[arg(long = "ready-file", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,

@@ -1,11 +1,12 @@
 //! Runs the block-volume commands: builds library configs from flags and
 //! calls `kelp_block`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::block_cli::{BlockCommand, DownstairsArgs, UpstairsArgs};
+use crate::block_cli::{BlockCommand, DownstairsArgs, NbdTlsMode, UpstairsArgs};
 use crate::daemon::{shutdown_signal, wait_for, write_ready_file};
 
 pub async fn block(cmd: BlockCommand) -> anyhow::Result<()> {
@@ -49,7 +50,33 @@ pub async fn block(cmd: BlockCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Loads the volume secret named by `--secret-file`, warning when others
+/// than the owner may read the file.
+fn load_secret(path: Option<&Path>) -> anyhow::Result<Option<kelp_block::auth::Secret>> {
+    let Some(path) = path else { return Ok(None) };
+    let secret = kelp_block::auth::Secret::from_file(path)
+        .with_context(|| format!("cannot load the block secret {}", path.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the block secret file is readable by others than its owner; chmod 600 it");
+        }
+    }
+    Ok(Some(secret))
+}
+
 pub async fn downstairs(a: DownstairsArgs) -> anyhow::Result<()> {
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            kelp_core::tls::server_config(cert, key, a.tls_ca.as_deref(), &[])
+                .context("downstairs TLS")?,
+        ),
+        _ => None,
+    };
+    let security = kelp_block::downstairs::Security {
+        secret: load_secret(a.secret_file.as_deref())?,
+        tls,
+    };
     let dir = a.dir.clone();
     let region = tokio::task::spawn_blocking(move || kelp_block::Region::open(&dir, false))
         .await?
@@ -58,9 +85,16 @@ pub async fn downstairs(a: DownstairsArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", a.ip, a.port))?;
     let port = listener.local_addr()?.port();
-    tracing::info!(port, dir = %a.dir.display(), "downstairs serving");
+    tracing::info!(
+        port,
+        dir = %a.dir.display(),
+        secret = security.secret.is_some(),
+        tls = security.tls.is_some(),
+        mutual_tls = a.tls_ca.is_some(),
+        "downstairs serving"
+    );
     write_ready_file(a.ready_file.as_deref(), serde_json::json!({ "port": port }))?;
-    kelp_block::downstairs::run(listener, region, wait_for(shutdown_signal())).await?;
+    kelp_block::downstairs::serve(listener, region, security, wait_for(shutdown_signal())).await?;
     Ok(())
 }
 
@@ -71,6 +105,20 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
     let mut cfg = kelp_block::upstairs::UpstairsConfig::new(a.targets.clone(), a.generation);
     cfg.flush_interval = Duration::from_millis(a.flush_interval_ms.max(1));
     cfg.max_replay_jobs = a.max_replay_jobs;
+    cfg.security.secret = load_secret(a.secret_file.as_deref())?;
+    if let Some(ca) = &a.tls_ca {
+        let identity = a.tls_cert.as_deref().zip(a.tls_key.as_deref());
+        cfg.security.tls =
+            Some(kelp_core::tls::client_config(ca, identity).context("upstairs TLS")?);
+    }
+    let nbd_tls = match (&a.nbd_tls_cert, &a.nbd_tls_key) {
+        (Some(cert), Some(key)) => Some(kelp_block::nbd::NbdTls {
+            config: kelp_core::tls::server_config(cert, key, a.nbd_tls_ca.as_deref(), &[])
+                .context("NBD TLS")?,
+            required: a.nbd_tls_mode == NbdTlsMode::Require,
+        }),
+        _ => None,
+    };
     let stop = shutdown_signal();
     tracing::info!(targets = ?a.targets, generation = a.generation, "upstairs activating");
     let volume = tokio::select! {
@@ -88,6 +136,7 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
             l,
             volume.clone(),
             a.export_name.clone(),
+            nbd_tls.clone(),
             wait_for(stop.clone()),
         ));
     }
@@ -100,6 +149,7 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
             l,
             volume.clone(),
             a.export_name.clone(),
+            nbd_tls.clone(),
             wait_for(stop.clone()),
         ));
     }
@@ -120,7 +170,11 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
             }
         });
     }
-    tracing::info!(size = volume.size_bytes(), "volume active; serving NBD");
+    tracing::info!(
+        size = volume.size_bytes(),
+        nbd_tls = ?nbd_tls.as_ref().map(|t| if t.required { "required" } else { "offered" }),
+        "volume active; serving NBD"
+    );
     write_ready_file(a.ready_file.as_deref(), ready)?;
     while let Some(r) = tasks.join_next().await {
         r??;

@@ -29,12 +29,19 @@ struct Volume {
     root: PathBuf,
     dirs: Vec<PathBuf>,
     ds: Vec<Kelp>,
+    /// More flags for every downstairs (secret, TLS).
+    ds_extra: Vec<String>,
 }
 
 impl Volume {
     /// Three regions of `extents` × 1 MiB extents (4 KiB blocks) and a
     /// downstairs on each.
     fn new(root: &Path, extents: u32) -> Volume {
+        Volume::with_ds_args(root, extents, &[])
+    }
+
+    /// Like `new`, each downstairs started with `ds_extra` too.
+    fn with_ds_args(root: &Path, extents: u32, ds_extra: &[String]) -> Volume {
         let mut dirs = vec![];
         for i in 0..3 {
             let d = root.join(format!("region{i}"));
@@ -57,6 +64,7 @@ impl Volume {
             root: root.to_path_buf(),
             dirs,
             ds: vec![],
+            ds_extra: ds_extra.to_vec(),
         };
         for i in 0..3 {
             let k = v.start_ds(i, 0);
@@ -66,14 +74,14 @@ impl Volume {
     }
 
     fn start_ds(&self, i: usize, port: u16) -> Kelp {
-        Kelp::start(
-            &[
-                "downstairs",
-                &format!("--dir={}", self.dirs[i].display()),
-                &format!("--port={port}"),
-            ],
-            &self.root.join("logs"),
-        )
+        let mut args = vec![
+            "downstairs".to_string(),
+            format!("--dir={}", self.dirs[i].display()),
+            format!("--port={port}"),
+        ];
+        args.extend(self.ds_extra.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        Kelp::start(&refs, &self.root.join("logs"))
     }
 
     fn targets(&self) -> Vec<String> {
@@ -83,15 +91,46 @@ impl Volume {
             .collect()
     }
 
-    fn upstairs(&self, generation: u64, extra: &[&str]) -> Kelp {
+    fn upstairs_args(&self, generation: u64, extra: &[&str]) -> Vec<String> {
         let mut args = vec!["upstairs".to_string()];
         args.extend(self.targets());
         args.push(format!("--gen={generation}"));
         args.push("--nbd=127.0.0.1:0".into());
         args.push("--flush-interval-ms=100".into());
         args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    fn upstairs(&self, generation: u64, extra: &[&str]) -> Kelp {
+        let args = self.upstairs_args(generation, extra);
         let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         Kelp::start(&refs, &self.root.join("logs"))
+    }
+
+    /// An upstairs that is expected never to become ready: started without
+    /// waiting, its log polled until it holds `want`, then killed. Returns
+    /// its log.
+    fn upstairs_refused(&self, extra: &[&str], want: &str) -> String {
+        let log_dir = self.root.join("logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = log_dir.join(format!("refused-{}.log", self.ds.len() + extra.len()));
+        let child = Command::new(env!("CARGO_BIN_EXE_kelp"))
+            .args(self.upstairs_args(1, extra))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut up = Kelp {
+            child,
+            ports: serde_json::Value::Null,
+            log,
+        };
+        wait_until("the upstairs to log its refusal", DEADLINE, || {
+            up.log_text().contains(want).then_some(())
+        });
+        up.kill9();
+        up.log_text()
     }
 
     fn verify(&mut self) -> String {
@@ -440,6 +479,225 @@ fn a_dead_downstairs_is_replaced_through_the_control_api() {
     qemu_io(&qemu_io_bin, &up, "read -P 0x5a 0 3M");
     qemu_io(&qemu_io_bin, &up, "read -P 0x6b 4M 1M");
     // A clean stop drains: all three hold everything.
+    up.stop();
+    let report = v.verify();
+    assert!(report.contains("OK"), "{report}");
+}
+
+/// Writes a fresh random secret file readable only by its owner.
+fn secret_file(path: &Path, seed: u64) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let hex: String = common::blob(seed, 32)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(path, format!("{hex}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!("--secret-file={}", path.display())
+}
+
+/// Downstairs started with `--secret-file` serve only an upstairs holding
+/// the same secret. One without it, or with another, never activates, and
+/// both sides log why; with it, qemu-img reads the volume.
+#[test]
+fn downstairs_secret_refuses_an_upstairs_without_it() {
+    let (Some(qemu_img), Some(qemu_io_bin)) = (tool("qemu-img"), tool("qemu-io")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = secret_file(&tmp.path().join("volume.secret"), 1);
+    let other = secret_file(&tmp.path().join("other.secret"), 2);
+    let mut v = Volume::with_ds_args(tmp.path(), 4, std::slice::from_ref(&secret));
+
+    let log = v.upstairs_refused(&[], "requires the volume's secret");
+    assert!(log.contains("--secret-file"), "{log}");
+    let log = v.upstairs_refused(&[&other], "could not prove it holds the volume's secret");
+    assert!(!log.contains("volume active"), "{log}");
+    let ds_log = v.ds[0].log_text();
+    assert!(
+        ds_log.contains("upstairs refused") && ds_log.contains("requires the volume's secret"),
+        "{ds_log}"
+    );
+    assert!(
+        ds_log.contains("the upstairs refused this downstairs"),
+        "{ds_log}"
+    );
+
+    let mut up = v.upstairs(1, &[&secret]);
+    let info = run(Command::new(&qemu_img).args(["info", "--output=json", &nbd_url(&up)]));
+    assert!(
+        info.contains(&format!("\"virtual-size\": {}", 4u64 << 20)),
+        "{info}"
+    );
+    qemu_io(&qemu_io_bin, &up, "write -P 0x5a 0 64k");
+    qemu_io(&qemu_io_bin, &up, "read -P 0x5a 0 64k");
+    up.stop();
+    assert!(v.ds[0].log_text().contains("upstairs authenticated"));
+    let report = v.verify();
+    assert!(report.contains("OK"), "{report}");
+}
+
+/// A test CA with server and client certificates, as PEM files in the
+/// layout QEMU and libnbd read (`ca-cert.pem`, `client-cert.pem`,
+/// `client-key.pem`), plus `server-cert.pem`/`server-key.pem` for kelp.
+/// Made fresh by each test; nothing is committed.
+fn make_pki(dir: &Path, with_client: bool) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "kelp block test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca-cert.pem"), ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaves = vec![("server", ExtendedKeyUsagePurpose::ServerAuth)];
+    if with_client {
+        leaves.push(("client", ExtendedKeyUsagePurpose::ClientAuth));
+    }
+    for (name, purpose) in leaves {
+        let mut p =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name
+            .push(DnType::CommonName, format!("kelp test {name}"));
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![purpose];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}-cert.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
+
+fn flag(name: &str, path: PathBuf) -> String {
+    format!("--{name}={}", path.display())
+}
+
+/// Runs a tool that is expected to fail; returns what it printed.
+fn run_fails(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run tool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{cmd:?} succeeded: {text}");
+    text
+}
+
+/// The whole stack secured: downstairs with a secret and mutual TLS, NBD
+/// over TLS with client certificates required. qemu-img, qemu-io and
+/// nbdinfo get through with the test CA's client certificate; plain NBD
+/// clients and clients without a certificate are refused.
+#[test]
+fn nbd_over_tls_with_qemu_and_nbdinfo() {
+    let (Some(qemu_img), Some(qemu_io_bin), Some(nbdinfo)) =
+        (tool("qemu-img"), tool("qemu-io"), tool("nbdinfo"))
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    make_pki(&pki, true);
+    // A client directory with the CA only: no client certificate.
+    let anon = tmp.path().join("anon");
+    std::fs::create_dir_all(&anon).unwrap();
+    std::fs::copy(pki.join("ca-cert.pem"), anon.join("ca-cert.pem")).unwrap();
+    let secret = secret_file(&tmp.path().join("volume.secret"), 3);
+    let ds_args = vec![
+        secret.clone(),
+        flag("tls-cert", pki.join("server-cert.pem")),
+        flag("tls-key", pki.join("server-key.pem")),
+        flag("tls-ca", pki.join("ca-cert.pem")),
+    ];
+    let mut v = Volume::with_ds_args(tmp.path(), 4, &ds_args);
+    let up_args = [
+        secret.clone(),
+        flag("tls-ca", pki.join("ca-cert.pem")),
+        flag("tls-cert", pki.join("client-cert.pem")),
+        flag("tls-key", pki.join("client-key.pem")),
+        flag("nbd-tls-cert", pki.join("server-cert.pem")),
+        flag("nbd-tls-key", pki.join("server-key.pem")),
+        flag("nbd-tls-ca", pki.join("ca-cert.pem")),
+    ];
+    let refs: Vec<&str> = up_args.iter().map(|s| s.as_str()).collect();
+    let mut up = v.upstairs(1, &refs);
+    let port = up.port("nbd_port");
+    let creds = |dir: &Path| {
+        format!(
+            "tls-creds-x509,id=tls0,endpoint=client,dir={}",
+            dir.display()
+        )
+    };
+    let image = format!("driver=nbd,host=127.0.0.1,port={port},tls-creds=tls0");
+
+    let info = run(Command::new(&qemu_img).args([
+        "info",
+        "--output=json",
+        "--object",
+        &creds(&pki),
+        "--image-opts",
+        &image,
+    ]));
+    assert!(
+        info.contains(&format!("\"virtual-size\": {}", 4u64 << 20)),
+        "{info}"
+    );
+    for cmd in ["write -P 0x3c 4096 128k", "read -P 0x3c 4096 128k"] {
+        let out = run(Command::new(&qemu_io_bin).args([
+            "--object",
+            &creds(&pki),
+            "--image-opts",
+            &image,
+            "-c",
+            cmd,
+        ]));
+        assert!(
+            !out.contains("ail") && !out.contains("rror"),
+            "qemu-io {cmd}: {out}"
+        );
+    }
+    let uri = format!(
+        "nbds://127.0.0.1:{port}/kelp?tls-certificates={}",
+        pki.display()
+    );
+    let size = run(Command::new(&nbdinfo).args(["--size", &uri]));
+    assert_eq!(size.trim(), (4u64 << 20).to_string());
+
+    // Refused: plain NBD (TLS is required), and TLS without a client
+    // certificate (the export requires one of the CA).
+    let plain = run_fails(Command::new(&qemu_img).args(["info", &nbd_url(&up)]));
+    assert!(plain.to_lowercase().contains("tls"), "{plain}");
+    let plain = run_fails(Command::new(&nbdinfo).args(["--size", &nbd_url(&up)]));
+    assert!(plain.to_lowercase().contains("tls"), "{plain}");
+    run_fails(Command::new(&qemu_img).args([
+        "info",
+        "--object",
+        &creds(&anon),
+        "--image-opts",
+        &image,
+    ]));
+    run_fails(Command::new(&nbdinfo).args([
+        "--size",
+        &format!(
+            "nbds://127.0.0.1:{port}/kelp?tls-certificates={}",
+            anon.display()
+        ),
+    ]));
+    assert!(
+        up.log_text().contains("TLS is required"),
+        "{}",
+        up.log_text()
+    );
+
     up.stop();
     let report = v.verify();
     assert!(report.contains("OK"), "{report}");

@@ -6,11 +6,16 @@
 //! Requests that are not block-aligned are served by read-modify-write of
 //! the covering blocks, serialised among themselves by one lock (clients
 //! that honour the advertised minimum block size never need it).
+//!
+//! With `NbdTls`, clients may (or, when required, must) upgrade the
+//! connection with NBD_OPT_STARTTLS; transmission then runs over TLS with
+//! the same code.
 
 pub mod proto;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -21,11 +26,34 @@ use crate::upstairs::Volume;
 use proto::*;
 
 const MAX_IN_FLIGHT: usize = 64;
+/// How long a client may take over the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// NBD over TLS (x509).
+#[derive(Clone)]
+pub struct NbdTls {
+    /// The server's certificate and key, and, to require client
+    /// certificates, the CA that signs them.
+    pub config: Arc<rustls::ServerConfig>,
+    /// Refuse clients that do not STARTTLS (NBD_REP_ERR_TLS_REQD), as
+    /// qemu-nbd does; otherwise TLS is offered and plain clients are served
+    /// too.
+    pub required: bool,
+}
+
+impl std::fmt::Debug for NbdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NbdTls")
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
+}
 
 struct Shared {
     volume: Volume,
     export: Export,
     rmw: Mutex<()>,
+    tls: Option<NbdTls>,
 }
 
 /// Serves NBD on `listener` until `shutdown` resolves (then every open
@@ -34,9 +62,10 @@ pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     volume: Volume,
     name: String,
+    tls: Option<NbdTls>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let shared = shared(volume, name);
+    let shared = shared(volume, name, tls);
     let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -63,9 +92,10 @@ pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     volume: Volume,
     name: String,
+    tls: Option<NbdTls>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let shared = shared(volume, name);
+    let shared = shared(volume, name, tls);
     let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -87,7 +117,7 @@ pub async fn serve_unix(
     }
 }
 
-fn shared(volume: Volume, name: String) -> Arc<Shared> {
+fn shared(volume: Volume, name: String, tls: Option<NbdTls>) -> Arc<Shared> {
     let export = Export {
         name,
         size: volume.size_bytes(),
@@ -97,6 +127,7 @@ fn shared(volume: Volume, name: String) -> Arc<Shared> {
         volume,
         export,
         rmw: Mutex::new(()),
+        tls,
     })
 }
 
@@ -104,41 +135,94 @@ fn io(e: std::io::Error) -> BlockError {
     BlockError::io("nbd connection", e)
 }
 
-/// Runs the handshake; Ok(true) means transmission starts.
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, export: &Export) -> Result<bool> {
-    s.write_all(&greeting()).await.map_err(io)?;
-    s.flush().await.map_err(io)?;
-    let client_flags = s.read_u32().await.map_err(io)?;
-    let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
+/// How option haggling ended.
+enum Haggled {
+    Transmit,
+    Close,
+    StartTls,
+}
+
+/// Reads and answers options until one ends the haggling.
+async fn haggle<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    export: &Export,
+    no_zeroes: bool,
+    tls: Tls,
+) -> Result<Haggled> {
     loop {
         let mut h = [0u8; 16];
         s.read_exact(&mut h).await.map_err(io)?;
         let (opt, len) = parse_option_header(&h)?;
         let mut data = vec![0u8; len as usize];
         s.read_exact(&mut data).await.map_err(io)?;
-        let next = handle_option(opt, &data, export, no_zeroes);
-        let (bytes, go) = match next {
+        let (bytes, end) = match handle_option(opt, &data, export, no_zeroes, tls) {
             Next::Continue(b) => (b, None),
-            Next::Transmit(b) => (b, Some(true)),
-            Next::Close(b) => (b, Some(false)),
+            Next::Transmit(b) => (b, Some(Haggled::Transmit)),
+            Next::Close(b) => (b, Some(Haggled::Close)),
+            Next::StartTls(b) => (b, Some(Haggled::StartTls)),
         };
+        if tls == Tls::Required && opt != OPT_STARTTLS && end.is_none() {
+            tracing::info!(option = opt, "nbd client refused: TLS is required");
+        }
         s.write_all(&bytes).await.map_err(io)?;
         s.flush().await.map_err(io)?;
-        if let Some(go) = go {
-            return Ok(go);
+        if let Some(end) = end {
+            return Ok(end);
+        }
+    }
+}
+
+/// Runs the handshake, upgrading to TLS when the client asks, then
+/// transmission.
+async fn serve_connection<S>(mut stream: S, sh: Arc<Shared>) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    stream.write_all(&greeting()).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    let client_flags = stream.read_u32().await.map_err(io)?;
+    let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
+    let tls = match &sh.tls {
+        None => Tls::Unavailable,
+        Some(t) if t.required => Tls::Required,
+        Some(_) => Tls::Offered,
+    };
+    match haggle(&mut stream, &sh.export, no_zeroes, tls).await? {
+        Haggled::Close => Ok(()),
+        Haggled::Transmit => transmit(stream, sh).await,
+        Haggled::StartTls => {
+            let Some(t) = &sh.tls else {
+                return Err(BlockError::protocol("STARTTLS without TLS settings"));
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(t.config.clone());
+            let mut stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        return Err(BlockError::Io {
+                            what: "nbd TLS handshake".into(),
+                            source: e,
+                        });
+                    }
+                    Err(_) => return Err(BlockError::protocol("nbd TLS handshake timed out")),
+                };
+            tracing::debug!("nbd client upgraded to TLS");
+            match haggle(&mut stream, &sh.export, no_zeroes, Tls::Active).await? {
+                Haggled::Transmit => transmit(stream, sh).await,
+                Haggled::Close => Ok(()),
+                Haggled::StartTls => Err(BlockError::protocol("STARTTLS inside TLS")),
+            }
         }
     }
 }
 
 type ReplyMsg = (Vec<u8>, Option<Bytes>);
 
-async fn serve_connection<S>(mut stream: S, sh: Arc<Shared>) -> Result<()>
+/// The transmission phase: requests in, replies out.
+async fn transmit<S>(stream: S, sh: Arc<Shared>) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if !handshake(&mut stream, &sh.export).await? {
-        return Ok(());
-    }
     let (mut rd, wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<ReplyMsg>();
     let writer = tokio::spawn(async move {

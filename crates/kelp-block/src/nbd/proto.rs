@@ -8,6 +8,13 @@
 //! option | u32 type | u32 length | data`, until NBD_OPT_GO (or the old
 //! NBD_OPT_EXPORT_NAME) starts transmission. All integers are big-endian.
 //!
+//! TLS (NBD_OPT_STARTTLS): the server answers ACK and both sides start a
+//! TLS handshake on the same connection; option haggling then goes on
+//! inside TLS, from the start (nothing said before it counts). When TLS is
+//! required, every option but STARTTLS and ABORT is refused with
+//! ERR_TLS_REQD before it, and EXPORT_NAME (which has no error reply)
+//! closes the connection, as qemu-nbd does.
+//!
 //! Transmission: requests `u32 0x25609513 | u16 flags | u16 type | u64
 //! cookie | u64 offset | u32 length` (+ data for WRITE); simple replies
 //! `u32 0x67446698 | u32 error | u64 cookie` (+ data for a good READ).
@@ -27,6 +34,7 @@ pub const CLIENT_NO_ZEROES: u32 = 2;
 pub const OPT_EXPORT_NAME: u32 = 1;
 pub const OPT_ABORT: u32 = 2;
 pub const OPT_LIST: u32 = 3;
+pub const OPT_STARTTLS: u32 = 5;
 pub const OPT_INFO: u32 = 6;
 pub const OPT_GO: u32 = 7;
 
@@ -35,6 +43,7 @@ pub const REP_SERVER: u32 = 2;
 pub const REP_INFO: u32 = 3;
 pub const REP_ERR_UNSUP: u32 = (1 << 31) + 1;
 pub const REP_ERR_INVALID: u32 = (1 << 31) + 3;
+pub const REP_ERR_TLS_REQD: u32 = (1 << 31) + 5;
 pub const REP_ERR_UNKNOWN: u32 = (1 << 31) + 6;
 
 pub const INFO_EXPORT: u16 = 0;
@@ -100,11 +109,27 @@ pub fn greeting() -> Vec<u8> {
     b
 }
 
+/// Where a connection's handshake stands with TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// The server has no certificate: STARTTLS is unsupported.
+    Unavailable,
+    /// Offered; a client that does not take it is served in the clear.
+    Offered,
+    /// Offered and required: nothing but STARTTLS and ABORT before it.
+    Required,
+    /// The connection is encrypted.
+    Active,
+}
+
 /// What to do after an option.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     /// Send the bytes and read the next option.
     Continue(Vec<u8>),
+    /// Send the bytes (the STARTTLS ACK), run the TLS handshake, and read
+    /// the next option over TLS.
+    StartTls(Vec<u8>),
     /// Send the bytes and enter transmission.
     Transmit(Vec<u8>),
     /// Send the bytes (maybe none) and close.
@@ -137,10 +162,43 @@ pub fn parse_info_request(data: &[u8]) -> Option<(&[u8], Vec<u16>)> {
     ))
 }
 
-/// Handles one option (`data` is its payload, at most MAX_OPTION_LEN).
-pub fn handle_option(opt: u32, data: &[u8], export: &Export, no_zeroes: bool) -> Next {
+/// Handles one option (`data` is its payload, at most MAX_OPTION_LEN) in
+/// TLS state `tls`.
+pub fn handle_option(opt: u32, data: &[u8], export: &Export, no_zeroes: bool, tls: Tls) -> Next {
     let mut out = Vec::new();
+    if tls == Tls::Required && !matches!(opt, OPT_STARTTLS | OPT_ABORT) {
+        if opt == OPT_EXPORT_NAME {
+            // No error reply exists for EXPORT_NAME: close.
+            return Next::Close(out);
+        }
+        option_reply(
+            &mut out,
+            opt,
+            REP_ERR_TLS_REQD,
+            b"TLS is required: send NBD_OPT_STARTTLS first",
+        );
+        return Next::Continue(out);
+    }
     match opt {
+        OPT_STARTTLS => {
+            match tls {
+                Tls::Unavailable => {
+                    option_reply(&mut out, opt, REP_ERR_UNSUP, b"TLS is not configured");
+                    return Next::Continue(out);
+                }
+                Tls::Active => {
+                    option_reply(&mut out, opt, REP_ERR_INVALID, b"TLS is already active");
+                    return Next::Continue(out);
+                }
+                Tls::Offered | Tls::Required => {}
+            }
+            if !data.is_empty() {
+                option_reply(&mut out, opt, REP_ERR_INVALID, b"STARTTLS takes no data");
+                return Next::Continue(out);
+            }
+            option_reply(&mut out, opt, REP_ACK, &[]);
+            Next::StartTls(out)
+        }
         OPT_EXPORT_NAME => {
             if !export.matches(data) {
                 // The protocol has no error reply here: close.
@@ -297,7 +355,8 @@ mod tests {
         let mut data = vec![0, 0, 0, 3];
         data.extend_from_slice(b"vol");
         data.extend_from_slice(&[0, 1, 0, 3]);
-        let Next::Transmit(out) = handle_option(OPT_GO, &data, &export(), true) else {
+        let Next::Transmit(out) = handle_option(OPT_GO, &data, &export(), true, Tls::Unavailable)
+        else {
             panic!()
         };
         // First reply: INFO EXPORT with size and flags.
@@ -306,15 +365,18 @@ mod tests {
         assert_eq!(&out[16..20], &12u32.to_be_bytes());
         assert_eq!(&out[22..30], &(1u64 << 20).to_be_bytes());
         assert!(matches!(
-            handle_option(OPT_INFO, &data, &export(), true),
+            handle_option(OPT_INFO, &data, &export(), true, Tls::Unavailable),
             Next::Continue(_)
         ));
         data[6] = b'x';
-        let Next::Continue(out) = handle_option(OPT_GO, &data, &export(), true) else {
+        let Next::Continue(out) = handle_option(OPT_GO, &data, &export(), true, Tls::Unavailable)
+        else {
             panic!()
         };
         assert_eq!(&out[12..16], &REP_ERR_UNKNOWN.to_be_bytes());
-        let Next::Continue(out) = handle_option(OPT_GO, &[0, 0, 0, 9], &export(), true) else {
+        let Next::Continue(out) =
+            handle_option(OPT_GO, &[0, 0, 0, 9], &export(), true, Tls::Unavailable)
+        else {
             panic!()
         };
         assert_eq!(&out[12..16], &REP_ERR_INVALID.to_be_bytes());
@@ -322,26 +384,90 @@ mod tests {
 
     #[test]
     fn export_name_list_abort() {
-        let Next::Transmit(out) = handle_option(OPT_EXPORT_NAME, b"", &export(), false) else {
+        let Next::Transmit(out) =
+            handle_option(OPT_EXPORT_NAME, b"", &export(), false, Tls::Unavailable)
+        else {
             panic!()
         };
         assert_eq!(out.len(), 8 + 2 + 124);
         assert_eq!(
-            handle_option(OPT_EXPORT_NAME, b"nope", &export(), false),
+            handle_option(OPT_EXPORT_NAME, b"nope", &export(), false, Tls::Unavailable),
             Next::Close(vec![])
         );
-        let Next::Continue(out) = handle_option(OPT_LIST, b"", &export(), false) else {
+        let Next::Continue(out) = handle_option(OPT_LIST, b"", &export(), false, Tls::Unavailable)
+        else {
             panic!()
         };
         assert_eq!(&out[12..16], &REP_SERVER.to_be_bytes());
         assert!(matches!(
-            handle_option(OPT_ABORT, b"", &export(), false),
+            handle_option(OPT_ABORT, b"", &export(), false, Tls::Unavailable),
             Next::Close(_)
         ));
-        let Next::Continue(out) = handle_option(99, b"", &export(), false) else {
+        let Next::Continue(out) = handle_option(99, b"", &export(), false, Tls::Unavailable) else {
             panic!()
         };
         assert_eq!(&out[12..16], &REP_ERR_UNSUP.to_be_bytes());
+    }
+
+    fn reply_type(out: &[u8]) -> u32 {
+        u32::from_be_bytes([out[12], out[13], out[14], out[15]])
+    }
+
+    #[test]
+    fn starttls_in_each_tls_state() {
+        let e = export();
+        let Next::Continue(out) = handle_option(OPT_STARTTLS, b"", &e, true, Tls::Unavailable)
+        else {
+            panic!()
+        };
+        assert_eq!(reply_type(&out), REP_ERR_UNSUP);
+        for tls in [Tls::Offered, Tls::Required] {
+            // Golden: the ACK is a bare reply header.
+            let mut ack = REPLY_MAGIC.to_be_bytes().to_vec();
+            ack.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0]);
+            assert_eq!(
+                handle_option(OPT_STARTTLS, b"", &e, true, tls),
+                Next::StartTls(ack)
+            );
+            let Next::Continue(out) = handle_option(OPT_STARTTLS, b"x", &e, true, tls) else {
+                panic!()
+            };
+            assert_eq!(reply_type(&out), REP_ERR_INVALID);
+        }
+        let Next::Continue(out) = handle_option(OPT_STARTTLS, b"", &e, true, Tls::Active) else {
+            panic!()
+        };
+        assert_eq!(reply_type(&out), REP_ERR_INVALID);
+    }
+
+    #[test]
+    fn tls_required_refuses_everything_but_starttls_and_abort() {
+        let e = export();
+        // GO/INFO of the default export, no info requests.
+        let go = vec![0u8; 6];
+        for opt in [OPT_GO, OPT_INFO, OPT_LIST, 99] {
+            let Next::Continue(out) = handle_option(opt, &go, &e, true, Tls::Required) else {
+                panic!("option {opt}")
+            };
+            assert_eq!(reply_type(&out), REP_ERR_TLS_REQD, "option {opt}");
+            assert_eq!(&out[8..12], &opt.to_be_bytes());
+        }
+        assert_eq!(
+            handle_option(OPT_EXPORT_NAME, b"", &e, true, Tls::Required),
+            Next::Close(vec![])
+        );
+        assert!(matches!(
+            handle_option(OPT_ABORT, b"", &e, true, Tls::Required),
+            Next::Close(_)
+        ));
+        // Offered but not required: a plain client is served; once TLS is
+        // active, everything is.
+        for tls in [Tls::Offered, Tls::Active] {
+            assert!(matches!(
+                handle_option(OPT_GO, &go, &e, true, tls),
+                Next::Transmit(_)
+            ));
+        }
     }
 
     #[test]

@@ -1,20 +1,22 @@
-//! One upstairs-to-downstairs connection: connect, negotiate (Hello,
-//! Activate, extent versions), then a reader task that forwards messages to
-//! the upstairs event loop and a writer task that sends what it is given.
+//! One upstairs-to-downstairs connection: connect, authenticate (with a
+//! secret: `auth.rs`), negotiate (Hello, Activate, extent versions), then a
+//! reader task that forwards messages to the upstairs event loop and a
+//! writer task that sends what it is given.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::Event;
+use crate::auth::{self, Secret, Transcript};
 use crate::error::{BlockError, Result};
 use crate::extent::ExtentVersion;
 use crate::frame::{ErrorCode, FrameReader, Message, write_message};
 use crate::region::RegionDef;
+use crate::transport::{self, ReadHalf, WriteHalf};
 
 /// What negotiation learned.
 #[derive(Debug, Clone)]
@@ -62,13 +64,100 @@ impl BlockError {
     }
 }
 
-async fn expect(reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>) -> Result<Message> {
+async fn expect(reader: &mut FrameReader<ReadHalf>) -> Result<Message> {
     match tokio::time::timeout(Duration::from_secs(30), reader.next()).await {
         Err(_) => Err(BlockError::protocol("downstairs did not answer in time")),
+        Ok(Ok(Some(Message::Error { code, message }))) if code == ErrorCode::AuthFailed as u16 => {
+            Err(BlockError::Auth(format!(
+                "the downstairs refused this upstairs: {message}"
+            )))
+        }
         Ok(Ok(Some(Message::Error { code, message }))) => Err(remote(code, message)),
         Ok(Ok(Some(m))) => Ok(m),
-        Ok(Ok(None)) => Err(BlockError::protocol("downstairs closed the connection")),
+        Ok(Ok(None)) => Err(BlockError::protocol(
+            "downstairs closed the connection (see its log; a downstairs of a release before \
+             block protocol version 2 closes without a word)",
+        )),
         Ok(Err(e)) => Err(e),
+    }
+}
+
+/// The upstairs' side of the Auth* exchange: the downstairs must prove the
+/// secret first, then we do. A downstairs that cannot is told so and
+/// refused.
+async fn authenticate(
+    secret: &Secret,
+    upstairs_id: u128,
+    reader: &mut FrameReader<ReadHalf>,
+    wr: &mut WriteHalf,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let nonce_u = auth::nonce();
+    write_message(
+        wr,
+        &Message::AuthHello {
+            upstairs_id,
+            nonce: nonce_u,
+        },
+    )
+    .await?;
+    wr.flush().await.map_err(|e| BlockError::io("send", e))?;
+    let (region_uuid, nonce_d, proof) = match expect(reader).await? {
+        Message::AuthChallenge {
+            region_uuid,
+            nonce,
+            proof,
+        } => (region_uuid, nonce, proof),
+        m => {
+            return Err(BlockError::Auth(format!(
+                "expected AuthChallenge, got message type {}",
+                m.type_code()
+            )));
+        }
+    };
+    let t = Transcript {
+        upstairs_id,
+        region_uuid,
+        nonce_u,
+        nonce_d,
+    };
+    if !secret.check_downstairs(&t, &proof) {
+        let e = BlockError::Auth(
+            "the downstairs could not prove it holds the volume's secret (a different secret, \
+             or not the real downstairs); refusing it"
+                .into(),
+        );
+        let _ = write_message(wr, &Message::error(&e)).await;
+        let _ = wr.flush().await;
+        return Err(e);
+    }
+    write_message(
+        wr,
+        &Message::AuthProof {
+            proof: secret.upstairs_proof(&t),
+        },
+    )
+    .await
+}
+
+/// How the upstairs reaches its downstairs.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// The volume's shared secret: proven to each downstairs, and each
+    /// downstairs must prove it holds it too.
+    pub secret: Option<Secret>,
+    /// TLS to every downstairs, each verified against the config's CA as
+    /// the host of its address; the config's client certificate, if any,
+    /// is this upstairs' identity (mutual TLS).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("secret", &self.secret.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
     }
 }
 
@@ -78,18 +167,21 @@ pub async fn negotiate(
     addr: &str,
     upstairs_id: u128,
     generation: u64,
-) -> Result<(
-    FrameReader<tokio::net::tcp::OwnedReadHalf>,
-    OwnedWriteHalf,
-    Handshake,
-)> {
+    security: &Security,
+) -> Result<(FrameReader<ReadHalf>, WriteHalf, Handshake)> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| BlockError::io(format!("connect {addr}"), e))?;
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = match &security.tls {
+        None => transport::split_tcp(stream),
+        Some(config) => transport::connect_tls(stream, addr, config).await?,
+    };
     let mut reader = FrameReader::new(rd);
     let io = |e| BlockError::io(format!("send to {addr}"), e);
+    if let Some(secret) = &security.secret {
+        authenticate(secret, upstairs_id, &mut reader, &mut wr).await?;
+    }
     write_message(
         &mut wr,
         &Message::Hello {
@@ -144,8 +236,8 @@ pub async fn negotiate(
 pub(crate) fn spawn(
     client: usize,
     id: u64,
-    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    mut reader: FrameReader<ReadHalf>,
+    writer: WriteHalf,
     events: mpsc::UnboundedSender<Event>,
 ) -> Conn {
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
@@ -216,15 +308,16 @@ pub(crate) async fn connect_loop(
     addr: String,
     upstairs_id: u128,
     generation: u64,
+    security: Security,
     events: mpsc::UnboundedSender<Event>,
     cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let mut logged = false;
+    let mut logged: Option<String> = None;
     loop {
         if cancel.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        match negotiate(&addr, upstairs_id, generation).await {
+        match negotiate(&addr, upstairs_id, generation, &security).await {
             Ok((reader, writer, hs)) => {
                 let _ = events.send(Event::Connected {
                     client,
@@ -240,9 +333,21 @@ pub(crate) async fn connect_loop(
                 return;
             }
             Err(e) => {
-                if !logged {
-                    tracing::info!(client, %addr, error = %e, "downstairs not reachable; retrying");
-                    logged = true;
+                // Logged once per distinct error: a refusal is worth
+                // seeing even after the downstairs was merely down.
+                let text = e.to_string();
+                if logged.as_deref() != Some(text.as_str()) {
+                    match e {
+                        BlockError::Auth(_)
+                        | BlockError::Tls(_)
+                        | BlockError::VersionMismatch { .. } => {
+                            tracing::error!(client, %addr, error = %text, "downstairs refused; retrying");
+                        }
+                        _ => {
+                            tracing::info!(client, %addr, error = %text, "downstairs not reachable; retrying");
+                        }
+                    }
+                    logged = Some(text);
                 }
                 if events.is_closed() {
                     return;

@@ -22,13 +22,14 @@ mod state;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::context::block_crc;
 use crate::error::{BlockError, Result};
 use crate::frame::{FrameReader, Message};
+use crate::transport::{ReadHalf, WriteHalf};
 use client::Handshake;
+pub use client::Security;
 use jobs::Reply;
 
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct UpstairsConfig {
     /// brought back by live repair, extent by extent.
     pub max_replay_jobs: usize,
     pub max_replay_bytes: usize,
+    /// How the downstairs are reached (secret, TLS); none by default.
+    pub security: Security,
 }
 
 impl UpstairsConfig {
@@ -60,6 +63,7 @@ impl UpstairsConfig {
             io_timeout: Duration::from_secs(15),
             max_replay_jobs: 20_000,
             max_replay_bytes: 512 << 20,
+            security: Security::default(),
         }
     }
 }
@@ -118,8 +122,8 @@ pub(crate) enum Event {
         /// Where it connected: a connection to an address the client no
         /// longer has (it was replaced meanwhile) is dropped.
         addr: String,
-        reader: Box<FrameReader<tokio::net::tcp::OwnedReadHalf>>,
-        writer: OwnedWriteHalf,
+        reader: Box<FrameReader<ReadHalf>>,
+        writer: WriteHalf,
         hs: Handshake,
     },
     Refused {

@@ -733,6 +733,7 @@ impl Upstairs {
             self.clients[c].addr.clone(),
             self.cfg.upstairs_id,
             self.cfg.generation,
+            self.cfg.security.clone(),
             self.events.clone(),
             cancel,
         ));
@@ -741,8 +742,8 @@ impl Upstairs {
     fn on_connected(
         &mut self,
         c: usize,
-        reader: crate::frame::FrameReader<tokio::net::tcp::OwnedReadHalf>,
-        writer: tokio::net::tcp::OwnedWriteHalf,
+        reader: crate::frame::FrameReader<crate::transport::ReadHalf>,
+        writer: crate::transport::WriteHalf,
         hs: client::Handshake,
     ) {
         self.clients[c].connecting = false;
