@@ -318,110 +318,46 @@ async fn a_version_1_peer_is_told_both_versions() {
     ));
 }
 
-/// A test CA and certificates it signs (made fresh, never stored).
+/// A test CA and its certificates (kelp-net's test PKI, as PEM files in
+/// a temporary directory), turned into rustls settings the way the
+/// daemons build theirs.
 mod pki {
     use std::sync::Arc;
 
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    use rustls::server::WebPkiClientVerifier;
-    use rustls::{ClientConfig, RootCertStore, ServerConfig};
-
-    /// ring, as in production (deprecated upstream only for lacking
-    /// post-quantum key exchange).
-    #[allow(deprecated)]
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
+    use kelp_net::test_pki::{self, Pki};
+    use rustls::{ClientConfig, ServerConfig};
 
     pub struct Ca {
-        pub cert: CertificateDer<'static>,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    pub struct Leaf {
-        pub chain: Vec<CertificateDer<'static>>,
-        pub key: PrivateKeyDer<'static>,
+        pki: Pki,
+        _dir: tempfile::TempDir,
     }
 
     impl Ca {
-        pub fn new(name: &str) -> Ca {
-            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.distinguished_name.push(DnType::CommonName, name);
-            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            let key = KeyPair::generate().unwrap();
-            let cert = p.self_signed(&key).unwrap().der().clone();
+        pub fn new(_name: &str) -> Ca {
+            let dir = tempfile::tempdir().unwrap();
             Ca {
-                cert,
-                issuer: Issuer::new(p, key),
+                pki: test_pki::generate(dir.path()),
+                _dir: dir,
             }
-        }
-
-        pub fn leaf(&self, server: bool) -> Leaf {
-            let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-            let mut p = CertificateParams::new(names).unwrap();
-            p.distinguished_name.push(DnType::CommonName, "kelp test");
-            p.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            p.extended_key_usages = vec![if server {
-                ExtendedKeyUsagePurpose::ServerAuth
-            } else {
-                ExtendedKeyUsagePurpose::ClientAuth
-            }];
-            let key = KeyPair::generate().unwrap();
-            let cert = p.signed_by(&key, &self.issuer).unwrap();
-            Leaf {
-                chain: vec![cert.der().clone()],
-                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            }
-        }
-
-        fn roots(&self) -> Arc<RootCertStore> {
-            let mut r = RootCertStore::empty();
-            r.add(self.cert.clone()).unwrap();
-            Arc::new(r)
         }
 
         /// A server config with a certificate of this CA; with
         /// `client_ca`, client certificates of that CA are required.
         pub fn server(&self, client_ca: Option<&Ca>) -> Arc<ServerConfig> {
-            let provider = provider();
-            let b = ServerConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .unwrap();
-            let b = match client_ca {
-                Some(ca) => b.with_client_cert_verifier(
-                    WebPkiClientVerifier::builder_with_provider(ca.roots(), provider)
-                        .build()
-                        .unwrap(),
-                ),
-                None => b.with_no_client_auth(),
-            };
-            let leaf = self.leaf(true);
-            Arc::new(b.with_single_cert(leaf.chain, leaf.key).unwrap())
+            kelp_core::tls::server_config(
+                &self.pki.server_cert,
+                &self.pki.server_key,
+                client_ca.map(|c| c.pki.ca.as_path()),
+                &[],
+            )
+            .unwrap()
         }
 
         /// A client config trusting this CA, with a client certificate of
         /// `identity` if given.
         pub fn client(&self, identity: Option<&Ca>) -> Arc<ClientConfig> {
-            let provider = provider();
-            let b = ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(self.roots());
-            Arc::new(match identity {
-                Some(ca) => {
-                    let leaf = ca.leaf(false);
-                    b.with_client_auth_cert(leaf.chain, leaf.key).unwrap()
-                }
-                None => b.with_no_client_auth(),
-            })
+            let id = identity.map(|c| (c.pki.client_cert.as_path(), c.pki.client_key.as_path()));
+            kelp_core::tls::client_config(&self.pki.ca, id).unwrap()
         }
     }
 }

@@ -537,46 +537,6 @@ fn downstairs_secret_refuses_an_upstairs_without_it() {
     assert!(report.contains("OK"), "{report}");
 }
 
-/// A test CA with server and client certificates, as PEM files in the
-/// layout QEMU and libnbd read (`ca-cert.pem`, `client-cert.pem`,
-/// `client-key.pem`), plus `server-cert.pem`/`server-key.pem` for kelp.
-/// Made fresh by each test; nothing is committed.
-fn make_pki(dir: &Path, with_client: bool) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    std::fs::create_dir_all(dir).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "kelp block test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca-cert.pem"), ca_cert.pem()).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let mut leaves = vec![("server", ExtendedKeyUsagePurpose::ServerAuth)];
-    if with_client {
-        leaves.push(("client", ExtendedKeyUsagePurpose::ClientAuth));
-    }
-    for (name, purpose) in leaves {
-        let mut p =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        p.distinguished_name
-            .push(DnType::CommonName, format!("kelp test {name}"));
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![purpose];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join(format!("{name}-cert.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
-    }
-}
-
 fn flag(name: &str, path: PathBuf) -> String {
     format!("--{name}={}", path.display())
 }
@@ -606,7 +566,7 @@ fn nbd_over_tls_with_qemu_and_nbdinfo() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let pki = tmp.path().join("pki");
-    make_pki(&pki, true);
+    kelp_net::test_pki::generate(&pki);
     // A client directory with the CA only: no client certificate.
     let anon = tmp.path().join("anon");
     std::fs::create_dir_all(&anon).unwrap();
