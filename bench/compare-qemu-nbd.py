@@ -13,35 +13,24 @@ Installs fio and libnbd-bin (Debian) when missing.
 """
 
 import argparse
-import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import Group, fio, free_port, log, wait_nbd  # noqa: E402
+
 JOBS = [
     ("4k randwrite QD16", ["--rw=randwrite", "--bs=4k", "--iodepth=16"], "write", "iops"),
     ("4k randread QD16", ["--rw=randread", "--bs=4k", "--iodepth=16"], "read", "iops"),
     ("1M seq write", ["--rw=write", "--bs=1M", "--iodepth=4"], "write", "bw"),
     ("1M seq read", ["--rw=read", "--bs=1M", "--iodepth=4"], "read", "bw"),
 ]
-
-
-def log(msg):
-    print(f"# {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_tools():
@@ -53,38 +42,6 @@ def ensure_tools():
     if not shutil.which("qemu-nbd"):
         subprocess.check_call(["apt-get", "install", "-y", "-qq", "qemu-utils"],
                               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-
-
-def wait_nbd(uri, deadline=60):
-    start = time.time()
-    while time.time() - start < deadline:
-        if subprocess.run(["nbdinfo", "--size", uri], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{uri} never answered")
-
-
-class Group:
-    """Processes started for one measurement, stopped together."""
-
-    def __init__(self, workdir):
-        self.procs = []
-        self.workdir = workdir
-
-    def start(self, name, argv):
-        out = open(self.workdir / f"{name}.log", "w")
-        self.procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                           start_new_session=True))
-
-    def stop(self):
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
 
 
 def start_kelp(kelp, d, size_mib, preallocate=False):
@@ -120,19 +77,6 @@ def start_qemu_nbd(d, size_mib):
     uri = f"nbd://127.0.0.1:{port}"
     wait_nbd(uri)
     return g, uri
-
-
-def fio(uri, args, seconds, size_mib):
-    """One fio job; `seconds=None` runs through the size once."""
-    timing = ["--time_based", f"--runtime={seconds}"] if seconds else []
-    out = subprocess.run(
-        ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--size={size_mib}M",
-         *timing, "--output-format=json", *args],
-        capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"fio failed: {out.stderr.strip()[:500]}")
-    # The nbd engine prints "fio: connected to NBD server" before the JSON.
-    return json.loads(out.stdout[out.stdout.index("{"):])["jobs"][0]
 
 
 def measure(system, kelp, args):

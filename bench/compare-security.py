@@ -23,10 +23,7 @@ Certificates are made with the openssl CLI.
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,22 +32,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import Group, fio, free_port, log, wait_nbd  # noqa: E402
+
 CONFIGS = ["old", "off", "on"]
 BLOCK_JOBS = [
     ("4k randwrite QD16", ["--rw=randwrite", "--bs=4k", "--iodepth=16"], "write", "iops"),
     ("4k randread QD16", ["--rw=randread", "--bs=4k", "--iodepth=16"], "read", "iops"),
     ("1M seq write", ["--rw=write", "--bs=1M", "--iodepth=4"], "write", "bw"),
 ]
-
-
-def log(msg):
-    print(f"# {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_pki(d):
@@ -112,29 +102,6 @@ key = "{ck}"
 """
 
 
-class Group:
-    """Processes started for one measurement, stopped together."""
-
-    def __init__(self, workdir):
-        self.procs = []
-        self.workdir = workdir
-
-    def start(self, name, argv, cwd=None):
-        out = open(self.workdir / f"{name}.log", "w")
-        self.procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                           start_new_session=True, cwd=cwd))
-
-    def stop(self):
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-
-
 def blob_round(config, kelp, client, args, pki):
     with tempfile.TemporaryDirectory(prefix=f"sec-blob-{config}-") as d:
         d = Path(d)
@@ -183,26 +150,6 @@ def p99(phase):
     return dict((round(k, 3), v) for k, v in phase["latency_ms"]["percentiles"]).get(99.0, 0.0)
 
 
-def wait_nbd(uri, env, deadline=60):
-    start = time.time()
-    while time.time() - start < deadline:
-        if subprocess.run(["nbdinfo", "--size", uri], capture_output=True,
-                          env=env).returncode == 0:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{uri} never answered")
-
-
-def fio(uri, job, seconds, size_mib):
-    timing = ["--time_based", f"--runtime={seconds}"] if seconds else []
-    out = subprocess.run(["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}",
-                          f"--size={size_mib}M", *timing, "--output-format=json", *job],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"fio failed: {out.stderr.strip()[:500]}")
-    return json.loads(out.stdout[out.stdout.index("{"):])["jobs"][0]
-
-
 def block_round(config, kelp, args, pki):
     with tempfile.TemporaryDirectory(prefix=f"sec-block-{config}-") as d:
         d = Path(d)
@@ -237,7 +184,7 @@ def block_round(config, kelp, args, pki):
         uri = (f"nbds://127.0.0.1:{nbd}/?tls-certificates={pki}" if config == "on"
                else f"nbd://127.0.0.1:{nbd}")
         try:
-            wait_nbd(uri, os.environ)
+            wait_nbd(uri)
             fio(uri, ["--rw=write", "--bs=1M", "--iodepth=4"], None, args.size_mib)
             results = {}
             for label, job, side, metric in BLOCK_JOBS:
