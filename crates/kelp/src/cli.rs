@@ -35,6 +35,10 @@ pub enum Command {
     Volume(VolumeArgs),
     /// Load-test a cluster through the SeaweedFS HTTP API (the `weed benchmark` workload).
     Benchmark(BenchmarkArgs),
+    /// Print a token minted from this host's security settings: a peer token for admin
+    /// routes (`curl -H "Authorization: Bearer $(kelp token peer)" .../vol/vacuum`), or a
+    /// file token.
+    Token(TokenArgs),
 
     // ---- block volumes (crates/kelp-block) ----
     /// Block-volume regions: create, verify.
@@ -367,6 +371,22 @@ pub struct ServerArgs {
     /// Seconds a volume may miss copies before a new copy is made elsewhere (0 disables).
     #[arg(long = "master.replicationGraceSeconds", default_value_t = 60)]
     pub replication_grace_seconds: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// `peer` for a peer token (the cluster key's), which opens admin routes such as
+    /// /vol/grow, /vol/vacuum, /col/delete and /admin/replica/*; or a file id (e.g.
+    /// 3,01637037d6) for a file token (the JWT write key's, the read key's with --read).
+    #[arg(value_name = "peer|FID")]
+    pub what: String,
+
+    /// With a file id: mint a read token instead of a write token.
+    #[arg(long)]
+    pub read: bool,
 }
 
 #[derive(Args, Debug, Clone)]

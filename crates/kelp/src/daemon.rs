@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cli::{
-    BenchmarkArgs, Command, CommonArgs, MasterArgs, ReadMode, ServerArgs, SyncMode, VolumeArgs,
+    BenchmarkArgs, Command, CommonArgs, MasterArgs, ReadMode, ServerArgs, SyncMode, TokenArgs,
+    VolumeArgs,
 };
 
 pub async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -21,11 +22,40 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Master(args) => master(args).await,
         Command::Volume(args) => volume(args).await,
         Command::Benchmark(args) => benchmark(args).await,
+        Command::Token(args) => token(args),
         // Block volumes live in block_daemon.rs.
         Command::Block(cmd) => crate::block_daemon::block(cmd).await,
         Command::Downstairs(args) => crate::block_daemon::downstairs(args).await,
         Command::Upstairs(args) => crate::block_daemon::upstairs(args).await,
     }
+}
+
+/// `kelp token`: a token from this host's security settings, on stdout.
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let sec = security(&args.common)?;
+    let token = match args.what.as_str() {
+        "peer" => sec.peer_token().ok_or_else(|| {
+            anyhow::anyhow!(
+                "peer calls are open: no cluster key ([cluster] key, -cluster.key) and no JWT \
+                 write key to derive one from"
+            )
+        })?,
+        fid => {
+            let read = args.read;
+            fid.parse::<kelp_core::FileId>()
+                .with_context(|| format!("{fid:?} is neither `peer` nor a file id"))?;
+            let key = if read { &sec.read } else { &sec.signing };
+            key.mint(fid).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no JWT {} key is set ([jwt.signing{}] key)",
+                    if read { "read" } else { "write" },
+                    if read { ".read" } else { "" }
+                )
+            })?
+        }
+    };
+    println!("{token}");
+    Ok(())
 }
 
 async fn benchmark(args: BenchmarkArgs) -> anyhow::Result<()> {

@@ -182,9 +182,13 @@ fn every_route_and_method_refuses_a_caller_without_credentials() {
         .build()
         .unwrap();
     let (fid, _) = upload_one(&client, &kelp, b"secret bytes");
-    let mut peer = SecurityConfig::default();
-    peer.signing.key = WRITE_KEY.into();
-    let peer_token = peer.peer_token().unwrap();
+    // The operator's way to a peer token: `kelp token peer` with the same keys.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(["token", "peer", &format!("-jwt.signing.key={WRITE_KEY}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let peer_token = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
     let mut walked = Vec::new();
     for (base, table) in [
@@ -213,6 +217,14 @@ fn every_route_and_method_refuses_a_caller_without_credentials() {
         }
     }
     assert!(walked.len() >= 5 * 20, "walked {}", walked.len());
+    // Without any key there is no peer token to print.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(["token", "peer"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cluster key"));
 
     // The blob itself: the admin needle route serves it to a peer only.
     let (vid, rest) = fid.split_once(',').unwrap();
