@@ -71,6 +71,8 @@ pub fn grpc_channel(
             .as_deref()
             .ok_or_else(|| TlsError::Config("gRPC TLS needs a CA ([grpc] ca)".to_string()))?;
         let (cert, key) = files.dial_identity();
+        // As on the server side: name the file when its PEM is bad.
+        kelp_core::tls::client_config(ca, Some((cert, key)))?;
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(ca)?))
             .identity(Identity::from_pem(read(cert)?, read(key)?));

@@ -106,11 +106,14 @@ pub fn grpc(tls: Option<&TlsFiles>) -> Result<tonic::transport::Server, TlsError
     let Some(files) = tls else {
         return Ok(builder);
     };
-    let (cert, key) = (read(&files.cert)?, read(&files.key)?);
     let ca = files
         .ca
         .as_deref()
         .ok_or_else(|| TlsError::Config("gRPC TLS needs a CA ([grpc] ca)".to_string()))?;
+    // tonic reports bad PEM only as "transport error": check the files
+    // here first, so the error names the file and what is wrong with it.
+    kelp_core::tls::server_config(&files.cert, &files.key, Some(ca), &[])?;
+    let (cert, key) = (read(&files.cert)?, read(&files.key)?);
     let config = tonic::transport::ServerTlsConfig::new()
         .identity(tonic::transport::Identity::from_pem(cert, key))
         .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));

@@ -343,3 +343,48 @@ fn weed_joins_a_kelp_cluster_over_mutual_tls() {
         "{status}"
     );
 }
+
+/// A TLS section naming a missing file, or half a section, stops the
+/// daemon before it listens, with the file or section named.
+#[test]
+fn bad_tls_settings_stop_the_server_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = test_pki::generate(&tmp.path().join("pki"));
+    for (toml, says) in [
+        (
+            format!(
+                "[https.master]\ncert = \"{}\"\nkey = \"/nonexistent/master.key\"\n",
+                pki.server_cert.display()
+            ),
+            "/nonexistent/master.key".to_string(),
+        ),
+        (
+            format!("[grpc.master]\ncert = \"{}\"\n", pki.server_cert.display()),
+            "[grpc.master]".to_string(),
+        ),
+        (
+            format!(
+                "[grpc]\nca = \"{}\"\n[grpc.master]\ncert = \"{}\"\nkey = \"{}\"\n",
+                pki.ca.display(),
+                pki.server_cert.display(),
+                pki.server_cert.display()
+            ),
+            "no PEM private key".to_string(),
+        ),
+    ] {
+        let cwd = tempfile::tempdir().unwrap();
+        std::fs::write(cwd.path().join("security.toml"), &toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_kelp"))
+            .current_dir(cwd.path())
+            .args([
+                "master",
+                "-port=0",
+                &format!("-mdir={}", cwd.path().join("m").display()),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{toml}: started anyway");
+        assert!(err.contains(&says), "{toml}: {err}");
+    }
+}
