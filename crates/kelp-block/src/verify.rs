@@ -22,8 +22,13 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// Every block matches its context, the replicas hold the same data,
+    /// and they agree on every extent's (generation, flush, dirty): a
+    /// replica that missed a flush is not in sync even if its bytes match.
     pub fn ok(&self) -> bool {
-        self.bad_checksums.is_empty() && self.mismatched_blocks.is_empty()
+        self.bad_checksums.is_empty()
+            && self.mismatched_blocks.is_empty()
+            && self.version_mismatches().is_empty()
     }
 
     /// Extents whose (generation, flush, dirty) differ between replicas.
@@ -83,7 +88,7 @@ impl fmt::Display for VerifyReport {
         if self.ok() {
             writeln!(
                 f,
-                "OK: every block matches its context and all replicas hold identical data"
+                "OK: every block matches its context and all replicas hold identical data and extent versions"
             )?;
         }
         Ok(())
@@ -139,4 +144,39 @@ pub fn verify(dirs: &[PathBuf]) -> Result<VerifyReport> {
         start += n;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(versions: Vec<Vec<ExtentVersion>>) -> VerifyReport {
+        VerifyReport {
+            regions: vec![
+                PathBuf::from("r0"),
+                PathBuf::from("r1"),
+                PathBuf::from("r2"),
+            ],
+            blocks: 8,
+            bad_checksums: vec![],
+            mismatched_blocks: vec![],
+            versions,
+        }
+    }
+
+    #[test]
+    fn a_replica_that_missed_a_flush_is_not_ok() {
+        let v = |flush| ExtentVersion {
+            generation: 1,
+            flush,
+            dirty: false,
+        };
+        let same = report(vec![vec![v(3), v(4)]; 3]);
+        assert!(same.ok(), "{same}");
+        assert!(same.to_string().contains("OK"));
+        let behind = report(vec![vec![v(3), v(4)], vec![v(3), v(4)], vec![v(3), v(2)]]);
+        assert_eq!(behind.version_mismatches(), vec![1]);
+        assert!(!behind.ok(), "{behind}");
+        assert!(!behind.to_string().contains("OK"), "{behind}");
+    }
 }

@@ -378,7 +378,13 @@ async fn reconcile_at_activation_and_generation_fencing() {
     }
     assert!(v2.status().await.unwrap().fenced);
     // An older generation cannot come back.
-    assert!(upstairs::start(cl.cfg(2)).await.is_err());
+    match upstairs::start(cl.cfg(2)).await {
+        Err(e) => assert!(
+            e.is_fenced(),
+            "generation 2 refused for another reason: {e}"
+        ),
+        Ok(_) => panic!("generation 2 activated after generation 3"),
+    }
     v3.write(0, pattern(10, 512), true).await.unwrap();
     assert_eq!(v3.read(0, 1).await.unwrap(), pattern(10, 512));
     // A flush is acknowledged by two downstairs; a clean shutdown drains

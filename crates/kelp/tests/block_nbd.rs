@@ -272,7 +272,12 @@ fn qemu_img_round_trip_nbdinfo_nbdcopy() {
         "nbdcopy differs"
     );
     up.stop();
-    assert!(up.log_text().contains("in sync"), "{}", up.log_text());
+    assert!(
+        up.log_text()
+            .contains("all three downstairs flushed and in sync"),
+        "{}",
+        up.log_text()
+    );
     let report = v.verify();
     assert!(report.contains("OK"), "{report}");
 }
@@ -328,7 +333,10 @@ fn kill9_downstairs_during_fio_then_catch_up() {
     );
     up.stop();
     let log = up.log_text();
-    assert!(log.contains("in sync"), "{log}");
+    assert!(
+        log.contains("all three downstairs flushed and in sync"),
+        "{log}"
+    );
     assert!(
         log.contains("replaying") || log.contains("live repair"),
         "{log}"
@@ -372,16 +380,23 @@ fn kill9_upstairs_reattach_and_fencing() {
     let mut args = vec!["upstairs".to_string()];
     args.extend(v.targets());
     args.extend(["--gen=1".into(), "--nbd=127.0.0.1:0".into()]);
+    let old_log = tmp.path().join("old-upstairs.log");
     let mut old = Command::new(env!("CARGO_BIN_EXE_kelp"))
         .args(&args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&old_log).unwrap())
         .spawn()
         .unwrap();
     let st = wait_until("gen 1 upstairs to give up", DEADLINE, || {
         old.try_wait().unwrap()
     });
     assert!(!st.success(), "an older generation activated");
+    // Refused for its generation, not for anything else.
+    let said = std::fs::read_to_string(&old_log).unwrap();
+    assert!(
+        said.contains("generation 1 is lower than generation 2"),
+        "{said}"
+    );
     // Two upstairs at once: the newer one fences the older.
     let mut up3 = v.upstairs(3, &[]);
     let out = Command::new(&qemu_io)
