@@ -715,7 +715,14 @@ fn nbd_over_tls_psk_with_qemu_and_nbdinfo() {
     keys_psk(&unknown, &[("bob", 11)], 0o600);
 
     let mut v = Volume::new(tmp.path(), 4);
-    let mut up = v.upstairs(1, &[&flag("nbd-tls-psk", server)]);
+    let sock = tmp.path().join("nbd.sock");
+    let mut up = v.upstairs(
+        1,
+        &[
+            &flag("nbd-tls-psk", server),
+            &flag("nbd-socket", sock.clone()),
+        ],
+    );
     let port = up.port("nbd_port");
     let creds = |dir: &Path, user: &str, extra: &str| {
         format!(
@@ -782,6 +789,14 @@ fn nbd_over_tls_psk_with_qemu_and_nbdinfo() {
     assert_eq!(out.trim(), (4u64 << 20).to_string());
     let out = run(Command::new(&nbdinfo).arg(uri("alice", &alice)));
     assert!(out.contains("with TLS"), "{out}");
+    // The unix socket too.
+    let unix = format!(
+        "nbds+unix://alice@/kelp?socket={}&tls-psk-file={}",
+        sock.display(),
+        alice.join("keys.psk").display()
+    );
+    let out = run(Command::new(&nbdinfo).args(["--size", &unix]));
+    assert_eq!(out.trim(), (4u64 << 20).to_string());
 
     // Refused: a wrong key, an unknown username (qemu-img and nbdinfo
     // each), and plain NBD.

@@ -288,16 +288,16 @@ impl PskAcceptor {
         };
         match ssl.ex_data(self.identity) {
             Some(Identity::Unknown(name)) => BlockError::Auth(format!(
-                "TLS-PSK client refused: unknown identity {name:?} (not in the --nbd-tls-psk file)"
+                "TLS-PSK: unknown identity {name:?} (not in the --nbd-tls-psk file)"
             )),
             Some(Identity::Known(name)) if wrong_key(&detail) => BlockError::Auth(format!(
-                "TLS-PSK client refused: wrong key for identity {name:?} ({detail})"
+                "TLS-PSK: wrong key for identity {name:?} ({detail})"
             )),
             Some(Identity::Known(name)) => BlockError::Auth(format!(
-                "TLS-PSK handshake with identity {name:?} failed: {detail}"
+                "TLS-PSK: handshake with identity {name:?} failed: {detail}"
             )),
             None => BlockError::Auth(format!(
-                "TLS-PSK handshake failed before the client named an identity \
+                "TLS-PSK: handshake failed before the client named an identity \
                  (a client without a pre-shared key, or an x509 one?): {detail}"
             )),
         }
