@@ -17,6 +17,9 @@ command -v nbdcopy >/dev/null 2>&1 || need_apt+=(libnbd-bin)
 command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
 command -v qemu-io >/dev/null 2>&1 || need_apt+=(qemu-utils)
+# NBD over TLS-PSK links the system's OpenSSL (openssl-sys finds it with pkg-config).
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; } || need_apt+=(libssl-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -83,6 +83,20 @@ pub fn nbd_handshake(data: &[u8]) {
     }
 }
 
+/// Parses a `keys.psk` file (`--nbd-tls-psk`). Whatever it accepts holds
+/// at least one username, none empty or with a colon.
+pub fn psk_keys_parse(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(keys) = crate::nbd::psk::PskKeys::parse(text) {
+        assert!(!keys.is_empty());
+        for u in keys.usernames() {
+            assert!(!u.is_empty() && !u.contains(':'));
+        }
+    }
+}
+
 /// A fuzz entry point.
 pub type Target = fn(&[u8]);
 
@@ -90,4 +104,5 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("block_frame_decode", frame_decode),
     ("nbd_handshake", nbd_handshake),
+    ("psk_keys_parse", psk_keys_parse),
 ];

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-/// Whether NBD clients must use TLS (when --nbd-tls-cert is given).
+/// Whether NBD clients must use TLS (when --nbd-tls-cert or --nbd-tls-psk
+/// is given).
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NbdTlsMode {
     Require,
@@ -160,9 +161,20 @@ pub struct UpstairsArgs {
     /// Require NBD clients to present a certificate signed by this CA (PEM).
     #[arg(long = "nbd-tls-ca", value_name = "PEM", requires = "nbd_tls_cert")]
     pub nbd_tls_ca: Option<PathBuf>,
-    /// `require`: clients that do not STARTTLS are refused
-    /// (NBD_REP_ERR_TLS_REQD), as with qemu-nbd; `allow`: TLS is offered
-    /// and plain clients are served too.
+    /// Offer NBD over TLS with pre-shared keys instead of certificates
+    /// (qemu's tls-creds-psk): FILE is a keys.psk as psktool writes it, one
+    /// `username:hexkey` line per client (keys of 16 bytes or more). A
+    /// client must name a username of the file and hold its key. On --nbd
+    /// and --nbd-socket; clients must use TLS unless --nbd-tls-mode=allow.
+    #[arg(
+        long = "nbd-tls-psk",
+        value_name = "FILE",
+        conflicts_with_all = ["nbd_tls_cert", "nbd_tls_key", "nbd_tls_ca"]
+    )]
+    pub nbd_tls_psk: Option<PathBuf>,
+    /// With --nbd-tls-cert or --nbd-tls-psk. `require`: clients that do not
+    /// STARTTLS are refused (NBD_REP_ERR_TLS_REQD), as with qemu-nbd;
+    /// `allow`: TLS is offered and plain clients are served too.
     #[arg(long = "nbd-tls-mode", value_enum, default_value_t = NbdTlsMode::Require)]
     pub nbd_tls_mode: NbdTlsMode,
     /// Write {"nbd_port": N, "nbd_socket": P, "control_port": C} here once serving.

@@ -2,9 +2,11 @@
 //! calls `kelp_block`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use kelp_block::nbd::NbdTlsCreds;
 
 use crate::block_cli::{BlockCommand, DownstairsArgs, NbdTlsMode, UpstairsArgs};
 use crate::daemon::{shutdown_signal, wait_for, write_ready_file};
@@ -56,13 +58,28 @@ fn load_secret(path: Option<&Path>) -> anyhow::Result<Option<kelp_block::auth::S
     let Some(path) = path else { return Ok(None) };
     let secret = kelp_block::auth::Secret::from_file(path)
         .with_context(|| format!("cannot load the block secret {}", path.display()))?;
+    warn_if_shared(path, "the block secret file");
+    Ok(Some(secret))
+}
+
+/// Loads the NBD pre-shared keys named by `--nbd-tls-psk`, warning when
+/// others than the owner may read the file.
+fn load_psk(path: &Path) -> anyhow::Result<kelp_block::nbd::psk::PskAcceptor> {
+    use kelp_block::nbd::psk::{PskAcceptor, PskKeys};
+    let keys = PskKeys::from_file(path).context("--nbd-tls-psk")?;
+    warn_if_shared(path, "the NBD pre-shared key file");
+    tracing::info!(path = %path.display(), usernames = keys.len(), "NBD TLS-PSK keys loaded");
+    PskAcceptor::new(keys).context("NBD TLS-PSK")
+}
+
+/// Warns when others than its owner may read a file holding secrets.
+fn warn_if_shared(path: &Path, what: &str) {
     if let Ok(meta) = std::fs::metadata(path) {
         use std::os::unix::fs::PermissionsExt;
         if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "the block secret file is readable by others than its owner; chmod 600 it");
+            tracing::warn!(path = %path.display(), "{what} is readable by others than its owner; chmod 600 it");
         }
     }
-    Ok(Some(secret))
 }
 
 pub async fn downstairs(a: DownstairsArgs) -> anyhow::Result<()> {
@@ -111,14 +128,18 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
         cfg.security.tls =
             Some(kelp_core::tls::client_config(ca, identity).context("upstairs TLS")?);
     }
-    let nbd_tls = match (&a.nbd_tls_cert, &a.nbd_tls_key) {
-        (Some(cert), Some(key)) => Some(kelp_block::nbd::NbdTls {
-            config: kelp_core::tls::server_config(cert, key, a.nbd_tls_ca.as_deref(), &[])
+    let nbd_creds = match (&a.nbd_tls_cert, &a.nbd_tls_key, &a.nbd_tls_psk) {
+        (Some(cert), Some(key), _) => Some(NbdTlsCreds::X509(
+            kelp_core::tls::server_config(cert, key, a.nbd_tls_ca.as_deref(), &[])
                 .context("NBD TLS")?,
-            required: a.nbd_tls_mode == NbdTlsMode::Require,
-        }),
+        )),
+        (_, _, Some(psk)) => Some(NbdTlsCreds::Psk(Arc::new(load_psk(psk)?))),
         _ => None,
     };
+    let nbd_tls = nbd_creds.map(|creds| kelp_block::nbd::NbdTls {
+        creds,
+        required: a.nbd_tls_mode == NbdTlsMode::Require,
+    });
     let stop = shutdown_signal();
     tracing::info!(targets = ?a.targets, generation = a.generation, "upstairs activating");
     let volume = tokio::select! {
@@ -173,6 +194,10 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
     tracing::info!(
         size = volume.size_bytes(),
         nbd_tls = ?nbd_tls.as_ref().map(|t| if t.required { "required" } else { "offered" }),
+        nbd_tls_kind = ?nbd_tls.as_ref().map(|t| match t.creds {
+            NbdTlsCreds::X509(_) => "x509",
+            NbdTlsCreds::Psk(_) => "psk",
+        }),
         "volume active; serving NBD"
     );
     write_ready_file(a.ready_file.as_deref(), ready)?;

@@ -677,3 +677,252 @@ fn nbd_over_tls_with_qemu_and_nbdinfo() {
     let report = v.verify();
     assert!(report.contains("OK"), "{report}");
 }
+
+/// Writes `DIR/keys.psk` as psktool does (`username:hexkey` per line, one
+/// line per `(username, seed)`), readable only by its owner (unless
+/// `mode` says otherwise). Returns the file's path.
+fn keys_psk(dir: &Path, users: &[(&str, u64)], mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let text: String = users
+        .iter()
+        .map(|(user, seed)| {
+            let hex: String = common::blob(*seed, 32)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("{user}:{hex}\n")
+        })
+        .collect();
+    let path = dir.join("keys.psk");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// NBD over TLS with a pre-shared key (qemu's tls-creds-psk), against the
+/// real clients: qemu-img and qemu-io (GnuTLS, TLS 1.3; and TLS 1.2 when
+/// the client disables 1.3) and nbdinfo (libnbd, `tls-psk-file`). A wrong
+/// key, an unknown username and a plain client are refused, and the
+/// upstairs logs why.
+#[test]
+fn nbd_over_tls_psk_with_qemu_and_nbdinfo() {
+    let (Some(qemu_img), Some(qemu_io_bin), Some(nbdinfo)) =
+        (tool("qemu-img"), tool("qemu-io"), tool("nbdinfo"))
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = keys_psk(
+        &tmp.path().join("server"),
+        &[("alice", 11), ("carol", 12)],
+        0o600,
+    );
+    let alice = tmp.path().join("alice");
+    keys_psk(&alice, &[("alice", 11)], 0o600);
+    let carol = tmp.path().join("carol");
+    keys_psk(&carol, &[("carol", 12)], 0o600);
+    // Alice's name with another key; a name the server does not know
+    // with alice's key.
+    let wrong = tmp.path().join("wrong");
+    keys_psk(&wrong, &[("alice", 13)], 0o600);
+    let unknown = tmp.path().join("unknown");
+    keys_psk(&unknown, &[("bob", 11)], 0o600);
+
+    let mut v = Volume::new(tmp.path(), 4);
+    let sock = tmp.path().join("nbd.sock");
+    let mut up = v.upstairs(
+        1,
+        &[
+            &flag("nbd-tls-psk", server),
+            &flag("nbd-socket", sock.clone()),
+        ],
+    );
+    let port = up.port("nbd_port");
+    let creds = |dir: &Path, user: &str, extra: &str| {
+        format!(
+            "tls-creds-psk,id=tls0,endpoint=client,dir={},username={user}{extra}",
+            dir.display()
+        )
+    };
+    let image = format!("driver=nbd,host=127.0.0.1,port={port},tls-creds=tls0");
+    let qemu_img_info = |creds: &str| {
+        let mut c = Command::new(&qemu_img);
+        c.args([
+            "info",
+            "--output=json",
+            "--object",
+            creds,
+            "--image-opts",
+            &image,
+        ]);
+        c
+    };
+    let size = format!("\"virtual-size\": {}", 4u64 << 20);
+
+    let info = run(&mut qemu_img_info(&creds(&alice, "alice", "")));
+    assert!(info.contains(&size), "{info}");
+    for cmd in ["write -P 0x3c 4096 128k", "read -P 0x3c 4096 128k"] {
+        let out = run(Command::new(&qemu_io_bin).args([
+            "--object",
+            &creds(&alice, "alice", ""),
+            "--image-opts",
+            &image,
+            "-c",
+            cmd,
+        ]));
+        assert!(
+            !out.contains("ail") && !out.contains("rror"),
+            "qemu-io {cmd}: {out}"
+        );
+    }
+    let log = up.log_text();
+    assert!(
+        log.contains("upgraded to TLS-PSK") && log.contains("identity=alice version=TLSv1.3"),
+        "{log}"
+    );
+    // A client without TLS 1.3 gets TLS 1.2 with ECDHE-PSK (forward
+    // secrecy), never plain PSK.
+    let info = run(&mut qemu_img_info(&creds(
+        &carol,
+        "carol",
+        ",priority=NORMAL:-VERS-TLS1.3",
+    )));
+    assert!(info.contains(&size), "{info}");
+    let log = up.log_text();
+    assert!(
+        log.contains("identity=carol version=TLSv1.2 cipher=ECDHE-PSK-"),
+        "{log}"
+    );
+    let uri = |user: &str, dir: &Path| {
+        format!(
+            "nbds://{user}@127.0.0.1:{port}/kelp?tls-psk-file={}",
+            dir.join("keys.psk").display()
+        )
+    };
+    let out = run(Command::new(&nbdinfo).args(["--size", &uri("alice", &alice)]));
+    assert_eq!(out.trim(), (4u64 << 20).to_string());
+    let out = run(Command::new(&nbdinfo).arg(uri("alice", &alice)));
+    assert!(out.contains("with TLS"), "{out}");
+    // The unix socket too.
+    let unix = format!(
+        "nbds+unix://alice@/kelp?socket={}&tls-psk-file={}",
+        sock.display(),
+        alice.join("keys.psk").display()
+    );
+    let out = run(Command::new(&nbdinfo).args(["--size", &unix]));
+    assert_eq!(out.trim(), (4u64 << 20).to_string());
+
+    // Refused: a wrong key, an unknown username (qemu-img and nbdinfo
+    // each), and plain NBD.
+    for (dir, user, why) in [
+        (&wrong, "alice", "wrong key for identity \"alice\""),
+        (&unknown, "bob", "unknown identity \"bob\""),
+    ] {
+        let out = run_fails(&mut qemu_img_info(&creds(dir, user, "")));
+        assert!(out.contains("TLS handshake failed"), "{out}");
+        let out = run_fails(Command::new(&nbdinfo).args(["--size", &uri(user, dir)]));
+        assert!(out.contains("gnutls_handshake"), "{out}");
+        let log = up.log_text();
+        assert_eq!(
+            log.matches(why).count(),
+            2,
+            "the upstairs logs each refusal: {log}"
+        );
+    }
+    let plain = run_fails(Command::new(&qemu_img).args(["info", &nbd_url(&up)]));
+    assert!(plain.contains("TLS is required"), "{plain}");
+    let plain = run_fails(Command::new(&nbdinfo).args(["--size", &nbd_url(&up)]));
+    assert!(plain.to_lowercase().contains("tls"), "{plain}");
+    let log = up.log_text();
+    assert!(log.contains("nbd client refused: TLS is required"), "{log}");
+    assert!(!log.contains("readable by others"), "{log}");
+
+    // Still serving after the refusals.
+    let out = run(Command::new(&qemu_io_bin).args([
+        "--object",
+        &creds(&alice, "alice", ""),
+        "--image-opts",
+        &image,
+        "-c",
+        "read -P 0x3c 4096 128k",
+    ]));
+    assert!(!out.contains("ail"), "{out}");
+    up.stop();
+    let report = v.verify();
+    assert!(report.contains("OK"), "{report}");
+}
+
+/// `--nbd-tls-psk` refuses a malformed keys.psk naming the line, cannot be
+/// combined with --nbd-tls-cert, and warns about a file others may read.
+#[test]
+fn nbd_tls_psk_file_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = keys_psk(&tmp.path().join("shared"), &[("alice", 1)], 0o644);
+    let bad = tmp.path().join("bad.psk");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\nbob:0123xyzw\n",
+            std::fs::read_to_string(&good).unwrap().trim()
+        ),
+    )
+    .unwrap();
+    let upstairs = |extra: &[String]| {
+        let mut args: Vec<String> = ["upstairs", "--gen=1", "--nbd=127.0.0.1:0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for _ in 0..3 {
+            // Nothing listens on port 1: the upstairs never activates.
+            args.push("--target=127.0.0.1:1".into());
+        }
+        args.extend(extra.iter().cloned());
+        args
+    };
+
+    let args = upstairs(&[flag("nbd-tls-psk", bad.clone())]);
+    let out = kelp_cmd(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bad.psk") && err.contains("line 2") && err.contains("not hex"),
+        "{err}"
+    );
+
+    let pki = tmp.path().join("pki");
+    kelp_net::test_pki::generate(&pki);
+    let args = upstairs(&[
+        flag("nbd-tls-psk", good.clone()),
+        flag("nbd-tls-cert", pki.join("server-cert.pem")),
+        flag("nbd-tls-key", pki.join("server-key.pem")),
+    ]);
+    let out = kelp_cmd(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot be used with"), "{err}");
+
+    // A good file others may read: loaded, with a warning.
+    let log = tmp.path().join("shared.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(upstairs(&[flag("nbd-tls-psk", good)]))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut up = Kelp {
+        child,
+        ports: serde_json::Value::Null,
+        log,
+    };
+    wait_until("the upstairs to load its keys", DEADLINE, || {
+        up.log_text().contains("TLS-PSK keys loaded").then_some(())
+    });
+    up.kill9();
+    let text = up.log_text();
+    assert!(
+        text.contains("pre-shared key file is readable by others"),
+        "{text}"
+    );
+}

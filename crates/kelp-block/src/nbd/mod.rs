@@ -9,9 +9,11 @@
 //!
 //! With `NbdTls`, clients may (or, when required, must) upgrade the
 //! connection with NBD_OPT_STARTTLS; transmission then runs over TLS with
-//! the same code.
+//! the same code. TLS is x509 (rustls) or a pre-shared key (`psk`,
+//! OpenSSL).
 
 pub mod proto;
+pub mod psk;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,23 +31,32 @@ const MAX_IN_FLIGHT: usize = 64;
 /// How long a client may take over the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// NBD over TLS (x509).
-#[derive(Clone)]
+/// NBD over TLS.
+#[derive(Clone, Debug)]
 pub struct NbdTls {
-    /// The server's certificate and key, and, to require client
-    /// certificates, the CA that signs them.
-    pub config: Arc<rustls::ServerConfig>,
+    pub creds: NbdTlsCreds,
     /// Refuse clients that do not STARTTLS (NBD_REP_ERR_TLS_REQD), as
     /// qemu-nbd does; otherwise TLS is offered and plain clients are served
     /// too.
     pub required: bool,
 }
 
-impl std::fmt::Debug for NbdTls {
+/// What the server proves itself with, and checks clients against.
+#[derive(Clone)]
+pub enum NbdTlsCreds {
+    /// The server's certificate and key, and, to require client
+    /// certificates, the CA that signs them (qemu's `tls-creds-x509`).
+    X509(Arc<rustls::ServerConfig>),
+    /// Pre-shared keys, one per client username (qemu's `tls-creds-psk`).
+    Psk(Arc<psk::PskAcceptor>),
+}
+
+impl std::fmt::Debug for NbdTlsCreds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NbdTls")
-            .field("required", &self.required)
-            .finish_non_exhaustive()
+        match self {
+            NbdTlsCreds::X509(_) => f.write_str("X509(..)"),
+            NbdTlsCreds::Psk(a) => write!(f, "Psk({a:?})"),
+        }
     }
 }
 
@@ -77,8 +88,12 @@ pub async fn serve_tcp(
                     let _ = s.set_nodelay(true);
                     let sh = shared.clone();
                     conns.spawn(async move {
-                        if let Err(e) = serve_connection(s, sh).await {
-                            tracing::info!(%peer, error = %e, "nbd connection ended");
+                        match serve_connection(s, sh).await {
+                            Ok(()) => {}
+                            Err(e @ BlockError::Auth(_)) => {
+                                tracing::warn!(%peer, error = %e, "nbd client refused");
+                            }
+                            Err(e) => tracing::info!(%peer, error = %e, "nbd connection ended"),
                         }
                     });
                 }
@@ -106,8 +121,12 @@ pub async fn serve_unix(
                 Ok((s, _)) => {
                     let sh = shared.clone();
                     conns.spawn(async move {
-                        if let Err(e) = serve_connection(s, sh).await {
-                            tracing::info!(error = %e, "nbd connection ended");
+                        match serve_connection(s, sh).await {
+                            Ok(()) => {}
+                            Err(e @ BlockError::Auth(_)) => {
+                                tracing::warn!(error = %e, "nbd client refused");
+                            }
+                            Err(e) => tracing::info!(error = %e, "nbd connection ended"),
                         }
                     });
                 }
@@ -194,25 +213,48 @@ where
             let Some(t) = &sh.tls else {
                 return Err(BlockError::protocol("STARTTLS without TLS settings"));
             };
-            let acceptor = tokio_rustls::TlsAcceptor::from(t.config.clone());
-            let mut stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        return Err(BlockError::Io {
+            match &t.creds {
+                NbdTlsCreds::X509(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                    let stream = handshake(async {
+                        acceptor.accept(stream).await.map_err(|e| BlockError::Io {
                             what: "nbd TLS handshake".into(),
                             source: e,
-                        });
-                    }
-                    Err(_) => return Err(BlockError::protocol("nbd TLS handshake timed out")),
-                };
-            tracing::debug!("nbd client upgraded to TLS");
-            match haggle(&mut stream, &sh.export, no_zeroes, Tls::Active).await? {
-                Haggled::Transmit => transmit(stream, sh).await,
-                Haggled::Close => Ok(()),
-                Haggled::StartTls => Err(BlockError::protocol("STARTTLS inside TLS")),
+                        })
+                    })
+                    .await?;
+                    tracing::debug!("nbd client upgraded to TLS");
+                    serve_tls(stream, sh, no_zeroes).await
+                }
+                NbdTlsCreds::Psk(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    let stream = handshake(acceptor.accept(stream)).await?;
+                    let (version, cipher, identity) = acceptor.describe(&stream);
+                    tracing::info!(%identity, %version, %cipher, "nbd client upgraded to TLS-PSK");
+                    serve_tls(stream, sh, no_zeroes).await
+                }
             }
         }
+    }
+}
+
+/// Bounds a TLS handshake by `TLS_HANDSHAKE_TIMEOUT`.
+async fn handshake<T>(accept: impl Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+        Ok(r) => r,
+        Err(_) => Err(BlockError::protocol("nbd TLS handshake timed out")),
+    }
+}
+
+/// Haggling again inside TLS, then transmission.
+async fn serve_tls<S>(mut stream: S, sh: Arc<Shared>, no_zeroes: bool) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match haggle(&mut stream, &sh.export, no_zeroes, Tls::Active).await? {
+        Haggled::Transmit => transmit(stream, sh).await,
+        Haggled::Close => Ok(()),
+        Haggled::StartTls => Err(BlockError::protocol("STARTTLS inside TLS")),
     }
 }
 
