@@ -20,10 +20,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_nbd(uri, deadline=60):
+def wait_nbd(uri, deadline=60, env=None):
     start = time.time()
     while time.time() - start < deadline:
-        if subprocess.run(["nbdinfo", "--size", uri], capture_output=True).returncode == 0:
+        if subprocess.run(["nbdinfo", "--size", uri], capture_output=True,
+                          env=env).returncode == 0:
             return
         time.sleep(0.2)
     raise RuntimeError(f"{uri} never answered")
@@ -52,13 +53,15 @@ class Group:
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def fio(uri, args, seconds, size_mib):
-    """One fio job; `seconds=None` runs through the size once."""
+def fio(uri, args, seconds, size_mib, env=None):
+    """One fio job; `seconds=None` runs through the size once. `env`: for
+    NBD over TLS, a HOME whose `.pki/libnbd` holds the client's files
+    (fio's nbd engine cannot pass `tls-certificates` in the URI)."""
     timing = ["--time_based", f"--runtime={seconds}"] if seconds else []
     out = subprocess.run(
         ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--size={size_mib}M",
          *timing, "--output-format=json", *args],
-        capture_output=True, text=True)
+        capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"fio failed: {out.stderr.strip()[:500]}")
     # The nbd engine prints "fio: connected to NBD server" before the JSON.

@@ -6,14 +6,16 @@ directories, each driven by the same client:
 
 - `old`: a kelp binary built from the previous release (no security code);
 - `off`: this kelp with security off (the default) -- must match `old`;
-- `on`:  this kelp with everything on -- blobs: JWT write and read tokens,
-  HTTPS on master and volume server (client certificates required by the
-  volume server), mutual TLS on gRPC; blocks: the per-volume secret,
-  mutual TLS between upstairs and downstairs, NBD over TLS.
+- `on`:  this kelp with security on -- blobs: JWT write tokens (and so
+  peer authentication), HTTPS on master and volume server (client
+  certificates required by the volume server), mutual TLS on gRPC; blocks:
+  the per-volume secret, mutual TLS between upstairs and downstairs, NBD
+  over TLS (x509). Read tokens are left off: with them every read costs a
+  token lookup at the master, which measures the client, not TLS.
 
 Blobs are driven by this build's `kelp benchmark` (assign + multipart POST,
-then GETs, fetching read tokens as a SeaweedFS client does), blocks by
-`fio --ioengine=nbd` (`nbds://...?tls-certificates=DIR` for `on`).
+then GETs), blocks by `fio --ioengine=nbd` (`nbds://` for `on`, the client
+certificate found by libnbd under `$HOME/.pki/libnbd`).
 Certificates are made with the openssl CLI.
 
     git worktree add /tmp/kelp-old <previous-main> && \\
@@ -23,6 +25,7 @@ Certificates are made with the openssl CLI.
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -74,8 +77,6 @@ def security_toml(pki):
     cc, ck = pki / "client-cert.pem", pki / "client-key.pem"
     return f"""[jwt.signing]
 key = "bench-write-secret"
-[jwt.signing.read]
-key = "bench-read-secret"
 [grpc]
 ca = "{ca}"
 [grpc.master]
@@ -181,14 +182,19 @@ def block_round(config, kelp, args, pki):
                       f"--nbd-tls-key={pki / 'server-key.pem'}"]
         g.start("upstairs", [kelp, "upstairs", *[f"--target=127.0.0.1:{p}" for p in ports],
                              "--gen=1", f"--nbd=127.0.0.1:{nbd}", *secure, *up_tls])
-        uri = (f"nbds://127.0.0.1:{nbd}/?tls-certificates={pki}" if config == "on"
-               else f"nbd://127.0.0.1:{nbd}")
+        uri = f"nbds://127.0.0.1:{nbd}" if config == "on" else f"nbd://127.0.0.1:{nbd}"
+        env = None
+        if config == "on":
+            home = d / "home"
+            (home / ".pki").mkdir(parents=True)
+            shutil.copytree(pki, home / ".pki" / "libnbd")
+            env = {**os.environ, "HOME": str(home)}
         try:
-            wait_nbd(uri)
-            fio(uri, ["--rw=write", "--bs=1M", "--iodepth=4"], None, args.size_mib)
+            wait_nbd(uri, env=env)
+            fio(uri, ["--rw=write", "--bs=1M", "--iodepth=4"], None, args.size_mib, env)
             results = {}
             for label, job, side, metric in BLOCK_JOBS:
-                j = fio(uri, job, args.seconds, args.size_mib)[side]
+                j = fio(uri, job, args.seconds, args.size_mib, env)[side]
                 value = j["iops"] if metric == "iops" else j["bw_bytes"] / 1e6
                 p99 = j.get("clat_ns", {}).get("percentile", {}).get("99.000000", 0) / 1e6
                 results[label] = (value, p99)
