@@ -11,7 +11,7 @@ use kelp_core::tls::TlsError;
 use kelp_core::{GrpcRole, SecurityConfig};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::serve::read;
+use kelp_core::tls::read;
 
 /// `https` when `[https.client]` is enabled, else `http`.
 pub fn http_scheme(sec: &SecurityConfig) -> &'static str {

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kelp_core::TlsFiles;
-use kelp_core::tls::TlsError;
+use kelp_core::tls::{TlsError, read};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -120,11 +120,4 @@ pub fn grpc(tls: Option<&TlsFiles>) -> Result<tonic::transport::Server, TlsError
     builder
         .tls_config(config)
         .map_err(|e| TlsError::Config(format!("gRPC TLS: {e}")))
-}
-
-pub(crate) fn read(path: &std::path::Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|error| TlsError::Read {
-        path: path.to_path_buf(),
-        error,
-    })
 }

@@ -47,9 +47,10 @@ impl HeartbeatClient {
         events: mpsc::UnboundedReceiver<StoreEvent>,
         health: Arc<Health>,
         shutdown: CancellationToken,
+        security: Arc<kelp_core::SecurityConfig>,
     ) -> Self {
         Self {
-            security: Arc::new(cfg.security.clone()),
+            security,
             cfg,
             store,
             events,

@@ -135,6 +135,7 @@ pub async fn run(
             events,
             health.clone(),
             stop.clone(),
+            security.clone(),
         )
         .run(),
     );
