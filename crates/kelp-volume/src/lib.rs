@@ -108,9 +108,16 @@ pub async fn run(
     let grpc_server = kelp_net::serve::grpc(security.tls.grpc_volume.as_ref())?.layer(
         kelp_net::guard::GrpcGuardLayer::new(security.clone(), grpc::access),
     );
+    // Either server ending, with an error or not, takes the whole server
+    // down: each cancels `stop` as it returns, which ends the other.
     let http_task = tokio::spawn({
         let stop = stop.clone();
-        async move { kelp_net::serve::http(http, router, https, stop.cancelled_owned()).await }
+        async move {
+            let res =
+                kelp_net::serve::http(http, router, https, stop.clone().cancelled_owned()).await;
+            stop.cancel();
+            res
+        }
     });
     let grpc_task = tokio::spawn({
         let stop = stop.clone();
@@ -119,13 +126,15 @@ pub async fn run(
         );
         let mut grpc_server = grpc_server;
         async move {
-            grpc_server
+            let res = grpc_server
                 .add_service(svc)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                    async move { stop.cancelled().await },
+                    stop.clone().cancelled_owned(),
                 )
-                .await
+                .await;
+            stop.cancel();
+            res
         }
     });
     let heartbeat_task = tokio::spawn(
@@ -161,7 +170,6 @@ pub async fn run(
 
     let http_res = http_task.await;
     let grpc_res = grpc_task.await;
-    // Either server ending (error or not) takes the whole server down.
     stop.cancel();
     let _ = heartbeat_task.await;
     let _ = housekeeping_task.await;
