@@ -134,25 +134,37 @@ pub struct MasterArgs {
     )]
     pub mdir: PathBuf,
 
+    /// Seconds between the heartbeats volume servers are expected to send.
+    #[arg(long = "pulseSeconds", alias = "pulse-seconds", default_value_t = 5)]
+    pub pulse_seconds: u64,
+
+    #[command(flatten)]
+    pub tuning: MasterTuning,
+}
+
+/// Master settings `kelp master` and `kelp server` share. `weed master`
+/// spells them `-x` and `weed server` `-master.x`; both spellings work on
+/// both commands.
+#[derive(Args, Debug, Clone)]
+pub struct MasterTuning {
     /// A volume stops taking writes once its .dat reaches this many MiB.
-    #[arg(long = "volumeSizeLimitMB", alias = "volume-size-limit-mb", default_value_t = 30 * 1024)]
+    #[arg(long = "volumeSizeLimitMB", visible_alias = "master.volumeSizeLimitMB", alias = "volume-size-limit-mb",
+          default_value_t = 30 * 1024)]
     pub volume_size_limit_mb: u64,
 
     /// Replica placement used when an assign names none (xyz: other DCs, other racks, same rack).
     #[arg(
         long = "defaultReplication",
+        visible_alias = "master.defaultReplication",
         alias = "default-replication",
         default_value = "000"
     )]
     pub default_replication: String,
 
-    /// Seconds between the heartbeats volume servers are expected to send.
-    #[arg(long = "pulseSeconds", alias = "pulse-seconds", default_value_t = 5)]
-    pub pulse_seconds: u64,
-
     /// Garbage ratio above which a volume is compacted.
     #[arg(
         long = "garbageThreshold",
+        visible_alias = "master.garbageThreshold",
         alias = "garbage-threshold",
         default_value_t = 0.3
     )]
@@ -161,6 +173,7 @@ pub struct MasterArgs {
     /// Seconds between automatic vacuum runs (0 disables them; /vol/vacuum still works).
     #[arg(
         long = "vacuumIntervalSeconds",
+        visible_alias = "master.vacuumIntervalSeconds",
         alias = "vacuum-interval-seconds",
         default_value_t = 900
     )]
@@ -170,6 +183,7 @@ pub struct MasterArgs {
     /// is made on another server, filled from the survivors (0 disables).
     #[arg(
         long = "replicationGraceSeconds",
+        visible_alias = "master.replicationGraceSeconds",
         alias = "replication-grace-seconds",
         default_value_t = 60
     )]
@@ -218,9 +232,19 @@ pub struct VolumeArgs {
     #[arg(long = "max", default_value_t = 8)]
     pub max: u32,
 
+    #[command(flatten)]
+    pub tuning: VolumeTuning,
+}
+
+/// Volume-server settings `kelp volume` and `kelp server` share. `weed
+/// volume` spells them `-x` and `weed server` `-volume.x`; both spellings
+/// work on both commands.
+#[derive(Args, Debug, Clone)]
+pub struct VolumeTuning {
     /// Largest accepted upload in MiB; larger ones get 413.
     #[arg(
         long = "fileSizeLimitMB",
+        visible_alias = "volume.fileSizeLimitMB",
         alias = "file-size-limit-mb",
         default_value_t = 256
     )]
@@ -232,21 +256,29 @@ pub struct VolumeArgs {
 
     /// Offset width of new volumes' .idx entries: 5 (17-byte entries, 8 TiB volumes, what
     /// the `weed` large-disk build reads) or 4 (16-byte entries, standard `weed` builds).
-    #[arg(long = "idxOffsetBytes", alias = "idx-offset-bytes", default_value_t = 5,
-          value_parser = clap::value_parser!(u8).range(4..=5))]
+    #[arg(long = "idxOffsetBytes", visible_alias = "volume.idxOffsetBytes", alias = "idx-offset-bytes",
+          default_value_t = 5, value_parser = clap::value_parser!(u8).range(4..=5))]
     pub idx_offset_bytes: u8,
 
-    /// Seconds between heartbeats to the master.
-    #[arg(long = "pulseSeconds", alias = "pulse-seconds", default_value_t = 5)]
+    /// Seconds between heartbeats to the master (in `kelp server`, also what the master
+    /// expects).
+    #[arg(
+        long = "pulseSeconds",
+        visible_alias = "volume.pulseSeconds",
+        alias = "pulse-seconds",
+        default_value_t = 5
+    )]
     pub pulse_seconds: u64,
 
     /// Reads for volumes on other servers: proxy, redirect or local.
-    #[arg(long = "readMode", alias = "read-mode", value_enum, default_value_t = ReadMode::Proxy)]
+    #[arg(long = "readMode", visible_alias = "volume.readMode", alias = "read-mode", value_enum,
+          default_value_t = ReadMode::Proxy)]
     pub read_mode: ReadMode,
 
     /// Read-rate limit of compaction (vacuum) in MiB/s; 0 means unlimited.
     #[arg(
         long = "compactionMBps",
+        visible_alias = "volume.compactionMBps",
         alias = "compaction-mbps",
         default_value_t = 64
     )]
@@ -257,6 +289,7 @@ pub struct VolumeArgs {
     /// are copied here. 0 turns it off.
     #[arg(
         long = "antiEntropySeconds",
+        visible_alias = "volume.antiEntropySeconds",
         alias = "anti-entropy-seconds",
         default_value_t = 60
     )]
@@ -265,12 +298,18 @@ pub struct VolumeArgs {
     /// Read budget of the background scrub in MiB/s (it re-reads every
     /// needle, checks its CRC and repairs a corrupt one from a replica);
     /// 0 turns it off.
-    #[arg(long = "scrubMBps", alias = "scrub-mbps", default_value_t = 8)]
+    #[arg(
+        long = "scrubMBps",
+        visible_alias = "volume.scrubMBps",
+        alias = "scrub-mbps",
+        default_value_t = 8
+    )]
     pub scrub_mbps: u64,
 
     /// Seconds between the end of one scrub pass and the next.
     #[arg(
         long = "scrubIntervalSeconds",
+        visible_alias = "volume.scrubIntervalSeconds",
         alias = "scrub-interval-seconds",
         default_value_t = 3600
     )]
@@ -299,14 +338,6 @@ pub struct ServerArgs {
     #[arg(long = "master.dir")]
     pub master_dir: Option<PathBuf>,
 
-    /// A volume stops taking writes once its .dat reaches this many MiB.
-    #[arg(long = "master.volumeSizeLimitMB", default_value_t = 30 * 1024)]
-    pub volume_size_limit_mb: u64,
-
-    /// Replica placement used when an assign names none.
-    #[arg(long = "master.defaultReplication", default_value = "000")]
-    pub default_replication: String,
-
     /// Volume server HTTP port.
     #[arg(long = "volume.port", default_value_t = 8080)]
     pub volume_port: u16,
@@ -327,50 +358,11 @@ pub struct ServerArgs {
     #[arg(long = "rack", default_value = "")]
     pub rack: String,
 
-    /// Largest accepted upload in MiB; larger ones get 413.
-    #[arg(long = "volume.fileSizeLimitMB", default_value_t = 256)]
-    pub file_size_limit_mb: u64,
+    #[command(flatten)]
+    pub master: MasterTuning,
 
-    /// Durability of acknowledged writes.
-    #[arg(long = "sync", value_enum, default_value_t = SyncMode::Durable)]
-    pub sync: SyncMode,
-
-    /// Offset width of new volumes' .idx entries (5 or 4; see `kelp volume --help`).
-    #[arg(long = "volume.idxOffsetBytes", default_value_t = 5,
-          value_parser = clap::value_parser!(u8).range(4..=5))]
-    pub idx_offset_bytes: u8,
-
-    /// Reads for volumes on other servers: proxy, redirect or local.
-    #[arg(long = "volume.readMode", value_enum, default_value_t = ReadMode::Proxy)]
-    pub read_mode: ReadMode,
-
-    /// Read-rate limit of compaction (vacuum) in MiB/s; 0 means unlimited.
-    #[arg(long = "volume.compactionMBps", default_value_t = 64)]
-    pub compaction_mbps: u64,
-
-    /// Seconds between anti-entropy passes over replicated volumes; 0 off.
-    #[arg(long = "volume.antiEntropySeconds", default_value_t = 60)]
-    pub anti_entropy_seconds: u64,
-
-    /// Read budget of the background scrub in MiB/s; 0 off.
-    #[arg(long = "volume.scrubMBps", default_value_t = 8)]
-    pub scrub_mbps: u64,
-
-    /// Seconds between scrub passes.
-    #[arg(long = "volume.scrubIntervalSeconds", default_value_t = 3600)]
-    pub scrub_interval_seconds: u64,
-
-    /// Garbage ratio above which a volume is compacted.
-    #[arg(long = "master.garbageThreshold", default_value_t = 0.3)]
-    pub garbage_threshold: f64,
-
-    /// Seconds between automatic vacuum runs (0 disables them; /vol/vacuum still works).
-    #[arg(long = "master.vacuumIntervalSeconds", default_value_t = 900)]
-    pub vacuum_interval_seconds: u64,
-
-    /// Seconds a volume may miss copies before a new copy is made elsewhere (0 disables).
-    #[arg(long = "master.replicationGraceSeconds", default_value_t = 60)]
-    pub replication_grace_seconds: u64,
+    #[command(flatten)]
+    pub volume: VolumeTuning,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,7 +1,6 @@
 //! Starts daemons: binds listeners, builds library configs from flags,
 //! writes the ready file, and shuts down on SIGINT/SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,8 +11,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cli::{
-    BenchmarkArgs, Command, CommonArgs, MasterArgs, ReadMode, ServerArgs, SyncMode, TokenArgs,
-    VolumeArgs,
+    BenchmarkArgs, Command, CommonArgs, MasterArgs, MasterTuning, ReadMode, ServerArgs, SyncMode,
+    TokenArgs, VolumeArgs, VolumeTuning,
 };
 
 pub async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -194,42 +193,89 @@ fn read_mode(mode: ReadMode) -> kelp_volume::ReadMode {
     }
 }
 
+/// The master's settings from its flags: the one place they are built,
+/// for `kelp master` and `kelp server` alike.
 fn master_config(
-    ip: &str,
+    common: &CommonArgs,
     ports: (u16, u16),
     meta_dir: PathBuf,
-    volume_size_limit_mb: u64,
-    default_replication: &str,
+    pulse_seconds: u64,
+    t: &MasterTuning,
+    security: kelp_core::SecurityConfig,
 ) -> anyhow::Result<MasterConfig> {
-    default_replication
+    t.default_replication
         .parse::<kelp_core::ReplicaPlacement>()
-        .with_context(|| format!("bad -defaultReplication {default_replication:?}"))?;
+        .with_context(|| format!("bad -defaultReplication {:?}", t.default_replication))?;
     Ok(MasterConfig {
-        ip: ip.to_string(),
+        ip: common.ip.clone(),
         port: ports.0,
         grpc_port: ports.1,
         meta_dir,
-        volume_size_limit_mb,
-        default_replication: default_replication.to_string(),
+        volume_size_limit_mb: t.volume_size_limit_mb,
+        default_replication: t.default_replication.clone(),
+        pulse_seconds: pulse_seconds.max(1),
+        garbage_threshold: t.garbage_threshold,
+        vacuum_interval: Duration::from_secs(t.vacuum_interval_seconds),
+        replication_grace: Duration::from_secs(t.replication_grace_seconds),
+        security,
         ..MasterConfig::default()
     })
+}
+
+/// Where a volume server lives and whom it reports to; the rest of its
+/// settings come from [`VolumeTuning`].
+struct VolumePlace {
+    dirs: Vec<PathBuf>,
+    max_volumes: u32,
+    ports: (u16, u16),
+    public_url: String,
+    data_center: String,
+    rack: String,
+    masters: Vec<String>,
+}
+
+/// The volume server's settings from its flags: the one place they are
+/// built, for `kelp volume` and `kelp server` alike.
+fn volume_config(
+    common: &CommonArgs,
+    place: VolumePlace,
+    t: &VolumeTuning,
+    security: kelp_core::SecurityConfig,
+) -> VolumeServerConfig {
+    VolumeServerConfig {
+        dirs: place.dirs,
+        max_volumes: place.max_volumes,
+        ip: common.ip.clone(),
+        port: place.ports.0,
+        grpc_port: place.ports.1,
+        public_url: place.public_url,
+        data_center: place.data_center,
+        rack: place.rack,
+        masters: place.masters,
+        durable: t.sync == SyncMode::Durable,
+        file_size_limit: t.file_size_limit_mb.saturating_mul(1024 * 1024),
+        pulse: Duration::from_secs(t.pulse_seconds.max(1)),
+        offset_width_5: t.idx_offset_bytes == 5,
+        read_mode: read_mode(t.read_mode),
+        security,
+        compaction_bytes_per_second: t.compaction_mbps.saturating_mul(1 << 20),
+        anti_entropy_interval: Duration::from_secs(t.anti_entropy_seconds),
+        scrub_bytes_per_second: t.scrub_mbps.saturating_mul(1 << 20),
+        scrub_pause: Duration::from_secs(t.scrub_interval_seconds),
+    }
 }
 
 async fn master(args: MasterArgs) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&bind_host(&args.common), args.port, args.grpc_port).await?;
     let ports = listeners.ports()?;
-    let mut cfg = master_config(
-        &args.common.ip,
+    let cfg = master_config(
+        &args.common,
         ports,
         args.mdir.clone(),
-        args.volume_size_limit_mb,
-        &args.default_replication,
+        args.pulse_seconds,
+        &args.tuning,
+        security(&args.common)?,
     )?;
-    cfg.pulse_seconds = args.pulse_seconds.max(1);
-    cfg.garbage_threshold = args.garbage_threshold;
-    cfg.vacuum_interval = Duration::from_secs(args.vacuum_interval_seconds);
-    cfg.replication_grace = Duration::from_secs(args.replication_grace_seconds);
-    cfg.security = security(&args.common)?;
     let stop = shutdown_signal();
     tracing::info!(http = ports.0, grpc = ports.1, dir = %args.mdir.display(), "master starting");
     write_ready_file(
@@ -242,12 +288,10 @@ async fn master(args: MasterArgs) -> anyhow::Result<()> {
 async fn volume(args: VolumeArgs) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&bind_host(&args.common), args.port, args.grpc_port).await?;
     let ports = listeners.ports()?;
-    let cfg = VolumeServerConfig {
+    let place = VolumePlace {
         dirs: args.dir.clone(),
         max_volumes: args.max,
-        ip: args.common.ip.clone(),
-        port: ports.0,
-        grpc_port: ports.1,
+        ports,
         public_url: args
             .public_url
             .clone()
@@ -255,17 +299,8 @@ async fn volume(args: VolumeArgs) -> anyhow::Result<()> {
         data_center: args.data_center.clone(),
         rack: args.rack.clone(),
         masters: args.mserver.clone(),
-        durable: args.sync == SyncMode::Durable,
-        file_size_limit: args.file_size_limit_mb.saturating_mul(1024 * 1024),
-        pulse: Duration::from_secs(args.pulse_seconds.max(1)),
-        offset_width_5: args.idx_offset_bytes == 5,
-        read_mode: read_mode(args.read_mode),
-        security: security(&args.common)?,
-        compaction_bytes_per_second: args.compaction_mbps.saturating_mul(1 << 20),
-        anti_entropy_interval: Duration::from_secs(args.anti_entropy_seconds),
-        scrub_bytes_per_second: args.scrub_mbps.saturating_mul(1 << 20),
-        scrub_pause: Duration::from_secs(args.scrub_interval_seconds),
     };
+    let cfg = volume_config(&args.common, place, &args.tuning, security(&args.common)?);
     let stop = shutdown_signal();
     tracing::info!(http = ports.0, grpc = ports.1, masters = ?args.mserver, "volume server starting");
     write_ready_file(
@@ -286,44 +321,25 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.dir.join("master"));
     let security = security(&args.common)?;
-    let mut mcfg = master_config(
-        &args.common.ip,
+    // The master expects heartbeats at the pace its volume server sends them.
+    let mcfg = master_config(
+        &args.common,
         mports,
         meta_dir,
-        args.volume_size_limit_mb,
-        &args.default_replication,
+        args.volume.pulse_seconds,
+        &args.master,
+        security.clone(),
     )?;
-    mcfg.security = security.clone();
-    mcfg.garbage_threshold = args.garbage_threshold;
-    mcfg.vacuum_interval = Duration::from_secs(args.vacuum_interval_seconds);
-    mcfg.replication_grace = Duration::from_secs(args.replication_grace_seconds);
-    let master_addr: SocketAddr = master_listeners.http.local_addr()?;
-    let vcfg = VolumeServerConfig {
+    let place = VolumePlace {
         dirs: vec![args.dir.clone()],
         max_volumes: args.volume_max,
-        ip: args.common.ip.clone(),
-        port: vports.0,
-        grpc_port: vports.1,
+        ports: vports,
         public_url: format!("{}:{}", args.common.ip, vports.0),
         data_center: args.data_center.clone(),
         rack: args.rack.clone(),
-        masters: vec![format!(
-            "{}:{}.{}",
-            args.common.ip,
-            master_addr.port(),
-            mports.1
-        )],
-        durable: args.sync == SyncMode::Durable,
-        file_size_limit: args.file_size_limit_mb.saturating_mul(1024 * 1024),
-        pulse: Duration::from_secs(5),
-        offset_width_5: args.idx_offset_bytes == 5,
-        read_mode: read_mode(args.read_mode),
-        security,
-        compaction_bytes_per_second: args.compaction_mbps.saturating_mul(1 << 20),
-        anti_entropy_interval: Duration::from_secs(args.anti_entropy_seconds),
-        scrub_bytes_per_second: args.scrub_mbps.saturating_mul(1 << 20),
-        scrub_pause: Duration::from_secs(args.scrub_interval_seconds),
+        masters: vec![format!("{}:{}.{}", args.common.ip, mports.0, mports.1)],
     };
+    let vcfg = volume_config(&args.common, place, &args.volume, security);
     let stop = shutdown_signal();
     tracing::info!(
         master = mports.0,

@@ -33,6 +33,12 @@ fn help_explains_every_seaweedfs_flag() {
         "--volume.port",
         "--master.dir",
         "--sync",
+        // The master's and volume server's own flags, spelled as `weed server` does.
+        "--master.volumeSizeLimitMB",
+        "--master.garbageThreshold",
+        "--volume.fileSizeLimitMB",
+        "--volume.readMode",
+        "--volume.pulseSeconds",
     ] {
         assert!(
             server.contains(flag),
@@ -66,6 +72,34 @@ fn help_explains_every_seaweedfs_flag() {
             volume.contains(flag),
             "kelp volume --help lacks {flag}:\n{volume}"
         );
+    }
+}
+
+/// `kelp server` builds its volume server from the same flags as `kelp
+/// volume`, in both spellings: a limit given as `-volume.fileSizeLimitMB`
+/// (weed server's) or `-fileSizeLimitMB` (weed volume's) is enforced.
+#[test]
+fn server_takes_volume_flags_in_both_spellings() {
+    for flag in ["-volume.fileSizeLimitMB=1", "-fileSizeLimitMB=1"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let kelp = kelp_server(&data, &[flag, "-master.volumeSizeLimitMB=64"]);
+        let client = http();
+        let a = assign(&client, &kelp.master_url(), "");
+        // 413, or the connection closed under the body as the server
+        // refuses it from its Content-Length: either way nothing is stored.
+        match upload(&client, &a.url, &a.fid, "big.bin", &blob(1, 1536 * 1024)) {
+            Ok(r) => assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{flag}"),
+            Err(e) => assert!(e.is_body() || e.is_request(), "{flag}: {e}"),
+        }
+        let r = get(&client, &a.url, &a.fid).unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::NOT_FOUND,
+            "{flag}: the big blob was stored"
+        );
+        let r = upload(&client, &a.url, &a.fid, "small.bin", &blob(1, 1000)).unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{flag}");
     }
 }
 
