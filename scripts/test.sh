@@ -45,6 +45,20 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# Dependency hygiene, after clippy has fetched every crate: licences, bans
+# and sources (cargo deny; advisories need the RustSec git database, which
+# these machines cannot reach), and no unused dependencies (cargo machete).
+for tool in cargo-deny cargo-machete; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    log "installing $tool (cargo install --locked)"
+    cargo install --locked -q "$tool"
+  fi
+done
+log "cargo deny check licenses bans sources"
+cargo deny --offline check licenses bans sources
+log "cargo machete (unused dependencies)"
+cargo machete
+
 log "tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
   # No doc tests exist; nextest's summary is the run's last line.
