@@ -238,24 +238,31 @@ fn path(s: &str) -> Option<PathBuf> {
     (!s.is_empty()).then(|| PathBuf::from(s))
 }
 
+/// A certificate and its key: both given, or neither.
+fn cert_and_key(cert: &str, key: &str, names: &str) -> Result<Option<(PathBuf, PathBuf)>, String> {
+    match (path(cert), path(key)) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        _ => Err(format!("give both {names}, or neither")),
+    }
+}
+
 impl FileTls {
     /// Cert and key both set, with `ca` (or the section's shared one).
     fn files(&self, ca: Option<&str>) -> Result<Option<TlsFiles>, String> {
-        let client = match (path(&self.client_cert), path(&self.client_key)) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            _ => return Err("give both client_cert and client_key, or neither".to_string()),
-        };
-        match (path(&self.cert), path(&self.key)) {
-            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+        let client = cert_and_key(
+            &self.client_cert,
+            &self.client_key,
+            "client_cert and client_key",
+        )?;
+        Ok(
+            cert_and_key(&self.cert, &self.key, "cert and key")?.map(|(cert, key)| TlsFiles {
                 cert,
                 key,
                 ca: path(ca.unwrap_or(&self.ca)),
                 client,
-            })),
-            (None, None) => Ok(None),
-            _ => Err("a TLS section needs both cert and key".to_string()),
-        }
+            }),
+        )
     }
 }
 
@@ -329,11 +336,8 @@ impl SecurityConfig {
         let https_client = if c.enabled {
             let ca = path(&c.ca)
                 .ok_or("[https.client] is enabled but has no ca to verify servers with")?;
-            let identity = match (path(&c.cert), path(&c.key)) {
-                (Some(cert), Some(key)) => Some((cert, key)),
-                (None, None) => None,
-                _ => return Err("[https.client]: give both cert and key, or neither".to_string()),
-            };
+            let identity = cert_and_key(&c.cert, &c.key, "cert and key")
+                .map_err(|e| format!("[https.client]: {e}"))?;
             Some(HttpsClient { ca, identity })
         } else {
             None
@@ -453,22 +457,22 @@ impl SecurityConfig {
 
     /// What is on (for logging); never the keys themselves.
     pub fn describe(&self) -> String {
-        let on = |k: &JwtKey| if k.is_enabled() { "on" } else { "off" };
-        let tls = |t: bool| if t { "on" } else { "off" };
+        let on_off = |t: bool| if t { "on" } else { "off" };
+        let on = |k: &JwtKey| on_off(k.is_enabled());
         format!(
             "write tokens {}, read tokens {}, peer auth {}, white list {}, https {}/{} (master/volume), grpc mTLS {}/{}{}",
             on(&self.signing),
             on(&self.read),
-            tls(self.peer().is_some()),
+            on_off(self.peer().is_some()),
             if self.white_list.is_empty() {
                 "off".to_string()
             } else {
                 self.white_list.to_string()
             },
-            tls(self.tls.https_master.is_some()),
-            tls(self.tls.https_volume.is_some()),
-            tls(self.tls.grpc_master.is_some()),
-            tls(self.tls.grpc_volume.is_some()),
+            on_off(self.tls.https_master.is_some()),
+            on_off(self.tls.https_volume.is_some()),
+            on_off(self.tls.grpc_master.is_some()),
+            on_off(self.tls.grpc_volume.is_some()),
             self.source
                 .as_ref()
                 .map(|p| format!(" (from {})", p.display()))

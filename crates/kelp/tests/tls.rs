@@ -311,25 +311,10 @@ fn weed_joins_a_kelp_cluster_over_mutual_tls() {
     let uploaded = parse_upload(&run.stdout);
     assert_eq!(uploaded.len(), files.len(), "{}", run.stdout);
     let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
     for u in &uploaded {
-        let (fid, name) = (&u.fid, &u.name);
-        run_tool(
-            Command::new(&weed).current_dir(&cwd).args([
-                "download".to_string(),
-                format!("-server=127.0.0.1:{mport}"),
-                format!("-dir={}", out.display()),
-                fid.to_string(),
-            ]),
-            &tmp.path().join("logs"),
-            DEADLINE,
-        )
-        .expect_success(&format!("weed download {fid}"));
-        let want = &files.iter().find(|(n, _)| n == name).unwrap().1;
-        assert!(
-            std::fs::read(out.join(name)).unwrap_or_default() == *want,
-            "{name} downloads as uploaded"
-        );
+        let want = &files.iter().find(|(n, _)| *n == u.name).unwrap().1;
+        let got = weed_download(&weed, Some(&cwd), mport, u, &out, DEADLINE);
+        assert!(got == *want, "{} downloads as uploaded", u.name);
     }
     // The volumes weed holds were allocated by the Kelp master over mTLS.
     let status: Value = client

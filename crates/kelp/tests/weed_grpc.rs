@@ -277,19 +277,8 @@ fn weed_upload_and_download_through_kelp_master() {
     std::fs::create_dir_all(&out).unwrap();
     let mut mismatches = Vec::new();
     for u in &uploaded {
-        run_tool(
-            Command::new(&weed).args([
-                "download".to_string(),
-                format!("-server=127.0.0.1:{port}"),
-                format!("-dir={}", out.display()),
-                u.fid.clone(),
-            ]),
-            &tmp.path().join("logs"),
-            TOOL_DEADLINE,
-        )
-        .expect_success(&format!("weed download {}", u.fid));
         let want = &files.iter().find(|(n, _)| *n == u.name).expect("file").1;
-        let got = std::fs::read(out.join(&u.name)).unwrap_or_default();
+        let got = weed_download(&weed, None, port, u, &out, TOOL_DEADLINE);
         if got != *want {
             let head = String::from_utf8_lossy(&got[..got.len().min(120)]).into_owned();
             mismatches.push(format!(
@@ -698,19 +687,8 @@ fn weed_tools_with_jwt_signing_key() {
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     for u in &uploaded {
-        run_tool(
-            Command::new(&weed).current_dir(&cwd).args([
-                "download".to_string(),
-                format!("-server=127.0.0.1:{port}"),
-                format!("-dir={}", out.display()),
-                u.fid.clone(),
-            ]),
-            &tmp.path().join("logs"),
-            TOOL_DEADLINE,
-        )
-        .expect_success(&format!("weed download {}", u.fid));
         let want = &files.iter().find(|(n, _)| *n == u.name).expect("file").1;
-        let got = std::fs::read(out.join(&u.name)).unwrap_or_default();
+        let got = weed_download(&weed, Some(&cwd), port, u, &out, TOOL_DEADLINE);
         assert!(got == *want, "{} downloads as uploaded", u.name);
     }
     // Deleting the chunked file through its manifest needs a token too.

@@ -734,3 +734,30 @@ pub fn parse_upload(stdout: &str) -> Vec<Uploaded> {
         })
         .collect()
 }
+
+/// `weed download` of an uploaded file through the master on `port` (run
+/// in `cwd`, where `weed` finds its `security.toml`); returns the bytes it
+/// saved under the file's name in `out`.
+pub fn weed_download(
+    weed: &Path,
+    cwd: Option<&Path>,
+    port: u16,
+    u: &Uploaded,
+    out: &Path,
+    deadline: Duration,
+) -> Vec<u8> {
+    std::fs::create_dir_all(out).unwrap();
+    let mut cmd = Command::new(weed);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.args([
+        "download".to_string(),
+        format!("-server=127.0.0.1:{port}"),
+        format!("-dir={}", out.display()),
+        u.fid.clone(),
+    ]);
+    let logs = out.parent().unwrap_or(out).join("logs");
+    run_tool(&mut cmd, &logs, deadline).expect_success(&format!("weed download {}", u.fid));
+    std::fs::read(out.join(&u.name)).unwrap_or_default()
+}
