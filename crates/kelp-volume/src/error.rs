@@ -6,6 +6,26 @@ use axum::response::{IntoResponse, Response};
 use kelp_core::VolumeId;
 use kelp_needle::{NeedleError, VolumeError};
 
+use crate::replicate::ReplicationError;
+use crate::store::StoreError;
+
+/// Why the volume server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] kelp_core::tls::TlsError),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(tonic::transport::Error),
+    #[error("server task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -54,6 +74,9 @@ pub enum ApiError {
     /// The request cannot be served right now (too few live replicas).
     #[error("{0}")]
     Unavailable(String),
+    /// The disk is full: nothing of this request was acknowledged.
+    #[error("volume {vid}: no space left on the device: {why}")]
+    NoSpace { vid: VolumeId, why: String },
 }
 
 impl ApiError {
@@ -68,7 +91,7 @@ impl ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::VolumeNotFound(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::VolumeExists(_) => StatusCode::CONFLICT,
-            Self::NoFreeSlot => StatusCode::INSUFFICIENT_STORAGE,
+            Self::NoFreeSlot | Self::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::WriteCookieMismatch
@@ -91,7 +114,7 @@ impl ApiError {
             | Self::WriteCookieMismatch => tonic::Code::InvalidArgument,
             Self::VolumeNotFound(_) | Self::NotFound => tonic::Code::NotFound,
             Self::VolumeExists(_) => tonic::Code::AlreadyExists,
-            Self::NoFreeSlot => tonic::Code::ResourceExhausted,
+            Self::NoFreeSlot | Self::NoSpace { .. } => tonic::Code::ResourceExhausted,
             Self::ReadOnly(_) => tonic::Code::FailedPrecondition,
             Self::Corrupt(_) => tonic::Code::DataLoss,
             Self::Volume(_) | Self::Internal(_) | Self::ChunkDelete(_) => tonic::Code::Internal,
@@ -103,6 +126,10 @@ impl ApiError {
     /// Maps a kelp-needle error of an operation on volume `vid`.
     pub fn from_volume(vid: VolumeId, e: VolumeError) -> Self {
         match e {
+            VolumeError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => Self::NoSpace {
+                vid,
+                why: io.to_string(),
+            },
             VolumeError::NotFound { .. } => Self::NotFound,
             VolumeError::CookieMismatch { .. } => Self::WriteCookieMismatch,
             VolumeError::Format(NeedleError::TooLarge(what)) => {
@@ -112,6 +139,36 @@ impl ApiError {
             VolumeError::ReadOnly => Self::ReadOnly(vid),
             VolumeError::Exists(_) => Self::VolumeExists(vid),
             other => Self::Volume(other),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::VolumeNotFound(vid) => Self::VolumeNotFound(vid),
+            StoreError::VolumeExists(vid) => Self::VolumeExists(vid),
+            StoreError::NoFreeSlot => Self::NoFreeSlot,
+            StoreError::ReadOnly(vid) => Self::ReadOnly(vid),
+            StoreError::NeedleNotFound => Self::NotFound,
+            StoreError::DeleteCookieMismatch => Self::DeleteCookieMismatch,
+            StoreError::NotEmpty(_) | StoreError::InvalidRequest(_) => {
+                Self::BadRequest(e.to_string())
+            }
+            StoreError::Volume { vid, source } => Self::from_volume(vid, source),
+            StoreError::Dir { .. } | StoreError::Remove { .. } | StoreError::Task(_) => {
+                Self::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<ReplicationError> for ApiError {
+    fn from(e: ReplicationError) -> Self {
+        match e {
+            ReplicationError::Store(e) => e.into(),
+            ReplicationError::TooFewReplicas { .. } => Self::Unavailable(e.to_string()),
+            ReplicationError::Failed(_) => Self::Upstream(e.to_string()),
         }
     }
 }
@@ -130,6 +187,12 @@ fn human_size(bytes: u64) -> String {
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         tonic::Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(e).into()
     }
 }
 

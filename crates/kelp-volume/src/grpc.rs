@@ -90,7 +90,10 @@ impl VolumeServer for VolumeGrpc {
                 .await
             {
                 Ok(size) => (202, String::new(), size),
-                Err(e) => (e.status().as_u16() as i32, e.to_string(), 0),
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    (e.status().as_u16() as i32, e.to_string(), 0)
+                }
             };
             results.push(DeleteResult {
                 file_id,

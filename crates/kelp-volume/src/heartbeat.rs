@@ -175,11 +175,11 @@ impl HeartbeatClient {
                         events_open = false;
                         continue;
                     };
-                    let mut beat = self.identity();
-                    push_event(&mut beat, ev);
+                    let mut batch = vec![ev];
                     while let Ok(ev) = self.events.try_recv() {
-                        push_event(&mut beat, ev);
+                        batch.push(ev);
                     }
+                    let beat = self.beat_for(batch);
                     // A delta must not be lost: if it cannot be queued,
                     // reconnect, and the opening full beat covers it.
                     tx.try_send(beat).map_err(|_| {
@@ -233,6 +233,28 @@ impl HeartbeatClient {
     fn full_beat(&self) -> Heartbeat {
         full_beat(self.identity(), &self.store)
     }
+
+    /// The beat that reports `events`: a delta of added and deleted
+    /// volumes, or a full beat when a volume's writability changed (deltas
+    /// cannot carry that; a full beat covers the rest of the batch too).
+    fn beat_for(&self, events: Vec<StoreEvent>) -> Heartbeat {
+        if let Some(StoreEvent::StateChanged(vid)) = events
+            .iter()
+            .find(|e| matches!(e, StoreEvent::StateChanged(_)))
+        {
+            tracing::info!(volume = vid, "volume state changed; telling the master now");
+            return self.full_beat();
+        }
+        let mut beat = self.identity();
+        for ev in events {
+            match ev {
+                StoreEvent::Added(v) => beat.new_volumes.push(v),
+                StoreEvent::Deleted(v) => beat.deleted_volumes.push(v),
+                StoreEvent::StateChanged(_) => {}
+            }
+        }
+        beat
+    }
 }
 
 /// A full heartbeat: identity plus every volume.
@@ -261,11 +283,4 @@ pub fn full_beat(mut beat: Heartbeat, store: &Store) -> Heartbeat {
         })
         .collect();
     beat
-}
-
-fn push_event(beat: &mut Heartbeat, ev: StoreEvent) {
-    match ev {
-        StoreEvent::Added(v) => beat.new_volumes.push(v),
-        StoreEvent::Deleted(v) => beat.deleted_volumes.push(v),
-    }
 }

@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::{
     DEFAULT_COMPACTION_BYTES_PER_SECOND, ReadMode, VolumeServerConfig, master_grpc_address,
 };
-pub use error::ApiError;
+pub use error::{ApiError, ServerError};
+pub use store::StoreError;
 
 /// The access class of every HTTP route (`/{fid}` stands for file ids)
 /// and of each gRPC method path, as the guards apply them.
@@ -55,7 +56,7 @@ pub async fn run(
     grpc: tokio::net::TcpListener,
     cfg: VolumeServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServerError> {
     // Install the recorder before the first metric is touched.
     let _ = kelp_core::telemetry::prometheus();
     let cfg = Arc::new(cfg);
@@ -80,8 +81,8 @@ pub async fn run(
         }
     });
 
-    let http_addr = http.local_addr()?;
-    let grpc_addr = grpc.local_addr()?;
+    let http_addr = http.local_addr().map_err(ServerError::Listener)?;
+    let grpc_addr = grpc.local_addr().map_err(ServerError::Listener)?;
     let own = vec![
         format!("{}:{}", cfg.ip, cfg.port),
         cfg.effective_public_url(),
@@ -91,6 +92,7 @@ pub async fn run(
     let scrub_stats = Arc::new(scrub::Stats::default());
     let router = http::router(http::HttpState {
         store: store.clone(),
+        replicator: replicate::Replicator::new(store.clone(), peers.clone()),
         health: health.clone(),
         file_size_limit: cfg.file_size_limit,
         peers: peers.clone(),
@@ -177,8 +179,12 @@ pub async fn run(
     let _ = scrub_task.await;
     store.close().await;
     tracing::info!("volume server stopped");
-    http_res??;
-    grpc_res??;
+    http_res
+        .map_err(ServerError::Task)?
+        .map_err(ServerError::Http)?;
+    grpc_res
+        .map_err(ServerError::Task)?
+        .map_err(ServerError::Grpc)?;
     Ok(())
 }
 

@@ -11,9 +11,8 @@
 //!   anyway is refused here before anything is written.
 //! - If a replica fails mid-write, the client gets an error (5xx), never a
 //!   success that is not true. The replicas may now differ on that one
-//!   needle, so this server marks the volume read-only (the next heartbeat
-//!   tells the master, which stops assigning it and grows another) and logs
-//!   why. An unacknowledged write may thus exist on some replicas only;
+//!   needle, so this server marks the volume read-only (the master hears it
+//!   at once, stops assigning it and grows another) and logs why. An unacknowledged write may thus exist on some replicas only;
 //!   a client that retries gets a fresh file id on a healthy volume.
 //!
 //! A replica request carries the needle as a raw body with its metadata in
@@ -21,143 +20,258 @@
 //! name, mime, pairs, last-modified, TTL, flags) and SeaweedFS volume
 //! servers accept it too.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use futures::future::join_all;
-use kelp_core::VolumeId;
+use kelp_core::{NeedleId, VolumeId};
 use kelp_needle::Needle;
 use kelp_proto::master_pb::Location;
 
-use crate::error::ApiError;
-use crate::http::HttpState;
+use crate::peers::Peers;
+use crate::store::{Store, StoreError, WriteResult};
 
 /// Base bound on one replica request ...
 const REPLICA_TIMEOUT: Duration = Duration::from_secs(10);
 /// ... plus one second per this many bytes of body.
 const REPLICA_MIN_RATE: u64 = 4 << 20;
 
+/// What a replicated change fails with; `error.rs` maps it to HTTP and gRPC.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// The local copy refused or failed the change.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Fewer replicas are live than the placement asks for; nothing was
+    /// changed anywhere.
+    #[error("volume {vid} has {live} of its {copies} replicas live; refusing the change")]
+    TooFewReplicas {
+        vid: VolumeId,
+        live: usize,
+        copies: usize,
+    },
+    /// The local copy took the change but another replica did not (each
+    /// failure names the replica): the volume is now read-only.
+    #[error("replication failed: {0}")]
+    Failed(String),
+}
+
+/// Where a replicated change goes besides the local copy: nowhere for a
+/// single-copy volume or a change that is itself a replica's copy.
+#[derive(Debug, Default)]
+pub struct Targets(Vec<Location>);
+
+/// The client request a change came from, passed on to the replicas: the
+/// path (so a write token's file-id claim still matches there) and the
+/// client's write token (so each replica checks it too).
+pub struct Origin<'a> {
+    pub path: &'a str,
+    pub token: Option<&'a str>,
+}
+
+/// Owns the replicated write: the local store plus the peers that hold the
+/// other copies. HTTP handlers call it; gRPC, a filer or S3 code can too.
+#[derive(Clone)]
+pub struct Replicator {
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+}
+
 /// What to send to the other replicas.
-pub enum Change<'a> {
+enum Change<'a> {
     Write(&'a Needle),
     Delete,
 }
 
-/// The other replicas of `vid`, or an error when fewer are live than the
-/// placement needs. `None` when the volume has a single copy.
-pub async fn other_replicas(
-    st: &HttpState,
-    vid: VolumeId,
-) -> Result<Option<Vec<Location>>, ApiError> {
-    let copies = st
-        .store
-        .volume(vid)?
-        .superblock()
-        .replica_placement
-        .copy_count();
-    if copies <= 1 {
-        return Ok(None);
-    }
-    // Refuse before sending anything anywhere.
-    if st.store.is_diverged(vid) {
-        return Err(ApiError::ReadOnly(vid));
-    }
-    let want = copies - 1;
-    let mut locations = st.peers.locate(vid).await.unwrap_or_default();
-    if locations.len() != want {
-        // The cached answer may predate a change: ask once more.
-        st.peers.forget(vid);
-        locations = st.peers.locate(vid).await.unwrap_or_default();
-    }
-    if locations.len() != want {
-        return Err(ApiError::Unavailable(format!(
-            "volume {vid} has {} of its {copies} replicas live; refusing the change",
-            locations.len() + 1
-        )));
-    }
-    Ok(Some(locations))
-}
-
 /// How a fan-out went.
-pub struct Outcome {
+struct Outcome {
     /// Replicas that answered success.
-    pub succeeded: usize,
+    succeeded: usize,
     /// One line per replica that did not.
-    pub failures: Vec<String>,
+    failures: Vec<String>,
 }
 
-/// Sends `change` to `path` (the client's request path, so a write token's
-/// file id claim still matches) on every replica in `to` concurrently.
-/// `token` is the client's write JWT, passed on so replicas check it too.
-pub async fn send(
-    st: &HttpState,
-    vid: VolumeId,
-    path: &str,
-    change: Change<'_>,
-    to: &[Location],
-    token: Option<&str>,
-) -> Outcome {
-    let calls = to.iter().map(|loc| send_one(st, path, &change, loc, token));
-    let results = join_all(calls).await;
-    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-    if !failures.is_empty() {
-        st.peers.forget(vid);
+impl Replicator {
+    pub fn new(store: Arc<Store>, peers: Arc<Peers>) -> Self {
+        Replicator { store, peers }
     }
-    Outcome {
-        succeeded: to.len() - failures.len(),
-        failures,
-    }
-}
 
-async fn send_one(
-    st: &HttpState,
-    path: &str,
-    change: &Change<'_>,
-    loc: &Location,
-    token: Option<&str>,
-) -> Result<(), String> {
-    let url = st.peers.url(&loc.url, path);
-    let mut req = match change {
-        Change::Write(n) => {
-            let mut query: Vec<(&str, String)> = vec![
-                ("type", "replicate".to_string()),
-                ("ts", n.last_modified.to_string()),
-            ];
-            if !n.ttl.is_empty() {
-                query.push(("ttl", n.ttl.to_string()));
-            }
-            if n.chunk_manifest {
-                query.push(("cm", "true".to_string()));
-            }
-            st.peers
-                .http()
-                .put(&url)
-                .query(&query)
-                .headers(needle_headers(n))
-                .body(n.data.clone())
+    /// The other replicas of `vid`, asked before anything is read or
+    /// written: an error when fewer are live than the placement needs, or
+    /// when the volume is read-only after an earlier failed replication.
+    pub async fn targets(&self, vid: VolumeId) -> Result<Targets, ReplicationError> {
+        let copies = self
+            .store
+            .volume(vid)?
+            .superblock()
+            .replica_placement
+            .copy_count();
+        if copies <= 1 {
+            return Ok(Targets::default());
         }
-        Change::Delete => st.peers.http().delete(&url).query(&[("type", "replicate")]),
-    };
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
+        // Refuse before sending anything anywhere.
+        if self.store.is_diverged(vid) {
+            return Err(StoreError::ReadOnly(vid).into());
+        }
+        let want = copies - 1;
+        let mut locations = self.peers.locate(vid).await.unwrap_or_default();
+        if locations.len() != want {
+            // The cached answer may predate a change: ask once more.
+            self.peers.forget(vid);
+            locations = self.peers.locate(vid).await.unwrap_or_default();
+        }
+        if locations.len() != want {
+            return Err(ReplicationError::TooFewReplicas {
+                vid,
+                live: locations.len() + 1,
+                copies,
+            });
+        }
+        Ok(Targets(locations))
     }
-    // A replica cut off by the network must not hold the client for the
-    // peer client's long read timeout: bound the whole request.
-    let len = match change {
-        Change::Write(n) => n.data.len() as u64,
-        Change::Delete => 0,
-    };
-    req = req.timeout(REPLICA_TIMEOUT + Duration::from_secs(len / REPLICA_MIN_RATE));
-    let resp = req.send().await.map_err(|e| format!("{}: {e}", loc.url))?;
-    let status = resp.status();
-    let ok = status.is_success()
-        // Deleting what a replica no longer has leaves it as wanted.
-        || (matches!(change, Change::Delete) && status == StatusCode::NOT_FOUND);
-    if ok {
-        Ok(())
-    } else {
-        let body = resp.text().await.unwrap_or_default();
-        Err(format!("{} answered {status}: {}", loc.url, body.trim()))
+
+    /// Writes `needle` here and on every target at once; success only when
+    /// every copy has it durable.
+    pub async fn write(
+        &self,
+        vid: VolumeId,
+        needle: Needle,
+        fsync: bool,
+        to: &Targets,
+        origin: &Origin<'_>,
+    ) -> Result<WriteResult, ReplicationError> {
+        if to.0.is_empty() {
+            return Ok(self.store.write(vid, needle, fsync).await?);
+        }
+        let copy = needle.clone();
+        let (local, remote) = tokio::join!(
+            self.store.write(vid, needle, fsync),
+            self.send(vid, origin, Change::Write(&copy), &to.0)
+        );
+        self.settle(vid, local, remote)
+    }
+
+    /// Deletes a needle here and on every target at once. Returns the
+    /// deleted needle's size; `NeedleNotFound` when no copy had it.
+    pub async fn delete(
+        &self,
+        vid: VolumeId,
+        key: NeedleId,
+        cookie: u32,
+        fsync: bool,
+        to: &Targets,
+        origin: &Origin<'_>,
+    ) -> Result<u32, ReplicationError> {
+        let local = self.store.delete(vid, key, cookie, fsync);
+        if to.0.is_empty() {
+            return Ok(local.await?);
+        }
+        let (local, remote) = tokio::join!(local, self.send(vid, origin, Change::Delete, &to.0));
+        // Absent here but present on a replica is still a change to make.
+        let local = match local {
+            Err(StoreError::NeedleNotFound) if remote.succeeded > 0 => Ok(0),
+            other => other,
+        };
+        self.settle(vid, local, remote)
+    }
+
+    /// Combines the local result of a replicated change with the fan-out's:
+    /// success only if every copy succeeded. When some copies took the
+    /// change and others did not, the volume is marked diverged (read-only
+    /// until anti-entropy finds every replica equal again).
+    fn settle<T>(
+        &self,
+        vid: VolumeId,
+        local: Result<T, StoreError>,
+        remote: Outcome,
+    ) -> Result<T, ReplicationError> {
+        if remote.failures.is_empty() {
+            return Ok(local?);
+        }
+        metrics::counter!(crate::metrics::REPLICATION_FAILURES).increment(1);
+        let why = remote.failures.join("; ");
+        if (local.is_ok() || remote.succeeded > 0) && self.store.mark_diverged(vid) {
+            tracing::error!(
+                volume = vid,
+                reason = why,
+                "replication failed; volume is read-only until anti-entropy repairs its replicas"
+            );
+        }
+        match local {
+            Ok(_) => Err(ReplicationError::Failed(why)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends `change` to every replica in `to` concurrently.
+    async fn send(
+        &self,
+        vid: VolumeId,
+        origin: &Origin<'_>,
+        change: Change<'_>,
+        to: &[Location],
+    ) -> Outcome {
+        let calls = to.iter().map(|loc| self.send_one(origin, &change, loc));
+        let results = join_all(calls).await;
+        let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        if !failures.is_empty() {
+            self.peers.forget(vid);
+        }
+        Outcome {
+            succeeded: to.len() - failures.len(),
+            failures,
+        }
+    }
+
+    async fn send_one(
+        &self,
+        origin: &Origin<'_>,
+        change: &Change<'_>,
+        loc: &Location,
+    ) -> Result<(), String> {
+        let url = self.peers.url(&loc.url, origin.path);
+        let http = self.peers.http();
+        let mut req = match change {
+            Change::Write(n) => {
+                let mut query: Vec<(&str, String)> = vec![
+                    ("type", "replicate".to_string()),
+                    ("ts", n.last_modified.to_string()),
+                ];
+                if !n.ttl.is_empty() {
+                    query.push(("ttl", n.ttl.to_string()));
+                }
+                if n.chunk_manifest {
+                    query.push(("cm", "true".to_string()));
+                }
+                http.put(&url)
+                    .query(&query)
+                    .headers(needle_headers(n))
+                    .body(n.data.clone())
+            }
+            Change::Delete => http.delete(&url).query(&[("type", "replicate")]),
+        };
+        if let Some(t) = origin.token {
+            req = req.bearer_auth(t);
+        }
+        // A replica cut off by the network must not hold the client for the
+        // peer client's long read timeout: bound the whole request.
+        let len = match change {
+            Change::Write(n) => n.data.len() as u64,
+            Change::Delete => 0,
+        };
+        req = req.timeout(REPLICA_TIMEOUT + Duration::from_secs(len / REPLICA_MIN_RATE));
+        let resp = req.send().await.map_err(|e| format!("{}: {e}", loc.url))?;
+        let status = resp.status();
+        let ok = status.is_success()
+            // Deleting what a replica no longer has leaves it as wanted.
+            || (matches!(change, Change::Delete) && status == StatusCode::NOT_FOUND);
+        if ok {
+            Ok(())
+        } else {
+            let body = resp.text().await.unwrap_or_default();
+            Err(format!("{} answered {status}: {}", loc.url, body.trim()))
+        }
     }
 }
 
@@ -190,17 +304,4 @@ fn needle_headers(n: &Needle) -> HeaderMap {
         }
     }
     h
-}
-
-/// After a failed replication: the replicas may differ, so the volume stops
-/// taking writes (and is reported read-only to the master) until
-/// anti-entropy finds every replica equal again.
-pub fn mark_diverged(st: &HttpState, vid: VolumeId, why: &str) {
-    if st.store.mark_diverged(vid) {
-        tracing::error!(
-            volume = vid,
-            reason = why,
-            "replication failed; volume is read-only until anti-entropy repairs its replicas"
-        );
-    }
 }

@@ -18,16 +18,77 @@ use kelp_proto::master_pb::VolumeShortInformationMessage;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
-use crate::error::ApiError;
-
 /// Volumes opened concurrently at startup (each open is mostly disk reads).
 const LOAD_PARALLELISM: usize = 4;
 
-/// A volume appeared or disappeared; the heartbeat turns these into deltas.
+/// What a store operation fails with. `error.rs` maps each variant to one
+/// HTTP status and one gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("volume {0} not found")]
+    VolumeNotFound(VolumeId),
+    #[error("volume {0} already exists")]
+    VolumeExists(VolumeId),
+    #[error("no free volume slot")]
+    NoFreeSlot,
+    #[error("volume {0} is read only")]
+    ReadOnly(VolumeId),
+    /// The needle is absent, deleted, expired or has another cookie.
+    #[error("not found")]
+    NeedleNotFound,
+    /// A delete named a needle with another cookie (SeaweedFS answers 400;
+    /// a write with another cookie is a [`VolumeError::CookieMismatch`]).
+    #[error("File Random Cookie does not match.")]
+    DeleteCookieMismatch,
+    #[error("volume {0} is not empty")]
+    NotEmpty(VolumeId),
+    /// Allocation parameters that do not parse.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The volume's operation failed; says which volume and why.
+    #[error("volume {vid}: {source}")]
+    Volume { vid: VolumeId, source: VolumeError },
+    #[error("data dir {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("removing volume files {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("blocking task failed: {0}")]
+    Task(String),
+}
+
+impl StoreError {
+    fn volume(vid: VolumeId) -> impl FnOnce(VolumeError) -> StoreError {
+        move |source| StoreError::Volume { vid, source }
+    }
+
+    /// The needle's bytes fail their checksum or do not parse: another
+    /// replica may still hold a good copy.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Volume {
+                source: VolumeError::Corrupt { .. } | VolumeError::Format(_),
+                ..
+            }
+        )
+    }
+}
+
+/// A volume appeared or disappeared, or one changed state; the heartbeat
+/// turns these into deltas (and a state change into a full beat at once).
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreEvent {
     Added(VolumeShortInformationMessage),
     Deleted(VolumeShortInformationMessage),
+    /// A volume became read-only (or writable again): the master must hear
+    /// it now, not at the next pulse, so it stops assigning the volume.
+    StateChanged(VolumeId),
 }
 
 struct Slot {
@@ -79,14 +140,16 @@ impl Store {
         max_volumes: u32,
         durable: bool,
         offset_width: OffsetWidth,
-    ) -> anyhow::Result<(Arc<Store>, mpsc::UnboundedReceiver<StoreEvent>)> {
+    ) -> Result<(Arc<Store>, mpsc::UnboundedReceiver<StoreEvent>), StoreError> {
         let started = Instant::now();
         let mut found = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", dir.display()))?;
-            let list = kelp_needle::scan_dir(dir)
-                .map_err(|e| anyhow::anyhow!("scanning {}: {e}", dir.display()))?;
+            let dir_error = |source| StoreError::Dir {
+                dir: dir.clone(),
+                source,
+            };
+            std::fs::create_dir_all(dir).map_err(dir_error)?;
+            let list = kelp_needle::scan_dir(dir).map_err(dir_error)?;
             found.extend(list.into_iter().map(|(c, v)| (i, dir.clone(), c, v)));
         }
         let sync_mode = sync_mode(durable);
@@ -162,12 +225,12 @@ impl Store {
         self.max_volumes
     }
 
-    pub fn volume(&self, vid: VolumeId) -> Result<Arc<Volume>, ApiError> {
+    pub fn volume(&self, vid: VolumeId) -> Result<Arc<Volume>, StoreError> {
         self.volumes
             .read()
             .get(&vid)
             .map(|s| s.volume.clone())
-            .ok_or(ApiError::VolumeNotFound(vid))
+            .ok_or(StoreError::VolumeNotFound(vid))
     }
 
     pub fn all_volumes(&self) -> Vec<Arc<Volume>> {
@@ -245,21 +308,43 @@ impl Store {
 
     /// Marks `vid` diverged: its replicas may differ.
     pub fn mark_diverged(&self, vid: VolumeId) -> bool {
-        self.diverged.lock().insert(vid)
+        let new = self.diverged.lock().insert(vid);
+        if new {
+            self.state_changed(vid);
+        }
+        new
     }
 
     /// Clears the mark once every replica was found equal.
     pub fn clear_diverged(&self, vid: VolumeId) -> bool {
-        self.diverged.lock().remove(&vid)
+        let cleared = self.diverged.lock().remove(&vid);
+        if cleared {
+            self.state_changed(vid);
+        }
+        cleared
+    }
+
+    /// Tells the heartbeat that `vid`'s writability changed.
+    fn state_changed(&self, vid: VolumeId) {
+        let _ = self.events.send(StoreEvent::StateChanged(vid));
+    }
+
+    /// Maps a failed write or delete; a failed fdatasync has just made the
+    /// volume read-only, which the master hears at once.
+    fn write_failed(&self, vid: VolumeId, e: VolumeError) -> StoreError {
+        if matches!(e, VolumeError::SyncFailed(_)) {
+            self.state_changed(vid);
+        }
+        StoreError::Volume { vid, source: e }
     }
 
     pub fn is_diverged(&self, vid: VolumeId) -> bool {
         self.diverged.lock().contains(&vid)
     }
 
-    fn writable(&self, vid: VolumeId) -> Result<Arc<Volume>, ApiError> {
+    fn writable(&self, vid: VolumeId) -> Result<Arc<Volume>, StoreError> {
         if self.is_diverged(vid) {
-            return Err(ApiError::ReadOnly(vid));
+            return Err(StoreError::ReadOnly(vid));
         }
         self.volume(vid)
     }
@@ -270,7 +355,7 @@ impl Store {
         vid: VolumeId,
         key: NeedleId,
         cookie: u32,
-    ) -> Result<Needle, ApiError> {
+    ) -> Result<Needle, StoreError> {
         let vol = self.volume(vid)?;
         // A small needle is one pread, almost always from the page cache:
         // read it on this worker. A hand-off to the blocking pool costs two
@@ -284,12 +369,12 @@ impl Store {
         } else {
             blocking(move || vol.read(key)).await?
         }
-        .map_err(|e| ApiError::from_volume(vid, e))?;
-        if n.cookie != cookie {
-            return Err(ApiError::NotFound);
-        }
-        if n.is_expired(now_secs()) {
-            return Err(ApiError::NotFound);
+        .map_err(|e| match e {
+            VolumeError::NotFound { .. } => StoreError::NeedleNotFound,
+            e => StoreError::Volume { vid, source: e },
+        })?;
+        if n.cookie != cookie || n.is_expired(now_secs()) {
+            return Err(StoreError::NeedleNotFound);
         }
         Ok(n)
     }
@@ -301,7 +386,7 @@ impl Store {
         vid: VolumeId,
         mut needle: Needle,
         force_sync: bool,
-    ) -> Result<WriteResult, ApiError> {
+    ) -> Result<WriteResult, StoreError> {
         let vol = self.writable(vid)?;
         let durable = self.durable;
         blocking(move || -> Result<WriteResult, VolumeError> {
@@ -313,7 +398,7 @@ impl Store {
             })
         })
         .await?
-        .map_err(|e| ApiError::from_volume(vid, e))
+        .map_err(|e| self.write_failed(vid, e))
     }
 
     /// Deletes a needle (durably on a durable server). Returns the deleted
@@ -324,7 +409,7 @@ impl Store {
         key: NeedleId,
         cookie: u32,
         force_sync: bool,
-    ) -> Result<u32, ApiError> {
+    ) -> Result<u32, StoreError> {
         let vol = self.writable(vid)?;
         let durable = self.durable;
         blocking(move || -> Result<u32, VolumeError> {
@@ -334,13 +419,14 @@ impl Store {
         })
         .await?
         .map_err(|e| match e {
-            VolumeError::CookieMismatch { .. } => ApiError::DeleteCookieMismatch,
-            e => ApiError::from_volume(vid, e),
+            VolumeError::CookieMismatch { .. } => StoreError::DeleteCookieMismatch,
+            VolumeError::NotFound { .. } => StoreError::NeedleNotFound,
+            e => self.write_failed(vid, e),
         })
     }
 
     /// Creates a volume in the directory with the most free slots.
-    pub async fn allocate(&self, req: AllocateRequest) -> Result<(), ApiError> {
+    pub async fn allocate(&self, req: AllocateRequest) -> Result<(), StoreError> {
         let (vol, dir) = self.create_volume(&req).await?;
         self.attach(vol, dir);
         Ok(())
@@ -349,23 +435,20 @@ impl Store {
     /// Creates a volume's files without serving it yet: it is invisible to
     /// requests and heartbeats (and to a second create) until `attach`, or
     /// until `discard` removes it. Used to fill a new replica first.
-    pub async fn create_volume(&self, req: &AllocateRequest) -> Result<(Volume, usize), ApiError> {
-        let replica_placement: ReplicaPlacement = req
-            .replication
-            .parse()
-            .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
-        let ttl: Ttl = req
-            .ttl
-            .parse()
-            .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
+    pub async fn create_volume(
+        &self,
+        req: &AllocateRequest,
+    ) -> Result<(Volume, usize), StoreError> {
+        let invalid = |e: &dyn std::fmt::Display| StoreError::InvalidRequest(e.to_string());
+        let replica_placement: ReplicaPlacement =
+            req.replication.parse().map_err(|e| invalid(&e))?;
+        let ttl: Ttl = req.ttl.parse().map_err(|e| invalid(&e))?;
         let version = match req.version {
             0 => kelp_needle::needle::CURRENT_VERSION,
-            v => {
-                u8::try_from(v).map_err(|_| ApiError::BadRequest(format!("needle version {v}")))?
-            }
+            v => u8::try_from(v).map_err(|_| invalid(&format!("needle version {v}")))?,
         };
         if req.collection.contains(['/', '\\']) || req.collection.starts_with('.') {
-            return Err(ApiError::BadRequest(format!(
+            return Err(StoreError::InvalidRequest(format!(
                 "invalid collection name {:?}",
                 req.collection
             )));
@@ -375,12 +458,12 @@ impl Store {
             let vols = self.volumes.read();
             let pending = self.pending.lock();
             if vols.contains_key(&req.id) || pending.contains(&req.id) {
-                return Err(ApiError::VolumeExists(req.id));
+                return Err(StoreError::VolumeExists(req.id));
             }
             if (vols.len() + pending.len()) as u64 >= self.max_volumes as u64 {
-                return Err(ApiError::NoFreeSlot);
+                return Err(StoreError::NoFreeSlot);
             }
-            self.pick_dir(&vols).ok_or(ApiError::NoFreeSlot)?
+            self.pick_dir(&vols).ok_or(StoreError::NoFreeSlot)?
         };
         let opts = VolumeOptions {
             replica_placement,
@@ -393,7 +476,10 @@ impl Store {
         let (vid, collection) = (req.id, req.collection.clone());
         let vol = blocking(move || Volume::create(&path, &collection, vid, opts))
             .await?
-            .map_err(|e| ApiError::from_volume(vid, e))?;
+            .map_err(|e| match e {
+                VolumeError::Exists(_) => StoreError::VolumeExists(vid),
+                e => StoreError::Volume { vid, source: e },
+            })?;
         self.pending.lock().insert(vid);
         Ok((vol, dir))
     }
@@ -426,17 +512,17 @@ impl Store {
 
     /// Removes a volume and its files. `only_empty` refuses volumes that
     /// still hold live needles.
-    pub async fn delete_volume(&self, vid: VolumeId, only_empty: bool) -> Result<(), ApiError> {
+    pub async fn delete_volume(&self, vid: VolumeId, only_empty: bool) -> Result<(), StoreError> {
         let _guard = self.lifecycle.lock().await;
         let slot = {
             let mut vols = self.volumes.write();
             let Some(slot) = vols.get(&vid) else {
-                return Err(ApiError::VolumeNotFound(vid));
+                return Err(StoreError::VolumeNotFound(vid));
             };
             if only_empty && slot.volume.info().live_count > 0 {
-                return Err(ApiError::BadRequest(format!("volume {vid} is not empty")));
+                return Err(StoreError::NotEmpty(vid));
             }
-            vols.remove(&vid).ok_or(ApiError::VolumeNotFound(vid))?
+            vols.remove(&vid).ok_or(StoreError::VolumeNotFound(vid))?
         };
         let short = short_info(&slot.volume.info());
         let _ = self.events.send(StoreEvent::Deleted(short));
@@ -444,7 +530,7 @@ impl Store {
         match vol {
             Ok(vol) => blocking(move || vol.destroy())
                 .await?
-                .map_err(|e| ApiError::from_volume(vid, e))?,
+                .map_err(StoreError::volume(vid))?,
             Err(shared) => {
                 // Still referenced by a request that will not finish soon;
                 // remove the files anyway (open descriptors stay valid).
@@ -457,7 +543,7 @@ impl Store {
     }
 
     /// Deletes every volume of `collection`.
-    pub async fn delete_collection(&self, collection: &str) -> Result<(), ApiError> {
+    pub async fn delete_collection(&self, collection: &str) -> Result<(), StoreError> {
         let ids: Vec<VolumeId> = self
             .volumes
             .read()
@@ -467,7 +553,7 @@ impl Store {
             .collect();
         for id in ids {
             match self.delete_volume(id, false).await {
-                Ok(()) | Err(ApiError::VolumeNotFound(_)) => {}
+                Ok(()) | Err(StoreError::VolumeNotFound(_)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -479,11 +565,13 @@ impl Store {
         vid: VolumeId,
         read_only: bool,
         persist: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let vol = self.volume(vid)?;
         blocking(move || vol.set_read_only(read_only, persist))
             .await?
-            .map_err(|e| ApiError::from_volume(vid, e))
+            .map_err(StoreError::volume(vid))?;
+        self.state_changed(vid);
+        Ok(())
     }
 
     /// Writes checkpoints for volumes whose `.idx` grew enough.
@@ -586,10 +674,11 @@ async fn wait_exclusive(mut vol: Arc<Volume>) -> Result<Volume, Arc<Volume>> {
     Err(vol)
 }
 
-fn remove_volume_files(base: &Path) -> Result<(), ApiError> {
+fn remove_volume_files(base: &Path) -> Result<(), StoreError> {
     for ext in ["dat", "idx", "vif", "knm", "kwm", "cpd", "cpx", "cpc"] {
-        let p = kelp_needle::dir::with_ext(base, ext);
-        kelp_needle::fsutil::remove_if_exists(&p).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let path = kelp_needle::dir::with_ext(base, ext);
+        kelp_needle::fsutil::remove_if_exists(&path)
+            .map_err(|source| StoreError::Remove { path, source })?;
     }
     Ok(())
 }
@@ -598,14 +687,14 @@ fn remove_volume_files(base: &Path) -> Result<(), ApiError> {
 /// Needles up to this size are read on the async worker (see `read`).
 const INLINE_READ_BYTES: u64 = 64 * 1024;
 
-pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+pub async fn blocking<T, F>(f: F) -> Result<T, StoreError>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))
+        .map_err(|e| StoreError::Task(e.to_string()))
 }
 
 pub fn now_secs() -> u64 {

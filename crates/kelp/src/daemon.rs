@@ -307,7 +307,7 @@ async fn volume(args: VolumeArgs) -> anyhow::Result<()> {
         args.common.ready_file.as_deref(),
         serde_json::json!({"volume_port": ports.0, "volume_grpc_port": ports.1}),
     )?;
-    kelp_volume::run(listeners.http, listeners.grpc, cfg, wait_for(stop)).await
+    Ok(kelp_volume::run(listeners.http, listeners.grpc, cfg, wait_for(stop)).await?)
 }
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {

@@ -27,7 +27,8 @@ use super::read::{
     ReadContext, add_pairs, content_disposition, content_type_for, etag, inflate, not_modified, set,
 };
 use crate::error::ApiError;
-use crate::store::blocking;
+use crate::replicate::{Origin, ReplicationError};
+use crate::store::{StoreError, blocking};
 
 /// Chunks deleted concurrently.
 const DELETE_PARALLELISM: usize = 8;
@@ -348,13 +349,24 @@ pub async fn delete_chunks(st: &HttpState, m: &Manifest) -> Result<(), ApiError>
 
 async fn delete_chunk(st: &HttpState, c: &Chunk) -> Result<(), String> {
     let fid = c.fid;
+    let token = st.security.signing.mint(&c.fid_text);
     if st.store.volume(fid.volume_id).is_ok() {
-        return match st
-            .store
-            .delete(fid.volume_id, fid.key, fid.cookie, false)
-            .await
-        {
-            Ok(_) | Err(ApiError::NotFound) => Ok(()),
+        // Held here: delete it on every replica, as a client's DELETE would.
+        let path = format!("/{}", c.fid_text);
+        let origin = Origin {
+            path: &path,
+            token: token.as_deref(),
+        };
+        let deleted = match st.replicator.targets(fid.volume_id).await {
+            Ok(to) => {
+                st.replicator
+                    .delete(fid.volume_id, fid.key, fid.cookie, false, &to, &origin)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        return match deleted {
+            Ok(_) | Err(ReplicationError::Store(StoreError::NeedleNotFound)) => Ok(()),
             Err(e) => Err(format!("{}: {e}", c.fid_text)),
         };
     }
@@ -363,7 +375,6 @@ async fn delete_chunk(st: &HttpState, c: &Chunk) -> Result<(), String> {
         .locate(fid.volume_id)
         .await
         .map_err(|e| format!("{}: {e}", c.fid_text))?;
-    let token = st.security.signing.mint(&c.fid_text);
     let mut errors = Vec::new();
     for loc in &locations {
         match delete_remote(st, loc, &c.fid_text, token.as_deref()).await {

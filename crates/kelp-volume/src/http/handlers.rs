@@ -16,7 +16,7 @@ use super::upload::{UploadParams, finish_upload, parse_upload};
 use super::{HttpState, query_pairs};
 use super::{chunked, guard, proxy};
 use crate::error::ApiError;
-use crate::replicate::{self, Change, Outcome};
+use crate::replicate::{Origin, Targets};
 use crate::store::{blocking, now_secs};
 
 /// Inflating or hashing more than this runs on a blocking thread.
@@ -72,12 +72,12 @@ async fn read(
         return proxy::remote_read(st, fid.volume_id, method, uri, headers, query).await;
     }
     let n = match st.store.read(fid.volume_id, fid.key, fid.cookie).await {
-        Err(ApiError::Corrupt(why)) => {
-            tracing::error!(fid = %fid, error = %why, "needle failed its checksum; reading another replica");
+        Err(e) if e.is_corrupt() => {
+            tracing::error!(fid = %fid, error = %e, "needle failed its checksum; reading another replica");
             metrics::counter!(crate::metrics::CORRUPT_READS).increment(1);
             return match proxy::replica_read(st, fid.volume_id, method, uri, headers, query).await {
                 Some(resp) => Ok(resp),
-                None => Err(ApiError::Corrupt(why)),
+                None => Err(e.into()),
             };
         }
         other => other?,
@@ -151,10 +151,10 @@ async fn upload(
     // Refuse before reading a body we cannot store.
     st.store.volume(fid.volume_id)?;
     let params = UploadParams::from_query(query)?;
-    let replicas = if params.replicate {
-        None
+    let targets = if params.replicate {
+        Targets::default()
     } else {
-        replicate::other_replicas(st, fid.volume_id).await?
+        st.replicator.targets(fid.volume_id).await?
     };
     let mut up = parse_upload(method, headers, uri.path(), body, st.file_size_limit).await?;
     if up.gzipped || (up.content_md5.is_some() && up.data.len() > INLINE_CPU_BYTES) {
@@ -176,25 +176,15 @@ async fn upload(
         chunk_manifest: params.chunk_manifest,
         ..Needle::default()
     };
-    let res = match replicas {
-        None => st.store.write(fid.volume_id, needle, params.fsync).await?,
-        Some(to) => {
-            let copy = needle.clone();
-            let token = guard::token(query, headers);
-            let (local, remote) = tokio::join!(
-                st.store.write(fid.volume_id, needle, params.fsync),
-                replicate::send(
-                    st,
-                    fid.volume_id,
-                    uri.path(),
-                    Change::Write(&copy),
-                    &to,
-                    token.as_deref()
-                )
-            );
-            settle(st, fid.volume_id, local, remote)?
-        }
+    let token = guard::token(query, headers);
+    let origin = Origin {
+        path: uri.path(),
+        token: token.as_deref(),
     };
+    let res = st
+        .replicator
+        .write(fid.volume_id, needle, params.fsync, &targets, &origin)
+        .await?;
     if res.unchanged {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -227,10 +217,10 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let fid = path.fid;
     let params = UploadParams::from_query(query)?;
-    let replicas = if params.replicate {
-        None
+    let targets = if params.replicate {
+        Targets::default()
     } else {
-        replicate::other_replicas(st, fid.volume_id).await?
+        st.replicator.targets(fid.volume_id).await?
     };
     // A chunk manifest takes its chunks with it; they go first, so a
     // failure leaves the manifest to retry the delete with.
@@ -245,32 +235,23 @@ async fn delete(
             }
         }
     }
-    let local = st
-        .store
-        .delete(fid.volume_id, fid.key, fid.cookie, params.fsync);
-    let result = match replicas {
-        None => local.await,
-        Some(to) => {
-            let token = guard::token(query, headers);
-            let (local, remote) = tokio::join!(
-                local,
-                replicate::send(
-                    st,
-                    fid.volume_id,
-                    uri_path,
-                    Change::Delete,
-                    &to,
-                    token.as_deref()
-                )
-            );
-            // Absent here but present on a replica is still a change to make.
-            let local = match local {
-                Err(ApiError::NotFound) if remote.succeeded > 0 => Ok(0),
-                other => other,
-            };
-            settle(st, fid.volume_id, local, remote)
-        }
+    let token = guard::token(query, headers);
+    let origin = Origin {
+        path: uri_path,
+        token: token.as_deref(),
     };
+    let result = st
+        .replicator
+        .delete(
+            fid.volume_id,
+            fid.key,
+            fid.cookie,
+            params.fsync,
+            &targets,
+            &origin,
+        )
+        .await
+        .map_err(ApiError::from);
     match result {
         Ok(size) => Ok(json_response(
             StatusCode::ACCEPTED,
@@ -280,29 +261,6 @@ async fn delete(
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "size": 0 }),
         )),
-        Err(e) => Err(e),
-    }
-}
-
-/// Combines the local result of a replicated change with the fan-out's:
-/// success only if every copy succeeded. When some copies took the change
-/// and others did not, the volume is marked diverged (read-only).
-fn settle<T>(
-    st: &HttpState,
-    vid: kelp_core::VolumeId,
-    local: Result<T, ApiError>,
-    remote: Outcome,
-) -> Result<T, ApiError> {
-    if remote.failures.is_empty() {
-        return local;
-    }
-    metrics::counter!(crate::metrics::REPLICATION_FAILURES).increment(1);
-    let why = remote.failures.join("; ");
-    if local.is_ok() || remote.succeeded > 0 {
-        replicate::mark_diverged(st, vid, &why);
-    }
-    match local {
-        Ok(_) => Err(ApiError::Upstream(format!("replication failed: {why}"))),
         Err(e) => Err(e),
     }
 }

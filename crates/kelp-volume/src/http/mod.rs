@@ -47,6 +47,8 @@ impl Health {
 #[derive(Clone)]
 pub struct HttpState {
     pub store: Arc<Store>,
+    /// The replicated write and delete (local copy plus the others).
+    pub replicator: crate::replicate::Replicator,
     pub health: Arc<Health>,
     pub file_size_limit: u64,
     /// Where other volumes live, and the client to reach them.

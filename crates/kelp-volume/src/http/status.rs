@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::HttpState;
+use crate::error::ApiError;
 use crate::store::blocking;
 
 #[derive(Serialize)]
@@ -103,7 +104,7 @@ pub async fn status(State(st): State<HttpState>) -> Response {
     .await;
     match body {
         Ok(b) => json_response(StatusCode::OK, &b),
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

@@ -19,7 +19,7 @@ pub struct Server {
     /// The server's security settings; the test's gRPC client uses them as a peer would.
     pub security: std::sync::Arc<kelp_core::SecurityConfig>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    task: Option<JoinHandle<Result<(), kelp_volume::ServerError>>>,
 }
 
 impl Server {

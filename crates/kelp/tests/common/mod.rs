@@ -4,6 +4,7 @@
 
 pub mod cluster;
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,6 +68,12 @@ impl Kelp {
         Self::spawn(args, log_dir, None, Some(netns))
     }
 
+    /// Like [`Kelp::start`], with extra environment variables (an
+    /// `LD_PRELOAD` fault shim, say).
+    pub fn start_with_env(args: &[&str], log_dir: &Path, env: &[(&str, &OsStr)]) -> Kelp {
+        Self::try_spawn_env(args, log_dir, None, None, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn spawn(args: &[&str], log_dir: &Path, cwd: Option<&Path>, netns: Option<&str>) -> Kelp {
         Self::try_spawn(args, log_dir, cwd, netns).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -76,6 +83,16 @@ impl Kelp {
         log_dir: &Path,
         cwd: Option<&Path>,
         netns: Option<&str>,
+    ) -> Result<Kelp, String> {
+        Self::try_spawn_env(args, log_dir, cwd, netns, &[])
+    }
+
+    fn try_spawn_env(
+        args: &[&str],
+        log_dir: &Path,
+        cwd: Option<&Path>,
+        netns: Option<&str>,
+        env: &[(&str, &OsStr)],
     ) -> Result<Kelp, String> {
         std::fs::create_dir_all(log_dir).unwrap();
         let n = std::time::SystemTime::now()
@@ -100,6 +117,7 @@ impl Kelp {
             .args(args)
             .arg(format!("--ready-file={}", ready.display()))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
