@@ -63,17 +63,7 @@ impl Ds {
 }
 
 async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    kelp_testkit::until_async(what, Duration::from_secs(20), || std::future::ready(f())).await
 }
 
 struct Cluster {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::Stream;
 use kelp_master::MasterConfig;
@@ -320,11 +320,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kelp_testkit::until_async(what, DEADLINE, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await
 }
 
 fn fid_parts(fid: &str) -> kelp_core::FileId {

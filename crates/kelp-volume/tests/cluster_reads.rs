@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Server, client};
 use kelp_core::FileId;
@@ -66,22 +66,16 @@ impl Cluster {
     async fn allocate(&self, srv: &Server, vid: u32) {
         srv.allocate(vid, "").await;
         let c = client();
-        let start = Instant::now();
-        loop {
-            let r = c
-                .get(format!("{}/dir/lookup?volumeId={vid}", self.master_http))
-                .send()
-                .await
-                .unwrap();
-            if r.status() == StatusCode::OK {
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "master never learnt volume {vid}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let url = format!("{}/dir/lookup?volumeId={vid}", self.master_http);
+        kelp_testkit::until_async(
+            &format!("the master to learn volume {vid}"),
+            DEADLINE,
+            || {
+                let req = c.get(&url).send();
+                async move { req.await.ok().filter(|r| r.status() == StatusCode::OK) }
+            },
+        )
+        .await;
     }
 
     async fn stop(mut self) {

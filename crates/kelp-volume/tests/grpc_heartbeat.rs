@@ -123,15 +123,12 @@ async fn heartbeat_full_then_delta() {
 
     // Healthy once the stream is up.
     let c = client();
-    let mut healthy = false;
-    for _ in 0..100 {
-        if c.get(srv.url("/healthz")).send().await.unwrap().status() == StatusCode::OK {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(healthy);
+    let healthz = srv.url("/healthz");
+    kelp_testkit::until_async("/healthz to answer 200", kelp_testkit::DEADLINE, || {
+        let req = c.get(&healthz).send();
+        async move { req.await.ok().filter(|r| r.status() == StatusCode::OK) }
+    })
+    .await;
 
     srv.grpc_client()
         .await

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Kelp, require_tool, wait_until, which};
+use common::{DEADLINE, Kelp, StartKelp, require_tool, wait_until, which};
 
 fn kelp_cmd(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kelp"))

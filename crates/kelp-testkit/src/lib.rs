@@ -1,0 +1,16 @@
+//! What Kelp's integration tests share, so each harness does not grow its
+//! own: real processes started with a ready file on port 0 ([`daemon`]),
+//! polling with a deadline instead of fixed sleeps ([`wait`]), checks for
+//! external tools that skip loudly and fail under CI ([`tools`]), free
+//! ports ([`ports`]) and reproducible test data ([`data`]).
+
+pub mod daemon;
+pub mod data;
+pub mod ports;
+pub mod tools;
+pub mod wait;
+
+pub use daemon::{Daemon, Proc, Spawn};
+pub use data::blob;
+pub use tools::{is_root, require_tool, skip, which};
+pub use wait::{DEADLINE, until, until_async};
