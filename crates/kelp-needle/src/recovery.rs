@@ -27,9 +27,9 @@
 //! point cuts that needle and everything after it; the watermark moves at
 //! least every second under load, which bounds that window.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+
+use kelp_storage::File;
 
 use crate::idx::{IdxEntry, OffsetWidth};
 use crate::needle::{self, Needle, VERSION3};
@@ -43,7 +43,7 @@ pub(crate) struct Layout {
 }
 
 pub(crate) fn file_len(f: &File) -> io::Result<u64> {
-    Ok(f.metadata()?.len())
+    f.len()
 }
 
 /// The `.idx` entry bytes ending at `idx_len` (empty for 0).

@@ -36,11 +36,13 @@ mod file;
 mod helpers;
 mod memory;
 mod real;
+mod seeds;
 
 pub use fault::{Fault, FaultKind, FaultOp};
 pub use file::{File, FileOps};
 pub use memory::Memory;
 pub use real::Real;
+pub use seeds::for_each_seed;
 
 /// Linux errno values the fault backend returns.
 pub const EIO: i32 = 5;
