@@ -681,9 +681,30 @@ impl Volume {
             }
             Err(e) => {
                 tracing::warn!(volume = self.id, error = %e, "compaction commit failed; old files kept");
-                self.remove_output();
+                self.abandon_commit();
                 Err(e)
             }
+        }
+    }
+
+    /// Undoes a commit that failed before its point of no return. `.cpc`
+    /// goes first, durably: `.cpc` without `.cpd` means "the renames
+    /// happened" to `reconcile`, so removing the output under a `.cpc`
+    /// would make the next open rename a lone `.cpx` over the live `.idx`.
+    /// If `.cpc` cannot be removed, the next open may still roll the
+    /// commit forward, so nothing more may be written to the old files.
+    fn abandon_commit(&self) {
+        let cpc = with_ext(&self.base, "cpc");
+        match self
+            .storage
+            .remove_if_exists(&cpc)
+            .and_then(|()| self.storage.sync_parent(&cpc))
+        {
+            Ok(()) => self.remove_output(),
+            Err(e) => self.poison(format!(
+                "cannot remove {} after a failed compaction commit ({e})",
+                cpc.display()
+            )),
         }
     }
 

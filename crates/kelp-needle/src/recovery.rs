@@ -88,7 +88,9 @@ pub(crate) fn verify_entry(
     if id != e.key || hsize != size {
         return Ok(None);
     }
-    Ok(Needle::decode(&buf, l.version).ok().map(|_| off + total))
+    Ok(Needle::decode_exact(&buf, l.version)
+        .ok()
+        .map(|_| off + total))
 }
 
 /// Steps 1 and 2: returns the `.idx` length to keep (and cuts the file).
@@ -257,7 +259,7 @@ pub(crate) fn rebuild_idx(dat: &File, idx: &File, l: &Layout) -> io::Result<u64>
         }
         let mut buf = vec![0u8; total as usize];
         dat.read_exact_at(&mut buf, pos)?;
-        if Needle::decode(&buf, l.version).is_err() {
+        if Needle::decode_exact(&buf, l.version).is_err() {
             break;
         }
         let size = if size == 0 {

@@ -1,7 +1,11 @@
 //! Seeded crash points on the in-memory page-cache model: a volume takes
-//! a random mix of writes, deletes, group-commit syncs and checkpoints; the
-//! power is cut (`Memory::crash`) at a random point; the volume is reopened
-//! through the normal recovery path. Every acknowledged write or delete
+//! a random mix of writes, deletes, group-commit syncs, checkpoints and
+//! compactions; the power is cut (`Memory::crash`) at a random point; the
+//! volume is reopened through the normal recovery path. In half the cases
+//! the process also "dies" inside an operation first: an injected EIO on a
+//! random write, fdatasync or rename stops everything there, so the crash
+//! lands in the middle of an append, a sync, a checkpoint, a compaction
+//! commit or the recovery at open. Every acknowledged write or delete
 //! (its `sync_through` returned) must read back exactly; a key changed
 //! after its last acknowledgement reads as one of the values it had since
 //! (or not found, if one of them was a delete); no read ever returns wrong
@@ -14,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kelp_needle::{Needle, OpenOptions, Volume, VolumeError, VolumeOptions};
-use kelp_storage::{Memory, for_each_seed};
+use kelp_storage::{Fault, FaultKind, FaultOp, Memory, Storage, for_each_seed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -76,37 +80,59 @@ fn data(rng: &mut StdRng) -> Vec<u8> {
     (0..len).map(|i| b.wrapping_add(i as u8)).collect()
 }
 
-/// Random operations, stopping at a random point; returns the open volume.
-fn run_ops(v: &Volume, rng: &mut StdRng, model: &mut Model) {
+/// Random operations, stopping at a random point or at the first error
+/// (an injected fault: the process dies there).
+fn run_ops(v: &Volume, rng: &mut StdRng, model: &mut Model) -> Result<(), VolumeError> {
     let ops = rng.random_range(1..14);
     for _ in 0..ops {
-        match rng.random_range(0..10) {
-            0..5 => {
+        match rng.random_range(0..20) {
+            0..10 => {
                 let key = rng.random_range(1..=KEYS);
                 let d = data(rng);
-                let out = v.write(&mut needle(key, d.clone())).expect("write");
+                let out = v.write(&mut needle(key, d.clone()))?;
                 model.record(key, out.seq, Some(d));
             }
-            5 => {
+            10..12 => {
                 let key = rng.random_range(1..=KEYS);
                 match v.delete(key, key as u32) {
                     Ok(out) => model.record(key, out.seq, None),
                     Err(VolumeError::NotFound { .. }) => {}
-                    Err(e) => panic!("delete: {e}"),
+                    Err(e) => return Err(e),
                 }
             }
-            6..9 => {
+            12..17 => {
                 let seq = v.sync_stats().written_seq;
-                v.sync_through(seq).expect("sync");
+                v.sync_through(seq)?;
+                model.ack(seq);
+            }
+            17..19 => {
+                let seq = v.sync_stats().written_seq;
+                v.checkpoint()?;
                 model.ack(seq);
             }
             _ => {
-                let seq = v.sync_stats().written_seq;
-                v.checkpoint().expect("checkpoint");
-                model.ack(seq);
+                v.compact(None)?;
+                if rng.random_bool(0.8) {
+                    // A commit leaves everything written so far synced.
+                    let seq = v.sync_stats().written_seq;
+                    v.commit_compaction()?;
+                    model.ack(seq);
+                }
             }
         }
     }
+    Ok(())
+}
+
+/// A backend over `mem` that, in half the cases, fails one random write,
+/// fdatasync or rename with EIO.
+fn faulty(mem: &Memory, rng: &mut StdRng) -> Storage {
+    let fault = Fault::new(mem.storage());
+    if rng.random_bool(0.5) {
+        let op = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename][rng.random_range(0..3)];
+        fault.fail(op, rng.random_range(0..40), FaultKind::Eio);
+    }
+    fault.storage()
 }
 
 fn verify(v: &Volume, model: &mut Model, seed: u64) {
@@ -138,18 +164,19 @@ fn crash_case(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mem = Memory::new();
     let dir = Path::new("/vols");
-    let v = Volume::create_in(mem.storage(), dir, "", 1, VolumeOptions::default()).expect("create");
+    Volume::create_in(mem.storage(), dir, "", 1, VolumeOptions::default()).expect("create");
     let mut model = Model::default();
-    let mut v = Some(v);
     for round in 0..2u64 {
-        let vol = v.take().expect("open volume");
-        run_ops(&vol, &mut rng, &mut model);
-        drop(vol);
+        // Opening may hit the injected fault too: recovery is crashed then.
+        if let Ok(v) = Volume::open_in(faulty(&mem, &mut rng), dir, "", 1, &OpenOptions::default())
+        {
+            // An error is the injected fault: the process dies there.
+            let _ = run_ops(&v, &mut rng, &mut model);
+        }
         mem.crash(seed.wrapping_mul(31).wrapping_add(round));
-        let vol = Volume::open_in(mem.storage(), dir, "", 1, &OpenOptions::default())
+        let v = Volume::open_in(mem.storage(), dir, "", 1, &OpenOptions::default())
             .unwrap_or_else(|e| panic!("seed {seed}: reopen after crash {round}: {e}"));
-        verify(&vol, &mut model, seed);
-        v = Some(vol);
+        verify(&v, &mut model, seed);
     }
 }
 
