@@ -225,7 +225,13 @@ def main():
     ap.add_argument("--size-mib", type=int, default=512, help="block volume size")
     ap.add_argument("--no-blob", action="store_true")
     ap.add_argument("--no-block", action="store_true")
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help="which of old,off,on to run (old,off compares two releases "
+                         "with security off, as after a refactoring)")
     args = ap.parse_args()
+    configs = [c for c in args.configs.split(",") if c]
+    if not configs or any(c not in CONFIGS for c in configs):
+        sys.exit(f"--configs takes a comma-separated subset of {','.join(CONFIGS)}")
     for tool in ["openssl", "fio", "nbdinfo"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is required (apt-get install openssl fio libnbd-bin)")
@@ -233,10 +239,10 @@ def main():
     with tempfile.TemporaryDirectory(prefix="sec-pki-") as pki:
         pki = make_pki(Path(pki))
         blob = {c: {"writes/s": [], "reads/s": [], "write p99 ms": [], "read p99 ms": []}
-                for c in CONFIGS}
-        block = {c: {} for c in CONFIGS}
+                for c in configs}
+        block = {c: {} for c in configs}
         for r in range(args.rounds):
-            order = CONFIGS if r % 2 == 0 else list(reversed(CONFIGS))
+            order = configs if r % 2 == 0 else list(reversed(configs))
             for config in order:
                 if not args.no_blob:
                     rep = blob_round(config, binaries[config], args.kelp, args, pki)
@@ -253,6 +259,8 @@ def main():
                         block[config].setdefault(label + " p99 ms", []).append(v[1])
     for (a, b, title) in [("off", "old", "security off vs the previous release"),
                           ("on", "off", "everything on vs off")]:
+        if a not in configs or b not in configs:
+            continue
         print(f"\n### {title} ({args.rounds} alternating rounds)\n")
         print(f"| metric | {a} (median) | {b} (median) | {a}/{b} (median, min–max) |")
         print("|---|---|---|---|")

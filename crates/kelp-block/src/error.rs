@@ -13,6 +13,16 @@ pub enum BlockError {
         #[source]
         source: io::Error,
     },
+    /// The disk is full (ENOSPC/EDQUOT). The guest gets NBD's ENOSPC.
+    #[error("no space left on device: {0}")]
+    NoSpace(String),
+    /// A write or fdatasync of the region failed earlier; after a failed
+    /// writeback nothing unsynced can be trusted, so the region refuses
+    /// writes and flushes until the downstairs reopens it.
+    #[error(
+        "an earlier write or fdatasync failed ({0}); the region refuses writes until it is reopened"
+    )]
+    StorageFailed(String),
     #[error("bad region options: {0}")]
     BadOptions(String),
     #[error("a region already exists in {0}")]
@@ -67,7 +77,11 @@ pub enum BlockError {
 }
 
 impl BlockError {
+    /// An IO error on `what`; a full disk becomes `NoSpace`.
     pub fn io(what: impl Into<String>, source: io::Error) -> Self {
+        if kelp_storage::is_no_space(&source) {
+            return BlockError::NoSpace(format!("{}: {source}", what.into()));
+        }
         BlockError::Io {
             what: what.into(),
             source,

@@ -63,9 +63,9 @@
 //! ```
 //! The file is created sparse at its full size.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use kelp_storage::{File, Open, Storage};
 
 use crate::context::{BlockContext, SLOT_DATA, SLOT_ZERO, SlotCtx, block_crc};
 use crate::error::{BlockError, Result};
@@ -137,6 +137,7 @@ impl FlushHandle {
 }
 
 pub struct Extent {
+    storage: Storage,
     id: u32,
     path: PathBuf,
     file: File,
@@ -223,6 +224,7 @@ impl Extent {
     /// Creates an empty extent file (clean, version 0): sparse, or with
     /// every byte allocated if `preallocate` is set.
     pub fn create(
+        storage: &Storage,
         path: &Path,
         id: u32,
         block_size: u32,
@@ -230,15 +232,10 @@ impl Extent {
         preallocate: bool,
     ) -> Result<Extent> {
         let io = |e| BlockError::io(path.display().to_string(), e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io)?;
+        let file = storage.open(path, Open::CREATE_NEW).map_err(io)?;
         file.set_len(file_len(block_size, n)).map_err(io)?;
         if preallocate {
-            allocate(&file, file_len(block_size, n))
+            file.allocate(file_len(block_size, n))
                 .map_err(|e| BlockError::io(format!("preallocating {}", path.display()), e))?;
         }
         file.write_all_at(
@@ -248,19 +245,23 @@ impl Extent {
         .map_err(io)?;
         file.sync_all().map_err(io)?;
         drop(file);
-        Extent::open(path, id, block_size, n, false)
+        Extent::open(storage, path, id, block_size, n, false)
     }
 
     /// Opens an extent and works out each block's current slot (see the
     /// module comment). A read-only open never writes or syncs.
-    pub fn open(path: &Path, id: u32, block_size: u32, n: u32, read_only: bool) -> Result<Extent> {
+    pub fn open(
+        storage: &Storage,
+        path: &Path,
+        id: u32,
+        block_size: u32,
+        n: u32,
+        read_only: bool,
+    ) -> Result<Extent> {
         let io = |e| BlockError::io(path.display().to_string(), e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let how = if read_only { Open::READ } else { Open::WRITE };
+        let file = storage.open(path, how).map_err(io)?;
+        let len = file.len().map_err(io)?;
         let want = file_len(block_size, n);
         if len < data_offset(n) {
             return Err(BlockError::corrupt(
@@ -295,6 +296,7 @@ impl Extent {
             file.sync_data().map_err(io)?;
         }
         let mut ext = Extent {
+            storage: storage.clone(),
             id,
             path: path.to_path_buf(),
             file,
@@ -315,6 +317,11 @@ impl Extent {
         let mut table = vec![0u8; 2 * n * SlotCtx::LEN];
         self.read_at(&mut table, HEADER_LEN as u64)?;
         let mut buf = vec![0u8; self.block_size as usize];
+        // Slots whose context is whole but whose data does not match it
+        // (a torn write). Their contexts are erased below: once a flush
+        // stamps the extent clean, the next open trusts contexts without
+        // reading data, and must not find these.
+        let mut torn = Vec::new();
         for b in 0..n {
             let mut cands: Vec<(u8, SlotCtx)> = (0..2u8)
                 .filter_map(|s| {
@@ -334,8 +341,14 @@ impl Extent {
                     chosen = Some((s, c));
                     break;
                 }
+                torn.push((s, b as u32));
             }
             self.blocks[b].cur = chosen;
+        }
+        if !self.read_only {
+            for (s, b) in torn {
+                self.write_at(&[0u8; SlotCtx::LEN], self.slot_ctx_off(s, b))?;
+            }
         }
         Ok(())
     }
@@ -771,14 +784,10 @@ impl Extent {
             }
         }
         let tmp = self.path.with_extension("replace");
-        let _ = std::fs::remove_file(&tmp);
+        let st = self.storage.clone();
+        let _ = st.remove_if_exists(&tmp);
         let io = |e| BlockError::io(tmp.display().to_string(), e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io)?;
+        let file = st.open(&tmp, Open::CREATE_NEW).map_err(io)?;
         file.set_len(file_len(self.block_size, self.n))
             .map_err(io)?;
         file.write_all_at(
@@ -808,31 +817,19 @@ impl Extent {
             .map_err(io)?;
         file.sync_all().map_err(io)?;
         drop(file);
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        st.rename(&tmp, &self.path).map_err(io)?;
         if let Some(dir) = self.path.parent() {
-            sync_dir(dir)?;
+            sync_dir(&st, dir)?;
         }
-        *self = Extent::open(&self.path, self.id, self.block_size, self.n, false)?;
+        *self = Extent::open(&st, &self.path, self.id, self.block_size, self.n, false)?;
         Ok(())
     }
 }
 
-/// Allocates every byte of `file` (reading as zeros), so later writes
-/// overwrite allocated blocks instead of filling holes.
-fn allocate(file: &File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = i64::try_from(len).map_err(|_| std::io::Error::other("file too large"))?;
-    // SAFETY: fallocate on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+/// fsyncs `dir`, making creates and renames in it durable.
+pub fn sync_dir(storage: &Storage, dir: &Path) -> Result<()> {
+    storage
+        .sync_dir(dir)
         .map_err(|e| BlockError::io(dir.display().to_string(), e))
 }
 
@@ -868,13 +865,13 @@ mod tests {
     fn write_flush_reopen() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("e");
-        let mut e = Extent::create(&p, 0, 512, 8, false).unwrap();
+        let mut e = Extent::create(&Storage::real(), &p, 0, 512, 8, false).unwrap();
         let data = vec![7u8; 1024];
         e.write(2, &data, &crcs(&data, 512)).unwrap();
         assert!(e.version().dirty);
         e.flush(4, 2).unwrap();
         drop(e);
-        let e = Extent::open(&p, 0, 512, 8, true).unwrap();
+        let e = Extent::open(&Storage::real(), &p, 0, 512, 8, true).unwrap();
         assert_eq!(
             e.version(),
             ExtentVersion {
@@ -895,7 +892,7 @@ mod tests {
     #[test]
     fn bad_crc_refused() {
         let d = tempfile::tempdir().unwrap();
-        let mut e = Extent::create(&d.path().join("e"), 0, 512, 4, true).unwrap();
+        let mut e = Extent::create(&Storage::real(), &d.path().join("e"), 0, 512, 4, true).unwrap();
         let data = vec![7u8; 512];
         assert!(matches!(
             e.write(0, &data, &[1]),

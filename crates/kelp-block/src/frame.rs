@@ -119,12 +119,15 @@ pub enum ErrorCode {
     Other = 11,
     AuthFailed = 12,
     VersionMismatch = 13,
+    /// The downstairs' disk is full (the NBD server answers ENOSPC).
+    NoSpace = 14,
 }
 
 impl From<&BlockError> for ErrorCode {
     fn from(e: &BlockError) -> Self {
         match e {
-            BlockError::Io { .. } => ErrorCode::Io,
+            BlockError::Io { .. } | BlockError::StorageFailed(_) => ErrorCode::Io,
+            BlockError::NoSpace(_) => ErrorCode::NoSpace,
             BlockError::BadOptions(_) | BlockError::Protocol(_) | BlockError::BadLength { .. } => {
                 ErrorCode::Invalid
             }

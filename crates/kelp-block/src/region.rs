@@ -22,10 +22,22 @@
 //! u32 crc32c of bytes 0..16`. It is replaced atomically (write, fsync,
 //! rename, fsync directory) whenever an upstairs activates with a higher
 //! generation, so fencing survives a downstairs restart.
+//!
+//! # IO errors
+//!
+//! A failed write, zeroing or flush (fdatasync) fails the region: after a
+//! failed writeback the kernel may drop the dirty pages and report success
+//! to the next fsync, and a failed write may have torn a slot whose
+//! in-memory state still looks valid. So that operation returns its error
+//! (`NoSpace` for a full disk, the downstairs answers it with
+//! `ErrorCode::NoSpace` and the NBD server the guest with ENOSPC), and
+//! every later write, flush or repair gets `StorageFailed` until the
+//! region is reopened, which re-validates every dirty extent from disk.
+//! Reads go on: each block is checked against its context by the reader.
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use kelp_storage::{File, Open, Storage};
 
 use crate::codec::{Reader, Writer};
 use crate::context::BlockContext;
@@ -149,6 +161,7 @@ impl RegionDef {
 /// One replica's storage. All methods are synchronous; async callers run
 /// them on blocking threads.
 pub struct Region {
+    storage: Storage,
     dir: PathBuf,
     def: RegionDef,
     extents: Vec<Extent>,
@@ -156,6 +169,8 @@ pub struct Region {
     /// A flush begun by `flush_begin` has not yet finished.
     flushing: bool,
     read_only: bool,
+    /// Why the region refuses writes after an IO error (module comment).
+    failed: Option<String>,
     _lock: Option<File>,
 }
 
@@ -163,33 +178,23 @@ fn extent_path(dir: &Path, id: u32) -> PathBuf {
     dir.join("extents").join(format!("{id:08x}.ext"))
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
+fn write_atomic(st: &Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let path = dir.join(name);
-    let io = |e| BlockError::io(path.display().to_string(), e);
-    {
-        let mut f = File::create(&tmp).map_err(io)?;
-        std::io::Write::write_all(&mut f, bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    sync_dir(dir)
+    st.write_atomic(&path, bytes)
+        .map_err(|e| BlockError::io(path.display().to_string(), e))
 }
 
-fn lock_region(dir: &Path) -> Result<File> {
+fn lock_region(st: &Storage, dir: &Path) -> Result<File> {
     let path = dir.join(REGION_FILE);
-    let f = OpenOptions::new()
-        .read(true)
-        .open(&path)
+    let f = st
+        .open(&path, Open::READ)
         .map_err(|e| BlockError::io(path.display().to_string(), e))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(BlockError::io(
+    f.try_lock().map_err(|e| {
+        BlockError::io(
             format!("{} (is another downstairs serving it?)", path.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
+            e,
+        )
+    })?;
     Ok(f)
 }
 
@@ -215,45 +220,71 @@ impl Region {
         extent_count: u32,
         preallocate: bool,
     ) -> Result<Region> {
+        Region::create_in(
+            Storage::real(),
+            dir,
+            block_size,
+            extent_size,
+            extent_count,
+            preallocate,
+        )
+    }
+
+    /// `create_with` on a chosen storage backend.
+    pub fn create_in(
+        st: Storage,
+        dir: &Path,
+        block_size: u32,
+        extent_size: u32,
+        extent_count: u32,
+        preallocate: bool,
+    ) -> Result<Region> {
         let def = RegionDef::new(block_size, extent_size, extent_count)?;
         let io = |e| BlockError::io(dir.display().to_string(), e);
-        std::fs::create_dir_all(dir.join("extents")).map_err(io)?;
-        if dir.join(REGION_FILE).exists() {
+        st.create_dir_all(&dir.join("extents")).map_err(io)?;
+        if st.exists(&dir.join(REGION_FILE)).map_err(io)? {
             return Err(BlockError::RegionExists(dir.display().to_string()));
         }
         for id in 0..extent_count {
             let p = extent_path(dir, id);
-            let _ = std::fs::remove_file(&p);
-            Extent::create(&p, id, block_size, extent_size, preallocate)?;
+            let _ = st.remove_if_exists(&p);
+            Extent::create(&st, &p, id, block_size, extent_size, preallocate)?;
         }
-        sync_dir(&dir.join("extents"))?;
-        write_generation(dir, 0)?;
+        sync_dir(&st, &dir.join("extents"))?;
+        write_generation(&st, dir, 0)?;
         // The region file goes last: its presence means the region is whole.
-        write_atomic(dir, REGION_FILE, &def.encode())?;
-        Region::open(dir, false)
+        write_atomic(&st, dir, REGION_FILE, &def.encode())?;
+        Region::open_in(st, dir, false)
     }
 
     /// Opens a region. A writable open takes an exclusive lock on the region
     /// file; a read-only open (verify) takes none and never writes.
     pub fn open(dir: &Path, read_only: bool) -> Result<Region> {
+        Region::open_in(Storage::real(), dir, read_only)
+    }
+
+    /// `open` on a chosen storage backend.
+    pub fn open_in(st: Storage, dir: &Path, read_only: bool) -> Result<Region> {
         let path = dir.join(REGION_FILE);
-        let bytes =
-            std::fs::read(&path).map_err(|e| BlockError::io(path.display().to_string(), e))?;
+        let bytes = st
+            .read(&path)
+            .map_err(|e| BlockError::io(path.display().to_string(), e))?;
         let def = RegionDef::decode(&bytes)?;
         let lock = if read_only {
             None
         } else {
-            Some(lock_region(dir)?)
+            Some(lock_region(&st, dir)?)
         };
-        let generation = read_generation(dir)?;
+        let generation = read_generation(&st, dir)?;
         let mut extents = Vec::with_capacity(def.extent_count as usize);
         for id in 0..def.extent_count {
             let p = extent_path(dir, id);
             if !read_only {
                 // A repair that crashed before its rename leaves this behind.
-                let _ = std::fs::remove_file(p.with_extension("replace"));
+                let _ = st.remove_if_exists(&p.with_extension("replace"));
             }
             extents.push(Extent::open(
+                &st,
                 &p,
                 id,
                 def.block_size,
@@ -262,12 +293,14 @@ impl Region {
             )?);
         }
         Ok(Region {
+            storage: st,
             dir: dir.to_path_buf(),
             def,
             extents,
             generation,
             flushing: false,
             read_only,
+            failed: None,
             _lock: lock,
         })
     }
@@ -290,13 +323,43 @@ impl Region {
             .max(self.generation)
     }
 
-    /// Records an accepted activation generation durably.
-    pub fn set_generation(&mut self, generation: u64) -> Result<()> {
+    /// Why the region refuses writes after an IO error, if it does (see
+    /// "IO errors"); cleared only by reopening.
+    pub fn io_failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Refuses a modifying operation on a failed region.
+    fn writable(&self) -> Result<()> {
         if self.read_only {
             return Err(BlockError::ReadOnly);
         }
+        match &self.failed {
+            Some(why) => Err(BlockError::StorageFailed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails the region if `r` is an IO error (see "IO errors").
+    fn note<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(e @ (BlockError::Io { .. } | BlockError::NoSpace(_))) = &r {
+            self.fail(e.to_string());
+        }
+        r
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.failed.is_none() {
+            tracing::error!(region = %self.dir.display(), "{why}; refusing writes until the region is reopened");
+            self.failed = Some(why);
+        }
+    }
+
+    /// Records an accepted activation generation durably.
+    pub fn set_generation(&mut self, generation: u64) -> Result<()> {
+        self.writable()?;
         if generation > self.generation {
-            write_generation(&self.dir, generation)?;
+            write_generation(&self.storage, &self.dir, generation)?;
             self.generation = generation;
         }
         Ok(())
@@ -352,6 +415,12 @@ impl Region {
     }
 
     pub fn write(&mut self, start: u64, data: &[u8], crcs: &[u32]) -> Result<()> {
+        self.writable()?;
+        let r = self.write_inner(start, data, crcs);
+        self.note(r)
+    }
+
+    fn write_inner(&mut self, start: u64, data: &[u8], crcs: &[u32]) -> Result<()> {
         let count = crcs.len() as u64;
         self.check(start, count)?;
         let bs = self.def.block_size as usize;
@@ -371,9 +440,11 @@ impl Region {
     }
 
     pub fn write_zeroes(&mut self, start: u64, count: u64) -> Result<()> {
+        self.writable()?;
         self.check(start, count)?;
         for (eid, first, n, _) in self.pieces(start, count) {
-            self.extents[eid as usize].write_zeroes(first, n)?;
+            let r = self.extents[eid as usize].write_zeroes(first, n);
+            self.note(r)?;
         }
         Ok(())
     }
@@ -381,9 +452,7 @@ impl Region {
     /// Makes every write so far durable and stamps each dirty extent with
     /// (flush, generation), all before returning.
     pub fn flush(&mut self, flush: u64, generation: u64) -> Result<()> {
-        if self.read_only {
-            return Err(BlockError::ReadOnly);
-        }
+        self.writable()?;
         self.not_flushing()?;
         let mut dirty: Vec<&mut Extent> =
             self.extents.iter_mut().filter(|e| e.is_dirty()).collect();
@@ -391,7 +460,11 @@ impl Region {
         // the others; running them side by side lets the fdatasyncs overlap
         // (and the block layer merge their cache flushes) instead of paying
         // for each in turn.
-        parallel(&mut dirty, |e| e.flush(flush, generation))
+        let r = parallel(&mut dirty, |e| e.flush(flush, generation));
+        if let Err(e) = &r {
+            self.fail(format!("flush failed: {e}"));
+        }
+        r
     }
 
     /// Starts a flush that runs beside later writes: the caller syncs each
@@ -400,9 +473,7 @@ impl Region {
     /// extent.rs), then `flush_finish`. Empty when nothing is dirty; then
     /// there is nothing to finish.
     pub fn flush_begin(&mut self) -> Result<Vec<(u32, FlushHandle)>> {
-        if self.read_only {
-            return Err(BlockError::ReadOnly);
-        }
+        self.writable()?;
         self.not_flushing()?;
         let mut out = Vec::new();
         for i in 0..self.extents.len() {
@@ -420,22 +491,34 @@ impl Region {
     }
 
     pub fn flush_header(&mut self, eid: u32, flush: u64, generation: u64) -> Result<()> {
-        self.extent_mut(eid)?.flush_header(flush, generation)
+        let r = self.extent_mut(eid)?.flush_header(flush, generation);
+        self.note(r)
     }
 
+    /// Ends one extent's part of the flush; `ok` false (its sync or header
+    /// failed) fails the region.
     pub fn flush_end(&mut self, eid: u32, ok: bool) -> Result<()> {
-        self.extent_mut(eid)?.flush_end(ok)
+        if !ok {
+            self.fail(format!("flush of extent {eid} failed"));
+        }
+        let r = self.extent_mut(eid)?.flush_end(ok);
+        self.note(r)
     }
 
     /// Ends the flush begun by `flush_begin`; any extent not yet ended is
     /// ended as failed.
     pub fn flush_finish(&mut self) {
+        let mut unfinished = false;
         for e in &mut self.extents {
-            if e.in_flush()
-                && let Err(err) = e.flush_end(false)
-            {
-                tracing::warn!(extent = e.id(), error = %err, "restoring a dirty header failed");
+            if e.in_flush() {
+                unfinished = true;
+                if let Err(err) = e.flush_end(false) {
+                    tracing::warn!(extent = e.id(), error = %err, "restoring a dirty header failed");
+                }
             }
+        }
+        if unfinished {
+            self.fail("a flush did not finish".to_string());
         }
         self.flushing = false;
     }
@@ -461,7 +544,7 @@ impl Region {
     /// follow do not each wait for their own header fdatasync in turn.
     /// Only an optimisation: each write still makes sure of it itself.
     pub fn prepare_writes(&mut self, ranges: &[(u64, u64)]) -> Result<()> {
-        if self.read_only || ranges.len() < 2 {
+        if self.read_only || self.failed.is_some() || ranges.len() < 2 {
             return Ok(());
         }
         let mut want = vec![false; self.extents.len()];
@@ -483,7 +566,8 @@ impl Region {
         if todo.len() < 2 {
             return Ok(());
         }
-        parallel(&mut todo, |e| e.ensure_dirty())
+        let r = parallel(&mut todo, |e| e.ensure_dirty());
+        self.note(r)
     }
 
     fn extent(&self, eid: u32) -> Result<&Extent> {
@@ -503,13 +587,17 @@ impl Region {
     }
 
     pub fn extent_replace(&mut self, eid: u32, image: &ExtentImage) -> Result<()> {
+        self.writable()?;
         self.not_flushing()?;
-        self.extent_mut(eid)?.replace(image)
+        let r = self.extent_mut(eid)?.replace(image);
+        self.note(r)
     }
 
     pub fn extent_stamp(&mut self, eid: u32, flush: u64, generation: u64) -> Result<()> {
+        self.writable()?;
         self.not_flushing()?;
-        self.extent_mut(eid)?.stamp(flush, generation)
+        let r = self.extent_mut(eid)?.stamp(flush, generation);
+        self.note(r)
     }
 
     fn not_flushing(&self) -> Result<()> {
@@ -520,17 +608,17 @@ impl Region {
     }
 }
 
-fn write_generation(dir: &Path, generation: u64) -> Result<()> {
+fn write_generation(st: &Storage, dir: &Path, generation: u64) -> Result<()> {
     let mut w = Writer::with_capacity(20);
     w.bytes(GEN_MAGIC).u64(generation);
     let c = crc32c::crc32c(&w.buf);
     w.u32(c);
-    write_atomic(dir, GENERATION_FILE, &w.buf)
+    write_atomic(st, dir, GENERATION_FILE, &w.buf)
 }
 
-fn read_generation(dir: &Path) -> Result<u64> {
+fn read_generation(st: &Storage, dir: &Path) -> Result<u64> {
     let path = dir.join(GENERATION_FILE);
-    let b = match std::fs::read(&path) {
+    let b = match st.read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(BlockError::io(path.display().to_string(), e)),

@@ -303,9 +303,16 @@ fn clean_stamp_holds_writes_until_synced() {
     finish_flush(&mut r, 2, false);
     let v = r.versions()[0];
     assert_eq!((v.flush, v.dirty), (1, true), "old version, dirty");
-    // Still unflushed: 0x30 overwrites slot B, never the flushed slot A.
-    write_blocks(&mut r, 0, 0x30, 1);
-    assert_eq!(read_block(&r, 0), vec![0x30; BS]);
+    // A failed flush fails the region (fsyncgate): no write or flush is
+    // taken until it is reopened. Reads go on.
+    let data = vec![0x30; BS];
+    assert!(matches!(
+        r.write(0, &data, &[block_crc(&data)]),
+        Err(kelp_block::BlockError::StorageFailed(_))
+    ));
+    assert!(r.io_failure().is_some());
+    assert!(r.flush(9, 1).is_err());
+    assert_eq!(read_block(&r, 0), vec![0x20; BS]);
     drop(r);
     let f = ext_file(d.path(), 0);
     f.write_all_at(&[0x11; 9], data_offset(ES) + ES as u64 * BS as u64)
@@ -317,4 +324,30 @@ fn clean_stamp_holds_writes_until_synced() {
     assert_eq!(read_block(&r, 0), vec![0x10; BS]);
     finish_flush(&mut r, 3, true);
     assert!(!r.versions()[0].dirty);
+}
+
+/// A slot whose data was torn is passed over at a dirty open, and its
+/// context erased: after a flush stamps the extent clean, the next open
+/// (which trusts contexts without reading data) must not pick it up.
+#[test]
+fn torn_slot_stays_rejected_after_the_extent_is_flushed_clean() {
+    let d = tempfile::tempdir().unwrap();
+    let mut r = Region::create(d.path(), BS as u32, ES, EC).unwrap();
+    write_blocks(&mut r, 2, 0x44, 1); // slot A of block 2, never flushed
+    drop(r);
+    ext_file(d.path(), 0)
+        .write_all_at(&[0x99; 16], data_offset(ES) + 2 * BS as u64)
+        .unwrap(); // tear its data; the context stays whole
+    let mut r = Region::open(d.path(), false).unwrap();
+    assert_eq!(r.read(2, 1).unwrap().0[0], BlockContext::Unwritten);
+    r.flush(1, 1).unwrap();
+    drop(r);
+    let r = Region::open(d.path(), false).unwrap();
+    assert!(!r.versions()[0].dirty);
+    let (ctx, data) = r.read(2, 1).unwrap();
+    assert!(
+        ctx[0].verify(&data),
+        "a clean extent serves a torn block: {:?}",
+        ctx[0]
+    );
 }

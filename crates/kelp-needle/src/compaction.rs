@@ -117,19 +117,17 @@
 //!   version is ever considered).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kelp_storage::{File, Storage};
 use parking_lot::MutexGuard;
 
 use crate::dir::with_ext;
 use crate::error::VolumeError;
-use crate::fsutil;
 use crate::idx::IdxEntry;
 use crate::needle::{self, Needle, PADDING};
 use crate::needle_map::NeedleMap;
@@ -309,14 +307,6 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn file_len_at(p: &Path) -> io::Result<Option<u64>> {
-    match fs::metadata(p) {
-        Ok(m) => Ok(Some(m.len())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Appends to a file through a buffer, tracking the logical length.
 struct Appender<'a> {
     file: &'a File,
@@ -468,7 +458,7 @@ impl Volume {
                     .to_string(),
             ));
         }
-        if with_ext(&self.base, "cpc").exists() {
+        if self.storage.exists(&with_ext(&self.base, "cpc"))? {
             return Err(VolumeError::Compaction(
                 "an interrupted commit is pending (.cpc exists); reopen the volume to finish it"
                     .to_string(),
@@ -497,8 +487,8 @@ impl Volume {
         let mut old = NeedleMap::new();
         recovery::replay(&from.idx, &l, 0, start_idx, &mut old)?;
 
-        let cpd = create_truncated(&with_ext(&self.base, "cpd"))?;
-        let cpx = create_truncated(&with_ext(&self.base, "cpx"))?;
+        let cpd = create_truncated(&self.storage, &with_ext(&self.base, "cpd"))?;
+        let cpx = create_truncated(&self.storage, &with_ext(&self.base, "cpx"))?;
         let sb_bytes = disk_sb.encode();
         cpd.write_all_at(&sb_bytes, 0)?;
         self.fault(FaultPoint::CompactCreated)?;
@@ -560,7 +550,7 @@ impl Volume {
         // syncs its small diff.
         cpd.sync_all()?;
         cpx.sync_all()?;
-        fsutil::sync_parent(&with_ext(&self.base, "cpd"))?;
+        self.storage.sync_parent(&with_ext(&self.base, "cpd"))?;
         map.shrink_to_fit();
         let (cpd_len, cpx_len) = (dat.len(), idx.len());
         let report = CompactionReport {
@@ -686,15 +676,35 @@ impl Volume {
                     "compaction commit failed after its point of no return ({e}); reopen the volume to finish it"
                 );
                 tracing::error!(volume = self.id, "{why}");
-                *self.sync_failure.lock() = Some(why);
-                self.read_only.store(true, Ordering::Release);
+                self.poison(why);
                 Err(e)
             }
             Err(e) => {
                 tracing::warn!(volume = self.id, error = %e, "compaction commit failed; old files kept");
-                self.remove_output();
+                self.abandon_commit();
                 Err(e)
             }
+        }
+    }
+
+    /// Undoes a commit that failed before its point of no return. `.cpc`
+    /// goes first, durably: `.cpc` without `.cpd` means "the renames
+    /// happened" to `reconcile`, so removing the output under a `.cpc`
+    /// would make the next open rename a lone `.cpx` over the live `.idx`.
+    /// If `.cpc` cannot be removed, the next open may still roll the
+    /// commit forward, so nothing more may be written to the old files.
+    fn abandon_commit(&self) {
+        let cpc = with_ext(&self.base, "cpc");
+        match self
+            .storage
+            .remove_if_exists(&cpc)
+            .and_then(|()| self.storage.sync_parent(&cpc))
+        {
+            Ok(()) => self.remove_output(),
+            Err(e) => self.poison(format!(
+                "cannot remove {} after a failed compaction commit ({e})",
+                cpc.display()
+            )),
         }
     }
 
@@ -755,27 +765,28 @@ impl Volume {
             cpd_len: p.cpd_len,
             cpx_len: p.cpx_len,
         };
-        let cpc = create_truncated(&cpc_path)?;
+        let st = &self.storage;
+        let cpc = create_truncated(st, &cpc_path)?;
         cpc.write_all_at(&marker.encode(), 0)?;
         self.fault(FaultPoint::CommitMarkerWritten)?;
         cpc.sync_all()?;
         drop(cpc);
-        fsutil::sync_parent(&cpc_path)?;
+        st.sync_parent(&cpc_path)?;
         *past_no_return = true;
         self.fault(FaultPoint::CommitMarkerDurable)?;
 
-        fs::rename(&cpd_path, with_ext(base, "dat"))?;
+        st.rename(&cpd_path, &with_ext(base, "dat"))?;
         self.fault(FaultPoint::CommitDatRenamed)?;
-        fs::rename(&cpx_path, with_ext(base, "idx"))?;
+        st.rename(&cpx_path, &with_ext(base, "idx"))?;
         self.fault(FaultPoint::CommitIdxRenamed)?;
-        fsutil::sync_parent(&cpc_path)?;
+        st.sync_parent(&cpc_path)?;
         self.fault(FaultPoint::CommitRenamesDurable)?;
 
-        fsutil::remove_if_exists(&with_ext(base, "knm"))?;
+        st.remove_if_exists(&with_ext(base, "knm"))?;
         self.fault(FaultPoint::CommitSidecarsReplaced)?;
 
-        fs::remove_file(&cpc_path)?;
-        fsutil::sync_parent(&cpc_path)?;
+        st.remove(&cpc_path)?;
+        st.sync_parent(&cpc_path)?;
         self.fault(FaultPoint::CommitMarkerRemoved)?;
 
         let report = CommitReport {
@@ -912,7 +923,7 @@ impl Volume {
         self.compaction_cancel.store(true, Ordering::Release);
         let mut slot = self.compaction.lock();
         self.compaction_cancel.store(false, Ordering::Release);
-        if with_ext(&self.base, "cpc").exists() {
+        if self.storage.exists(&with_ext(&self.base, "cpc"))? {
             return Err(VolumeError::Compaction(
                 "an interrupted commit is pending (.cpc exists); reopen the volume to finish it"
                     .to_string(),
@@ -920,16 +931,16 @@ impl Volume {
         }
         slot.take();
         for ext in ["cpd", "cpx"] {
-            fsutil::remove_if_exists(&with_ext(&self.base, ext))?;
+            self.storage.remove_if_exists(&with_ext(&self.base, ext))?;
         }
-        fsutil::sync_parent(&with_ext(&self.base, "cpd"))?;
+        self.storage.sync_parent(&with_ext(&self.base, "cpd"))?;
         Ok(())
     }
 
     /// Best-effort removal of `.cpd`/`.cpx` after a failure.
     fn remove_output(&self) {
         for ext in ["cpd", "cpx"] {
-            if let Err(e) = fsutil::remove_if_exists(&with_ext(&self.base, ext)) {
+            if let Err(e) = self.storage.remove_if_exists(&with_ext(&self.base, ext)) {
                 tracing::warn!(volume = self.id, error = %e, "cannot remove .{ext}");
             }
         }
@@ -942,33 +953,33 @@ struct NeedleMapTail {
     last: BTreeMap<u64, IdxEntry>,
 }
 
-fn create_truncated(p: &Path) -> io::Result<File> {
-    let f = open_rw(p, true)?;
+fn create_truncated(storage: &Storage, p: &Path) -> io::Result<File> {
+    let f = open_rw(storage, p, true)?;
     f.set_len(0)?;
     Ok(f)
 }
 
 /// Brings the files of the volume at `base` to a consistent state after a
 /// crash during compaction (see the module doc). Idempotent.
-pub(crate) fn reconcile(base: &Path) -> Result<(), VolumeError> {
+pub(crate) fn reconcile(st: &Storage, base: &Path) -> Result<(), VolumeError> {
     let (cpd, cpx, cpc) = (
         with_ext(base, "cpd"),
         with_ext(base, "cpx"),
         with_ext(base, "cpc"),
     );
     let (dat, idx) = (with_ext(base, "dat"), with_ext(base, "idx"));
-    let cpd_len = file_len_at(&cpd)?;
-    let cpx_len = file_len_at(&cpx)?;
-    if !cpc.exists() {
+    let cpd_len = st.len_if_exists(&cpd)?;
+    let cpx_len = st.len_if_exists(&cpx)?;
+    if !st.exists(&cpc)? {
         if cpd_len.is_some() || cpx_len.is_some() {
             tracing::info!(base = %base.display(), "removing the output of an unfinished compaction");
-            fsutil::remove_if_exists(&cpd)?;
-            fsutil::remove_if_exists(&cpx)?;
-            fsutil::sync_parent(&cpd)?;
+            st.remove_if_exists(&cpd)?;
+            st.remove_if_exists(&cpx)?;
+            st.sync_parent(&cpd)?;
         }
         return Ok(());
     }
-    let marker = match fs::read(&cpc) {
+    let marker = match st.read(&cpc) {
         Ok(b) => Marker::decode(&b),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
@@ -989,30 +1000,30 @@ pub(crate) fn reconcile(base: &Path) -> Result<(), VolumeError> {
                 expected = ?marker,
                 "compaction output is damaged; keeping the old .dat/.idx"
             );
-            fsutil::remove_if_exists(&cpd)?;
-            fsutil::remove_if_exists(&cpx)?;
-            fsutil::sync_parent(&cpd)?;
-            fs::remove_file(&cpc)?;
-            fsutil::sync_parent(&cpc)?;
+            st.remove_if_exists(&cpd)?;
+            st.remove_if_exists(&cpx)?;
+            st.sync_parent(&cpd)?;
+            st.remove(&cpc)?;
+            st.sync_parent(&cpc)?;
             return Ok(());
         }
         tracing::warn!(base = %base.display(), "finishing an interrupted compaction commit");
-        fs::rename(&cpd, &dat)?;
+        st.rename(&cpd, &dat)?;
     }
     // `.dat` is the new one from here on.
     match cpx_len {
         Some(xl) if marker.is_none_or(|m| m.cpx_len == xl) => {
-            fs::rename(&cpx, &idx)?;
+            st.rename(&cpx, &idx)?;
         }
         Some(xl) => {
             tracing::error!(base = %base.display(), cpx_len = xl, expected = ?marker,
                 "compacted .cpx is damaged; rebuilding .idx from the compacted .dat");
-            fsutil::remove_if_exists(&cpx)?;
+            st.remove_if_exists(&cpx)?;
             rebuild_idx = true;
         }
         None => {
             if let Some(m) = marker
-                && file_len_at(&idx)? != Some(m.cpx_len)
+                && st.len_if_exists(&idx)? != Some(m.cpx_len)
             {
                 tracing::error!(base = %base.display(), expected = m.cpx_len,
                     "compacted .idx has the wrong length; rebuilding it from the compacted .dat");
@@ -1022,15 +1033,15 @@ pub(crate) fn reconcile(base: &Path) -> Result<(), VolumeError> {
     }
     if rebuild_idx {
         // An empty .idx without a trusted point makes open scan .dat.
-        let f = open_rw(&idx, true)?;
+        let f = open_rw(st, &idx, true)?;
         f.set_len(0)?;
         f.sync_all()?;
     }
-    fsutil::sync_parent(&dat)?;
-    fsutil::remove_if_exists(&with_ext(base, "knm"))?;
-    fsutil::remove_if_exists(&with_ext(base, "kwm"))?;
-    fs::remove_file(&cpc)?;
-    fsutil::sync_parent(&cpc)?;
+    st.sync_parent(&dat)?;
+    st.remove_if_exists(&with_ext(base, "knm"))?;
+    st.remove_if_exists(&with_ext(base, "kwm"))?;
+    st.remove(&cpc)?;
+    st.sync_parent(&cpc)?;
     tracing::info!(base = %base.display(), "interrupted compaction commit finished");
     Ok(())
 }

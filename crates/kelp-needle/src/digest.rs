@@ -16,7 +16,6 @@
 //! with the volume's version before appending it.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::FileExt;
 
 use crate::error::{NeedleError, VolumeError};
 use crate::idx::IdxEntry;

@@ -3,6 +3,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use kelp_storage::Storage;
+
 /// Base path without extension.
 pub fn base_path(dir: &Path, collection: &str, vid: u32) -> PathBuf {
     if collection.is_empty() {
@@ -31,9 +33,13 @@ pub fn parse_stem(stem: &str) -> Option<(String, u32)> {
 
 /// Volumes (`.dat` files) in `dir`, sorted by (collection, vid).
 pub fn scan_dir(dir: &Path) -> io::Result<Vec<(String, u32)>> {
+    scan_dir_in(&Storage::real(), dir)
+}
+
+/// `scan_dir` on a chosen storage backend.
+pub fn scan_dir_in(storage: &Storage, dir: &Path) -> io::Result<Vec<(String, u32)>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
+    for name in storage.list(dir)? {
         let Some(name) = name.to_str() else { continue };
         if let Some(stem) = name.strip_suffix(".dat")
             && let Some(v) = parse_stem(stem)

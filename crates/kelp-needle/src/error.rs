@@ -60,13 +60,29 @@ pub enum VolumeError {
         "fdatasync failed earlier ({0}); the volume refuses writes until it is reopened and recovered"
     )]
     SyncFailed(String),
+    /// The disk is full (ENOSPC/EDQUOT): the write was not stored. The
+    /// volume turns read-only until it is marked writable or reopened.
+    #[error("no space left on device: {0}")]
+    NoSpace(String),
     #[error("compaction: {0}")]
     Compaction(String),
     /// A test stopped an operation at a fault point (see `compaction.rs`).
     #[error("injected fault at {0}")]
     FaultInjected(&'static str),
     #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error(transparent)]
     Format(#[from] NeedleError),
+}
+
+/// ENOSPC becomes `NoSpace`, so every `?` on a file operation reports a
+/// full disk as such (the volume server answers it with 507).
+impl From<io::Error> for VolumeError {
+    fn from(e: io::Error) -> Self {
+        if kelp_storage::is_no_space(&e) {
+            VolumeError::NoSpace(e.to_string())
+        } else {
+            VolumeError::Io(e)
+        }
+    }
 }

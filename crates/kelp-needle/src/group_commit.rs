@@ -76,14 +76,15 @@ impl Volume {
             return Err(VolumeError::SyncFailed(why));
         }
         if let Err(e) = sync_both(&f.dat, &f.idx) {
-            let why = e.to_string();
-            tracing::error!(
-                volume = self.id,
-                "fdatasync failed: {why}; refusing writes until the volume is reopened"
-            );
-            *self.sync_failure.lock() = Some(why.clone());
-            self.read_only.store(true, Ordering::Release);
-            return Err(VolumeError::SyncFailed(why));
+            let why = format!("fdatasync failed: {e}");
+            self.poison(why.clone());
+            // A full disk is still reported as such (delayed allocation
+            // can make fdatasync the call that finds it).
+            return Err(if kelp_storage::is_no_space(&e) {
+                VolumeError::NoSpace(why)
+            } else {
+                VolumeError::SyncFailed(why)
+            });
         }
         Ok(())
     }
@@ -106,7 +107,7 @@ impl Volume {
 /// fdatasyncs `.dat` and `.idx` at the same time: the two calls share a
 /// journal commit, so a batch costs about one fsync latency, not two
 /// (measured on ext4 here: 6.3 ms sequential, 3.3 ms concurrent).
-fn sync_both(dat: &std::fs::File, idx: &std::fs::File) -> std::io::Result<()> {
+fn sync_both(dat: &kelp_storage::File, idx: &kelp_storage::File) -> std::io::Result<()> {
     std::thread::scope(|s| {
         let idx_sync = s.spawn(|| idx.sync_data());
         let dat_result = dat.sync_data();

@@ -267,25 +267,43 @@ impl Needle {
     /// Decodes a needle from `bytes`, which start at the needle and hold at
     /// least its actual size. Verifies the checksum of non-empty needles.
     pub fn decode(bytes: &[u8], version: u8) -> Result<Needle, NeedleError> {
-        let (mut n, range) = Self::decode_meta(bytes, version)?;
+        let (mut n, range, _) = Self::decode_meta(bytes, version)?;
+        n.data = bytes[range].to_vec();
+        Ok(n)
+    }
+
+    /// Like `decode`, but also refuses a body longer than the fields its
+    /// flags declare. Every writer (SeaweedFS's and Kelp's) sets Size to
+    /// exactly those fields; a longer body is what a torn append looks
+    /// like when the header reached the disk and the rest did not: zeros
+    /// parse as empty data with a zero checksum, which the CRC (it covers
+    /// only the data) cannot catch. Crash recovery judges tails with this.
+    pub fn decode_exact(bytes: &[u8], version: u8) -> Result<Needle, NeedleError> {
+        let (mut n, range, exact) = Self::decode_meta(bytes, version)?;
+        if !exact {
+            return Err(NeedleError::Malformed(
+                "body is longer than its fields (a torn write?)",
+            ));
+        }
         n.data = bytes[range].to_vec();
         Ok(n)
     }
 
     /// Like `decode`, but reuses `buf` for the data instead of copying it.
     pub fn decode_vec(mut buf: Vec<u8>, version: u8) -> Result<Needle, NeedleError> {
-        let (mut n, range) = Self::decode_meta(&buf, version)?;
+        let (mut n, range, _) = Self::decode_meta(&buf, version)?;
         buf.truncate(range.end);
         buf.drain(..range.start);
         n.data = buf;
         Ok(n)
     }
 
-    /// Parses everything but copies no data; returns the data's byte range.
+    /// Parses everything but copies no data; returns the data's byte range
+    /// and whether the fields fill the body exactly.
     fn decode_meta(
         bytes: &[u8],
         version: u8,
-    ) -> Result<(Needle, std::ops::Range<usize>), NeedleError> {
+    ) -> Result<(Needle, std::ops::Range<usize>, bool), NeedleError> {
         if !(VERSION1..=VERSION3).contains(&version) {
             return Err(NeedleError::UnsupportedVersion(version));
         }
@@ -321,8 +339,8 @@ impl Needle {
             append_at_ns,
             ..Needle::default()
         };
-        let range = if version == VERSION1 {
-            HEADER_SIZE..body_end
+        let (range, exact) = if version == VERSION1 {
+            (HEADER_SIZE..body_end, true)
         } else {
             decode_body(body, &mut n)?
         };
@@ -336,7 +354,7 @@ impl Needle {
             }
             n.checksum = computed;
         }
-        Ok((n, range))
+        Ok((n, range, exact))
     }
 
     /// TTL counts from AppendAtNs, or from last-modified when that is 0.
@@ -367,9 +385,10 @@ fn be_u64(b: &[u8]) -> u64 {
 /// relative to the needle start. Like SeaweedFS, optional fields are read
 /// only while body bytes remain, so short legacy bodies are accepted; a
 /// field whose length runs past the body is an error.
-fn decode_body(body: &[u8], n: &mut Needle) -> Result<std::ops::Range<usize>, NeedleError> {
+/// Returns the data's byte range and whether the fields fill `body`.
+fn decode_body(body: &[u8], n: &mut Needle) -> Result<(std::ops::Range<usize>, bool), NeedleError> {
     if body.is_empty() {
-        return Ok(HEADER_SIZE..HEADER_SIZE);
+        return Ok((HEADER_SIZE..HEADER_SIZE, true));
     }
     let mut r = Reader { b: body, pos: 0 };
     let data_size = be_u32(r.take(4, "DataSize")?) as usize;
@@ -377,7 +396,7 @@ fn decode_body(body: &[u8], n: &mut Needle) -> Result<std::ops::Range<usize>, Ne
     r.take(data_size, "data")?;
     let range = start..start + data_size;
     if r.done() {
-        return Ok(range);
+        return Ok((range, true));
     }
     let flags = r.take(1, "flags")?[0];
     n.compressed = flags & FLAG_GZIP != 0;
@@ -403,7 +422,7 @@ fn decode_body(body: &[u8], n: &mut Needle) -> Result<std::ops::Range<usize>, Ne
         let len = u16::from_be_bytes([b[0], b[1]]) as usize;
         n.pairs = r.take(len, "pairs")?.to_vec();
     }
-    Ok(range)
+    Ok((range, r.done()))
 }
 
 struct Reader<'a> {
@@ -435,6 +454,42 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A torn append whose header reached the disk and whose body did not
+    /// (zeros) parses as empty data with a zero checksum; only the exact
+    /// decode recovery uses refuses it. Whole needles pass both.
+    #[test]
+    fn decode_exact_refuses_a_zeroed_body() {
+        let n = Needle {
+            id: 7,
+            cookie: 9,
+            data: vec![5; 300],
+            checksum: crc32c(&[5; 300]),
+            name: b"a.txt".to_vec(),
+            ..Needle::default()
+        };
+        for version in [2, 3] {
+            let mut b = n.encode(version).unwrap();
+            assert_eq!(Needle::decode_exact(&b, version).unwrap().data, n.data);
+            let empty = Needle {
+                data: vec![],
+                checksum: 0,
+                ..n.clone()
+            }
+            .encode(version)
+            .unwrap();
+            assert!(Needle::decode_exact(&empty, version).is_ok());
+            b[HEADER_SIZE..].fill(0);
+            assert!(
+                Needle::decode(&b, version).is_ok(),
+                "the format cannot tell"
+            );
+            assert!(
+                Needle::decode_exact(&b, version).is_err(),
+                "version {version}"
+            );
+        }
+    }
     use proptest::prelude::*;
 
     pub(crate) fn hello() -> Needle {

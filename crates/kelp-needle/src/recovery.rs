@@ -27,9 +27,9 @@
 //! point cuts that needle and everything after it; the watermark moves at
 //! least every second under load, which bounds that window.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+
+use kelp_storage::File;
 
 use crate::idx::{IdxEntry, OffsetWidth};
 use crate::needle::{self, Needle, VERSION3};
@@ -43,7 +43,7 @@ pub(crate) struct Layout {
 }
 
 pub(crate) fn file_len(f: &File) -> io::Result<u64> {
-    Ok(f.metadata()?.len())
+    f.len()
 }
 
 /// The `.idx` entry bytes ending at `idx_len` (empty for 0).
@@ -88,7 +88,9 @@ pub(crate) fn verify_entry(
     if id != e.key || hsize != size {
         return Ok(None);
     }
-    Ok(Needle::decode(&buf, l.version).ok().map(|_| off + total))
+    Ok(Needle::decode_exact(&buf, l.version)
+        .ok()
+        .map(|_| off + total))
 }
 
 /// Steps 1 and 2: returns the `.idx` length to keep (and cuts the file).
@@ -257,7 +259,7 @@ pub(crate) fn rebuild_idx(dat: &File, idx: &File, l: &Layout) -> io::Result<u64>
         }
         let mut buf = vec![0u8; total as usize];
         dat.read_exact_at(&mut buf, pos)?;
-        if Needle::decode(&buf, l.version).is_err() {
+        if Needle::decode_exact(&buf, l.version).is_err() {
             break;
         }
         let size = if size == 0 {

@@ -3,7 +3,7 @@
 //! 2-space indent). Unknown keys are ignored; snake_case keys, numbers for
 //! int64 fields and `null` are accepted, as protojson does.
 
-use std::fs;
+use kelp_storage::Storage;
 use std::io;
 use std::path::Path;
 
@@ -85,7 +85,12 @@ impl VolumeInfoFile {
 
     /// Reads a `.vif`; a missing or empty file is `None`.
     pub fn load(path: &Path) -> Result<Option<Self>, crate::VolumeError> {
-        match fs::read(path) {
+        Self::load_from(&Storage::real(), path)
+    }
+
+    /// `load` from a chosen storage backend.
+    pub fn load_from(storage: &Storage, path: &Path) -> Result<Option<Self>, crate::VolumeError> {
+        match storage.read(path) {
             Ok(b) if b.iter().all(|c| c.is_ascii_whitespace()) => Ok(None),
             Ok(b) => Ok(Some(Self::from_json(&b)?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -95,7 +100,12 @@ impl VolumeInfoFile {
 
     /// Writes atomically (temp file, fsync, rename, fsync directory).
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        crate::fsutil::write_atomic(path, self.to_json().as_bytes())
+        self.save_to(&Storage::real(), path)
+    }
+
+    /// `save` to a chosen storage backend.
+    pub fn save_to(&self, storage: &Storage, path: &Path) -> io::Result<()> {
+        storage.write_atomic(path, self.to_json().as_bytes())
     }
 }
 

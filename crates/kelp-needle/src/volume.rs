@@ -11,21 +11,19 @@
 //! clones it while holding the map read lock, so the offset it looked up
 //! and the file it reads always belong to the same generation.
 
-use std::fs::{self, File, OpenOptions as FsOpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use kelp_core::{ReplicaPlacement, Ttl};
+use kelp_storage::{File, Open, Storage};
 use parking_lot::{Mutex, RwLock};
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::compaction::{self, Pending};
 use crate::dir::{base_path, with_ext};
 use crate::error::{NeedleError, VolumeError};
-use crate::fsutil;
 use crate::idx::OffsetWidth;
 use crate::needle::{CURRENT_VERSION, VERSION1};
 use crate::needle_map::NeedleMap;
@@ -162,6 +160,9 @@ pub(crate) struct Files {
 }
 
 pub struct Volume {
+    /// Where every file of the volume lives (the real file system unless a
+    /// test chose a simulated one).
+    pub(crate) storage: Storage,
     pub(crate) id: u32,
     pub(crate) collection: String,
     pub(crate) base: PathBuf,
@@ -181,6 +182,8 @@ pub struct Volume {
     /// success to the next fsync, so nothing written since the last good
     /// sync can be trusted until recovery runs at the next open.
     pub(crate) sync_failure: Mutex<Option<String>>,
+    /// Set when a write found the disk full; cleared by `set_read_only(false)`.
+    pub(crate) no_space: Mutex<Option<String>>,
     pub(crate) modified_at: AtomicU64,
     pub(crate) vif: Mutex<VolumeInfoFile>,
     pub(crate) checkpoint_lock: Mutex<u64>,
@@ -198,18 +201,24 @@ pub struct Volume {
     pub(crate) fault: Mutex<Option<compaction::FaultPoint>>,
 }
 
-pub(crate) fn open_rw(path: &Path, create: bool) -> std::io::Result<File> {
-    FsOpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(path)
+pub(crate) fn open_rw(storage: &Storage, path: &Path, create: bool) -> std::io::Result<File> {
+    storage.open(path, if create { Open::CREATE } else { Open::WRITE })
 }
 
 impl Volume {
     /// Creates a new empty volume; fails if its `.dat` exists.
     pub fn create(
+        dir: &Path,
+        collection: &str,
+        vid: u32,
+        opts: VolumeOptions,
+    ) -> Result<Volume, VolumeError> {
+        Self::create_in(Storage::real(), dir, collection, vid, opts)
+    }
+
+    /// `create` on a chosen storage backend.
+    pub fn create_in(
+        storage: Storage,
         dir: &Path,
         collection: &str,
         vid: u32,
@@ -223,26 +232,23 @@ impl Volume {
         }
         let base = base_path(dir, collection, vid);
         let dat_path = with_ext(&base, "dat");
-        if dat_path.exists() {
+        if storage.exists(&dat_path)? {
             return Err(VolumeError::Exists(dat_path.display().to_string()));
         }
         for ext in ["idx", "knm", "kwm", "cpd", "cpx", "cpc"] {
-            fsutil::remove_if_exists(&with_ext(&base, ext))?;
+            storage.remove_if_exists(&with_ext(&base, ext))?;
         }
         let sb = SuperBlock::new(opts.version, opts.replica_placement, opts.ttl);
-        let dat = FsOpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&dat_path)?;
+        let dat = storage.open(&dat_path, Open::CREATE_NEW)?;
         dat.write_all_at(&sb.encode(), 0)?;
         dat.sync_all()?;
-        open_rw(&with_ext(&base, "idx"), true)?.sync_all()?;
+        open_rw(&storage, &with_ext(&base, "idx"), true)?.sync_all()?;
         VolumeInfoFile::new(opts.version, opts.offset_width.bytes_offset())
-            .save(&with_ext(&base, "vif"))?;
-        fsutil::sync_parent(&dat_path)?;
+            .save_to(&storage, &with_ext(&base, "vif"))?;
+        storage.sync_parent(&dat_path)?;
         drop(dat);
-        Self::open(
+        Self::open_in(
+            storage,
             dir,
             collection,
             vid,
@@ -261,12 +267,23 @@ impl Volume {
         vid: u32,
         opts: &OpenOptions,
     ) -> Result<Volume, VolumeError> {
+        Self::open_in(Storage::real(), dir, collection, vid, opts)
+    }
+
+    /// `open` on a chosen storage backend.
+    pub fn open_in(
+        storage: Storage,
+        dir: &Path,
+        collection: &str,
+        vid: u32,
+        opts: &OpenOptions,
+    ) -> Result<Volume, VolumeError> {
         let base = base_path(dir, collection, vid);
         // Finish (or undo) a compaction a crash interrupted, before any
         // file of the volume is looked at.
-        compaction::reconcile(&base)?;
+        compaction::reconcile(&storage, &base)?;
         let dat_path = with_ext(&base, "dat");
-        let dat = match open_rw(&dat_path, false) {
+        let dat = match open_rw(&storage, &dat_path, false) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(VolumeError::Missing(dat_path.display().to_string()));
@@ -275,12 +292,12 @@ impl Volume {
         };
         let mut superblock = read_superblock(&dat)?;
         let vif_path = with_ext(&base, "vif");
-        let vif = match VolumeInfoFile::load(&vif_path)? {
+        let vif = match VolumeInfoFile::load_from(&storage, &vif_path)? {
             Some(v) => v,
             None => {
                 let v = VolumeInfoFile::new(superblock.version, opts.offset_width.bytes_offset());
                 if !opts.read_only {
-                    v.save(&vif_path)?;
+                    v.save_to(&storage, &vif_path)?;
                 }
                 v
             }
@@ -297,10 +314,10 @@ impl Volume {
             sb_size: superblock.block_size(),
         };
         let idx_path = with_ext(&base, "idx");
-        let idx = open_rw(&idx_path, true)?;
-        let (wm_file, wm) = WatermarkFile::open(&with_ext(&base, "kwm"))?;
+        let idx = open_rw(&storage, &idx_path, true)?;
+        let (wm_file, wm) = WatermarkFile::open(&storage, &with_ext(&base, "kwm"))?;
         let knm_path = with_ext(&base, "knm");
-        let ckpt = load_checkpoint(&knm_path);
+        let ckpt = load_checkpoint(&storage, &knm_path);
 
         let es = width.entry_size() as u64;
         let dat_len = recovery::file_len(&dat)?;
@@ -346,7 +363,7 @@ impl Volume {
                 (map, meta.dat_len, meta.last_append_at_ns, r)
             }
             _ => {
-                fsutil::remove_if_exists(&knm_path)?;
+                storage.remove_if_exists(&knm_path)?;
                 let mut map = NeedleMap::new();
                 let r = recovery::replay(&idx, &layout, 0, good_idx, &mut map)?;
                 (map, layout.sb_size, 0, r)
@@ -386,12 +403,13 @@ impl Volume {
             max_end = dat_len;
         }
 
-        let modified = fs::metadata(&dat_path)
-            .and_then(|m| m.modified())
+        let modified = storage
+            .modified(&dat_path)
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         let vol = Volume {
+            storage,
             id: vid,
             collection: collection.to_string(),
             base,
@@ -419,6 +437,7 @@ impl Volume {
             sync_count: AtomicU64::new(0),
             last_batch: AtomicU64::new(0),
             sync_failure: Mutex::new(None),
+            no_space: Mutex::new(None),
             read_only: AtomicBool::new(read_only),
             modified_at: AtomicU64::new(modified),
             vif: Mutex::new(vif),
@@ -480,15 +499,71 @@ impl Volume {
         self.read_only.load(Ordering::Acquire)
     }
 
-    /// Marks the volume read-only (or writable); `persist` records it in `.vif`.
+    /// Marks the volume read-only (or writable); `persist` records it in
+    /// `.vif`. A volume whose fdatasync or write failed cannot be made
+    /// writable (`SyncFailed`): only a reopen, which recovers, brings it
+    /// back. Making a volume that ran out of space writable again is for
+    /// the operator who freed space.
     pub fn set_read_only(&self, read_only: bool, persist: bool) -> Result<(), VolumeError> {
+        if !read_only {
+            if let Some(why) = self.sync_failure.lock().clone() {
+                return Err(VolumeError::SyncFailed(why));
+            }
+            *self.no_space.lock() = None;
+        }
         self.read_only.store(read_only, Ordering::Release);
         if persist {
             let mut vif = self.vif.lock();
             vif.read_only = read_only;
-            vif.save(&with_ext(&self.base, "vif"))?;
+            vif.save_to(&self.storage, &with_ext(&self.base, "vif"))?;
         }
         Ok(())
+    }
+
+    /// Why the volume refuses writes after an IO error, if it does: a
+    /// failed fdatasync or write (until it is reopened) or a full disk
+    /// (until it is marked writable or reopened). `None` for a healthy
+    /// volume, including one an operator made read-only.
+    pub fn io_failure(&self) -> Option<String> {
+        if let Some(why) = self.sync_failure.lock().clone() {
+            return Some(why);
+        }
+        self.no_space.lock().clone()
+    }
+
+    /// Poisons the volume after a failed fdatasync or write: every later
+    /// sync and write fails, so nothing is acknowledged on the strength of
+    /// a retried fsync. Returns the error for the caller.
+    pub(crate) fn poison(&self, why: String) {
+        tracing::error!(
+            volume = self.id,
+            "{why}; refusing writes until the volume is reopened"
+        );
+        let mut f = self.sync_failure.lock();
+        if f.is_none() {
+            *f = Some(why);
+        }
+        self.read_only.store(true, Ordering::Release);
+    }
+
+    /// Turns the error of a failed `.dat`/`.idx` write into the volume's
+    /// state: a full disk makes it read-only (nothing was acknowledged,
+    /// the torn tail is overwritten by the next append or cut at open);
+    /// any other error poisons it.
+    pub(crate) fn write_failed(&self, e: std::io::Error) -> VolumeError {
+        let err = VolumeError::from(e);
+        match &err {
+            VolumeError::NoSpace(why) => {
+                tracing::warn!(
+                    volume = self.id,
+                    "write failed, disk full ({why}); volume is read-only"
+                );
+                *self.no_space.lock() = Some(format!("no space left on device: {why}"));
+                self.read_only.store(true, Ordering::Release);
+            }
+            other => self.poison(format!("write failed: {other}")),
+        }
+        err
     }
 
     pub fn info(&self) -> VolumeStats {
@@ -530,7 +605,7 @@ impl Volume {
     pub fn close(self) -> Result<(), VolumeError> {
         if self.compaction.lock().take().is_some() {
             for ext in ["cpd", "cpx"] {
-                fsutil::remove_if_exists(&with_ext(&self.base, ext))?;
+                self.storage.remove_if_exists(&with_ext(&self.base, ext))?;
             }
         }
         if !self.is_read_only() || self.writer.lock().seq > 0 {
@@ -542,13 +617,14 @@ impl Volume {
     /// Deletes every file of the volume.
     pub fn destroy(self) -> Result<(), VolumeError> {
         let base = self.base.clone();
+        let storage = self.storage.clone();
         drop(self);
         for ext in [
             "dat", "idx", "vif", "knm", "kwm", "knm.tmp", "vif.tmp", "note", "cpd", "cpx", "cpc",
         ] {
-            fsutil::remove_if_exists(&with_ext(&base, ext))?;
+            storage.remove_if_exists(&with_ext(&base, ext))?;
         }
-        fsutil::sync_parent(&with_ext(&base, "dat"))?;
+        storage.sync_parent(&with_ext(&base, "dat"))?;
         Ok(())
     }
 
@@ -582,7 +658,8 @@ impl Volume {
             (checkpoint::encode(&meta, &map), w.seq, w.idx_end)
         };
         self.force_sync_through(seq)?;
-        fsutil::write_atomic(&with_ext(&self.base, "knm"), &bytes)?;
+        self.storage
+            .write_atomic(&with_ext(&self.base, "knm"), &bytes)?;
         self.write_watermark()?;
         *last = idx_end;
         Ok(())
@@ -620,7 +697,7 @@ pub(crate) fn read_superblock(dat: &File) -> Result<SuperBlock, VolumeError> {
         .map_err(|_| NeedleError::Truncated {
             what: "superblock",
             need: 8,
-            have: dat.metadata().map_or(0, |m| m.len()),
+            have: dat.len().unwrap_or(0),
         })?;
     let (mut sb, extra) = SuperBlock::decode_header(&head)?;
     if extra > 0 {
@@ -629,15 +706,15 @@ pub(crate) fn read_superblock(dat: &File) -> Result<SuperBlock, VolumeError> {
             .map_err(|_| NeedleError::Truncated {
                 what: "superblock extra",
                 need: 8 + extra as u64,
-                have: dat.metadata().map_or(0, |m| m.len()),
+                have: dat.len().unwrap_or(0),
             })?;
         sb.extra = b;
     }
     Ok(sb)
 }
 
-fn load_checkpoint(path: &Path) -> Option<(CheckpointMeta, NeedleMap)> {
-    let bytes = match fs::read(path) {
+fn load_checkpoint(storage: &Storage, path: &Path) -> Option<(CheckpointMeta, NeedleMap)> {
+    let bytes = match storage.read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {

@@ -1,6 +1,5 @@
 //! Reads, writes and deletes of needles in a `Volume`.
 
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -127,11 +126,15 @@ impl Volume {
         let entry = IdxEntry::new(n.id, offset / PADDING, size);
         let mut idx_bytes = Vec::with_capacity(17);
         entry.encode(self.layout.width, &mut idx_bytes)?;
-        f.dat.write_all_at(&head, offset)?;
-        f.dat.write_all_at(&n.data, offset + head.len() as u64)?;
         f.dat
-            .write_all_at(&tail, offset + (head.len() + n.data.len()) as u64)?;
-        f.idx.write_all_at(&idx_bytes, w.idx_end)?;
+            .write_all_at(&head, offset)
+            .and_then(|()| f.dat.write_all_at(&n.data, offset + head.len() as u64))
+            .and_then(|()| {
+                f.dat
+                    .write_all_at(&tail, offset + (head.len() + n.data.len()) as u64)
+            })
+            .and_then(|()| f.idx.write_all_at(&idx_bytes, w.idx_end))
+            .map_err(|e| self.write_failed(e))?;
         self.map.write().put(n.id, offset, size);
         self.advance(&mut w, total, idx_bytes.len() as u64, n.append_at_ns);
         Ok(WriteOutcome {
@@ -179,8 +182,10 @@ impl Volume {
         let mut idx_bytes = Vec::with_capacity(17);
         IdxEntry::new(key, offset / PADDING, IdxEntry::TOMBSTONE_SIZE)
             .encode(self.layout.width, &mut idx_bytes)?;
-        f.dat.write_all_at(&t, offset)?;
-        f.idx.write_all_at(&idx_bytes, w.idx_end)?;
+        f.dat
+            .write_all_at(&t, offset)
+            .and_then(|()| f.idx.write_all_at(&idx_bytes, w.idx_end))
+            .map_err(|e| self.write_failed(e))?;
         self.map.write().delete(key);
         self.advance(&mut w, t.len() as u64, idx_bytes.len() as u64, ns);
         Ok(DeleteOutcome {

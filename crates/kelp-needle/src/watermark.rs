@@ -4,10 +4,10 @@
 //! fdatasync), so a torn slot write leaves the other slot valid; the valid
 //! slot with the higher generation wins.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+use kelp_storage::{File, Open, Storage};
 
 const MAGIC: &[u8; 4] = b"KWM1";
 const SLOT: usize = 64;
@@ -83,16 +83,11 @@ pub struct WatermarkFile {
 
 impl WatermarkFile {
     /// Opens (creating if needed) and returns the newest valid watermark.
-    pub fn open(path: &Path) -> io::Result<(Self, Option<Watermark>)> {
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+    pub fn open(storage: &Storage, path: &Path) -> io::Result<(Self, Option<Watermark>)> {
+        let existed = storage.exists(path)?;
+        let file = storage.open(path, Open::CREATE)?;
         if !existed {
-            crate::fsutil::sync_parent(path)?;
+            storage.sync_parent(path)?;
         }
         let mut buf = [0u8; 2 * SLOT];
         let n = read_up_to(&file, &mut buf)?;
@@ -139,7 +134,7 @@ mod tests {
     fn alternating_slots_survive_a_torn_write() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("1.kwm");
-        let (mut f, w) = WatermarkFile::open(&p).unwrap();
+        let (mut f, w) = WatermarkFile::open(&Storage::real(), &p).unwrap();
         assert!(w.is_none());
         let mut w = Watermark {
             dat_len: 8,
@@ -150,15 +145,15 @@ mod tests {
         w.dat_len = 88;
         f.write(&w).unwrap();
         drop(f);
-        let (_, got) = WatermarkFile::open(&p).unwrap();
+        let (_, got) = WatermarkFile::open(&Storage::real(), &p).unwrap();
         assert_eq!(
             got.as_ref().map(|w| (w.generation, w.dat_len)),
             Some((2, 88))
         );
         // Tear the newest slot (generation 2 lives in slot 0).
-        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        let f = Storage::real().open(&p, Open::WRITE).unwrap();
         f.write_all_at(&[0xff; 10], 20).unwrap();
-        let (_, got) = WatermarkFile::open(&p).unwrap();
+        let (_, got) = WatermarkFile::open(&Storage::real(), &p).unwrap();
         assert_eq!(got.map(|w| (w.generation, w.dat_len)), Some((1, 8)));
     }
 }

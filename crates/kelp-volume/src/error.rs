@@ -126,10 +126,7 @@ impl ApiError {
     /// Maps a kelp-needle error of an operation on volume `vid`.
     pub fn from_volume(vid: VolumeId, e: VolumeError) -> Self {
         match e {
-            VolumeError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => Self::NoSpace {
-                vid,
-                why: io.to_string(),
-            },
+            VolumeError::NoSpace(why) => Self::NoSpace { vid, why },
             VolumeError::NotFound { .. } => Self::NotFound,
             VolumeError::CookieMismatch { .. } => Self::WriteCookieMismatch,
             VolumeError::Format(NeedleError::TooLarge(what)) => {
@@ -270,5 +267,8 @@ mod tests {
             ApiError::DeleteCookieMismatch.status(),
             StatusCode::BAD_REQUEST
         );
+        let full = ApiError::from_volume(3, VolumeError::NoSpace("No space left".into()));
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(full.to_string().contains("no space left"), "{full}");
     }
 }

@@ -329,10 +329,17 @@ impl Store {
         let _ = self.events.send(StoreEvent::StateChanged(vid));
     }
 
-    /// Maps a failed write or delete; a failed fdatasync has just made the
-    /// volume read-only, which the master hears at once.
-    fn write_failed(&self, vid: VolumeId, e: VolumeError) -> StoreError {
-        if matches!(e, VolumeError::SyncFailed(_)) {
+    /// Maps a failed write or delete. When an IO error (a failed
+    /// fdatasync or write, a full disk) has made the volume refuse writes,
+    /// the master hears it at once.
+    fn write_failed(&self, vol: &Volume, e: VolumeError) -> StoreError {
+        let vid = vol.id();
+        if let Some(why) = vol.io_failure() {
+            tracing::warn!(
+                volume = vid,
+                reason = why,
+                "volume refuses writes after an IO error; telling the master"
+            );
             self.state_changed(vid);
         }
         StoreError::Volume { vid, source: e }
@@ -388,6 +395,7 @@ impl Store {
         force_sync: bool,
     ) -> Result<WriteResult, StoreError> {
         let vol = self.writable(vid)?;
+        let held = vol.clone();
         let durable = self.durable;
         blocking(move || -> Result<WriteResult, VolumeError> {
             let out = vol.write(&mut needle)?;
@@ -398,7 +406,7 @@ impl Store {
             })
         })
         .await?
-        .map_err(|e| self.write_failed(vid, e))
+        .map_err(|e| self.write_failed(&held, e))
     }
 
     /// Deletes a needle (durably on a durable server). Returns the deleted
@@ -411,6 +419,7 @@ impl Store {
         force_sync: bool,
     ) -> Result<u32, StoreError> {
         let vol = self.writable(vid)?;
+        let held = vol.clone();
         let durable = self.durable;
         blocking(move || -> Result<u32, VolumeError> {
             let out = vol.delete(key, cookie)?;
@@ -421,7 +430,7 @@ impl Store {
         .map_err(|e| match e {
             VolumeError::CookieMismatch { .. } => StoreError::DeleteCookieMismatch,
             VolumeError::NotFound { .. } => StoreError::NeedleNotFound,
-            e => self.write_failed(vid, e),
+            e => self.write_failed(&held, e),
         })
     }
 

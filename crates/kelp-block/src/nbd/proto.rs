@@ -327,7 +327,7 @@ pub fn simple_reply(error: u32, cookie: u64) -> Vec<u8> {
 /// The one place block errors become NBD errors.
 pub fn errno(e: &BlockError) -> u32 {
     match e {
-        BlockError::OutOfRange { .. } => ENOSPC,
+        BlockError::OutOfRange { .. } | BlockError::NoSpace(_) => ENOSPC,
         BlockError::BadLength { .. } | BlockError::BadOptions(_) | BlockError::Protocol(_) => {
             EINVAL
         }

@@ -137,6 +137,8 @@ pub struct Job {
     /// Acknowledge only when every downstairs has done it (used to drain
     /// before a clean shutdown).
     pub need_all: bool,
+    /// A downstairs failed it for lack of space: if it fails, it is ENOSPC.
+    pub no_space: bool,
 }
 
 fn overlaps(a: &Option<Range<u64>>, b: &Option<Range<u64>>) -> bool {
@@ -248,6 +250,7 @@ impl JobTable {
                 waiter,
                 acked: false,
                 need_all: false,
+                no_space: false,
             },
         );
         self.open.insert(id);

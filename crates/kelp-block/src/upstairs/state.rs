@@ -501,6 +501,10 @@ impl Upstairs {
             .count();
         let result = if done >= need {
             Ok(())
+        } else if possible < need && j.no_space {
+            Err(BlockError::NoSpace(format!(
+                "job {id}: downstairs out of space"
+            )))
         } else if possible < need {
             Err(BlockError::NoQuorum(format!(
                 "job {id}: only {possible} downstairs left to complete it"
@@ -696,6 +700,9 @@ impl Upstairs {
         if is_read {
             self.reroute_read(c, id);
         } else {
+            if let Some(j) = self.table.get_mut(id) {
+                j.no_space |= code == ErrorCode::NoSpace as u16;
+            }
             self.fault(c, &format!("job {id} failed: {message}"));
         }
     }

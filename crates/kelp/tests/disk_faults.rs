@@ -1,9 +1,14 @@
-//! A disk whose fsyncs fail for a moment, under `kelp server`: an LD_PRELOAD
-//! shim (`support/fail_fsync.c`) makes fdatasync of volume files return EIO
-//! while a flag file exists. No write is acknowledged whose fsync failed;
-//! every volume that saw the failure turns read-only and the master hears
-//! it at once, so uploads succeed again within a second of the fault
-//! clearing, on other volumes, and everything acknowledged reads back.
+//! Disk faults under `kelp server`.
+//!
+//! - fsyncs that fail for a moment: an LD_PRELOAD shim
+//!   (`support/fail_fsync.c`) makes fdatasync of volume files return EIO
+//!   while a flag file exists. No write is acknowledged whose fsync failed;
+//!   every volume that saw the failure turns read-only and the master hears
+//!   it at once, so uploads succeed again within a second of the fault
+//!   clearing, on other volumes, and everything acknowledged reads back.
+//! - a full disk: the data directory on a small tmpfs. Uploads that do not
+//!   fit answer 507 with a message saying so, and everything acknowledged
+//!   before reads back.
 
 mod common;
 
@@ -164,4 +169,84 @@ fn failed_fsyncs_are_never_acknowledged_and_writes_resume_within_a_second() {
         kelp.log_text().contains("fdatasync failed"),
         "the log does not report the failed fdatasync"
     );
+}
+
+#[test]
+fn a_full_disk_answers_507_and_keeps_what_was_acknowledged() {
+    if !is_root() {
+        skip("mounting a tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mount -t tmpfs failed");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.clone());
+    let dir_arg = format!("-dir={}", dir.display());
+    let mdir_arg = format!("-master.dir={}", tmp.path().join("master").display());
+    let kelp = Kelp::start(
+        &[
+            "server",
+            &dir_arg,
+            &mdir_arg,
+            "-master.port=0",
+            "-volume.port=0",
+            "-ip=127.0.0.1",
+        ],
+        &tmp.path().join("logs"),
+    );
+    let master = kelp.master_url();
+    wait_healthy(&master);
+    let client = http();
+    let mut acked = Vec::new();
+    let mut full = None;
+    for seed in 1..=200u64 {
+        let data = blob(seed, 64 * 1024);
+        let r = client.get(format!("{master}/dir/assign")).send().unwrap();
+        if !r.status().is_success() {
+            // No volume can be grown on a full disk either.
+            break;
+        }
+        let v: serde_json::Value = r.json().unwrap();
+        let (fid, url) = (v["fid"].as_str().unwrap(), v["url"].as_str().unwrap());
+        let resp = upload(&client, url, fid, "b.bin", &data).unwrap();
+        match resp.status().as_u16() {
+            201 => acked.push((fid.to_string(), url.to_string(), seed)),
+            507 => {
+                full = Some(resp.text().unwrap());
+                break;
+            }
+            other => panic!("upload of {fid} answered {other}: {}", resp.text().unwrap()),
+        }
+    }
+    let body = full.expect("3 MiB of tmpfs never filled up");
+    assert!(
+        body.contains("no space left"),
+        "the 507 does not say the disk is full: {body}"
+    );
+    assert!(!acked.is_empty(), "nothing fitted before the disk was full");
+    for (fid, url, seed) in &acked {
+        let r = get(&client, url, fid).unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "acknowledged {fid} is not readable"
+        );
+        assert_eq!(
+            r.bytes().unwrap().as_ref(),
+            blob(*seed, 64 * 1024).as_slice(),
+            "{fid} changed"
+        );
+    }
 }

@@ -1,0 +1,199 @@
+//! An open file: the real one called directly, a simulated one through
+//! `dyn FileOps` (see the crate comment for why).
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// The operations of a simulated (or wrapped) open file.
+pub trait FileOps: Send + Sync + fmt::Debug {
+    /// Reads at `off`; fewer bytes (0 at or past the end) near the end.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize>;
+    /// Writes at `off`; may write fewer bytes than given (a short write).
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<usize>;
+    fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes this file's contents and length durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Reserves space up to `len` bytes (reads as zeros where unwritten).
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Takes an exclusive advisory lock without waiting.
+    fn try_lock(&self) -> io::Result<()>;
+}
+
+/// An open file.
+pub enum File {
+    Real(std::fs::File),
+    Sim(Arc<dyn FileOps>),
+}
+
+impl fmt::Debug for File {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            File::Real(r) => r.fmt(f),
+            File::Sim(s) => s.fmt(f),
+        }
+    }
+}
+
+impl From<std::fs::File> for File {
+    fn from(f: std::fs::File) -> Self {
+        File::Real(f)
+    }
+}
+
+impl File {
+    #[inline]
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        match self {
+            File::Real(f) => f.read_at(buf, off),
+            File::Sim(f) => f.read_at(buf, off),
+        }
+    }
+
+    #[inline]
+    pub fn write_at(&self, buf: &[u8], off: u64) -> io::Result<usize> {
+        match self {
+            File::Real(f) => f.write_at(buf, off),
+            File::Sim(f) => f.write_at(buf, off),
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes at `off` (`UnexpectedEof` if the
+    /// file is shorter).
+    pub fn read_exact_at(&self, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
+        if let File::Real(f) = self {
+            return f.read_exact_at(buf, off);
+        }
+        while !buf.is_empty() {
+            match self.read_at(buf, off) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "failed to fill whole buffer",
+                    ));
+                }
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    off += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `off`. On an error some prefix may have been
+    /// written.
+    pub fn write_all_at(&self, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+        if let File::Real(f) = self {
+            return f.write_all_at(buf, off);
+        }
+        while !buf.is_empty() {
+            match self.write_at(buf, off) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    off += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at the current end of the file and returns where it
+    /// went. Only for files with a single writer.
+    pub fn append(&self, buf: &[u8]) -> io::Result<u64> {
+        let at = self.len()?;
+        self.write_all_at(buf, at)?;
+        Ok(at)
+    }
+
+    pub fn len(&self) -> io::Result<u64> {
+        match self {
+            File::Real(f) => Ok(f.metadata()?.len()),
+            File::Sim(f) => f.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        match self {
+            File::Real(f) => f.set_len(len),
+            File::Sim(f) => f.set_len(len),
+        }
+    }
+
+    /// fdatasync.
+    #[inline]
+    pub fn sync_data(&self) -> io::Result<()> {
+        match self {
+            File::Real(f) => f.sync_data(),
+            File::Sim(f) => f.sync_data(),
+        }
+    }
+
+    /// fsync (data and metadata). In the simulated backends a file's
+    /// length is part of its data, so this is `sync_data`.
+    pub fn sync_all(&self) -> io::Result<()> {
+        match self {
+            File::Real(f) => f.sync_all(),
+            File::Sim(f) => f.sync_data(),
+        }
+    }
+
+    /// Allocates every byte up to `len` (fallocate), so later writes
+    /// overwrite allocated blocks instead of filling holes.
+    pub fn allocate(&self, len: u64) -> io::Result<()> {
+        match self {
+            File::Real(f) => {
+                use std::os::fd::AsRawFd;
+                let len = i64::try_from(len).map_err(|_| io::Error::other("file too large"))?;
+                // SAFETY: fallocate on a file descriptor we own; no memory
+                // is involved.
+                let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) };
+                if rc != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            }
+            File::Sim(f) => f.allocate(len),
+        }
+    }
+
+    /// Takes an exclusive advisory lock (flock) without waiting; fails with
+    /// `WouldBlock` if another open file description holds it.
+    pub fn try_lock(&self) -> io::Result<()> {
+        match self {
+            File::Real(f) => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: flock on a file descriptor we own; no memory is
+                // involved.
+                let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+                if rc != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            }
+            File::Sim(f) => f.try_lock(),
+        }
+    }
+
+    /// A second handle on the same open file.
+    pub fn try_clone(&self) -> io::Result<File> {
+        match self {
+            File::Real(f) => Ok(File::Real(f.try_clone()?)),
+            File::Sim(f) => Ok(File::Sim(f.clone())),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The real file system (`std::fs`).
+
+use std::ffi::OsString;
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::{Backend, File, Open};
+
+/// `std::fs`, what runs in production.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Real;
+
+impl Backend for Real {
+    fn open(&self, path: &Path, how: Open) -> io::Result<File> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(how.write)
+            .create(how.create && !how.create_new)
+            .create_new(how.create_new)
+            .truncate(how.truncate)
+            .open(path)?;
+        Ok(File::Real(f))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect()
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn modified(&self, path: &Path) -> io::Result<SystemTime> {
+        std::fs::metadata(path)?.modified()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Storage;
+
+    #[test]
+    fn real_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Storage::real();
+        let p = d.path().join("a");
+        let f = s.open(&p, Open::CREATE_NEW).unwrap();
+        assert!(s.open(&p, Open::CREATE_NEW).is_err(), "create_new twice");
+        f.write_all_at(b"hello", 3).unwrap();
+        assert_eq!(f.len().unwrap(), 8);
+        assert_eq!(f.append(b"!").unwrap(), 8);
+        let mut b = [0u8; 9];
+        f.read_exact_at(&mut b, 0).unwrap();
+        assert_eq!(&b, b"\0\0\0hello!");
+        f.sync_data().unwrap();
+        f.try_lock().unwrap();
+        let other = s.open(&p, Open::READ).unwrap();
+        assert!(other.try_lock().is_err(), "lock held by the first handle");
+        s.rename(&p, &d.path().join("b")).unwrap();
+        s.sync_dir(d.path()).unwrap();
+        assert_eq!(s.list(d.path()).unwrap(), vec![OsString::from("b")]);
+        s.remove(&d.path().join("b")).unwrap();
+        assert!(s.list(d.path()).unwrap().is_empty());
+    }
+}
