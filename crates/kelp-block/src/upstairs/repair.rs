@@ -327,7 +327,7 @@ impl Upstairs {
         }
         for c in 0..CLIENTS {
             self.clients[c].mode = Mode::Init;
-            self.clients[c].conn = None;
+            self.close(c);
             self.reconnect(c);
         }
     }
@@ -487,8 +487,7 @@ impl Upstairs {
                         return;
                     };
                     tracing::error!(client, error = %e, "live repair cannot complete; retrying later");
-                    self.clients[client].repair_after =
-                        Some(std::time::Instant::now() + LIVE_REPAIR_BACKOFF);
+                    self.clients[client].repair_after = Some(self.now + LIVE_REPAIR_BACKOFF);
                     self.fault(client, "live repair found a block no source holds intact");
                 }
             }
@@ -562,7 +561,7 @@ impl Upstairs {
         if self.phase != Phase::Running || !matches!(self.repair, RepairState::None) {
             return;
         }
-        let now = std::time::Instant::now();
+        let now = self.now;
         let Some(c) = (0..CLIENTS).find(|&c| {
             let cl = &self.clients[c];
             cl.mode == Mode::Faulted
