@@ -198,8 +198,11 @@ impl Upstairs {
         self.reconnect(c);
     }
 
-    /// Replays, in order, every job since the last flush `c` acknowledged.
+    /// Replays, in order, every job since the last flush `c` ran: the
+    /// last it acknowledged, or a later one whose acknowledgement was lost
+    /// (`count_lost_acks`).
     fn replay(&mut self, c: usize) {
+        self.count_lost_acks(c);
         let lf = self.clients[c].last_flush_done;
         let ids: Vec<u64> = self
             .table
@@ -266,5 +269,60 @@ impl Upstairs {
             self.source_lost(c);
         }
         self.reconnect(c);
+    }
+
+    /// A returning downstairs may have run jobs whose acknowledgements were
+    /// lost with the connection. Its extent versions say which flushes of
+    /// this generation it ran: every job sent to it up to the newest such
+    /// flush ran there before it (a flush runs after every earlier job it
+    /// was given) and is durable, so it counts as done. Replaying those
+    /// instead would roll its blocks back to older data for a while, marked
+    /// dirty — and an activation after a crash in that window prefers a
+    /// dirty copy, losing data whose flush was acknowledged.
+    fn count_lost_acks(&mut self, c: usize) {
+        let generation = self.cfg.generation;
+        let Some(stamped) = self.clients[c]
+            .versions
+            .iter()
+            .filter(|v| v.generation == generation)
+            .map(|v| v.flush)
+            .max()
+        else {
+            return;
+        };
+        let Some(upto) = self
+            .table
+            .iter()
+            .filter(|j| {
+                j.on[c] == On::Sent
+                    && matches!(j.kind, Kind::Flush { flush, .. } if flush <= stamped)
+            })
+            .map(|j| j.id)
+            .max()
+        else {
+            return;
+        };
+        let ids: Vec<u64> = self
+            .table
+            .iter()
+            .filter(|j| j.id <= upto && j.on[c] == On::Sent && !j.kind.is_read())
+            .map(|j| j.id)
+            .collect();
+        tracing::info!(
+            client = c,
+            jobs = ids.len(),
+            upto_job = upto,
+            "the returning downstairs ran these jobs before it dropped out"
+        );
+        for &id in &ids {
+            if let Some(j) = self.table.get_mut(id) {
+                j.on[c] = On::Done;
+            }
+        }
+        let lf = &mut self.clients[c].last_flush_done;
+        *lf = (*lf).max(upto);
+        for id in ids {
+            self.check_job(id);
+        }
     }
 }

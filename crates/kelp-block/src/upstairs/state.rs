@@ -368,18 +368,22 @@ impl Upstairs {
         let j = self.table.get(id)?;
         let deps = self.table.deps_for(id, c);
         Some(match &j.kind {
-            Kind::Write { start, crcs, data } => Message::Write {
-                job: id,
-                deps,
-                start: *start,
-                crcs: crcs.clone(),
-                data: data.clone(),
-            },
+            Kind::Write { start, crcs, data } => {
+                let n = self.blocks_for(c, *start, crcs.len() as u64) as usize;
+                let bs = self.block_size() as usize;
+                Message::Write {
+                    job: id,
+                    deps,
+                    start: *start,
+                    crcs: crcs[..n].to_vec(),
+                    data: data.slice(..(n * bs).min(data.len())),
+                }
+            }
             Kind::WriteZeroes { start, count } => Message::WriteZeroes {
                 job: id,
                 deps,
                 start: *start,
-                count: *count,
+                count: self.blocks_for(c, *start, *count),
             },
             Kind::Read { start, count } => Message::Read {
                 job: id,
@@ -421,6 +425,23 @@ impl Upstairs {
                 generation: *generation,
             },
         })
+    }
+
+    /// How many of the `count` blocks from `start` of a write go to `c`:
+    /// all, except to a downstairs under live repair, which gets only the
+    /// blocks of extents whose copy is already queued (the write starts in
+    /// one, or it would not be sent there at all). The rest arrive with
+    /// the later extents' copies; written now, they would make an extent
+    /// it has not been given dirty, and the next flush would stamp it
+    /// current — an interrupted repair would then leave it looking as
+    /// fresh as its source.
+    fn blocks_for(&self, c: usize, start: u64, count: u64) -> u64 {
+        if self.clients[c].mode != Mode::Repair {
+            return count;
+        }
+        let es = self.def.map(|d| d.extent_size as u64).unwrap_or(1);
+        let limit = self.repair.repaired_below(c) as u64 * es;
+        count.min(limit.saturating_sub(start))
     }
 
     /// Sends job `id` to `c`, if it is connected.
@@ -472,8 +493,14 @@ impl Upstairs {
         {
             self.submit_flush(Waiter::None);
         }
+        // A downstairs can be live-repaired only from an active one: with
+        // none active, faulting the offline ones would leave nothing to
+        // repair from, and the volume dead until the upstairs restarts;
+        // they stay offline and are replayed instead.
+        let source = self.any_active().is_some();
         for c in 0..CLIENTS {
-            if self.clients[c].mode == Mode::Offline
+            if source
+                && self.clients[c].mode == Mode::Offline
                 && (self.table.len() > self.cfg.max_replay_jobs
                     || self.table.bytes() > self.cfg.max_replay_bytes)
             {
