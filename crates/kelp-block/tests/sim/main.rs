@@ -29,8 +29,9 @@ const CHAOS_STEPS: u64 = 400;
 /// source stamped clean before its copies landed), 71 (all three faulted
 /// with nothing to repair from), 203 and 271 (replay rolled a downstairs
 /// back behind a flush it had run, and activation then preferred that
-/// copy).
-const REGRESSIONS: &[u64] = &[0, 71, 203, 271];
+/// copy), 8594 and 10242 (a write straddling the live-repair point
+/// dirtied an extent not yet copied).
+const REGRESSIONS: &[u64] = &[0, 71, 203, 271, 8594, 10242];
 
 fn run_seed(seed: u64, trace: bool) -> Result<world::Stats, String> {
     match catch_unwind(AssertUnwindSafe(|| {
