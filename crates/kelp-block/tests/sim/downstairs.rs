@@ -140,15 +140,28 @@ impl SimDownstairs {
         }
     }
 
-    /// One message from the upstairs on connection `conn`.
+    /// Sessions with jobs waiting (ready or not) for the worker.
+    pub fn busy_sessions(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.queue.pending_len() > 0)
+            .map(|(&c, _)| c)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// One message from the upstairs on connection `conn`: a ping is
+    /// answered at once, a job is queued for the worker (`work`).
     pub fn deliver(&mut self, conn: u64, msg: Message) -> Outcome {
         let mut out = Outcome {
             replies: vec![],
             fenced_write: None,
         };
-        let Some(region) = self.region.as_mut() else {
+        if self.region.is_none() {
             return out;
-        };
+        }
         let Some(session) = self.sessions.get_mut(&conn) else {
             return out;
         };
@@ -167,7 +180,25 @@ impl SimDownstairs {
             },
         };
         session.queue.push(job);
-        while let Some(job) = session.queue.next_ready(|_| true) {
+        out
+    }
+
+    /// The session's worker runs its next ready job, if any (the real
+    /// worker is a thread of its own, so this happens at any time after
+    /// the job arrived, and goes on for a session displaced by a newer
+    /// generation until its connection closes).
+    pub fn work(&mut self, conn: u64) -> Outcome {
+        let mut out = Outcome {
+            replies: vec![],
+            fenced_write: None,
+        };
+        let Some(region) = self.region.as_mut() else {
+            return out;
+        };
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return out;
+        };
+        if let Some(job) = session.queue.next_ready(|_| true) {
             let is_flush = matches!(job.op, Op::Flush { .. });
             // The real worker's check, under the region lock, before
             // every job.

@@ -86,6 +86,7 @@ struct Conn {
 #[derive(Debug, Clone, Copy)]
 enum Event {
     ToDs(u64),
+    Work(usize, u64),
     ToUp(u64),
     Closed(u64),
     Connect(usize, usize),
@@ -255,6 +256,9 @@ impl World {
             if !self.ds[i].up() {
                 ev.push((2, Event::Restart(i)));
             }
+            for conn in self.ds[i].busy_sessions() {
+                ev.push((8, Event::Work(i, conn)));
+            }
         }
         if chaos {
             for (u, up) in self.ups.iter().enumerate() {
@@ -322,6 +326,18 @@ impl World {
                 let out = self.ds[client].deliver(id, msg);
                 if let Some(why) = out.fenced_write {
                     self.fail(format!("ds{client}: a fenced generation wrote: {why}"));
+                }
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.to_up.extend(out.replies);
+                }
+            }
+            Event::Work(i, id) => {
+                let out = self.ds[i].work(id);
+                if let Some(why) = out.fenced_write {
+                    self.fail(format!("ds{i}: a fenced generation wrote: {why}"));
+                }
+                if !out.replies.is_empty() {
+                    self.log(|| format!("ds{i} runs a job of conn {id}"));
                 }
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.to_up.extend(out.replies);
@@ -633,6 +649,10 @@ impl World {
         self.conns
             .values()
             .any(|c| !c.to_ds.is_empty() || !c.to_up.is_empty() || c.closing)
+            || self
+                .conns
+                .iter()
+                .any(|(id, c)| !c.closing && self.ds[c.client].busy_sessions().contains(id))
     }
 
     /// No more faults: old upstairs stop, every downstairs comes back, and
