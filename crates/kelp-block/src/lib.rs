@@ -7,7 +7,8 @@
 //!   volume's secret on it.
 //! - [`downstairs`]: serves one region over TCP.
 //! - [`upstairs`]: replicates to three downstairs, reconciles, repairs.
-//! - [`nbd`]: exports an upstairs over NBD.
+//! - [`nbd`]: exports an upstairs over NBD; [`control`]: its HTTP control
+//!   API (status, replace).
 
 pub mod auth;
 pub mod codec;
@@ -21,6 +22,7 @@ pub use context::BlockContext;
 pub use error::{BlockError, Result};
 pub use extent::{ExtentImage, ExtentVersion};
 pub use region::{Region, RegionDef};
+pub mod control;
 pub mod downstairs;
 pub mod frame;
 pub mod fuzzing;

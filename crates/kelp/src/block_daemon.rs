@@ -179,7 +179,7 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr} (control)"))?;
         ready["control_port"] = l.local_addr()?.port().into();
-        let router = control_router(volume.clone());
+        let router = kelp_block::control::router(volume.clone());
         let stop = stop.clone();
         // Not joined: it ends with the stop signal, like the NBD servers.
         tokio::spawn(async move {
@@ -211,51 +211,4 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "stopping before all three downstairs were in sync"),
     }
     Ok(())
-}
-
-/// The upstairs control API: status, and replacing a failed downstairs.
-fn control_router(volume: kelp_block::upstairs::Volume) -> axum::Router {
-    use axum::extract::{Query, State};
-    use axum::http::StatusCode;
-    use axum::routing::{get, post};
-
-    #[derive(serde::Deserialize)]
-    struct Replace {
-        old: String,
-        new: String,
-    }
-
-    async fn status(State(v): State<kelp_block::upstairs::Volume>) -> (StatusCode, String) {
-        match v.status().await {
-            Ok(s) => (
-                StatusCode::OK,
-                serde_json::json!({
-                    "modes": s.modes,
-                    "jobs": s.jobs,
-                    "fenced": s.fenced,
-                    "next_flush": s.next_flush,
-                })
-                .to_string(),
-            ),
-            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        }
-    }
-
-    async fn replace(
-        State(v): State<kelp_block::upstairs::Volume>,
-        Query(q): Query<Replace>,
-    ) -> (StatusCode, String) {
-        match v.replace(&q.old, &q.new).await {
-            Ok(()) => (
-                StatusCode::ACCEPTED,
-                format!("{} replaces {}; live repair started\n", q.new, q.old),
-            ),
-            Err(e) => (StatusCode::CONFLICT, format!("{e}\n")),
-        }
-    }
-
-    axum::Router::new()
-        .route("/status", get(status))
-        .route("/replace", post(replace))
-        .with_state(volume)
 }

@@ -182,6 +182,23 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| BlockError::protocol(format!("blocking task failed: {e}")))?
 }
 
+/// The activation rule (module comment), apart from its effects:
+/// `current` is the highest generation this region has accepted, `occupied`
+/// whether an upstairs is active, `same_upstairs` whether it is the one
+/// asking. Public for the simulator (`tests/sim`).
+pub fn admit(current: u64, occupied: bool, same_upstairs: bool, generation: u64) -> Result<()> {
+    if generation < current
+        || (generation == current && occupied && !same_upstairs)
+        || generation == 0
+    {
+        return Err(BlockError::GenerationTooLow {
+            offered: generation,
+            current,
+        });
+    }
+    Ok(())
+}
+
 impl Server {
     /// Applies the activation rules; on success this session is the only
     /// one allowed to run jobs.
@@ -199,15 +216,7 @@ impl Server {
             let current = region.generation().max(act.generation);
             let same_upstairs = act.upstairs_id == Some(upstairs_id);
             let occupied = act.fence.is_some();
-            if generation < current
-                || (generation == current && occupied && !same_upstairs)
-                || generation == 0
-            {
-                return Err(BlockError::GenerationTooLow {
-                    offered: generation,
-                    current,
-                });
-            }
+            admit(current, occupied, same_upstairs, generation)?;
             region.set_generation(generation)?;
             if let Some((tx, close)) = act.fence.take()
                 && act.session != session

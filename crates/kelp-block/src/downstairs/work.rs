@@ -329,8 +329,9 @@ fn reply(job: u64, result: Result<Message>) -> Message {
     })
 }
 
-/// Runs every job but a flush (see `begin_flush`).
-fn execute(region: &mut Region, job: &Job) -> Result<Message> {
+/// Runs every job but a flush (see `begin_flush`). Public for the
+/// simulator (`tests/sim`), which runs jobs in line on a real region.
+pub fn execute(region: &mut Region, job: &Job) -> Result<Message> {
     match &job.op {
         Op::Write { start, crcs, data } => {
             region.write(*start, data, crcs)?;

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::Event;
+use super::driver::Event;
 use crate::auth::{self, Secret, Transcript};
 use crate::error::{BlockError, Result};
 use crate::extent::ExtentVersion;

@@ -24,7 +24,6 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::context::BlockContext;
-use crate::error::BlockError;
 use crate::extent::ExtentVersion;
 
 /// An extent's contents in flight from a repair source to its destinations.
@@ -113,14 +112,12 @@ impl Kind {
     }
 }
 
-/// Who is waiting for a job, and what for.
-pub type Reply<T> = tokio::sync::oneshot::Sender<Result<T, BlockError>>;
-
-#[derive(Debug)]
+/// Who is waiting for a job: nobody, or the guest request (its id, given
+/// by the driver) that the job answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waiter {
     None,
-    Done(Reply<()>),
-    Data(Reply<Bytes>),
+    Guest(u64),
 }
 
 #[derive(Debug)]

@@ -1,7 +1,8 @@
-//! The upstairs: one task owns all replication state. It takes one event at
-//! a time (a guest request, a downstairs message, a (dis)connection, a
-//! tick) and applies it synchronously (`state.rs`); connections and the
-//! guest talk to it through channels.
+//! The upstairs: a state machine free of IO (`state.rs` and the files it
+//! names) takes one input at a time (a guest request, a downstairs message,
+//! a (dis)connection, a tick) and returns actions; one task (`driver.rs`)
+//! feeds it and performs them over TCP, and the simulator (`crate::sim`)
+//! does the same deterministically.
 //!
 //! Guarantees (see `docs/block.md`):
 //! - a write (or write-zeroes) is acknowledged once two downstairs have
@@ -15,9 +16,15 @@
 //!   rewritten.
 
 pub mod client;
+#[cfg(test)]
+mod core_tests;
+mod driver;
+mod guest;
 pub mod jobs;
+mod lifecycle;
+mod reads;
 mod repair;
-mod state;
+pub mod state;
 
 use std::time::Duration;
 
@@ -26,11 +33,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::context::block_crc;
 use crate::error::{BlockError, Result};
-use crate::frame::{FrameReader, Message};
-use crate::transport::{ReadHalf, WriteHalf};
-use client::Handshake;
 pub use client::Security;
-use jobs::Reply;
+use driver::{Event, Request};
+pub use state::{Action, GuestOp, Input, Output, Time, Upstairs};
 
 #[derive(Debug, Clone)]
 pub struct UpstairsConfig {
@@ -68,71 +73,6 @@ impl UpstairsConfig {
     }
 }
 
-pub(crate) enum GuestOp {
-    Read {
-        start: u64,
-        count: u64,
-        reply: Reply<Bytes>,
-    },
-    Write {
-        start: u64,
-        crcs: Vec<u32>,
-        data: Bytes,
-        fua: bool,
-        reply: Reply<()>,
-    },
-    WriteZeroes {
-        start: u64,
-        count: u64,
-        fua: bool,
-        reply: Reply<()>,
-    },
-    Flush {
-        reply: Reply<()>,
-    },
-    /// A flush acknowledged only once all three downstairs have it.
-    FlushAll {
-        reply: Reply<()>,
-    },
-    Status {
-        reply: oneshot::Sender<Status>,
-    },
-    /// Puts the downstairs at `new` in the place of the failed one at
-    /// `old`; it is live-repaired.
-    Replace {
-        old: String,
-        new: String,
-        reply: Reply<()>,
-    },
-}
-
-pub(crate) enum Event {
-    Ds {
-        client: usize,
-        conn: u64,
-        msg: Message,
-    },
-    Gone {
-        client: usize,
-        conn: u64,
-        error: String,
-    },
-    Connected {
-        client: usize,
-        /// Where it connected: a connection to an address the client no
-        /// longer has (it was replaced meanwhile) is dropped.
-        addr: String,
-        reader: Box<FrameReader<ReadHalf>>,
-        writer: WriteHalf,
-        hs: Handshake,
-    },
-    Refused {
-        client: usize,
-        error: BlockError,
-    },
-    Tick,
-}
-
 /// A snapshot of the upstairs for tests and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -147,7 +87,7 @@ pub struct Status {
 /// feed the one upstairs task.
 #[derive(Clone)]
 pub struct Volume {
-    tx: mpsc::UnboundedSender<GuestOp>,
+    tx: mpsc::UnboundedSender<Request>,
     pub block_size: u32,
     pub total_blocks: u64,
 }
@@ -171,10 +111,14 @@ impl Volume {
         Ok(())
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> GuestOp) -> Result<T> {
+    async fn call(&self, op: GuestOp) -> Result<Output> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).map_err(|_| BlockError::Shutdown)?;
+        self.tx.send((op, tx)).map_err(|_| BlockError::Shutdown)?;
         rx.await.map_err(|_| BlockError::Shutdown)?
+    }
+
+    async fn done(&self, op: GuestOp) -> Result<()> {
+        self.call(op).await.map(drop)
     }
 
     pub async fn read(&self, start: u64, count: u64) -> Result<Bytes> {
@@ -182,12 +126,10 @@ impl Volume {
         if count == 0 {
             return Ok(Bytes::new());
         }
-        self.call(|reply| GuestOp::Read {
-            start,
-            count,
-            reply,
-        })
-        .await
+        match self.call(GuestOp::Read { start, count }).await? {
+            Output::Data(d) => Ok(d),
+            _ => Err(BlockError::protocol("a read was answered without data")),
+        }
     }
 
     /// Writes whole blocks; acknowledged once two downstairs have them (and,
@@ -207,12 +149,11 @@ impl Volume {
             return if fua { self.flush().await } else { Ok(()) };
         }
         let crcs = data.chunks(bs).map(block_crc).collect();
-        self.call(|reply| GuestOp::Write {
+        self.done(GuestOp::Write {
             start,
             crcs,
             data,
             fua,
-            reply,
         })
         .await
     }
@@ -222,17 +163,11 @@ impl Volume {
         if count == 0 {
             return if fua { self.flush().await } else { Ok(()) };
         }
-        self.call(|reply| GuestOp::WriteZeroes {
-            start,
-            count,
-            fua,
-            reply,
-        })
-        .await
+        self.done(GuestOp::WriteZeroes { start, count, fua }).await
     }
 
     pub async fn flush(&self) -> Result<()> {
-        self.call(|reply| GuestOp::Flush { reply }).await
+        self.done(GuestOp::Flush).await
     }
 
     /// Flushes and waits until all three downstairs have acknowledged a
@@ -240,7 +175,7 @@ impl Volume {
     pub async fn drain(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let r = self.call(|reply| GuestOp::FlushAll { reply }).await;
+            let r = self.done(GuestOp::FlushAll).await;
             if r.is_ok() || tokio::time::Instant::now() >= deadline {
                 return r;
             }
@@ -257,16 +192,16 @@ impl Volume {
     /// `old` is active.
     pub async fn replace(&self, old: &str, new: &str) -> Result<()> {
         let (old, new) = (old.to_string(), new.to_string());
-        self.call(|reply| GuestOp::Replace { old, new, reply })
-            .await
+        self.done(GuestOp::Replace { old, new }).await
     }
 
     pub async fn status(&self) -> Result<Status> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(GuestOp::Status { reply: tx })
-            .map_err(|_| BlockError::Shutdown)?;
-        rx.await.map_err(|_| BlockError::Shutdown)
+        match self.call(GuestOp::Status).await? {
+            Output::Status(s) => Ok(s),
+            _ => Err(BlockError::protocol(
+                "a status request was answered without one",
+            )),
+        }
     }
 }
 
@@ -301,8 +236,8 @@ pub async fn start(cfg: UpstairsConfig) -> Result<Volume> {
             }
         }
     });
-    let st = state::Upstairs::new(cfg, tx, ready_tx);
-    tokio::spawn(st.run(rx, grx));
+    let driver = driver::Driver::new(cfg, tx, ready_tx);
+    tokio::spawn(driver.run(rx, grx));
     let (block_size, total_blocks) = ready_rx.await.map_err(|_| BlockError::Shutdown)??;
     Ok(Volume {
         tx: gtx,

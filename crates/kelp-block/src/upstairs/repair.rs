@@ -7,7 +7,10 @@
 //!    arrives, then sent (the destination holds later jobs for that extent
 //!    until it has run);
 //! 3. at activation, `ExtentStamp` on a dirty source, so all copies end
-//!    with the same clean (generation, flush).
+//!    with the same clean (generation, flush) — sent only once every
+//!    destination has acknowledged its copy, so an interrupted activation
+//!    leaves the source dirty (still the freshest) rather than clean and
+//!    indistinguishable from a destination holding older data.
 //!
 //! Reconciliation compares every extent's (generation, flush, dirty) on the
 //! three downstairs. An extent that differs anywhere, or is dirty anywhere,
@@ -62,12 +65,16 @@ pub(super) struct Step {
     /// fetched later (which may already hold those writes) is still right
     /// once they are applied again on top.
     replace: u64,
-    /// Stamps of sources with the version all copies end with (activation).
-    stamps: Vec<u64>,
-    /// Stamp `source` once its image has proved intact: it is a fallback,
-    /// possibly older than the version the copies take, so it must not
-    /// claim that version before its image is known to be the one copied.
-    stamp_when_intact: bool,
+    /// At activation, the source to stamp with `target` once every
+    /// destination holds its copy: a dirty freshest source, or a fallback
+    /// source (possibly older than `target`). Never earlier: a source
+    /// stamped clean before the copies landed, if activation is then
+    /// interrupted, looks as fresh as a destination that still holds older
+    /// data under the same (generation, flush), and the next reconciliation
+    /// would see nothing to repair.
+    stamp: Option<usize>,
+    /// That stamp, once sent.
+    stamp_job: Option<u64>,
     /// At activation the copies take this version; live repair copies the
     /// source's version as fetched.
     target: Option<ExtentVersion>,
@@ -214,17 +221,13 @@ impl Upstairs {
             on_r,
             Waiter::None,
         );
-        let stamps = match (stamp, target) {
-            (true, Some(t)) => vec![self.submit_stamp(extent, source, t)],
-            _ => vec![],
-        };
         Step {
             extent,
             source,
             fetch: Some(fetch),
             replace,
-            stamps,
-            stamp_when_intact: false,
+            stamp: (stamp && target.is_some()).then_some(source),
+            stamp_job: None,
             target,
             fallbacks,
             rejected: vec![],
@@ -327,7 +330,7 @@ impl Upstairs {
         }
         for c in 0..CLIENTS {
             self.clients[c].mode = Mode::Init;
-            self.clients[c].conn = None;
+            self.close(c);
             self.reconnect(c);
         }
     }
@@ -375,13 +378,7 @@ impl Upstairs {
             self.source_failed(c, whole.then_some(image));
             return;
         }
-        let (extent, replace) = (step.extent, step.replace);
-        if let Some(t) = step.target.filter(|_| step.stamp_when_intact) {
-            let stamp = self.submit_stamp(extent, c, t);
-            if let Some(s) = self.repair.step_mut() {
-                s.stamps.push(stamp);
-            }
-        }
+        let replace = step.replace;
         self.give_image(replace, image);
         self.repair_progress(id);
     }
@@ -439,7 +436,7 @@ impl Upstairs {
         if let Some(s) = self.repair.step_mut() {
             s.source = next;
             s.fetch = Some(fetch);
-            s.stamp_when_intact = reconciling;
+            s.stamp = reconciling.then_some(next);
         }
     }
 
@@ -454,6 +451,8 @@ impl Upstairs {
             return;
         };
         step.fetch = None;
+        // At activation the merged copy goes to all three: nothing to stamp.
+        step.stamp = None;
         let (extent, replace, sources) = (step.extent, step.replace, step.rejected.len());
         let version = step
             .target
@@ -487,8 +486,7 @@ impl Upstairs {
                         return;
                     };
                     tracing::error!(client, error = %e, "live repair cannot complete; retrying later");
-                    self.clients[client].repair_after =
-                        Some(std::time::Instant::now() + LIVE_REPAIR_BACKOFF);
+                    self.clients[client].repair_after = Some(self.now + LIVE_REPAIR_BACKOFF);
                     self.fault(client, "live repair found a block no source holds intact");
                 }
             }
@@ -501,19 +499,29 @@ impl Upstairs {
         let Some(step) = self.repair.step() else {
             return;
         };
-        if Some(id) != step.fetch && id != step.replace && !step.stamps.contains(&id) {
+        if Some(id) != step.fetch && id != step.replace && Some(id) != step.stamp_job {
             return;
         }
-        let mut ids = [step.fetch, Some(step.replace)]
+        let mut ids = [step.fetch, Some(step.replace), step.stamp_job]
             .into_iter()
-            .flatten()
-            .chain(step.stamps.iter().copied());
+            .flatten();
         let finished = |id: u64| {
             self.table
                 .get(id)
                 .is_none_or(|j| j.on.iter().all(|o| o.is_final()))
         };
         if !ids.all(finished) {
+            return;
+        }
+        if let (Some(source), Some(target)) = (step.stamp, step.target) {
+            // Every destination holds the copy: only now may the source
+            // claim the version the copies took.
+            let extent = step.extent;
+            let job = self.submit_stamp(extent, source, target);
+            if let Some(s) = self.repair.step_mut() {
+                s.stamp = None;
+                s.stamp_job = Some(job);
+            }
             return;
         }
         match self.repair {
@@ -562,7 +570,7 @@ impl Upstairs {
         if self.phase != Phase::Running || !matches!(self.repair, RepairState::None) {
             return;
         }
-        let now = std::time::Instant::now();
+        let now = self.now;
         let Some(c) = (0..CLIENTS).find(|&c| {
             let cl = &self.clients[c];
             cl.mode == Mode::Faulted

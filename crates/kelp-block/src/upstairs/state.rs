@@ -1,5 +1,20 @@
-//! The upstairs state machine: `run` takes events one at a time and applies
-//! them synchronously. Nothing here blocks or awaits except `run` itself.
+//! The upstairs state machine, free of IO: `Upstairs::handle` takes one
+//! input (a guest request, a message from a downstairs, a connection made
+//! or lost, a tick) with the time it happened, applies it synchronously and
+//! returns what to do about it (`Action`: send a frame, connect, drop a
+//! connection, answer a guest request). It owns no sockets, tasks, channels
+//! or clock; the driver (`driver.rs`, tokio and TCP) and the simulator
+//! (`sim`) perform the actions and feed it inputs.
+//!
+//! The parts, by what they own:
+//! - this file: the state, the inputs and actions, dispatching inputs,
+//!   ticks, halting, sending jobs;
+//! - `guest.rs`: guest requests becoming jobs, and acknowledging them;
+//! - `reads.rs`: reads, checked against block contexts and retried
+//!   elsewhere;
+//! - `lifecycle.rs`: each downstairs' connection and mode (connect,
+//!   replay, fault, fence);
+//! - `repair.rs`: reconciliation at activation and live repair.
 //!
 //! Downstairs modes:
 //! - `Init`: connected or connecting before activation finished;
@@ -16,20 +31,125 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
 
-use super::client::{self, Conn};
+use super::client::Handshake;
 use super::jobs::{CLIENTS, JobTable, Kind, On, Waiter};
+use super::reads::ReadRetry;
 use super::repair::RepairState;
-use super::{Event, GuestOp, Status, UpstairsConfig};
-use crate::context::{BlockContext, block_crc};
+use super::{Status, UpstairsConfig};
 use crate::error::{BlockError, Result};
 use crate::extent::ExtentVersion;
-use crate::frame::{ErrorCode, Message};
+use crate::frame::Message;
 use crate::region::RegionDef;
+
+/// Time as the driver measures it: since an epoch of its choosing (the
+/// driver's start; zero in the simulator). The core never reads a clock.
+pub type Time = Duration;
+
+/// A guest request, as the core takes it (the driver numbers each one and
+/// answers it when the core says `Action::Reply`).
+#[derive(Debug, Clone)]
+pub enum GuestOp {
+    Read {
+        start: u64,
+        count: u64,
+    },
+    Write {
+        start: u64,
+        crcs: Vec<u32>,
+        data: Bytes,
+        fua: bool,
+    },
+    WriteZeroes {
+        start: u64,
+        count: u64,
+        fua: bool,
+    },
+    Flush,
+    /// A flush acknowledged only once all three downstairs have it.
+    FlushAll,
+    Status,
+    /// Puts the downstairs at `new` in the place of the failed one at
+    /// `old`; it is live-repaired.
+    Replace {
+        old: String,
+        new: String,
+    },
+}
+
+/// What a guest request is answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A write, write-zeroes, flush or replace is done.
+    Done,
+    /// A read's data.
+    Data(Bytes),
+    Status(Status),
+}
+
+/// One input to the core. `conn` numbers a connection (the driver's
+/// choice, never reused): messages and losses of a connection the core no
+/// longer holds are ignored.
+#[derive(Debug)]
+pub enum Input {
+    Guest {
+        req: u64,
+        op: GuestOp,
+    },
+    Message {
+        client: usize,
+        conn: u64,
+        msg: Message,
+    },
+    /// Connecting to `addr` (as `Action::Connect` asked) succeeded:
+    /// Hello, Activate and ExtentVersions went through (`hs`).
+    Connected {
+        client: usize,
+        conn: u64,
+        addr: String,
+        hs: Handshake,
+    },
+    Disconnected {
+        client: usize,
+        conn: u64,
+        error: String,
+    },
+    /// The downstairs refused activation for good (a newer generation owns
+    /// it); the connect loop has stopped.
+    Refused {
+        client: usize,
+        error: BlockError,
+    },
+    /// Time passing: pings, IO timeouts, the automatic flush, retries.
+    Tick,
+}
+
+/// What the core wants done.
+#[derive(Debug)]
+pub enum Action {
+    /// Send `msg` on connection `conn` of downstairs `client` (dropped if
+    /// that connection is gone).
+    Send {
+        client: usize,
+        conn: u64,
+        msg: Message,
+    },
+    /// Keep trying to connect to `addr` (and negotiate) until it works or
+    /// the downstairs refuses, then report `Connected` or `Refused`.
+    Connect { client: usize, addr: String },
+    /// Stop the connect attempts of `client` (its address changed).
+    StopConnecting { client: usize },
+    /// Close connection `conn` of `client`.
+    Close { client: usize, conn: u64 },
+    /// Answer guest request `req`.
+    Reply { req: u64, result: Result<Output> },
+    /// Activation finished: the volume's (block size, blocks), or why it
+    /// failed (then the core serves nothing).
+    Ready(Result<(u32, u64)>),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -52,130 +172,170 @@ pub(super) enum Mode {
 pub(super) struct Client {
     pub addr: String,
     pub mode: Mode,
-    pub conn: Option<Conn>,
+    /// The connection in use.
+    pub conn: Option<u64>,
+    /// An `Action::Connect` is under way.
     pub connecting: bool,
     pub last_flush_done: u64,
-    pub last_heard: Instant,
+    pub last_heard: Time,
     pub versions: Vec<ExtentVersion>,
     /// The region last seen at this address; a different one (a
     /// replacement) cannot be replayed and is live-repaired instead.
     pub region_uuid: Option<[u8; 16]>,
-    /// Set to stop the running connect loop (the address changed).
-    pub connect_cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Live repair of this downstairs waits until then (it last failed on
     /// an extent no source holds intact).
-    pub repair_after: Option<Instant>,
+    pub repair_after: Option<Time>,
 }
 
-/// A read that already failed somewhere: where not to send it again, and
-/// the block that last failed its context (set means a bad copy needs
-/// rewriting once good data is found).
-#[derive(Default, Clone, Copy)]
-pub(super) struct ReadRetry {
-    excluded: [bool; CLIENTS],
-    damaged: Option<u64>,
-}
-
-pub(super) type Ready = oneshot::Sender<Result<(u32, u64)>>;
-
-pub(super) struct Upstairs {
-    pub cfg: UpstairsConfig,
-    pub events: mpsc::UnboundedSender<Event>,
-    pub ready: Option<Ready>,
-    pub phase: Phase,
-    pub clients: [Client; CLIENTS],
-    pub table: JobTable,
-    pub def: Option<RegionDef>,
-    pub next_flush: u64,
-    pub unflushed_writes: bool,
-    pub last_flush_at: Instant,
-    pub next_conn: u64,
-    pub rr: usize,
-    pub reads: HashMap<u64, ReadRetry>,
-    pub repair: RepairState,
+pub struct Upstairs {
+    pub(super) cfg: UpstairsConfig,
+    pub(super) actions: Vec<Action>,
+    /// The time of the input being handled.
+    pub(super) now: Time,
+    /// `Action::Ready` has not been given yet.
+    pub(super) ready_pending: bool,
+    pub(super) phase: Phase,
+    pub(super) clients: [Client; CLIENTS],
+    pub(super) table: JobTable,
+    pub(super) def: Option<RegionDef>,
+    pub(super) next_flush: u64,
+    pub(super) unflushed_writes: bool,
+    pub(super) last_flush_at: Time,
+    pub(super) rr: usize,
+    pub(super) reads: HashMap<u64, ReadRetry>,
+    pub(super) repair: RepairState,
 }
 
 impl Upstairs {
-    pub fn new(cfg: UpstairsConfig, events: mpsc::UnboundedSender<Event>, ready: Ready) -> Self {
+    /// A core for `cfg` (three targets, generation at least 1; `start`
+    /// checks both). Nothing happens until `start`.
+    pub fn new(cfg: UpstairsConfig, now: Time) -> Self {
         let clients = std::array::from_fn(|i| Client {
-            addr: cfg.targets[i].clone(),
+            addr: cfg.targets.get(i).cloned().unwrap_or_default(),
             mode: Mode::Init,
             conn: None,
             connecting: false,
-            connect_cancel: Default::default(),
             last_flush_done: 0,
-            last_heard: Instant::now(),
+            last_heard: now,
             versions: vec![],
             region_uuid: None,
             repair_after: None,
         });
         Upstairs {
             cfg,
-            events,
-            ready: Some(ready),
+            actions: vec![],
+            now,
+            ready_pending: true,
             phase: Phase::WaitAll,
             clients,
             table: JobTable::new(1000),
             def: None,
             next_flush: 1,
             unflushed_writes: false,
-            last_flush_at: Instant::now(),
-            next_conn: 1,
+            last_flush_at: now,
             rr: 0,
             reads: HashMap::new(),
             repair: RepairState::None,
         }
     }
 
-    pub async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Event>,
-        mut guest: mpsc::UnboundedReceiver<GuestOp>,
-    ) {
+    /// Begins: connect to all three downstairs.
+    pub fn start(&mut self, now: Time) -> Vec<Action> {
+        self.now = now;
         for c in 0..CLIENTS {
             self.reconnect(c);
         }
-        loop {
-            let serving = matches!(self.phase, Phase::Running | Phase::Halted);
-            tokio::select! {
-                biased;
-                ev = rx.recv() => match ev {
-                    Some(ev) => self.apply(ev),
-                    None => break,
-                },
-                op = guest.recv(), if serving => match op {
-                    Some(op) => self.guest(op),
-                    None => break,
-                },
-            }
-            if self.ready.is_some() && self.phase == Phase::Halted {
-                break;
-            }
-        }
-        tracing::info!("upstairs stopping");
+        std::mem::take(&mut self.actions)
     }
 
-    pub fn block_size(&self) -> u32 {
+    /// Applies one input that happened at `now` and returns what to do.
+    pub fn handle(&mut self, now: Time, input: Input) -> Vec<Action> {
+        self.now = self.now.max(now);
+        match input {
+            Input::Guest { req, op } => self.guest(req, op),
+            Input::Message { client, conn, msg } => {
+                if self.clients[client].conn == Some(conn) {
+                    self.clients[client].last_heard = self.now;
+                    self.on_message(client, msg);
+                }
+            }
+            Input::Disconnected {
+                client,
+                conn,
+                error,
+            } => {
+                if self.clients[client].conn == Some(conn) {
+                    self.on_disconnect(client, &error);
+                }
+            }
+            Input::Connected {
+                client,
+                conn,
+                addr,
+                hs,
+            } => {
+                // A loop for an address this client no longer has.
+                if addr == self.clients[client].addr {
+                    self.on_connected(client, conn, hs);
+                } else {
+                    self.actions.push(Action::Close { client, conn });
+                }
+            }
+            Input::Refused { client, error } => {
+                tracing::error!(client, error = %error, "activation refused");
+                self.clients[client].connecting = false;
+                self.become_fenced(error);
+            }
+            Input::Tick => self.on_tick(),
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Guest requests are taken once activation has finished (or failed:
+    /// then each is refused); until then they wait with the driver.
+    pub fn serving(&self) -> bool {
+        matches!(self.phase, Phase::Running | Phase::Halted)
+    }
+
+    /// Fenced by a newer generation, or activation failed.
+    pub fn halted(&self) -> bool {
+        self.phase == Phase::Halted
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            modes: self
+                .clients
+                .iter()
+                .map(|c| format!("{:?}", c.mode).to_lowercase())
+                .collect(),
+            jobs: self.table.len(),
+            fenced: self.phase == Phase::Halted,
+            next_flush: self.next_flush,
+        }
+    }
+
+    pub(super) fn block_size(&self) -> u32 {
         self.def.map(|d| d.block_size).unwrap_or(512)
     }
 
-    fn counts(&self, c: usize) -> bool {
+    pub(super) fn counts(&self, c: usize) -> bool {
         matches!(self.clients[c].mode, Mode::Active | Mode::Offline)
     }
 
-    pub fn extent_range(&self, extent: u32) -> Range<u64> {
+    pub(super) fn extent_range(&self, extent: u32) -> Range<u64> {
         let es = self.def.map(|d| d.extent_size as u64).unwrap_or(1);
         extent as u64 * es..(extent as u64 + 1) * es
     }
 
-    fn extent_of(&self, block: u64) -> u32 {
+    pub(super) fn extent_of(&self, block: u64) -> u32 {
         let es = self.def.map(|d| d.extent_size as u64).unwrap_or(1);
         (block / es) as u32
     }
 
     /// Which downstairs take part in a new job that modifies `range`
     /// (None = a flush).
-    fn targets(&self, range: Option<&Range<u64>>) -> [On; CLIENTS] {
+    pub(super) fn targets(&self, range: Option<&Range<u64>>) -> [On; CLIENTS] {
         std::array::from_fn(|c| match self.clients[c].mode {
             Mode::Active => On::Sent,
             Mode::Offline => On::Queued,
@@ -188,24 +348,42 @@ impl Upstairs {
         })
     }
 
+    /// Answers guest request `waiter` (if the job has one).
+    pub(super) fn answer(&mut self, waiter: Waiter, result: Result<Output>) {
+        if let Waiter::Guest(req) = waiter {
+            self.actions.push(Action::Reply { req, result });
+        }
+    }
+
+    /// Drops `c`'s connection, if it has one.
+    pub(super) fn close(&mut self, c: usize) {
+        if let Some(conn) = self.clients[c].conn.take() {
+            self.actions.push(Action::Close { client: c, conn });
+        }
+    }
+
     // ---- sending ----
 
     fn message(&self, id: u64, c: usize) -> Option<Message> {
         let j = self.table.get(id)?;
         let deps = self.table.deps_for(id, c);
         Some(match &j.kind {
-            Kind::Write { start, crcs, data } => Message::Write {
-                job: id,
-                deps,
-                start: *start,
-                crcs: crcs.clone(),
-                data: data.clone(),
-            },
+            Kind::Write { start, crcs, data } => {
+                let n = self.blocks_for(c, *start, crcs.len() as u64) as usize;
+                let bs = self.block_size() as usize;
+                Message::Write {
+                    job: id,
+                    deps,
+                    start: *start,
+                    crcs: crcs[..n].to_vec(),
+                    data: data.slice(..(n * bs).min(data.len())),
+                }
+            }
             Kind::WriteZeroes { start, count } => Message::WriteZeroes {
                 job: id,
                 deps,
                 start: *start,
-                count: *count,
+                count: self.blocks_for(c, *start, *count),
             },
             Kind::Read { start, count } => Message::Read {
                 job: id,
@@ -249,14 +427,36 @@ impl Upstairs {
         })
     }
 
-    pub fn send(&self, c: usize, id: u64) {
-        if let (Some(conn), Some(m)) = (&self.clients[c].conn, self.message(id, c)) {
-            conn.send(m);
+    /// How many of the `count` blocks from `start` of a write go to `c`:
+    /// all, except to a downstairs under live repair, which gets only the
+    /// blocks of extents whose copy is already queued (the write starts in
+    /// one, or it would not be sent there at all). The rest arrive with
+    /// the later extents' copies; written now, they would make an extent
+    /// it has not been given dirty, and the next flush would stamp it
+    /// current — an interrupted repair would then leave it looking as
+    /// fresh as its source.
+    fn blocks_for(&self, c: usize, start: u64, count: u64) -> u64 {
+        if self.clients[c].mode != Mode::Repair {
+            return count;
+        }
+        let es = self.def.map(|d| d.extent_size as u64).unwrap_or(1);
+        let limit = self.repair.repaired_below(c) as u64 * es;
+        count.min(limit.saturating_sub(start))
+    }
+
+    /// Sends job `id` to `c`, if it is connected.
+    pub(super) fn send(&mut self, c: usize, id: u64) {
+        if let (Some(conn), Some(msg)) = (self.clients[c].conn, self.message(id, c)) {
+            self.actions.push(Action::Send {
+                client: c,
+                conn,
+                msg,
+            });
         }
     }
 
     /// Sends a new job to every downstairs it is marked `Sent` for.
-    pub fn dispatch(&self, id: u64) {
+    pub(super) fn dispatch(&mut self, id: u64) {
         let Some(j) = self.table.get(id) else { return };
         let on = j.on;
         for (c, o) in on.iter().enumerate() {
@@ -266,715 +466,41 @@ impl Upstairs {
         }
     }
 
-    // ---- guest requests ----
-
-    fn guest(&mut self, op: GuestOp) {
-        if self.phase == Phase::Halted {
-            let e = || BlockError::Fenced(self.cfg.generation);
-            match op {
-                GuestOp::Read { reply, .. } => drop(reply.send(Err(e()))),
-                GuestOp::Write { reply, .. }
-                | GuestOp::WriteZeroes { reply, .. }
-                | GuestOp::Flush { reply }
-                | GuestOp::FlushAll { reply } => drop(reply.send(Err(e()))),
-                GuestOp::Status { reply } => drop(reply.send(self.status())),
-                GuestOp::Replace { reply, .. } => drop(reply.send(Err(e()))),
-            }
-            return;
-        }
-        match op {
-            GuestOp::Read {
-                start,
-                count,
-                reply,
-            } => self.submit_read(start, count, Waiter::Data(reply), ReadRetry::default()),
-            GuestOp::Write {
-                start,
-                crcs,
-                data,
-                fua,
-                reply,
-            } => {
-                let count = crcs.len() as u64;
-                self.submit_modify(
-                    Kind::Write { start, crcs, data },
-                    start..start + count,
-                    fua,
-                    reply,
-                );
-            }
-            GuestOp::WriteZeroes {
-                start,
-                count,
-                fua,
-                reply,
-            } => self.submit_modify(
-                Kind::WriteZeroes { start, count },
-                start..start + count,
-                fua,
-                reply,
-            ),
-            GuestOp::Flush { reply } => {
-                self.submit_flush(Waiter::Done(reply));
-            }
-            GuestOp::FlushAll { reply } => {
-                if self.clients.iter().any(|c| c.mode != Mode::Active) {
-                    let _ = reply.send(Err(BlockError::NoQuorum(
-                        "not every downstairs is active".into(),
-                    )));
-                    return;
-                }
-                let id = self.submit_flush(Waiter::Done(reply));
-                if let Some(j) = self.table.get_mut(id) {
-                    j.need_all = true;
-                }
-                self.check_job(id);
-            }
-            GuestOp::Status { reply } => {
-                let _ = reply.send(self.status());
-            }
-            GuestOp::Replace { old, new, reply } => {
-                let _ = reply.send(self.replace(&old, &new));
-            }
-        }
-    }
-
-    /// Points the client at `old` to `new` and live-repairs whatever
-    /// answers there.
-    fn replace(&mut self, old: &str, new: &str) -> Result<(), BlockError> {
-        if self.phase != Phase::Running {
-            return Err(BlockError::BadOptions(
-                "a downstairs can be replaced only once the volume is active".into(),
-            ));
-        }
-        let Some(c) = self.clients.iter().position(|cl| cl.addr == old) else {
-            return Err(BlockError::BadOptions(format!("no downstairs at {old}")));
-        };
-        if self.clients.iter().any(|cl| cl.addr == new) {
-            return Err(BlockError::BadOptions(format!(
-                "{new} is already one of the downstairs"
-            )));
-        }
-        if self.clients[c].mode == Mode::Active && self.clients[c].conn.is_some() {
-            return Err(BlockError::BadOptions(format!(
-                "downstairs {old} is active; only a failed one can be replaced"
-            )));
-        }
-        tracing::warn!(
-            client = c,
-            old,
-            new,
-            "replacing a downstairs; it will be live-repaired"
-        );
-        if self.clients[c].mode != Mode::Faulted {
-            self.fault(c, "replaced");
-        }
-        // Stop whichever loop is still dialling the old address.
-        self.clients[c]
-            .connect_cancel
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.clients[c].conn = None;
-        self.clients[c].addr = new.to_string();
-        self.clients[c].region_uuid = None;
-        self.clients[c].connecting = false;
-        self.reconnect(c);
-        Ok(())
-    }
-
-    fn status(&self) -> Status {
-        Status {
-            modes: self
-                .clients
-                .iter()
-                .map(|c| format!("{:?}", c.mode).to_lowercase())
-                .collect(),
-            jobs: self.table.len(),
-            fenced: self.phase == Phase::Halted,
-            next_flush: self.next_flush,
-        }
-    }
-
-    fn submit_modify(
-        &mut self,
-        kind: Kind,
-        range: Range<u64>,
-        fua: bool,
-        reply: super::jobs::Reply<()>,
-    ) {
-        let on = self.targets(Some(&range));
-        let possible = (0..CLIENTS)
-            .filter(|&c| self.counts(c) && on[c].outstanding())
-            .count();
-        if possible < 2 {
-            let _ = reply.send(Err(BlockError::NoQuorum(format!(
-                "only {possible} downstairs can take writes"
-            ))));
-            return;
-        }
-        self.unflushed_writes = true;
-        if fua {
-            let id = self.table.create(kind, Some(range), on, Waiter::None);
-            self.dispatch(id);
-            self.submit_flush(Waiter::Done(reply));
-        } else {
-            let id = self
-                .table
-                .create(kind, Some(range), on, Waiter::Done(reply));
-            self.dispatch(id);
-        }
-    }
-
-    pub fn submit_flush(&mut self, waiter: Waiter) -> u64 {
-        let on = self.targets(None);
-        let flush = self.next_flush;
-        self.next_flush += 1;
-        self.unflushed_writes = false;
-        self.last_flush_at = Instant::now();
-        let id = self.table.create(
-            Kind::Flush {
-                flush,
-                generation: self.cfg.generation,
-            },
-            None,
-            on,
-            waiter,
-        );
-        self.dispatch(id);
-        self.check_job(id);
-        id
-    }
-
-    fn submit_read(&mut self, start: u64, count: u64, waiter: Waiter, retry: ReadRetry) {
-        let active: Vec<usize> = (0..CLIENTS)
-            .filter(|&c| self.clients[c].mode == Mode::Active && !retry.excluded[c])
-            .collect();
-        if active.is_empty() {
-            let e = match retry.damaged {
-                Some(b) => BlockError::corrupt(
-                    format!("block {b}"),
-                    "fails its checksum on every active downstairs",
-                ),
-                None => BlockError::NoQuorum("no healthy downstairs to read from".into()),
-            };
-            match waiter {
-                Waiter::Data(r) => drop(r.send(Err(e))),
-                Waiter::Done(r) => drop(r.send(Err(e))),
-                Waiter::None => {}
-            }
-            return;
-        }
-        self.rr = self.rr.wrapping_add(1);
-        let c = active[self.rr % active.len()];
-        let mut on = [On::NotFor; CLIENTS];
-        on[c] = On::Sent;
-        let id = self.table.create(
-            Kind::Read { start, count },
-            Some(start..start + count),
-            on,
-            waiter,
-        );
-        self.reads.insert(id, retry);
-        self.send(c, id);
-    }
-
-    // ---- completions ----
-
-    /// Acknowledges the guest once the job's rule is met (or can no longer
-    /// be met).
-    pub fn check_job(&mut self, id: u64) {
-        let Some(j) = self.table.get(id) else { return };
-        if j.acked
-            || j.kind.is_read()
-            || matches!(
-                j.kind,
-                Kind::ExtentReplace { .. } | Kind::ExtentStamp { .. }
-            )
-        {
-            return;
-        }
-        let need = if j.need_all { CLIENTS } else { 2 };
-        let done = (0..CLIENTS)
-            .filter(|&c| self.counts(c) && j.on[c] == On::Done)
-            .count();
-        let possible = (0..CLIENTS)
-            .filter(|&c| self.counts(c) && matches!(j.on[c], On::Done | On::Sent | On::Queued))
-            .count();
-        let result = if done >= need {
-            Ok(())
-        } else if possible < need && j.no_space {
-            Err(BlockError::NoSpace(format!(
-                "job {id}: downstairs out of space"
-            )))
-        } else if possible < need {
-            Err(BlockError::NoQuorum(format!(
-                "job {id}: only {possible} downstairs left to complete it"
-            )))
-        } else {
-            return;
-        };
-        let Some(j) = self.table.get_mut(id) else {
-            return;
-        };
-        j.acked = true;
-        match std::mem::replace(&mut j.waiter, Waiter::None) {
-            Waiter::Done(r) => drop(r.send(result)),
-            Waiter::Data(r) => drop(r.send(result.map(|_| Bytes::new()))),
-            Waiter::None => {}
-        }
-    }
-
-    fn apply(&mut self, ev: Event) {
-        match ev {
-            Event::Ds { client, conn, msg } => {
-                if self.clients[client].conn.as_ref().map(|c| c.id) != Some(conn) {
-                    return;
-                }
-                self.clients[client].last_heard = Instant::now();
-                self.on_message(client, msg);
-            }
-            Event::Gone {
-                client,
-                conn,
-                error,
-            } => {
-                if self.clients[client].conn.as_ref().map(|c| c.id) == Some(conn) {
-                    self.on_disconnect(client, &error);
-                }
-            }
-            Event::Connected {
-                client,
-                addr,
-                reader,
-                writer,
-                hs,
-            } => {
-                // A loop for an address this client no longer has.
-                if addr == self.clients[client].addr {
-                    self.on_connected(client, *reader, writer, hs);
-                }
-            }
-            Event::Refused { client, error } => {
-                tracing::error!(client, error = %error, "activation refused");
-                self.clients[client].connecting = false;
-                self.become_fenced(error);
-            }
-            Event::Tick => self.on_tick(),
-        }
-    }
-
-    fn on_message(&mut self, c: usize, msg: Message) {
-        match msg {
-            Message::Ack { job } => self.on_ack(c, job),
-            Message::ReadReply {
-                job,
-                contexts,
-                data,
-            } => self.on_read_reply(c, job, contexts, data),
-            Message::ExtentData {
-                job,
-                version,
-                contexts,
-                data,
-            } => self.on_extent_data(c, job, version, contexts, data),
-            Message::JobError { job, code, message } => self.on_job_error(c, job, code, &message),
-            Message::Fenced { generation } => {
-                self.become_fenced(BlockError::Fenced(generation));
-            }
-            Message::Pong(_) => {}
-            Message::Error { code, message } => {
-                let e = BlockError::Remote { code, message };
-                if e.is_fenced() {
-                    self.become_fenced(e);
-                } else {
-                    self.fault(c, &e.to_string());
-                }
-            }
-            other => self.fault(c, &format!("unexpected message type {}", other.type_code())),
-        }
-    }
-
-    fn on_ack(&mut self, c: usize, id: u64) {
-        let Some(j) = self.table.get_mut(id) else {
-            return;
-        };
-        if j.on[c] != On::Sent {
-            return;
-        }
-        j.on[c] = On::Done;
-        let is_flush = j.kind.is_flush();
-        if is_flush {
-            let lf = &mut self.clients[c].last_flush_done;
-            *lf = (*lf).max(id);
-        }
-        self.check_job(id);
-        self.repair_progress(id);
-        if is_flush {
-            self.table.retire();
-            self.reads.retain(|id, _| self.table.get(*id).is_some());
-        }
-    }
-
-    fn on_read_reply(&mut self, c: usize, id: u64, contexts: Vec<BlockContext>, data: Bytes) {
-        let bs = self.block_size() as usize;
-        let Some(j) = self.table.get_mut(id) else {
-            return;
-        };
-        if j.on[c] != On::Sent {
-            return;
-        }
-        let Kind::Read { start, count } = j.kind else {
-            return;
-        };
-        let bad = if contexts.len() as u64 != count || data.len() as u64 != count * bs as u64 {
-            Some(start)
-        } else {
-            contexts
-                .iter()
-                .zip(data.chunks(bs))
-                .position(|(ctx, blk)| !ctx.verify(blk))
-                .map(|k| start + k as u64)
-        };
-        let retry = self.reads.get(&id).copied().unwrap_or_default();
-        let waiter = std::mem::replace(&mut j.waiter, Waiter::None);
-        j.acked = true;
-        if let Some(block) = bad {
-            j.on[c] = On::Skipped;
-            tracing::warn!(
-                client = c,
-                block,
-                job = id,
-                "read failed its block context; reading another replica"
-            );
-            let mut retry = retry;
-            retry.excluded[c] = true;
-            retry.damaged = Some(block);
-            self.submit_read(start, count, waiter, retry);
-            return;
-        }
-        j.on[c] = On::Done;
-        if let Waiter::Data(r) = waiter {
-            let _ = r.send(Ok(data.clone()));
-        }
-        // A read that has finished is never replayed and nothing depends on
-        // it any more; drop it now, or a read-only workload (no flushes, so
-        // no retirement) would grow the table without bound.
-        if self.table.get(id).is_some_and(JobTable::finished) {
-            self.table.remove(id);
-            self.reads.remove(&id);
-        }
-        if retry.damaged.is_some() && !self.table.modified_since(id, &(start..start + count)) {
-            // Rewrite the good data everywhere (a no-op on good copies);
-            // skipped if a newer write already covers the range.
-            tracing::info!(start, count, "repairing blocks that failed their context");
-            let crcs = data.chunks(bs).map(block_crc).collect();
-            let range = start..start + count;
-            let on = self.targets(Some(&range));
-            let id = self.table.create(
-                Kind::Write { start, crcs, data },
-                Some(range),
-                on,
-                Waiter::None,
-            );
-            self.dispatch(id);
-            self.unflushed_writes = true;
-        }
-    }
-
-    fn on_job_error(&mut self, c: usize, id: u64, code: u16, message: &str) {
-        if code == ErrorCode::Fenced as u16 || code == ErrorCode::GenerationTooLow as u16 {
-            self.become_fenced(BlockError::Remote {
-                code,
-                message: message.to_string(),
-            });
-            return;
-        }
-        tracing::warn!(client = c, job = id, code, message, "downstairs job failed");
-        if self.is_repair_fetch(c, id) {
-            if let Some(j) = self.table.get_mut(id) {
-                j.on[c] = On::Skipped;
-            }
-            self.source_failed(c, None);
-            return;
-        }
-        let is_read = matches!(self.table.get(id).map(|j| &j.kind), Some(Kind::Read { .. }));
-        if is_read {
-            self.reroute_read(c, id);
-        } else {
-            if let Some(j) = self.table.get_mut(id) {
-                j.no_space |= code == ErrorCode::NoSpace as u16;
-            }
-            self.fault(c, &format!("job {id} failed: {message}"));
-        }
-    }
-
-    /// Moves a read that cannot finish on `c` to another downstairs.
-    fn reroute_read(&mut self, c: usize, id: u64) {
-        let Some(j) = self.table.get_mut(id) else {
-            return;
-        };
-        let Kind::Read { start, count } = j.kind else {
-            return;
-        };
-        if j.on[c] != On::Sent {
-            return;
-        }
-        j.on[c] = On::Skipped;
-        let waiter = std::mem::replace(&mut j.waiter, Waiter::None);
-        j.acked = true;
-        let mut retry = self.reads.get(&id).copied().unwrap_or_default();
-        retry.excluded[c] = true;
-        self.submit_read(start, count, waiter, retry);
-    }
-
-    // ---- connections ----
-
-    pub fn reconnect(&mut self, c: usize) {
-        if self.phase == Phase::Halted || self.clients[c].connecting {
-            return;
-        }
-        self.clients[c].connecting = true;
-        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        self.clients[c].connect_cancel = cancel.clone();
-        tokio::spawn(client::connect_loop(
-            c,
-            self.clients[c].addr.clone(),
-            self.cfg.upstairs_id,
-            self.cfg.generation,
-            self.cfg.security.clone(),
-            self.events.clone(),
-            cancel,
-        ));
-    }
-
-    fn on_connected(
-        &mut self,
-        c: usize,
-        reader: crate::frame::FrameReader<crate::transport::ReadHalf>,
-        writer: crate::transport::WriteHalf,
-        hs: client::Handshake,
-    ) {
-        self.clients[c].connecting = false;
-        if self.phase == Phase::Halted {
-            return;
-        }
-        match self.def {
-            Some(d) if !d.same_geometry(&hs.region) => {
-                let e = BlockError::RegionMismatch(format!(
-                    "downstairs {} has {:?}, expected {:?}",
-                    self.clients[c].addr, hs.region, d
-                ));
-                tracing::error!(error = %e, "refusing downstairs");
-                if let Some(r) = self.ready.take() {
-                    let _ = r.send(Err(e));
-                }
-                return;
-            }
-            Some(_) => {}
-            None => self.def = Some(hs.region),
-        }
-        let id = self.next_conn;
-        self.next_conn += 1;
-        let conn = client::spawn(c, id, reader, writer, self.events.clone());
-        tracing::info!(client = c, addr = %self.clients[c].addr, mode = ?self.clients[c].mode, "downstairs connected");
-        self.clients[c].conn = Some(conn);
-        self.clients[c].last_heard = Instant::now();
-        self.clients[c].versions = hs.versions;
-        let replaced = self.clients[c]
-            .region_uuid
-            .is_some_and(|u| u != hs.region.uuid);
-        self.clients[c].region_uuid = Some(hs.region.uuid);
-        if replaced && self.clients[c].mode == Mode::Offline {
-            tracing::warn!(
-                client = c,
-                "a different region answered at this address; live-repairing it"
-            );
-            self.clients[c].mode = Mode::Faulted;
-            let ids: Vec<u64> = self
-                .table
-                .iter()
-                .filter(|j| j.on[c].outstanding())
-                .map(|j| j.id)
-                .collect();
-            for id in ids {
-                if let Some(j) = self.table.get_mut(id) {
-                    j.on[c] = On::Skipped;
-                }
-                self.check_job(id);
-            }
-        }
-        match self.phase {
-            Phase::WaitAll => {
-                if self.clients.iter().all(|cl| cl.conn.is_some()) {
-                    self.start_reconcile();
-                }
-            }
-            Phase::Running => match self.clients[c].mode {
-                Mode::Offline => self.replay(c),
-                _ => {
-                    self.clients[c].mode = Mode::Faulted;
-                    self.maybe_start_live_repair();
-                }
-            },
-            Phase::Reconciling | Phase::Halted => {}
-        }
-    }
-
-    fn on_disconnect(&mut self, c: usize, error: &str) {
-        tracing::warn!(client = c, addr = %self.clients[c].addr, error, "downstairs disconnected");
-        self.clients[c].conn = None;
-        match self.phase {
-            Phase::WaitAll => {}
-            Phase::Reconciling => self.abort_reconcile(),
-            Phase::Running => match self.clients[c].mode {
-                Mode::Active => {
-                    self.clients[c].mode = Mode::Offline;
-                    let reads: Vec<u64> = self
-                        .table
-                        .iter()
-                        .filter(|j| j.on[c] == On::Sent && j.kind.is_read())
-                        .map(|j| j.id)
-                        .collect();
-                    for id in reads {
-                        if matches!(self.table.get(id).map(|j| &j.kind), Some(Kind::Read { .. })) {
-                            self.reroute_read(c, id);
-                        }
-                    }
-                    self.source_lost(c);
-                }
-                Mode::Repair | Mode::Init => self.fault(c, error),
-                Mode::Offline | Mode::Faulted => {}
-            },
-            Phase::Halted => return,
-        }
-        self.reconnect(c);
-    }
-
-    /// Replays, in order, every job since the last flush `c` acknowledged.
-    fn replay(&mut self, c: usize) {
-        let lf = self.clients[c].last_flush_done;
-        let ids: Vec<u64> = self
-            .table
-            .iter()
-            .filter(|j| match j.on[c] {
-                On::Sent | On::Queued => true,
-                On::Done => j.id > lf && !j.kind.is_read(),
-                _ => false,
-            })
-            .map(|j| j.id)
-            .collect();
-        tracing::info!(
-            client = c,
-            jobs = ids.len(),
-            since_flush_job = lf,
-            "replaying jobs to a returning downstairs"
-        );
-        for &id in &ids {
-            if let Some(j) = self.table.get_mut(id) {
-                j.on[c] = On::Sent;
-            }
-            self.table.reopen(id);
-        }
-        self.clients[c].mode = Mode::Active;
-        for id in ids {
-            self.send(c, id);
-        }
-    }
-
-    /// Gives up on `c`: its outstanding jobs are skipped and it will be
-    /// brought back by live repair.
-    pub fn fault(&mut self, c: usize, why: &str) {
-        if self.phase != Phase::Running {
-            if self.phase == Phase::Reconciling {
-                self.abort_reconcile();
-            }
-            self.clients[c].conn = None;
-            self.reconnect(c);
-            return;
-        }
-        tracing::warn!(client = c, addr = %self.clients[c].addr, why, "downstairs faulted; it will be live-repaired");
-        let was_source = self.clients[c].mode == Mode::Active;
-        self.clients[c].mode = Mode::Faulted;
-        self.clients[c].conn = None;
-        let ids: Vec<u64> = self
-            .table
-            .iter()
-            .filter(|j| j.on[c].outstanding())
-            .map(|j| j.id)
-            .collect();
-        for id in ids {
-            let is_read = matches!(self.table.get(id).map(|j| &j.kind), Some(Kind::Read { .. }));
-            if is_read {
-                self.reroute_read(c, id);
-                continue;
-            }
-            if let Some(j) = self.table.get_mut(id) {
-                j.on[c] = On::Skipped;
-            }
-            self.check_job(id);
-        }
-        self.repair_client_lost(c);
-        if was_source {
-            self.source_lost(c);
-        }
-        self.reconnect(c);
-    }
-
-    pub fn become_fenced(&mut self, e: BlockError) {
-        if self.phase == Phase::Halted {
-            return;
-        }
-        tracing::error!(error = %e, "this upstairs has been fenced by a newer generation; refusing all IO");
-        self.halt(e);
-    }
-
-    /// Stops all IO for good: drops the connections, fails every waiting
-    /// request, and fails activation with `e` if it has not finished.
-    pub fn halt(&mut self, e: BlockError) {
-        if self.phase == Phase::Halted {
-            return;
-        }
-        if self.ready.is_some() {
-            tracing::error!(error = %e, "activation failed");
-        }
-        self.phase = Phase::Halted;
-        for c in &mut self.clients {
-            c.conn = None;
-        }
-        for id in self.table.ids() {
-            if let Some(j) = self.table.get_mut(id) {
-                match std::mem::replace(&mut j.waiter, Waiter::None) {
-                    Waiter::Done(r) => drop(r.send(Err(BlockError::Fenced(0)))),
-                    Waiter::Data(r) => drop(r.send(Err(BlockError::Fenced(0)))),
-                    Waiter::None => {}
-                }
-            }
-        }
-        if let Some(r) = self.ready.take() {
-            let _ = r.send(Err(e));
-        }
-    }
+    // ---- time ----
 
     fn on_tick(&mut self) {
         if self.phase == Phase::Halted {
             return;
         }
         for c in 0..CLIENTS {
-            if let Some(conn) = &self.clients[c].conn {
-                if self.clients[c].last_heard.elapsed() > self.cfg.io_timeout {
+            if let Some(conn) = self.clients[c].conn {
+                if self.now.saturating_sub(self.clients[c].last_heard) > self.cfg.io_timeout {
                     self.on_disconnect(c, "no reply within the IO timeout");
                     continue;
                 }
-                conn.send(Message::Ping(0));
+                self.actions.push(Action::Send {
+                    client: c,
+                    conn,
+                    msg: Message::Ping(0),
+                });
             }
         }
         if self.phase != Phase::Running {
             return;
         }
-        if self.unflushed_writes && self.last_flush_at.elapsed() >= self.cfg.flush_interval {
+        if self.unflushed_writes
+            && self.now.saturating_sub(self.last_flush_at) >= self.cfg.flush_interval
+        {
             self.submit_flush(Waiter::None);
         }
+        // A downstairs can be live-repaired only from an active one: with
+        // none active, faulting the offline ones would leave nothing to
+        // repair from, and the volume dead until the upstairs restarts;
+        // they stay offline and are replayed instead.
+        let source = self.any_active().is_some();
         for c in 0..CLIENTS {
-            if self.clients[c].mode == Mode::Offline
+            if source
+                && self.clients[c].mode == Mode::Offline
                 && (self.table.len() > self.cfg.max_replay_jobs
                     || self.table.bytes() > self.cfg.max_replay_bytes)
             {
@@ -984,13 +510,54 @@ impl Upstairs {
         self.maybe_start_live_repair();
     }
 
-    pub fn any_active(&self) -> Option<usize> {
+    // ---- the end ----
+
+    pub(super) fn become_fenced(&mut self, e: BlockError) {
+        if self.phase == Phase::Halted {
+            return;
+        }
+        tracing::error!(error = %e, "this upstairs has been fenced by a newer generation; refusing all IO");
+        self.halt(e);
+    }
+
+    /// Stops all IO for good: drops the connections, fails every waiting
+    /// request, and fails activation with `e` if it has not finished.
+    pub(super) fn halt(&mut self, e: BlockError) {
+        if self.phase == Phase::Halted {
+            return;
+        }
+        if self.ready_pending {
+            tracing::error!(error = %e, "activation failed");
+        }
+        self.phase = Phase::Halted;
+        for c in 0..CLIENTS {
+            self.close(c);
+            if self.clients[c].connecting {
+                self.clients[c].connecting = false;
+                self.actions.push(Action::StopConnecting { client: c });
+            }
+        }
+        for id in self.table.ids() {
+            if let Some(j) = self.table.get_mut(id) {
+                let waiter = std::mem::replace(&mut j.waiter, Waiter::None);
+                self.answer(waiter, Err(BlockError::Fenced(0)));
+            }
+        }
+        if self.ready_pending {
+            self.ready_pending = false;
+            self.actions.push(Action::Ready(Err(e)));
+        }
+    }
+
+    pub(super) fn any_active(&self) -> Option<usize> {
         (0..CLIENTS).find(|&c| self.clients[c].mode == Mode::Active)
     }
 
-    pub fn set_ready(&mut self) {
-        if let (Some(r), Some(d)) = (self.ready.take(), self.def) {
-            let _ = r.send(Ok((d.block_size, d.total_blocks())));
+    pub(super) fn set_ready(&mut self) {
+        if let (true, Some(d)) = (self.ready_pending, self.def) {
+            self.ready_pending = false;
+            self.actions
+                .push(Action::Ready(Ok((d.block_size, d.total_blocks()))));
         }
     }
 }

@@ -1,0 +1,380 @@
+//! The state machine driven by plain function calls: inputs in, actions
+//! out, no sockets, tasks or clock.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::UpstairsConfig;
+use super::client::Handshake;
+use super::state::{Action, GuestOp, Input, Output, Upstairs};
+use crate::context::{BlockContext, block_crc};
+use crate::error::{BlockError, Result};
+use crate::extent::ExtentVersion;
+use crate::frame::Message;
+use crate::region::RegionDef;
+
+const BS: usize = 512;
+
+/// One upstairs core and what it has asked for so far.
+struct Harness {
+    up: Upstairs,
+    now: Duration,
+    /// Current connection of each downstairs.
+    conn: [u64; 3],
+    next_conn: u64,
+    /// Frames sent, per downstairs, not yet looked at.
+    sent: [Vec<Message>; 3],
+    replies: HashMap<u64, Result<Output>>,
+    ready: Option<Result<(u32, u64)>>,
+    connects: Vec<usize>,
+    closed: Vec<u64>,
+    next_req: u64,
+    def: RegionDef,
+}
+
+fn block(fill: u8) -> Vec<u8> {
+    vec![fill; BS]
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let targets = (0..3).map(|i| format!("ds{i}")).collect();
+        let mut cfg = UpstairsConfig::new(targets, 2);
+        cfg.upstairs_id = 7;
+        let mut h = Harness {
+            up: Upstairs::new(cfg, Duration::ZERO),
+            now: Duration::ZERO,
+            conn: [0; 3],
+            next_conn: 1,
+            sent: Default::default(),
+            replies: HashMap::new(),
+            ready: None,
+            connects: vec![],
+            closed: vec![],
+            next_req: 1,
+            def: RegionDef::new(BS as u32, 4, 2).unwrap(),
+        };
+        let a = h.up.start(h.now);
+        h.take(a);
+        h
+    }
+
+    fn take(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send { client, conn, msg } => {
+                    assert_eq!(conn, self.conn[client], "sent on a stale connection");
+                    self.sent[client].push(msg);
+                }
+                Action::Connect { client, .. } => self.connects.push(client),
+                Action::StopConnecting { .. } => {}
+                Action::Close { conn, .. } => self.closed.push(conn),
+                Action::Reply { req, result } => {
+                    assert!(self.replies.insert(req, result).is_none(), "answered twice");
+                }
+                Action::Ready(r) => self.ready = Some(r),
+            }
+        }
+    }
+
+    fn input(&mut self, i: Input) {
+        let a = self.up.handle(self.now, i);
+        self.take(a);
+    }
+
+    fn connect(&mut self, c: usize, versions: Vec<ExtentVersion>) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.conn[c] = conn;
+        let hs = Handshake {
+            region: RegionDef {
+                uuid: [c as u8; 16],
+                ..self.def
+            },
+            versions,
+        };
+        self.input(Input::Connected {
+            client: c,
+            conn,
+            addr: format!("ds{c}"),
+            hs,
+        });
+    }
+
+    fn msg(&mut self, c: usize, msg: Message) {
+        let conn = self.conn[c];
+        self.input(Input::Message {
+            client: c,
+            conn,
+            msg,
+        });
+    }
+
+    fn guest(&mut self, op: GuestOp) -> u64 {
+        let req = self.next_req;
+        self.next_req += 1;
+        self.input(Input::Guest { req, op });
+        req
+    }
+
+    fn write(&mut self, start: u64, fill: u8) -> u64 {
+        let data = block(fill);
+        self.guest(GuestOp::Write {
+            start,
+            crcs: vec![block_crc(&data)],
+            data: Bytes::from(data),
+            fua: false,
+        })
+    }
+
+    /// Takes the frames sent to `c` so far.
+    fn drain(&mut self, c: usize) -> Vec<Message> {
+        std::mem::take(&mut self.sent[c])
+    }
+
+    /// Acknowledges every job frame sent to `c` (reads get `fill`).
+    fn ack_all(&mut self, c: usize) {
+        for m in self.drain(c) {
+            let reply = match m {
+                Message::Read { job, count, .. } => {
+                    let data = block(0).repeat(count as usize);
+                    Message::ReadReply {
+                        job,
+                        contexts: vec![BlockContext::Unwritten; count as usize],
+                        data: Bytes::from(data),
+                    }
+                }
+                Message::Write { job, .. } | Message::Flush { job, .. } => Message::Ack { job },
+                Message::Ping(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            };
+            self.msg(c, reply);
+        }
+    }
+
+    /// All three connect with clean, equal extents and the first flush is
+    /// acknowledged everywhere.
+    fn active() -> Harness {
+        let mut h = Harness::new();
+        for c in 0..3 {
+            h.connect(c, vec![ExtentVersion::default(); 2]);
+        }
+        for c in 0..3 {
+            h.ack_all(c);
+        }
+        h
+    }
+
+    fn reply(&self, req: u64) -> Option<&Result<Output>> {
+        self.replies.get(&req)
+    }
+}
+
+fn job_of(m: &Message) -> u64 {
+    match m {
+        Message::Write { job, .. }
+        | Message::Read { job, .. }
+        | Message::Flush { job, .. }
+        | Message::WriteZeroes { job, .. } => *job,
+        other => panic!("not a job: {other:?}"),
+    }
+}
+
+#[test]
+fn activation_waits_for_all_three_then_serves() {
+    let mut h = Harness::new();
+    assert_eq!(h.connects, vec![0, 1, 2], "dials all three at start");
+    h.connect(0, vec![ExtentVersion::default(); 2]);
+    h.connect(1, vec![ExtentVersion::default(); 2]);
+    assert!(h.ready.is_none() && !h.up.serving(), "two are not enough");
+    h.connect(2, vec![ExtentVersion::default(); 2]);
+    assert!(matches!(h.ready, Some(Ok((512, 8)))), "{:?}", h.ready);
+    assert!(h.up.serving());
+    for c in 0..3 {
+        let sent = h.drain(c);
+        assert!(
+            matches!(sent[..], [Message::Flush { .. }]),
+            "a first flush starts the replay horizon: {sent:?}"
+        );
+    }
+}
+
+#[test]
+fn activation_copies_the_freshest_extent() {
+    let mut h = Harness::new();
+    let stale = vec![ExtentVersion::default(); 2];
+    let mut fresh = stale.clone();
+    fresh[1] = ExtentVersion {
+        generation: 1,
+        flush: 3,
+        dirty: false,
+    };
+    h.connect(0, stale.clone());
+    h.connect(1, fresh);
+    h.connect(2, stale);
+    assert!(h.ready.is_none(), "not serving before the repair");
+    let fetch = h.drain(1);
+    assert!(
+        matches!(fetch[..], [Message::ExtentFetch { extent: 1, .. }]),
+        "{fetch:?}"
+    );
+}
+
+#[test]
+fn a_write_is_acknowledged_by_the_second_ack() {
+    let mut h = Harness::active();
+    let req = h.write(0, 0xA1);
+    let frames: Vec<_> = (0..3).map(|c| h.drain(c)).collect();
+    let job = job_of(&frames[0][0]);
+    for f in &frames {
+        assert!(matches!(f[..], [Message::Write { .. }]), "{f:?}");
+    }
+    h.msg(2, Message::Ack { job });
+    assert!(h.reply(req).is_none(), "one ack is not a quorum");
+    h.msg(0, Message::Ack { job });
+    assert!(matches!(h.reply(req), Some(Ok(Output::Done))));
+    let flush = h.guest(GuestOp::Flush);
+    let fjob = job_of(&h.drain(1)[0]);
+    h.msg(1, Message::Ack { job: fjob });
+    assert!(h.reply(flush).is_none());
+    h.msg(2, Message::Ack { job: fjob });
+    assert!(matches!(h.reply(flush), Some(Ok(Output::Done))));
+}
+
+#[test]
+fn a_bad_block_is_read_elsewhere_and_written_back() {
+    let mut h = Harness::active();
+    let req = h.guest(GuestOp::Read { start: 3, count: 1 });
+    let (c, job) = (0..3)
+        .find_map(|c| h.drain(c).first().map(|m| (c, job_of(m))))
+        .expect("the read went somewhere");
+    let good = block(0x5A);
+    let mut bad = good.clone();
+    bad[7] ^= 1;
+    h.msg(
+        c,
+        Message::ReadReply {
+            job,
+            contexts: vec![BlockContext::Data(block_crc(&good))],
+            data: Bytes::from(bad),
+        },
+    );
+    assert!(h.reply(req).is_none(), "damaged data is never returned");
+    let (c2, job2) = (0..3)
+        .find_map(|c| h.drain(c).first().map(|m| (c, job_of(m))))
+        .expect("the read is retried");
+    assert_ne!(c2, c, "retried on another downstairs");
+    h.msg(
+        c2,
+        Message::ReadReply {
+            job: job2,
+            contexts: vec![BlockContext::Data(block_crc(&good))],
+            data: Bytes::from(good.clone()),
+        },
+    );
+    assert!(
+        matches!(h.reply(req), Some(Ok(Output::Data(d))) if d[..] == good[..]),
+        "the good copy is returned"
+    );
+    for d in 0..3 {
+        let sent = h.drain(d);
+        assert!(
+            matches!(&sent[..], [Message::Write { start: 3, data, .. }] if data[..] == good[..]),
+            "good data written back to {d}: {sent:?}"
+        );
+    }
+}
+
+#[test]
+fn an_offline_downstairs_is_replayed_in_order() {
+    let mut h = Harness::active();
+    let w1 = h.write(0, 1);
+    h.ack_all(0);
+    h.ack_all(1);
+    h.ack_all(2);
+    let old = h.conn[2];
+    h.input(Input::Disconnected {
+        client: 2,
+        conn: old,
+        error: "reset".into(),
+    });
+    assert_eq!(h.up.status().modes[2], "offline");
+    assert_eq!(h.connects.last(), Some(&2), "it is dialled again");
+    let w2 = h.write(1, 2);
+    assert!(h.drain(2).is_empty(), "nothing is sent while it is away");
+    h.ack_all(0);
+    h.ack_all(1);
+    assert!(matches!(h.reply(w1), Some(Ok(_))) && matches!(h.reply(w2), Some(Ok(_))));
+    // A message on the old connection is ignored.
+    h.input(Input::Message {
+        client: 2,
+        conn: old,
+        msg: Message::Ack { job: 1 },
+    });
+    h.connect(2, vec![ExtentVersion::default(); 2]);
+    let replayed: Vec<u64> = h
+        .drain(2)
+        .iter()
+        .map(|m| match m {
+            Message::Write { start, .. } => *start,
+            other => panic!("replay sends the writes since its last flush: {other:?}"),
+        })
+        .collect();
+    assert_eq!(replayed, vec![0, 1], "both writes, in order");
+    assert_eq!(h.up.status().modes[2], "active");
+}
+
+#[test]
+fn a_fenced_upstairs_fails_all_io_and_sends_nothing() {
+    let mut h = Harness::active();
+    let w = h.write(0, 1);
+    for c in 0..3 {
+        h.drain(c);
+    }
+    h.msg(1, Message::Fenced { generation: 3 });
+    assert!(matches!(h.reply(w), Some(Err(BlockError::Fenced(_)))));
+    assert!(h.up.status().fenced);
+    assert_eq!(h.closed.len(), 3, "every connection is dropped");
+    let w2 = h.write(1, 2);
+    assert!(matches!(h.reply(w2), Some(Err(e)) if e.is_fenced()));
+    h.now += Duration::from_secs(60);
+    h.input(Input::Tick);
+    assert!(
+        h.sent.iter().all(|s| s.is_empty()),
+        "a fenced upstairs sends nothing"
+    );
+}
+
+#[test]
+fn ticks_flush_after_the_interval_and_drop_a_silent_downstairs() {
+    let mut h = Harness::active();
+    h.write(0, 1);
+    h.ack_all(0);
+    h.ack_all(1);
+    h.ack_all(2);
+    h.now += Duration::from_millis(100);
+    h.input(Input::Tick);
+    assert!(
+        !h.drain(0)
+            .iter()
+            .any(|m| matches!(m, Message::Flush { .. }))
+    );
+    h.now += Duration::from_millis(500);
+    h.input(Input::Tick);
+    assert!(
+        h.drain(0)
+            .iter()
+            .any(|m| matches!(m, Message::Flush { .. })),
+        "automatic flush once the interval has passed"
+    );
+    // Downstairs 1 stays silent past the IO timeout; the others answer.
+    h.now += Duration::from_secs(16);
+    h.msg(0, Message::Pong(0));
+    h.msg(2, Message::Pong(0));
+    let conn = h.conn[1];
+    h.input(Input::Tick);
+    assert!(h.closed.contains(&conn), "the silent one is dropped");
+    assert_eq!(h.up.status().modes[1], "offline");
+}

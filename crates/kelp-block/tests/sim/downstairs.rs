@@ -1,0 +1,252 @@
+//! A simulated downstairs: the real region (`Region` on disk), the real
+//! activation rule (`downstairs::admit`), dependency queue
+//! (`downstairs::work::Queue`) and job execution (`work::execute`), run in
+//! line instead of on threads. It answers each message when it is
+//! delivered; its replies go back through the simulated network.
+//!
+//! Storage crash model (`Disk`): today a region lives in a directory and
+//! a crash keeps every byte written to its files, synced or not (the
+//! page cache survives a process kill; a power cut that kept all unsynced
+//! writes looks the same). A storage trait with an in-memory page cache
+//! can replace `Disk::crash` with "keep synced bytes plus a random subset
+//! of unsynced writes".
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use kelp_block::downstairs::admit;
+use kelp_block::downstairs::work::{Job, Op, Queue, execute};
+use kelp_block::frame::Message;
+use kelp_block::upstairs::client::Handshake;
+use kelp_block::{BlockError, Region};
+
+/// What a crash leaves of the region's files.
+pub struct Disk;
+
+impl Disk {
+    /// Applies a crash to the region in `_dir` before it is reopened. Every
+    /// write reached the files, so nothing is lost (the "kept all unsynced
+    /// writes" case).
+    pub fn crash(&mut self, _dir: &std::path::Path) {}
+}
+
+struct Session {
+    queue: Queue,
+    generation: u64,
+}
+
+pub struct SimDownstairs {
+    pub dir: PathBuf,
+    /// None while the process is down.
+    pub region: Option<Region>,
+    /// In memory, as in the real server: lost on restart.
+    act_session: u64,
+    act_upstairs: Option<u128>,
+    act_generation: u64,
+    occupied: Option<u64>,
+    sessions: HashMap<u64, Session>,
+    /// The highest generation ever admitted here (survives restarts; the
+    /// simulator's own record for the fencing invariant).
+    pub highest_admitted: u64,
+}
+
+/// What handling a message produced.
+pub struct Outcome {
+    pub replies: Vec<Message>,
+    /// A modifying job ran for a session whose generation is below the
+    /// highest admitted here: a fenced upstairs wrote.
+    pub fenced_write: Option<String>,
+}
+
+impl SimDownstairs {
+    pub fn new(dir: PathBuf) -> Self {
+        let region = Region::create(&dir, 512, 4, 2).expect("create region");
+        SimDownstairs {
+            dir,
+            region: Some(region),
+            act_session: 0,
+            act_upstairs: None,
+            act_generation: 0,
+            occupied: None,
+            sessions: HashMap::new(),
+            highest_admitted: 0,
+        }
+    }
+
+    pub fn up(&self) -> bool {
+        self.region.is_some()
+    }
+
+    /// The process dies: its sessions and activation state go with it.
+    pub fn kill(&mut self) {
+        self.region = None;
+        self.sessions.clear();
+        self.act_session = 0;
+        self.act_upstairs = None;
+        self.act_generation = 0;
+        self.occupied = None;
+    }
+
+    pub fn restart(&mut self, disk: &mut Disk) {
+        disk.crash(&self.dir);
+        self.region = Some(Region::open(&self.dir, false).expect("reopen region"));
+    }
+
+    /// Hello, Activate, ExtentVersionsPlease on connection `conn`, as the
+    /// upstairs' negotiate does. Err: refused for good (fenced). On success
+    /// returns the connection it displaced (the caller sends it `Fenced`
+    /// and closes it).
+    pub fn negotiate(
+        &mut self,
+        conn: u64,
+        upstairs_id: u128,
+        generation: u64,
+    ) -> Result<(Handshake, Option<u64>), BlockError> {
+        let region = self
+            .region
+            .as_mut()
+            .expect("negotiate with a live downstairs");
+        let current = region.generation().max(self.act_generation);
+        let same = self.act_upstairs == Some(upstairs_id);
+        admit(current, self.occupied.is_some(), same, generation)?;
+        region.set_generation(generation)?;
+        // The displaced session lives on until its connection closes; its
+        // queued jobs are refused by the check before every job.
+        let displaced = self.occupied.filter(|&c| c != conn);
+        self.act_session = conn;
+        self.act_upstairs = Some(upstairs_id);
+        self.act_generation = generation;
+        self.occupied = Some(conn);
+        self.highest_admitted = self.highest_admitted.max(generation);
+        self.sessions.insert(
+            conn,
+            Session {
+                queue: Queue::default(),
+                generation,
+            },
+        );
+        let hs = Handshake {
+            region: *region.def(),
+            versions: region.versions(),
+        };
+        Ok((hs, displaced))
+    }
+
+    /// The connection ended (either side).
+    pub fn hangup(&mut self, conn: u64) {
+        self.sessions.remove(&conn);
+        if self.occupied == Some(conn) {
+            self.occupied = None;
+        }
+    }
+
+    /// Sessions with jobs waiting (ready or not) for the worker.
+    pub fn busy_sessions(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.queue.pending_len() > 0)
+            .map(|(&c, _)| c)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// One message from the upstairs on connection `conn`: a ping is
+    /// answered at once, a job is queued for the worker (`work`).
+    pub fn deliver(&mut self, conn: u64, msg: Message) -> Outcome {
+        let mut out = Outcome {
+            replies: vec![],
+            fenced_write: None,
+        };
+        if self.region.is_none() {
+            return out;
+        }
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return out;
+        };
+        let job = match msg {
+            Message::Ping(n) => {
+                out.replies.push(Message::Pong(n));
+                return out;
+            }
+            other => match Job::from_message(other) {
+                Some(job) => job,
+                None => {
+                    let e = BlockError::protocol("unexpected message from upstairs");
+                    out.replies.push(Message::error(&e));
+                    return out;
+                }
+            },
+        };
+        session.queue.push(job);
+        out
+    }
+
+    /// The session's worker runs its next ready job, if any (the real
+    /// worker is a thread of its own, so this happens at any time after
+    /// the job arrived, and goes on for a session displaced by a newer
+    /// generation until its connection closes).
+    pub fn work(&mut self, conn: u64) -> Outcome {
+        let mut out = Outcome {
+            replies: vec![],
+            fenced_write: None,
+        };
+        let Some(region) = self.region.as_mut() else {
+            return out;
+        };
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return out;
+        };
+        if let Some(job) = session.queue.next_ready(|_| true) {
+            let is_flush = matches!(job.op, Op::Flush { .. });
+            // The real worker's check, under the region lock, before
+            // every job.
+            let reply = if self.act_session != conn {
+                Message::job_error(job.id, &BlockError::Fenced(region.generation()))
+            } else {
+                let modifies = !matches!(job.op, Op::Read { .. } | Op::ExtentFetch { .. });
+                if modifies && session.generation < self.highest_admitted {
+                    out.fenced_write = Some(format!(
+                        "job {} ({:?}) of generation {} applied after generation {} was admitted",
+                        job.id,
+                        op_name(&job.op),
+                        session.generation,
+                        self.highest_admitted
+                    ));
+                }
+                let result = match &job.op {
+                    Op::Flush { flush, generation } => region
+                        .flush(*flush, *generation)
+                        .map(|()| Message::Ack { job: job.id }),
+                    _ => execute(region, &job),
+                };
+                result.unwrap_or_else(|e| Message::job_error(job.id, &e))
+            };
+            session.queue.complete(job.id, is_flush);
+            out.replies.push(reply);
+        }
+        out
+    }
+
+    /// Every block's data and every extent's version, for comparing
+    /// replicas.
+    pub fn contents(&self) -> Option<(Vec<u8>, Vec<kelp_block::ExtentVersion>)> {
+        let r = self.region.as_ref()?;
+        let total = r.def().total_blocks();
+        let (_, data) = r.read(0, total).ok()?;
+        Some((data, r.versions()))
+    }
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Write { .. } => "write",
+        Op::WriteZeroes { .. } => "write-zeroes",
+        Op::Read { .. } => "read",
+        Op::Flush { .. } => "flush",
+        Op::ExtentFetch { .. } => "extent-fetch",
+        Op::ExtentReplace { .. } => "extent-replace",
+        Op::ExtentStamp { .. } => "extent-stamp",
+    }
+}
