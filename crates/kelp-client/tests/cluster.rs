@@ -252,7 +252,9 @@ async fn errors_name_the_server_and_the_failure() {
     let text = e.to_string();
     assert_eq!(e.server(), Some(&Server::Master(master.clone())), "{text}");
     assert!(
-        text.contains("lookup of volume 9999") && text.contains("not found"),
+        text.contains(&format!(
+            "lookup of volume 9999: master {master} answered 404"
+        )) && text.contains("volume id 9999 not found"),
         "{text}"
     );
 
