@@ -8,7 +8,6 @@
 //! the list file. Read phase: `n` random picks (with replacement) from the
 //! list, each resolved through a cached `/dir/lookup` and fetched with GET.
 
-mod client;
 mod report;
 
 use std::path::PathBuf;
@@ -17,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use kelp_client::{AssignRequest, Client, ClientOptions, UploadOptions};
 use parking_lot::Mutex;
 use rand::Rng;
 
@@ -229,21 +229,44 @@ where
 
 /// Runs the configured phases and returns their figures.
 pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
-    let api = client::Api::new(&cfg.master, cfg.concurrency, &cfg.security)?;
+    let api = Client::new(
+        std::slice::from_ref(&cfg.master),
+        &cfg.security,
+        ClientOptions {
+            pool_max_idle_per_host: cfg.concurrency.max(1) * 2,
+            timeout: Some(Duration::from_secs(60)),
+            ..ClientOptions::default()
+        },
+    )?;
+    let assign = Arc::new(AssignRequest {
+        collection: cfg.collection.clone(),
+        replication: cfg.replication.clone(),
+        ..AssignRequest::default()
+    });
+    // Shaped like `weed benchmark`'s uploads: one multipart part named
+    // `file`, filename `.`, type `image/bench` (so nothing is gzipped).
+    let upload = Arc::new(UploadOptions {
+        name: ".".to_string(),
+        mime: "image/bench".to_string(),
+        fsync: cfg.fsync,
+        ..UploadOptions::default()
+    });
     let mut report = Report::default();
 
     if !cfg.read_only {
         let written = Arc::new(Mutex::new(Vec::<String>::new()));
-        let deletes = Arc::new(Mutex::new(Vec::<client::Assigned>::new()));
+        let deletes = Arc::new(Mutex::new(Vec::<String>::new()));
         let phase = Arc::new(Phase::new("write", cfg.n)?);
         let (api2, cfg2, written2, deletes2) =
             (api.clone(), cfg.clone(), written.clone(), deletes.clone());
         let write = move |i: u64| {
-            let (api, cfg, written, deletes) = (
+            let (api, cfg, written, deletes, assign, upload) = (
                 api2.clone(),
                 cfg2.clone(),
                 written2.clone(),
                 deletes2.clone(),
+                assign.clone(),
+                upload.clone(),
             );
             async move {
                 let len = cfg.size + rand::rng().random_range(0..64);
@@ -253,14 +276,14 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 let k = id_bytes.len().min(len);
                 body[..k].copy_from_slice(&id_bytes[..k]);
                 let a = api
-                    .assign(&cfg.collection, &cfg.replication)
+                    .assign(&assign)
                     .await
-                    .map_err(|e| tracing::debug!("assign: {e:#}"))?;
-                api.upload(&a, body, cfg.fsync)
+                    .map_err(|e| tracing::debug!("{e}"))?;
+                api.upload(&a, body, &upload)
                     .await
-                    .map_err(|e| tracing::debug!("upload {}: {e:#}", a.fid))?;
+                    .map_err(|e| tracing::debug!("{e}"))?;
                 if rand::rng().random_range(0..100) < cfg.delete_percent {
-                    deletes.lock().push(a);
+                    deletes.lock().push(a.fid);
                 } else {
                     written.lock().push(a.fid);
                 }
@@ -270,9 +293,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
         report.phases.push(run_phase(phase, &cfg, write).await);
 
         let to_delete = std::mem::take(&mut *deletes.lock());
-        for a in to_delete {
-            if let Err(e) = api.delete(&a).await {
-                tracing::warn!("delete {}: {e:#}", a.fid);
+        for fid in to_delete {
+            if let Err(e) = api.delete(&fid).await {
+                tracing::warn!("{e}");
                 report.delete_failures += 1;
             }
         }
@@ -303,7 +326,8 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 let fid = &fids[rand::rng().random_range(0..fids.len())];
                 api.read(fid)
                     .await
-                    .map_err(|e| tracing::debug!("read {fid}: {e:#}"))
+                    .map(|body| body.len() as u64)
+                    .map_err(|e| tracing::debug!("{e}"))
             }
         };
         report.phases.push(run_phase(phase, &cfg, read).await);

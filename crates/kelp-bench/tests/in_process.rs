@@ -49,18 +49,19 @@ async fn tiny_workload_has_no_failures() {
     }));
 
     // Wait until the volume server has joined: an assign succeeds.
-    let http = reqwest::Client::new();
+    let client = kelp_client::Client::new(
+        &[format!("127.0.0.1:{mport}")],
+        &kelp_core::SecurityConfig::default(),
+        kelp_client::ClientOptions::default(),
+    )
+    .unwrap();
+    let benchmark = kelp_client::AssignRequest {
+        collection: "benchmark".into(),
+        ..Default::default()
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let ok = http
-            .get(format!(
-                "http://127.0.0.1:{mport}/dir/assign?collection=benchmark"
-            ))
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false);
-        if ok {
+        if client.assign(&benchmark).await.is_ok() {
             break;
         }
         assert!(
