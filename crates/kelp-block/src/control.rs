@@ -1,8 +1,9 @@
 //! The upstairs control API (HTTP), for operators and tests:
 //!
-//! - `GET /status`: `{"modes": ["active", "offline", "active"], "jobs": N,
-//!   "fenced": false, "next_flush": N}` (200), or 503 with the reason once
-//!   the upstairs has stopped;
+//! - `GET /status`: `{"modes": ["active", "offline", "active"],
+//!   "flushed": [N, N, N], "jobs": N, "fenced": false, "next_flush": N}`
+//!   (200; `flushed` is per downstairs the job id of the newest flush it
+//!   acknowledged), or 503 with the reason once the upstairs has stopped;
 //! - `POST /replace?old=HOST:PORT&new=HOST:PORT`: puts the downstairs at
 //!   `new` in the place of the failed one at `old`, live-repaired while IO
 //!   goes on (202), or 409 with the reason (the one at `old` is active,
@@ -37,6 +38,7 @@ async fn status(State(v): State<Volume>) -> (StatusCode, String) {
             StatusCode::OK,
             serde_json::json!({
                 "modes": s.modes,
+                "flushed": s.flushed,
                 "jobs": s.jobs,
                 "fenced": s.fenced,
                 "next_flush": s.next_flush,

@@ -189,9 +189,9 @@ async fn write_read_flush_and_replicas_agree() {
     v.flush().await.unwrap();
     let all = v.read(0, v.total_blocks).await.unwrap();
     assert!(all == expect[..], "read back differs");
-    drop(v);
-    let report = cl.verify().await;
-    assert!(report.ok(), "{report}");
+    // A flush is acknowledged by two: let the third finish before the
+    // replicas are compared.
+    cl.drained_and_identical(v).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,12 +290,16 @@ async fn interrupted_live_repair_never_makes_a_stale_extent_look_fresh() {
     for i in 0..10 {
         v.write(i % 8, pattern(200 + i, 512), true).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        v.status().await.unwrap().modes[0],
-        "repair",
-        "repair too fast"
-    );
+    // Those flushes were acknowledged by 1 and 2; wait until 0 has run the
+    // newest of them too, then check its repair is still under way.
+    let status = v.status().await.unwrap();
+    let newest = status.flushed[1].max(status.flushed[2]);
+    assert!(newest > 0, "no flush acknowledged: {:?}", status.flushed);
+    let status = wait_for_status(&v, "downstairs 0 to run the newest flush", |s| {
+        s.flushed[0] >= newest
+    })
+    .await;
+    assert_eq!(status.modes[0], "repair", "repair too fast");
     cl.ds[0].stop().await;
     drop(v);
     for d in &mut cl.ds {
@@ -313,6 +317,18 @@ async fn interrupted_live_repair_never_makes_a_stale_extent_look_fresh() {
     drop(v);
     let report = cl.verify().await;
     assert!(report.ok(), "{report}");
+}
+
+/// Polls the volume's status until `done` holds, and returns that status.
+async fn wait_for_status(
+    v: &Volume,
+    what: &str,
+    done: impl Fn(&kelp_block::upstairs::Status) -> bool,
+) -> kelp_block::upstairs::Status {
+    kelp_testkit::until_async(what, Duration::from_secs(20), || async {
+        v.status().await.ok().filter(|s| done(s))
+    })
+    .await
 }
 
 async fn wait_modes_of(v: &Volume, c: usize, want: &str) {
@@ -439,10 +455,7 @@ async fn damaged_after_2_fell_behind(
 async fn reconciled_to(mut cl: Cluster, new: Bytes) {
     let v = cl.attach(2).await;
     assert_eq!(v.read(4, 4).await.unwrap(), new);
-    drop(v);
-    let report = cl.verify().await;
-    assert!(report.ok(), "{report}");
-    assert!(report.version_mismatches().is_empty(), "{report}");
+    cl.drained_and_identical(v).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,10 +475,7 @@ async fn corrupt_block_is_read_elsewhere_and_repaired() {
     for _ in 0..6 {
         assert_eq!(v.read(5, 1).await.unwrap(), pattern(3, 512));
     }
-    v.flush().await.unwrap();
-    drop(v);
-    let report = cl.verify().await;
-    assert!(report.ok(), "{report}");
+    cl.drained_and_identical(v).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,8 @@
 //!   the rest, each kept write possibly torn at 512-byte sector boundaries.
 //! * [`Fault`]: wraps any backend and fails the Nth write, fdatasync or
 //!   rename with EIO or ENOSPC (a write may stop halfway for ENOSPC).
+//! * [`Unsynced`]: the real file system with every sync skipped (the
+//!   downstairs' `--sync=none`, for throwaway data and power-cut controls).
 //!
 //! # Dispatch, and why the real backend costs nothing
 //!
@@ -37,12 +39,14 @@ mod helpers;
 mod memory;
 mod real;
 mod seeds;
+mod unsynced;
 
 pub use fault::{Fault, FaultKind, FaultOp};
 pub use file::{File, FileOps};
 pub use memory::Memory;
 pub use real::Real;
 pub use seeds::for_each_seed;
+pub use unsynced::Unsynced;
 
 /// Linux errno values the fault backend returns.
 pub const EIO: i32 = 5;

@@ -77,6 +77,12 @@ pub struct DownstairsArgs {
     /// Write {"port": N} here once listening.
     #[arg(long = "ready-file", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// `durable`: a flush is acknowledged only after fdatasync of every
+    /// extent it covers. `none` skips every fdatasync (like qemu's
+    /// cache=unsafe): a process crash loses nothing, a power cut loses
+    /// acknowledged flushes. Only for throwaway volumes and tests.
+    #[arg(long = "sync", value_enum, default_value = "durable")]
+    pub sync: crate::cli::SyncMode,
     /// The volume's shared secret (at least 16 bytes; surrounding white
     /// space ignored): an upstairs must prove it holds the same secret,
     /// by HMAC challenge-response without sending it, before anything

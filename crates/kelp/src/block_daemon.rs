@@ -95,9 +95,17 @@ pub async fn downstairs(a: DownstairsArgs) -> anyhow::Result<()> {
         tls,
     };
     let dir = a.dir.clone();
-    let region = tokio::task::spawn_blocking(move || kelp_block::Region::open(&dir, false))
-        .await?
-        .with_context(|| format!("cannot open region {}", a.dir.display()))?;
+    let storage = match a.sync {
+        crate::cli::SyncMode::Durable => kelp_storage::Storage::real(),
+        crate::cli::SyncMode::None => {
+            tracing::warn!(dir = %a.dir.display(), "--sync=none: flushes skip fdatasync; a power cut loses acknowledged writes");
+            kelp_storage::Storage::new(kelp_storage::Unsynced)
+        }
+    };
+    let region =
+        tokio::task::spawn_blocking(move || kelp_block::Region::open_in(storage, &dir, false))
+            .await?
+            .with_context(|| format!("cannot open region {}", a.dir.display()))?;
     let listener = tokio::net::TcpListener::bind((a.ip.as_str(), a.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", a.ip, a.port))?;

@@ -78,6 +78,9 @@ impl UpstairsConfig {
 pub struct Status {
     /// Per downstairs: "active", "offline", "faulted", "repair", "init".
     pub modes: Vec<String>,
+    /// Per downstairs: the job id of the newest flush it has acknowledged
+    /// (0 before the first), so a caller can tell when one has caught up.
+    pub flushed: Vec<u64>,
     pub jobs: usize,
     pub fenced: bool,
     pub next_flush: u64,

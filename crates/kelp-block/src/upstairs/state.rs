@@ -309,6 +309,7 @@ impl Upstairs {
                 .iter()
                 .map(|c| format!("{:?}", c.mode).to_lowercase())
                 .collect(),
+            flushed: self.clients.iter().map(|c| c.last_flush_done).collect(),
             jobs: self.table.len(),
             fenced: self.phase == Phase::Halted,
             next_flush: self.next_flush,
