@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Cluster, assign};
+use common::{Cluster, assign, client};
 use futures::StreamExt;
 use kelp_client::{
     ChunkedOptions, Client, ClientError, ClientOptions, Server, UploadBody, UploadOptions,
@@ -34,7 +34,7 @@ fn pattern(len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assign_upload_read_delete() {
     let cluster = Cluster::start(1, SecurityConfig::default()).await;
-    let client = cluster.client();
+    let client = client(&cluster);
     let a = client.assign(&assign("")).await.unwrap();
     assert_eq!(a.url, cluster.volumes[0].addr);
     assert_eq!(a.auth, None);
@@ -99,7 +99,7 @@ async fn assign_upload_read_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_fails_over_to_another_replica() {
     let mut cluster = Cluster::start(2, SecurityConfig::default()).await;
-    let client = cluster.client();
+    let client = client(&cluster);
     let a = client.assign(&assign("001")).await.unwrap();
     client
         .upload(&a, b"replicated".to_vec(), &UploadOptions::default())
@@ -150,7 +150,7 @@ async fn read_fails_over_to_another_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_file_round_trip_and_delete() {
     let cluster = Cluster::start(1, SecurityConfig::default()).await;
-    let client = cluster.client();
+    let client = client(&cluster);
     let data = pattern(3 * 1024 * 1024 + 12345);
     let pieces: Vec<std::io::Result<Bytes>> = data
         .chunks(64 * 1024)
@@ -206,7 +206,7 @@ async fn jwt_end_to_end() {
 
     // A client that knows the cluster signs, and one that learns it from
     // the 401s: both get their tokens from the master.
-    let knowing = cluster.client();
+    let knowing = client(&cluster);
     let unaware = Client::new(
         &[cluster.master.addr.as_str()],
         &SecurityConfig::default(),
@@ -244,7 +244,7 @@ async fn jwt_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_name_the_server_and_the_failure() {
     let mut cluster = Cluster::start(1, SecurityConfig::default()).await;
-    let client = cluster.client();
+    let client = client(&cluster);
     let master = cluster.master.addr.clone();
 
     // A volume no master knows.

@@ -2,8 +2,11 @@
 //! own: real processes started with a ready file on port 0 ([`daemon`]),
 //! polling with a deadline instead of fixed sleeps ([`wait`]), checks for
 //! external tools that skip loudly and fail under CI ([`tools`]), free
-//! ports ([`ports`]) and reproducible test data ([`data`]).
+//! ports ([`ports`]) and reproducible test data ([`data`]); with the
+//! `cluster` feature, an in-process master and volume servers (`cluster`).
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod daemon;
 pub mod data;
 pub mod ports;
