@@ -23,5 +23,6 @@ async fn main() -> anyhow::Result<()> {
     kelp_master::run(http, grpc, cfg, async {
         let _ = tokio::signal::ctrl_c().await;
     })
-    .await
+    .await?;
+    Ok(())
 }

@@ -6,6 +6,21 @@ use axum::response::{IntoResponse, Response};
 
 use kelp_core::VolumeId;
 
+/// Why the master could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("opening the master: {0}")]
+    Master(#[from] MasterError),
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] kelp_core::tls::TlsError),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(tonic::transport::Error),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
     /// Malformed or unknown parameter from a client.

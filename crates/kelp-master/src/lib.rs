@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::MasterConfig;
-pub use error::MasterError;
+pub use error::{MasterError, ServerError};
 
 /// The access class of every HTTP route (`{fid}` stands for a file id)
 /// and of each gRPC method path, as the guards apply them.
@@ -45,14 +45,14 @@ pub async fn run(
     grpc: tokio::net::TcpListener,
     cfg: MasterConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServerError> {
     // Install the recorder before the first metric is touched.
     kelp_core::telemetry::prometheus();
     let (stop_tx, stop_rx) = watch::channel(false);
     let master = Arc::new(master::Master::new(cfg, stop_rx).await?);
     tracing::info!(
-        http = %http.local_addr()?,
-        grpc = %grpc.local_addr()?,
+        http = %http.local_addr().map_err(ServerError::Listener)?,
+        grpc = %grpc.local_addr().map_err(ServerError::Listener)?,
         advertised = %master.cfg.leader_address(),
         "master listening"
     );
@@ -83,8 +83,8 @@ pub async fn run(
         }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), master.stopped());
     let result = tokio::try_join!(
-        async { http_server.await.map_err(anyhow::Error::from) },
-        async { grpc_server.await.map_err(anyhow::Error::from) },
+        async { http_server.await.map_err(ServerError::Http) },
+        async { grpc_server.await.map_err(ServerError::Grpc) },
     );
     stop_task.abort();
     vacuum_task.abort();

@@ -31,7 +31,7 @@ struct TestMaster {
     /// The master's security settings; test clients use them as peers would.
     security: Arc<kelp_core::SecurityConfig>,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), kelp_master::ServerError>>,
 }
 
 impl TestMaster {

@@ -23,7 +23,7 @@ struct Cluster {
     /// `host:port.grpcPort` for volume servers.
     master_addr: String,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), kelp_master::ServerError>>,
     _dir: tempfile::TempDir,
 }
 

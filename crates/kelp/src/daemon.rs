@@ -282,7 +282,7 @@ async fn master(args: MasterArgs) -> anyhow::Result<()> {
         args.common.ready_file.as_deref(),
         serde_json::json!({"master_port": ports.0, "master_grpc_port": ports.1}),
     )?;
-    kelp_master::run(listeners.http, listeners.grpc, cfg, wait_for(stop)).await
+    Ok(kelp_master::run(listeners.http, listeners.grpc, cfg, wait_for(stop)).await?)
 }
 
 async fn volume(args: VolumeArgs) -> anyhow::Result<()> {
