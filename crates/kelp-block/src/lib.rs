@@ -2,7 +2,9 @@
 //! protocol and formats are Kelp's own; see `docs/block.md`).
 //!
 //! Layers, bottom up:
-//! - [`region`] / [`extent`] / [`context`]: one replica on disk, synchronous.
+//! - [`region`] / [`extent`] / [`context`] / [`verify`]: one replica on
+//!   disk, synchronous; they live in the `kelp-region` crate (no async
+//!   runtime) and are re-exported here.
 //! - [`frame`]: the downstairs wire protocol; [`auth`]: proving the
 //!   volume's secret on it.
 //! - [`downstairs`]: serves one region over TCP.
@@ -10,18 +12,12 @@
 //! - [`nbd`]: exports an upstairs over NBD; [`control`]: its HTTP control
 //!   API (status, replace).
 
-pub mod auth;
-pub mod codec;
-pub mod context;
-pub mod error;
-pub mod extent;
-pub mod region;
-pub mod verify;
+pub use kelp_region::{
+    BlockContext, BlockError, ExtentImage, ExtentVersion, Region, RegionDef, Result,
+};
+pub use kelp_region::{codec, context, error, extent, region, verify};
 
-pub use context::BlockContext;
-pub use error::{BlockError, Result};
-pub use extent::{ExtentImage, ExtentVersion};
-pub use region::{Region, RegionDef};
+pub mod auth;
 pub mod control;
 pub mod downstairs;
 pub mod frame;

@@ -51,19 +51,6 @@ fn remote(code: u16, message: String) -> BlockError {
     BlockError::Remote { code, message }
 }
 
-impl BlockError {
-    /// True for errors that mean a newer upstairs owns the region.
-    pub fn is_fenced(&self) -> bool {
-        match self {
-            BlockError::Fenced(_) | BlockError::GenerationTooLow { .. } => true,
-            BlockError::Remote { code, .. } => {
-                *code == ErrorCode::Fenced as u16 || *code == ErrorCode::GenerationTooLow as u16
-            }
-            _ => false,
-        }
-    }
-}
-
 async fn expect(reader: &mut FrameReader<ReadHalf>) -> Result<Message> {
     match tokio::time::timeout(Duration::from_secs(30), reader.next()).await {
         Err(_) => Err(BlockError::protocol("downstairs did not answer in time")),

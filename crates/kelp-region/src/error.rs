@@ -101,3 +101,24 @@ impl BlockError {
 }
 
 pub type Result<T, E = BlockError> = std::result::Result<T, E>;
+
+/// The wire codes (kelp-block `frame::ErrorCode`) of the two errors that
+/// mean a newer upstairs owns the region.
+pub mod fencing_code {
+    pub const GENERATION_TOO_LOW: u16 = 7;
+    pub const FENCED: u16 = 8;
+}
+
+impl BlockError {
+    /// True for errors that mean a newer upstairs owns the region, also
+    /// when they arrive from a downstairs as a wire error code.
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            BlockError::Fenced(_) | BlockError::GenerationTooLow { .. } => true,
+            BlockError::Remote { code, .. } => {
+                *code == fencing_code::FENCED || *code == fencing_code::GENERATION_TOO_LOW
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! On-disk block regions, the storage under each block-volume downstairs:
+//! the region file, extents with per-block contexts (checksums) and
+//! versions, and `verify` across replicas. Synchronous code over
+//! kelp-storage, with no async runtime; the network ends (downstairs,
+//! upstairs, NBD) are in kelp-block, which re-exports these modules.
+
+pub mod codec;
+pub mod context;
+pub mod error;
+pub mod extent;
+pub mod region;
+pub mod verify;
+
+pub use context::BlockContext;
+pub use error::{BlockError, Result};
+pub use extent::{ExtentImage, ExtentVersion};
+pub use region::{Region, RegionDef};
