@@ -576,18 +576,24 @@ impl Extent {
     }
 
     /// Zeroes blocks (WRITE_ZEROES and TRIM): a zero context, no data
-    /// written. Never-written blocks already read as zeros and stay as they
-    /// are.
+    /// written. Blocks that already read as zeros (never written, or
+    /// zeroed) stay as they are, but the extent is marked dirty all the
+    /// same: whether a job dirties an extent depends on the job alone,
+    /// never on what this replica holds. A replica that replays jobs it
+    /// had already run (their acknowledgements lost) may hold zeros where
+    /// the others still hold data; if the zeroing left it clean here and
+    /// dirty there, the next flush would stamp the extent on the others
+    /// only, and the replicas' version labels would part for good.
     pub fn write_zeroes(&mut self, first: u32, count: u32) -> Result<()> {
         self.check_range(first, count)?;
-        let todo: Vec<u32> = (first..first + count)
-            .filter(|&b| matches!(self.blocks[b as usize].cur, Some((_, c)) if c.kind != SLOT_ZERO))
-            .collect();
-        if todo.is_empty() {
+        if count == 0 {
             return Ok(());
         }
         self.check_writable(first, count)?;
         self.ensure_dirty()?;
+        let todo: Vec<u32> = (first..first + count)
+            .filter(|&b| matches!(self.blocks[b as usize].cur, Some((_, c)) if c.kind != SLOT_ZERO))
+            .collect();
         for b in todo {
             let (s, seq) = self.target(b);
             let c = SlotCtx {
@@ -887,6 +893,24 @@ mod tests {
         assert!(out[..512].iter().all(|&b| b == 0));
         assert_eq!(ctx[0], BlockContext::Unwritten);
         assert_eq!(ctx[1], BlockContext::Data(block_crc(&data[..512])));
+    }
+
+    #[test]
+    fn zeroing_blocks_already_zero_dirties_the_extent() {
+        // Whether a job dirties an extent must not depend on what the
+        // replica holds (see `write_zeroes`): never-written blocks and
+        // zeroed ones alike.
+        let st = Storage::new(kelp_storage::Memory::new());
+        let mut e = Extent::create(&st, Path::new("e"), 0, 512, 4, false).unwrap();
+        e.write_zeroes(0, 2).unwrap();
+        assert!(e.version().dirty, "never-written blocks");
+        e.flush(1, 1).unwrap();
+        assert!(!e.version().dirty);
+        e.write_zeroes(0, 1).unwrap();
+        assert!(e.version().dirty, "blocks zeroed before");
+        e.flush(2, 1).unwrap();
+        e.write_zeroes(0, 0).unwrap();
+        assert!(!e.version().dirty, "an empty range is no job");
     }
 
     #[test]

@@ -1,34 +1,26 @@
-//! A simulated downstairs: the real region (`Region` on disk), the real
+//! A simulated downstairs: the real region (`Region`), the real
 //! activation rule (`downstairs::admit`), dependency queue
 //! (`downstairs::work::Queue`) and job execution (`work::execute`), run in
 //! line instead of on threads. It answers each message when it is
 //! delivered; its replies go back through the simulated network.
 //!
-//! Storage crash model (`Disk`): today a region lives in a directory and
-//! a crash keeps every byte written to its files, synced or not (the
-//! page cache survives a process kill; a power cut that kept all unsynced
-//! writes looks the same). A storage trait with an in-memory page cache
-//! can replace `Disk::crash` with "keep synced bytes plus a random subset
-//! of unsynced writes".
+//! Storage: each downstairs' region lives on its own in-memory page-cache
+//! model (`kelp_storage::Memory`, one per simulated host). A process kill
+//! keeps every write it made, synced or not (the page cache outlives the
+//! process); a power cut (`power_cut`) keeps every synced byte and a
+//! seeded random subset of the unsynced writes, each possibly torn at
+//! 512-byte sectors, and only the directory changes a directory sync made
+//! durable.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kelp_block::downstairs::admit;
 use kelp_block::downstairs::work::{Job, Op, Queue, execute};
 use kelp_block::frame::Message;
 use kelp_block::upstairs::client::Handshake;
 use kelp_block::{BlockError, Region};
-
-/// What a crash leaves of the region's files.
-pub struct Disk;
-
-impl Disk {
-    /// Applies a crash to the region in `_dir` before it is reopened. Every
-    /// write reached the files, so nothing is lost (the "kept all unsynced
-    /// writes" case).
-    pub fn crash(&mut self, _dir: &std::path::Path) {}
-}
+use kelp_storage::Memory;
 
 struct Session {
     queue: Queue,
@@ -36,7 +28,9 @@ struct Session {
 }
 
 pub struct SimDownstairs {
-    pub dir: PathBuf,
+    /// This host's disk and page cache.
+    disk: Memory,
+    dir: PathBuf,
     /// None while the process is down.
     pub region: Option<Region>,
     /// In memory, as in the real server: lost on restart.
@@ -59,9 +53,13 @@ pub struct Outcome {
 }
 
 impl SimDownstairs {
-    pub fn new(dir: PathBuf) -> Self {
-        let region = Region::create(&dir, 512, 4, 2).expect("create region");
+    pub fn new() -> Self {
+        let disk = Memory::new();
+        let dir = Path::new("region").to_path_buf();
+        let region =
+            Region::create_in(disk.storage(), &dir, 512, 4, 2, false).expect("create region");
         SimDownstairs {
+            disk,
             dir,
             region: Some(region),
             act_session: 0,
@@ -87,9 +85,18 @@ impl SimDownstairs {
         self.occupied = None;
     }
 
-    pub fn restart(&mut self, disk: &mut Disk) {
-        disk.crash(&self.dir);
-        self.region = Some(Region::open(&self.dir, false).expect("reopen region"));
+    /// The host loses power (the process must be dead already): unsynced
+    /// writes are kept, lost or torn as `seed` says.
+    pub fn power_cut(&mut self, seed: u64) {
+        assert!(!self.up(), "power cut under a running downstairs");
+        self.disk.crash(seed);
+    }
+
+    /// The process starts again and opens its region. Err: it cannot (the
+    /// caller reports it; a region must always reopen after a crash).
+    pub fn restart(&mut self) -> Result<(), BlockError> {
+        self.region = Some(Region::open_in(self.disk.storage(), &self.dir, false)?);
+        Ok(())
     }
 
     /// Hello, Activate, ExtentVersionsPlease on connection `conn`, as the

@@ -1,6 +1,7 @@
 //! Deterministic simulation of a block volume: the real upstairs state
 //! machine and three downstairs running the real job handling on real
-//! regions, with one seeded scheduler choosing every interleaving and
+//! regions (on an in-memory page-cache model, so a power cut drops or
+//! tears unsynced writes), with one seeded scheduler choosing every interleaving and
 //! fault (`world.rs`). Invariants (checked as each step happens, and after
 //! healing): every acknowledged flush survives; a read returns a value
 //! that was written (or the initial zeros) and not older than what was
@@ -21,8 +22,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use world::World;
 
-/// Seeds per run by default.
-const DEFAULT_SEEDS: u64 = 1000;
+/// Seeds per run by default: about 15 s on two cores (a debug build).
+const DEFAULT_SEEDS: u64 = 5000;
 /// Steps of faults per seed before healing.
 const CHAOS_STEPS: u64 = 400;
 /// Seeds that once found a bug, run every time: 0 (a dirty reconcile
@@ -30,8 +31,13 @@ const CHAOS_STEPS: u64 = 400;
 /// with nothing to repair from), 203 and 271 (replay rolled a downstairs
 /// back behind a flush it had run, and activation then preferred that
 /// copy), 8594 and 10242 (a write straddling the live-repair point
-/// dirtied an extent not yet copied).
-const REGRESSIONS: &[u64] = &[0, 71, 203, 271, 8594, 10242];
+/// dirtied an extent not yet copied), 1233, 2612, 3926 and 4155 (a
+/// replayed zeroing of blocks already zero left the extent clean on that
+/// replica only, so the replicas' version labels parted). The scheduler
+/// and the storage model have changed since some of these were found
+/// (power cuts now drop unsynced writes, hosts lose power alone), so an
+/// older seed may no longer take the path that found its bug.
+const REGRESSIONS: &[u64] = &[0, 71, 203, 271, 8594, 10242, 1233, 2612, 3926, 4155];
 
 fn run_seed(seed: u64, trace: bool) -> Result<world::Stats, String> {
     match catch_unwind(AssertUnwindSafe(|| {

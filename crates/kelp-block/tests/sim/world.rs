@@ -11,9 +11,12 @@
 //! flight both ways are lost and both ends see it close. A duplicate is a
 //! frame sent again on a new connection after a reset (the upstairs
 //! replays). A downstairs can be killed (its connections close after what
-//! it already sent arrives) and restarted from its region on disk; the
-//! upstairs can be restarted with a higher generation, the old one either
-//! dead or still running (and fenced); a power cut kills everything.
+//! it already sent arrives) and restarted from its region on disk, keeping
+//! every write it made; its host can lose power, which also drops or tears
+//! unsynced writes (`SimDownstairs::power_cut`); the upstairs can be
+//! restarted with a higher generation, the old one either dead or still
+//! running (and fenced); a power cut kills everything and cuts all three
+//! hosts.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
@@ -24,7 +27,7 @@ use kelp_block::context::block_crc;
 use kelp_block::frame::Message;
 use kelp_block::upstairs::{Action, GuestOp, Input, Output, Upstairs, UpstairsConfig};
 
-use crate::downstairs::{Disk, SimDownstairs};
+use crate::downstairs::SimDownstairs;
 use crate::oracle::{BS, Issued, Oracle, pattern};
 
 pub const BLOCKS: u64 = 8;
@@ -95,8 +98,12 @@ enum Event {
     ZombieWrite(usize),
     Reset(u64),
     Kill(usize),
+    /// Kill, and the downstairs' host loses power.
+    HostPowerCut(usize),
     Restart(usize),
-    NewUpstairs { keep_old: bool },
+    NewUpstairs {
+        keep_old: bool,
+    },
     PowerCut,
 }
 
@@ -105,7 +112,6 @@ pub struct World {
     now: Duration,
     ups: Vec<Up>,
     ds: Vec<SimDownstairs>,
-    disk: Disk,
     conns: BTreeMap<u64, Conn>,
     next_conn: u64,
     oracle: Oracle,
@@ -113,7 +119,6 @@ pub struct World {
     steps: u64,
     max_replay_jobs: usize,
     failure: Option<String>,
-    _dir: tempfile::TempDir,
 }
 
 /// What a seed did, for the summary line.
@@ -123,25 +128,9 @@ pub struct Stats {
     pub upstairs: usize,
 }
 
-fn tempdir() -> tempfile::TempDir {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(d) = tempfile::Builder::new().prefix("kelp-sim").tempdir_in(shm)
-    {
-        return d;
-    }
-    tempfile::tempdir().expect("tempdir")
-}
-
 impl World {
     pub fn new(seed: u64, trace: bool) -> World {
-        let dir = tempdir();
-        let ds = (0..3)
-            .map(|i| {
-                let d = dir.path().join(format!("r{i}"));
-                SimDownstairs::new(d)
-            })
-            .collect();
+        let ds = (0..3).map(|_| SimDownstairs::new()).collect();
         let mut rng = Rng::new(seed);
         let max_replay_jobs = 4 + rng.below(60) as usize;
         let mut w = World {
@@ -149,7 +138,6 @@ impl World {
             now: Duration::ZERO,
             ups: vec![],
             ds,
-            disk: Disk,
             conns: BTreeMap::new(),
             next_conn: 1,
             oracle: Oracle::new(BLOCKS),
@@ -157,7 +145,6 @@ impl World {
             steps: 0,
             max_replay_jobs,
             failure: None,
-            _dir: dir,
         };
         w.new_upstairs();
         w
@@ -277,9 +264,13 @@ impl World {
                 let ids: Vec<u64> = self.conns.keys().copied().collect();
                 Event::Reset(*ids.get(self.rng.below(ids.len() as u64) as usize)?)
             }
-            8..15 => {
+            8..13 => {
                 let up: Vec<usize> = (0..3).filter(|&i| self.ds[i].up()).collect();
                 Event::Kill(*up.get(self.rng.below(up.len() as u64) as usize)?)
+            }
+            13..15 => {
+                let up: Vec<usize> = (0..3).filter(|&i| self.ds[i].up()).collect();
+                Event::HostPowerCut(*up.get(self.rng.below(up.len() as u64) as usize)?)
             }
             15..17 => Event::NewUpstairs { keep_old: true },
             17..19 => Event::NewUpstairs { keep_old: false },
@@ -381,9 +372,14 @@ impl World {
                 self.log(|| format!("KILL ds{i}"));
                 self.kill_ds(i);
             }
+            Event::HostPowerCut(i) => {
+                self.log(|| format!("POWER CUT of ds{i}'s host"));
+                self.kill_ds(i);
+                self.cut_power(i);
+            }
             Event::Restart(i) => {
                 self.log(|| format!("RESTART ds{i}"));
-                self.ds[i].restart(&mut self.disk);
+                self.restart_ds(i);
             }
             Event::NewUpstairs { keep_old } => {
                 let cur = self.current();
@@ -403,6 +399,9 @@ impl World {
                 for i in 0..3 {
                     self.kill_ds(i);
                 }
+                for i in 0..3 {
+                    self.cut_power(i);
+                }
                 self.new_upstairs();
             }
         }
@@ -415,6 +414,19 @@ impl World {
                 c.closing = true;
                 c.to_ds.clear();
             }
+        }
+    }
+
+    /// Downstairs `i`'s host (its process already dead) loses power.
+    fn cut_power(&mut self, i: usize) {
+        let seed = self.rng.next();
+        self.log(|| format!("ds{i}'s disk crashes (crash seed {seed})"));
+        self.ds[i].power_cut(seed);
+    }
+
+    fn restart_ds(&mut self, i: usize) {
+        if let Err(e) = self.ds[i].restart() {
+            self.fail(format!("ds{i} cannot reopen its region: {e}"));
         }
     }
 
@@ -668,7 +680,7 @@ impl World {
         }
         for i in 0..3 {
             if !self.ds[i].up() {
-                self.ds[i].restart(&mut self.disk);
+                self.restart_ds(i);
             }
         }
         let deadline = self.now + Duration::from_secs(600);
