@@ -638,10 +638,7 @@ fn read_generation(st: &Storage, dir: &Path) -> Result<u64> {
 
 /// Runs `f` on every item (one per extent), on up to `MAX_SYNC_THREADS`
 /// threads at once; the first error is returned once all have run.
-pub fn parallel<T: Send>(
-    extents: &mut [T],
-    f: impl Fn(&mut T) -> Result<()> + Sync,
-) -> Result<()> {
+pub fn parallel<T: Send>(extents: &mut [T], f: impl Fn(&mut T) -> Result<()> + Sync) -> Result<()> {
     const MAX_SYNC_THREADS: usize = 32;
     match extents.len() {
         0 => return Ok(()),
