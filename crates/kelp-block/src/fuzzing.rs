@@ -105,4 +105,11 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("block_frame_decode", frame_decode),
     ("nbd_handshake", nbd_handshake),
     ("psk_keys_parse", psk_keys_parse),
+    ("send_stream_decode", send_stream_decode),
 ];
+
+/// Decodes a snapshot send stream (kelp-region `stream.rs`) to its end;
+/// what decodes must re-encode to the same records.
+pub fn send_stream_decode(data: &[u8]) {
+    kelp_region::stream::fuzz_decode(data);
+}

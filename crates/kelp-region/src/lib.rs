@@ -1,6 +1,7 @@
 //! On-disk block regions, the storage under each block-volume downstairs:
 //! the region file, extents with per-block contexts (checksums) and
-//! versions, and `verify` across replicas. Synchronous code over
+//! versions, `verify` across replicas, and the send stream that carries
+//! snapshots between hosts (`stream`). Synchronous code over
 //! kelp-storage, with no async runtime; the network ends (downstairs,
 //! upstairs, NBD) are in kelp-block, which re-exports these modules.
 
@@ -9,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod extent;
 pub mod region;
+pub mod stream;
 pub mod verify;
 
 pub use context::BlockContext;
