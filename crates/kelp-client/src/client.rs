@@ -193,11 +193,10 @@ impl Client {
             |url, token| async move {
                 let resp = volumes.get(&url, fid, range, token.as_deref()).await?;
                 let status = resp.status();
-                let body = resp.bytes().await.map_err(|error| ClientError::Transport {
-                    op: Op::Read(fid.to_string()),
-                    server: Server::Volume(url.clone()),
-                    error,
-                })?;
+                let body = resp.bytes().await.map_err(ClientError::transport(
+                    &Op::Read(fid.to_string()),
+                    &Server::Volume(url.clone()),
+                ))?;
                 Ok(match range {
                     // A server that ignored Range sent the whole file.
                     Some(r) if status == StatusCode::OK => {
@@ -229,15 +228,10 @@ impl Client {
         let content_length = resp.content_length();
         let op = Op::Read(fid.to_string());
         let server = Server::Volume(url);
+        let transport = ClientError::transport(&op, &server);
         let inner = resp
             .bytes_stream()
-            .map(move |r| {
-                r.map_err(|error| ClientError::Transport {
-                    op: op.clone(),
-                    server: server.clone(),
-                    error,
-                })
-            })
+            .map(move |r| r.map_err(&transport))
             .boxed();
         Ok(ReadStream {
             content_length,

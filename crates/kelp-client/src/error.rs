@@ -93,6 +93,19 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Maps a transport error of `op` against `server` (for `map_err`).
+    pub(crate) fn transport(
+        op: &Op,
+        server: &Server,
+    ) -> impl Fn(reqwest::Error) -> ClientError + use<> {
+        let (op, server) = (op.clone(), server.clone());
+        move |error| ClientError::Transport {
+            op: op.clone(),
+            server: server.clone(),
+            error,
+        }
+    }
+
     /// The HTTP status a server answered with, if that is the failure.
     pub fn status(&self) -> Option<StatusCode> {
         match self {

@@ -131,11 +131,7 @@ impl Masters {
                         .await
                         .map(|t| (t, token))
                 }
-                Err(error) => Err(ClientError::Transport {
-                    op: op.clone(),
-                    server,
-                    error,
-                }),
+                Err(error) => Err(ClientError::transport(&op, &server)(error)),
             };
             match result {
                 Ok(v) => {

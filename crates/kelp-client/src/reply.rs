@@ -79,11 +79,7 @@ pub(crate) async fn master_json<T: DeserializeOwned>(
     }
     let body = capped_body(resp, MAX_REPLY)
         .await
-        .map_err(|error| ClientError::Transport {
-            op: op.clone(),
-            server: server.clone(),
-            error,
-        })?
+        .map_err(ClientError::transport(op, server))?
         .ok_or_else(|| ClientError::Reply {
             op: op.clone(),
             server: server.clone(),

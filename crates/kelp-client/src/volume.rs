@@ -119,11 +119,7 @@ impl Volumes {
     ) -> Result<UploadResult, ClientError> {
         let op = Op::Upload(fid.to_string());
         let at = Server::Volume(server.to_string());
-        let transport = |error| ClientError::Transport {
-            op: op.clone(),
-            server: at.clone(),
-            error,
-        };
+        let transport = ClientError::transport(&op, &at);
         let length = (body.len, body.sent.clone());
         let mut part = match body.len {
             Some(len) => reqwest::multipart::Part::stream_with_length(body.body, len),
@@ -156,7 +152,7 @@ impl Volumes {
         if let Some(t) = auth {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(transport)?;
+        let resp = req.send().await.map_err(&transport)?;
         match resp.status() {
             StatusCode::NO_CONTENT => Ok(UploadResult {
                 size: length.0.unwrap_or_else(|| length.1.load(Ordering::Relaxed)),
@@ -203,11 +199,7 @@ impl Volumes {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|error| ClientError::Transport {
-            op: op.clone(),
-            server: at.clone(),
-            error,
-        })?;
+        let resp = req.send().await.map_err(ClientError::transport(&op, &at))?;
         match resp.status() {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => Ok(resp),
             _ => Err(status_error(op, at, resp).await),
@@ -227,11 +219,7 @@ impl Volumes {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|error| ClientError::Transport {
-            op: op.clone(),
-            server: at.clone(),
-            error,
-        })?;
+        let resp = req.send().await.map_err(ClientError::transport(&op, &at))?;
         if !resp.status().is_success() {
             return Err(status_error(op, at, resp).await);
         }

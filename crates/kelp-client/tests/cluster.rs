@@ -20,15 +20,7 @@ fn volume_of(fid: &str) -> u32 {
 
 /// Deterministic bytes that differ from chunk to chunk.
 fn pattern(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    kelp_testkit::blob(1, len)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,14 +11,8 @@ use kelp_core::VolumeId;
 pub enum ServerError {
     #[error("opening the master: {0}")]
     Master(#[from] MasterError),
-    #[error("listener: {0}")]
-    Listener(std::io::Error),
     #[error(transparent)]
-    Tls(#[from] kelp_core::tls::TlsError),
-    #[error("HTTP server: {0}")]
-    Http(std::io::Error),
-    #[error("gRPC server: {0}")]
-    Grpc(tonic::transport::Error),
+    Serve(#[from] kelp_net::serve::ServeError),
 }
 
 #[derive(Debug, thiserror::Error)]

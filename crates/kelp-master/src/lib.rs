@@ -23,6 +23,7 @@ mod vacuum;
 
 use std::sync::Arc;
 
+use kelp_net::serve::ServeError;
 use kelp_proto::master_pb::seaweed_server::SeaweedServer;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -51,8 +52,8 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let master = Arc::new(master::Master::new(cfg, stop_rx).await?);
     tracing::info!(
-        http = %http.local_addr().map_err(ServerError::Listener)?,
-        grpc = %grpc.local_addr().map_err(ServerError::Listener)?,
+        http = %http.local_addr().map_err(ServeError::Listener)?,
+        grpc = %grpc.local_addr().map_err(ServeError::Listener)?,
         advertised = %master.cfg.leader_address(),
         "master listening"
     );
@@ -83,11 +84,12 @@ pub async fn run(
         }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), master.stopped());
     let result = tokio::try_join!(
-        async { http_server.await.map_err(ServerError::Http) },
-        async { grpc_server.await.map_err(ServerError::Grpc) },
+        async { http_server.await.map_err(ServeError::Http) },
+        async { grpc_server.await.map_err(ServeError::Grpc) },
     );
     stop_task.abort();
     vacuum_task.abort();
     rereplicate_task.abort();
-    result.map(|_| ())
+    result?;
+    Ok(())
 }

@@ -21,14 +21,28 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight HTTPS requests get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why a daemon's HTTP or gRPC serving could not start or ended with an
+/// error; each daemon's own start-up error wraps it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(tonic::transport::Error),
+}
+
 /// The rustls settings for an HTTPS listener (h2 and http/1.1 offered).
-pub fn https_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    kelp_core::tls::server_config(
+pub fn https_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    Ok(kelp_core::tls::server_config(
         &files.cert,
         &files.key,
         files.ca.as_deref(),
         &[b"h2", b"http/1.1"],
-    )
+    )?)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets
@@ -101,7 +115,7 @@ pub async fn http(
 }
 
 /// A tonic server builder: with `tls`, mutual TLS (the CA is required).
-pub fn grpc(tls: Option<&TlsFiles>) -> Result<tonic::transport::Server, TlsError> {
+pub fn grpc(tls: Option<&TlsFiles>) -> Result<tonic::transport::Server, ServeError> {
     let builder = tonic::transport::Server::builder();
     let Some(files) = tls else {
         return Ok(builder);
@@ -117,7 +131,7 @@ pub fn grpc(tls: Option<&TlsFiles>) -> Result<tonic::transport::Server, TlsError
     let config = tonic::transport::ServerTlsConfig::new()
         .identity(tonic::transport::Identity::from_pem(cert, key))
         .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
-    builder
+    Ok(builder
         .tls_config(config)
-        .map_err(|e| TlsError::Config(format!("gRPC TLS: {e}")))
+        .map_err(|e| TlsError::Config(format!("gRPC TLS: {e}")))?)
 }

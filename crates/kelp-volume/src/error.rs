@@ -14,14 +14,8 @@ use crate::store::StoreError;
 pub enum ServerError {
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
-    #[error("listener: {0}")]
-    Listener(std::io::Error),
     #[error(transparent)]
-    Tls(#[from] kelp_core::tls::TlsError),
-    #[error("HTTP server: {0}")]
-    Http(std::io::Error),
-    #[error("gRPC server: {0}")]
-    Grpc(tonic::transport::Error),
+    Serve(#[from] kelp_net::serve::ServeError),
     #[error("server task failed: {0}")]
     Task(tokio::task::JoinError),
 }

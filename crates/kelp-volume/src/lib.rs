@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kelp_needle::OffsetWidth;
+use kelp_net::serve::ServeError;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
@@ -81,14 +82,15 @@ pub async fn run(
         }
     });
 
-    let http_addr = http.local_addr().map_err(ServerError::Listener)?;
-    let grpc_addr = grpc.local_addr().map_err(ServerError::Listener)?;
+    let http_addr = http.local_addr().map_err(ServeError::Listener)?;
+    let grpc_addr = grpc.local_addr().map_err(ServeError::Listener)?;
     let own = vec![
         format!("{}:{}", cfg.ip, cfg.port),
         cfg.effective_public_url(),
     ];
     let security = Arc::new(cfg.security.clone());
-    let peers = Arc::new(peers::Peers::new(&cfg.masters, own, security.clone())?);
+    let peers =
+        Arc::new(peers::Peers::new(&cfg.masters, own, security.clone()).map_err(ServeError::from)?);
     let scrub_stats = Arc::new(scrub::Stats::default());
     let router = http::router(http::HttpState {
         store: store.clone(),
@@ -181,10 +183,10 @@ pub async fn run(
     tracing::info!("volume server stopped");
     http_res
         .map_err(ServerError::Task)?
-        .map_err(ServerError::Http)?;
+        .map_err(ServeError::Http)?;
     grpc_res
         .map_err(ServerError::Task)?
-        .map_err(ServerError::Grpc)?;
+        .map_err(ServeError::Grpc)?;
     Ok(())
 }
 

@@ -60,6 +60,17 @@ fn put(
     }
 }
 
+/// An acknowledged blob reads back with exactly its bytes.
+fn assert_reads_back(client: &reqwest::blocking::Client, url: &str, fid: &str, want: &[u8]) {
+    let r = get(client, url, fid).unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "acknowledged {fid} is not readable"
+    );
+    assert_eq!(r.bytes().unwrap().as_ref(), want, "{fid} changed");
+}
+
 #[test]
 fn failed_fsyncs_are_never_acknowledged_and_writes_resume_within_a_second() {
     let tmp = tempfile::tempdir().unwrap();
@@ -152,17 +163,7 @@ fn failed_fsyncs_are_never_acknowledged_and_writes_resume_within_a_second() {
     // Everything acknowledged, before and after, reads back intact.
     let by_len = |s: u64| blob(s, 1000 + (s as usize % 3000));
     for ((fid, url), s) in &acked {
-        let r = get(&client, url, fid).unwrap();
-        assert_eq!(
-            r.status().as_u16(),
-            200,
-            "acknowledged {fid} is not readable"
-        );
-        assert_eq!(
-            r.bytes().unwrap().as_ref(),
-            by_len(*s).as_slice(),
-            "{fid} changed"
-        );
+        assert_reads_back(&client, url, fid, &by_len(*s));
     }
     // The server said why it refused.
     assert!(
@@ -237,16 +238,6 @@ fn a_full_disk_answers_507_and_keeps_what_was_acknowledged() {
     );
     assert!(!acked.is_empty(), "nothing fitted before the disk was full");
     for (fid, url, seed) in &acked {
-        let r = get(&client, url, fid).unwrap();
-        assert_eq!(
-            r.status().as_u16(),
-            200,
-            "acknowledged {fid} is not readable"
-        );
-        assert_eq!(
-            r.bytes().unwrap().as_ref(),
-            blob(*seed, 64 * 1024).as_slice(),
-            "{fid} changed"
-        );
+        assert_reads_back(&client, url, fid, &blob(*seed, 64 * 1024));
     }
 }
