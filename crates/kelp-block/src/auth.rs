@@ -195,7 +195,7 @@ mod tests {
         let s = Secret::new(b"0123456789abcdef").unwrap();
         assert_eq!(
             hex(&s.upstairs_proof(&t())),
-            "6b78088cd3535d842715df0a8d62bb589bb19b7bd8244b4561b7425eef0c58f5"
+            "7be78f3f1cba336eceb97385727b867ad7248e8b2c319624cebdaac573c80522"
         );
     }
 

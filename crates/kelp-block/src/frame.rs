@@ -7,7 +7,8 @@
 //! ```text
 //! 0  u32  length of the whole frame, this header included
 //!         (HEADER_LEN ≤ length ≤ MAX_FRAME_LEN)
-//! 4  u8   protocol version (PROTOCOL_VERSION: 2; 1 had no Auth*)
+//! 4  u8   protocol version (PROTOCOL_VERSION: 3; 2 had no births or
+//!         saved versions in extent images, 1 no Auth*)
 //! 5  u8   message type (the `T_*` constants)
 //! 6  u16  reserved, zero
 //! 8  ...  body, per message type (below)
@@ -16,7 +17,9 @@
 //! Bodies (`deps` = `u32 count | count × u64 job id`; `ctxs` = `u32 count |
 //! count × context` with a context = `kind u8 | crc32c u32`; `version` =
 //! `generation u64 | flush u64 | dirty u8`; `region` = the 44-byte region
-//! file record; `str` = `u32 len | utf-8`):
+//! file record; `str` = `u32 len | utf-8`; `births` = `u32 count | count ×
+//! u64`, one per block; `saved` = `u32 count | count × (block u32 | birth
+//! u64 | context | u32 len | data)`, the versions snapshots keep):
 //!
 //! | type | message | body |
 //! |---|---|---|
@@ -32,11 +35,11 @@
 //! | 10 | Read | job u64, deps, start u64, count u64 |
 //! | 11 | Flush | job u64, deps, flush u64, generation u64 |
 //! | 12 | ExtentFetch | job u64, deps, extent u32 |
-//! | 13 | ExtentReplace | job u64, deps, extent u32, version, ctxs, data (rest) |
+//! | 13 | ExtentReplace | job u64, deps, extent u32, version, ctxs, births, saved, data (rest) |
 //! | 14 | ExtentStamp | job u64, deps, extent u32, flush u64, generation u64 |
 //! | 20 | Ack | job u64 |
 //! | 21 | ReadReply | job u64, ctxs, data (rest) |
-//! | 22 | ExtentData | job u64, version, ctxs, data (rest) |
+//! | 22 | ExtentData | job u64, version, ctxs, births, saved, data (rest) |
 //! | 23 | JobError | job u64, code u16, str |
 //! | 24 | Error | code u16, str |
 //! | 25 | Ping | nonce u64 |
@@ -66,8 +69,9 @@ use crate::context::BlockContext;
 use crate::error::{BlockError, Result};
 use crate::extent::ExtentVersion;
 use crate::region::RegionDef;
+use crate::saved::SavedVersion;
 
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 pub const HEADER_LEN: usize = 8;
 /// Large enough for the biggest extent (32 MiB) plus its contexts.
 pub const MAX_FRAME_LEN: usize = 64 << 20;
@@ -128,9 +132,12 @@ impl From<&BlockError> for ErrorCode {
         match e {
             BlockError::Io { .. } | BlockError::StorageFailed(_) => ErrorCode::Io,
             BlockError::NoSpace(_) => ErrorCode::NoSpace,
-            BlockError::BadOptions(_) | BlockError::Protocol(_) | BlockError::BadLength { .. } => {
-                ErrorCode::Invalid
-            }
+            BlockError::BadOptions(_)
+            | BlockError::Protocol(_)
+            | BlockError::BadLength { .. }
+            | BlockError::SnapshotExists(_)
+            | BlockError::NoSuchSnapshot(_)
+            | BlockError::SnapshotConflict(_) => ErrorCode::Invalid,
             BlockError::Corrupt { .. } | BlockError::UnsupportedVersion { .. } => {
                 ErrorCode::Corrupt
             }
@@ -209,6 +216,8 @@ pub enum Message {
         extent: u32,
         version: ExtentVersion,
         contexts: Vec<BlockContext>,
+        births: Vec<u64>,
+        saved: Vec<SavedVersion>,
         data: Bytes,
     },
     ExtentStamp {
@@ -230,6 +239,8 @@ pub enum Message {
         job: u64,
         version: ExtentVersion,
         contexts: Vec<BlockContext>,
+        births: Vec<u64>,
+        saved: Vec<SavedVersion>,
         data: Bytes,
     },
     JobError {
@@ -279,6 +290,47 @@ fn put_ctxs(w: &mut Writer, ctxs: &[BlockContext]) {
 fn get_ctxs(r: &mut Reader<'_>) -> Result<Vec<BlockContext>> {
     let n = r.count(BlockContext::WIRE_LEN, MAX_CTXS)?;
     (0..n).map(|_| BlockContext::decode(r)).collect()
+}
+
+fn put_births(w: &mut Writer, births: &[u64]) {
+    w.u32(births.len() as u32);
+    for b in births {
+        w.u64(*b);
+    }
+}
+
+fn get_births(r: &mut Reader<'_>) -> Result<Vec<u64>> {
+    let n = r.count(8, MAX_CTXS)?;
+    (0..n).map(|_| r.u64()).collect()
+}
+
+/// `u32 count`, then per version `block u32 | birth u64 | context | u32
+/// length | data`.
+fn put_saved(w: &mut Writer, saved: &[SavedVersion]) {
+    w.u32(saved.len() as u32);
+    for s in saved {
+        w.u32(s.block).u64(s.birth);
+        s.context.encode(w);
+        w.u32(s.data.len() as u32).bytes(&s.data);
+    }
+}
+
+fn get_saved(r: &mut Reader<'_>) -> Result<Vec<SavedVersion>> {
+    let n = r.count(4 + 8 + BlockContext::WIRE_LEN + 4, usize::MAX)?;
+    (0..n)
+        .map(|_| {
+            let block = r.u32()?;
+            let birth = r.u64()?;
+            let context = BlockContext::decode(r)?;
+            let len = r.u32()? as usize;
+            Ok(SavedVersion {
+                block,
+                birth,
+                context,
+                data: r.bytes(len)?.to_vec(),
+            })
+        })
+        .collect()
 }
 
 fn put_version(w: &mut Writer, v: &ExtentVersion) {
@@ -441,6 +493,8 @@ impl Message {
                 extent,
                 version,
                 contexts,
+                births,
+                saved,
                 data,
             } => {
                 w.u64(*job);
@@ -448,6 +502,8 @@ impl Message {
                 w.u32(*extent);
                 put_version(&mut w, version);
                 put_ctxs(&mut w, contexts);
+                put_births(&mut w, births);
+                put_saved(&mut w, saved);
                 tail = data.clone();
             }
             Message::ExtentStamp {
@@ -477,11 +533,15 @@ impl Message {
                 job,
                 version,
                 contexts,
+                births,
+                saved,
                 data,
             } => {
                 w.u64(*job);
                 put_version(&mut w, version);
                 put_ctxs(&mut w, contexts);
+                put_births(&mut w, births);
+                put_saved(&mut w, saved);
                 tail = data.clone();
             }
             Message::JobError { job, code, message } => {
@@ -632,6 +692,8 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message> {
             let extent = r.u32()?;
             let version = get_version(&mut r)?;
             let contexts = get_ctxs(&mut r)?;
+            let births = get_births(&mut r)?;
+            let saved = get_saved(&mut r)?;
             let at = r.position();
             return Ok(Message::ExtentReplace {
                 job,
@@ -639,6 +701,8 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message> {
                 extent,
                 version,
                 contexts,
+                births,
+                saved,
                 data: body.slice(at..),
             });
         }
@@ -664,11 +728,15 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message> {
             let job = r.u64()?;
             let version = get_version(&mut r)?;
             let contexts = get_ctxs(&mut r)?;
+            let births = get_births(&mut r)?;
+            let saved = get_saved(&mut r)?;
             let at = r.position();
             return Ok(Message::ExtentData {
                 job,
                 version,
                 contexts,
+                births,
+                saved,
                 data: body.slice(at..),
             });
         }
@@ -890,6 +958,13 @@ mod tests {
                     BlockContext::Data(5),
                     BlockContext::Zero,
                 ],
+                births: vec![0, 7, 9],
+                saved: vec![SavedVersion {
+                    block: 1,
+                    birth: 3,
+                    context: BlockContext::Data(crate::context::block_crc(b"xy")),
+                    data: b"xy".to_vec(),
+                }],
                 data: Bytes::from(vec![0u8; 16]),
             },
             Message::ExtentStamp {
@@ -909,6 +984,8 @@ mod tests {
                 job: 9,
                 version: v,
                 contexts: vec![],
+                births: vec![],
+                saved: vec![],
                 data: Bytes::new(),
             },
             Message::JobError {
@@ -960,7 +1037,7 @@ mod tests {
     #[test]
     fn golden_ack_and_write() {
         let b = Message::Ack { job: 0x0102 }.to_bytes().unwrap();
-        assert_eq!(b, [16, 0, 0, 0, 2, 20, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(b, [16, 0, 0, 0, 3, 20, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
         let w = Message::Write {
             job: 1,
             deps: vec![],
@@ -973,7 +1050,7 @@ mod tests {
         assert_eq!(
             w,
             [
-                38, 0, 0, 0, 2, 8, 0, 0, // header
+                38, 0, 0, 0, 3, 8, 0, 0, // header
                 1, 0, 0, 0, 0, 0, 0, 0, // job
                 0, 0, 0, 0, // deps
                 2, 0, 0, 0, 0, 0, 0, 0, // start
@@ -987,10 +1064,10 @@ mod tests {
     fn hostile_headers() {
         let mut d = FrameDecoder;
         for bad in [
-            vec![0u8, 0, 0, 0, 2, 20, 0, 0],
-            vec![0xff, 0xff, 0xff, 0xff, 2, 20, 0, 0],
-            vec![16, 0, 0, 0, 3, 20, 0, 0],
-            vec![16, 0, 0, 0, 2, 20, 1, 0],
+            vec![0u8, 0, 0, 0, 3, 20, 0, 0],
+            vec![0xff, 0xff, 0xff, 0xff, 3, 20, 0, 0],
+            vec![16, 0, 0, 0, 4, 20, 0, 0],
+            vec![16, 0, 0, 0, 3, 20, 1, 0],
         ] {
             assert!(d.decode(&mut BytesMut::from(&bad[..])).is_err());
         }
@@ -1006,7 +1083,7 @@ mod tests {
         b[16] = 0xff;
         assert!(Message::decode(Bytes::from(b)).is_err());
         // Unknown type.
-        let b = vec![8u8, 0, 0, 0, 2, 99, 0, 0];
+        let b = vec![8u8, 0, 0, 0, 3, 99, 0, 0];
         assert!(Message::decode(Bytes::from(b)).is_err());
     }
 
@@ -1018,7 +1095,7 @@ mod tests {
         }
         .to_bytes()
         .unwrap();
-        let mut want = vec![56, 0, 0, 0, 2, 30, 0, 0, 2, 1];
+        let mut want = vec![56, 0, 0, 0, 3, 30, 0, 0, 2, 1];
         want.extend_from_slice(&[0; 14]);
         want.extend_from_slice(&[0xaa; 32]);
         assert_eq!(b, want);
@@ -1029,13 +1106,13 @@ mod tests {
         }
         .to_bytes()
         .unwrap();
-        let mut want = vec![88, 0, 0, 0, 2, 31, 0, 0];
+        let mut want = vec![88, 0, 0, 0, 3, 31, 0, 0];
         for (v, n) in [(1u8, 16), (2, 32), (3, 32)] {
             want.extend(std::iter::repeat_n(v, n));
         }
         assert_eq!(b, want);
         let b = Message::AuthProof { proof: [4; 32] }.to_bytes().unwrap();
-        let mut want = vec![40, 0, 0, 0, 2, 32, 0, 0];
+        let mut want = vec![40, 0, 0, 0, 3, 32, 0, 0];
         want.extend_from_slice(&[4; 32]);
         assert_eq!(b, want);
         // A short proof is an error, not a panic.
@@ -1049,34 +1126,34 @@ mod tests {
     /// frame its own decoder accepts.
     #[test]
     fn version_mismatch_names_both_versions() {
-        let mut v1 = Message::Hello {
+        let mut old = Message::Hello {
             upstairs_id: 1,
             generation: 1,
         }
         .to_bytes()
         .unwrap();
-        v1[4] = 1;
+        old[4] = 2;
         let e = FrameDecoder
-            .decode(&mut BytesMut::from(&v1[..]))
+            .decode(&mut BytesMut::from(&old[..]))
             .unwrap_err();
         assert!(matches!(
             e,
-            BlockError::VersionMismatch { ours: 2, theirs: 1 }
+            BlockError::VersionMismatch { ours: 3, theirs: 2 }
         ));
         let text = e.to_string();
         assert!(
-            text.contains("version 2") && text.contains("version 1"),
+            text.contains("version 3") && text.contains("version 2"),
             "{text}"
         );
-        let reply = version_mismatch_reply(1);
-        assert_eq!(reply[4], 1);
+        let reply = version_mismatch_reply(2);
+        assert_eq!(reply[4], 2);
         assert_eq!(reply[5], T_ERROR);
-        // Decoded as version 1 would (same layout): code, then the text.
+        // Decoded as version 2 (the previous release) would (same layout): code, then the text.
         let mut r = Reader::new(&reply[HEADER_LEN..], "reply");
         assert_eq!(r.u16().unwrap(), ErrorCode::VersionMismatch as u16);
         let msg = get_str(&mut r).unwrap();
         assert!(
-            msg.contains("version 2") && msg.contains("version 1"),
+            msg.contains("version 3") && msg.contains("version 2"),
             "{msg}"
         );
         r.finish().unwrap();

@@ -15,7 +15,7 @@
 pub use kelp_region::{
     BlockContext, BlockError, ExtentImage, ExtentVersion, Region, RegionDef, Result,
 };
-pub use kelp_region::{codec, context, error, extent, region, verify};
+pub use kelp_region::{catalog, codec, context, error, extent, region, saved, snapshot, verify};
 
 pub mod auth;
 pub mod control;

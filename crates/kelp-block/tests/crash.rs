@@ -76,7 +76,7 @@ fn run_ops(
             _ => {
                 // The downstairs' split flush: sync, stamp, sync, end.
                 *flush += 1;
-                let handles = r.flush_begin()?;
+                let handles = r.flush_begin(*flush, None)?;
                 for (eid, h) in &handles {
                     let res = h
                         .sync()

@@ -53,7 +53,7 @@ fn failed_fdatasync_fails_the_region_until_reopened() {
         fault.fail_on(FaultOp::Sync, ".ext", 0, FaultKind::Eio);
         if split {
             // The downstairs' way: sync outside the region, then end.
-            let handles = r.flush_begin().unwrap();
+            let handles = r.flush_begin(2, None).unwrap();
             let mut failed = false;
             for (eid, h) in &handles {
                 let ok = h.sync().is_ok();
@@ -78,7 +78,7 @@ fn failed_fdatasync_fails_the_region_until_reopened() {
             r.write_zeroes(1, 1),
             Err(BlockError::StorageFailed(_))
         ));
-        assert!(r.flush_begin().is_err());
+        assert!(r.flush_begin(3, None).is_err());
         assert_eq!(block(&r, 0), vec![2; 512], "reads go on");
         drop(r);
         for seed in 0..30 {

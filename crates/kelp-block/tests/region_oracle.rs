@@ -230,7 +230,7 @@ fn complete_flush(r: &mut Region, handles: Vec<(u32, FlushHandle)>, flush: u64, 
 
 /// A whole flush in the steps the downstairs takes.
 fn finish_flush(r: &mut Region, flush: u64, ok: bool) {
-    let handles = r.flush_begin().unwrap();
+    let handles = r.flush_begin(flush, None).unwrap();
     complete_flush(r, handles, flush, ok);
 }
 
@@ -246,7 +246,7 @@ fn flush_under_way_lets_other_blocks_be_written() {
     write_blocks(&mut r, 1, 0xBB, 1); // slot B, unflushed
     write_blocks(&mut r, 2, 0x22, 1);
 
-    let handles = r.flush_begin().unwrap();
+    let handles = r.flush_begin(2, None).unwrap();
     assert_eq!(handles.len(), 1, "only extent 0 is dirty");
     assert!(r.flush_in_flight());
     assert!(!r.can_write(1, 1), "block 1 is being flushed");
@@ -283,7 +283,7 @@ fn clean_stamp_holds_writes_until_synced() {
     let d = tempfile::tempdir().unwrap();
     let mut r = Region::create(d.path(), BS as u32, ES, EC).unwrap();
     write_blocks(&mut r, 0, 0x10, 1);
-    let handles = r.flush_begin().unwrap();
+    let handles = r.flush_begin(1, None).unwrap();
     let (eid, h) = &handles[0];
     h.sync().unwrap();
     r.flush_header(*eid, 1, 1).unwrap();

@@ -268,10 +268,10 @@ async fn a_rogue_downstairs_is_refused() {
     }
 }
 
-/// An upstairs of the previous release (protocol version 1) gets an error
+/// An upstairs of the previous release (protocol version 2) gets an error
 /// naming both versions, in a frame its decoder reads, not a misread frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_1_peer_is_told_both_versions() {
+async fn a_previous_release_peer_is_told_both_versions() {
     for secret in [None, Some(SECRET)] {
         let cl = cluster(secret).await;
         let mut s = TcpStream::connect(cl.addrs[0]).await.unwrap();
@@ -281,14 +281,14 @@ async fn a_version_1_peer_is_told_both_versions() {
         }
         .to_bytes()
         .unwrap();
-        hello[4] = 1;
+        hello[4] = 2;
         s.write_all(&hello).await.unwrap();
         let (version, ty, body) = raw_frame(&mut s).await;
-        assert_eq!((version, ty), (1, T_ERROR));
+        assert_eq!((version, ty), (2, T_ERROR));
         let (code, text) = error_body(&body);
         assert_eq!(code, ErrorCode::VersionMismatch as u16);
         assert!(
-            text.contains("version 2") && text.contains("version 1"),
+            text.contains("version 3") && text.contains("version 2"),
             "{text}"
         );
         assert!(closed(&mut s).await);
@@ -300,13 +300,13 @@ async fn a_version_1_peer_is_told_both_versions() {
         let (mut s, _) = l.accept().await.unwrap();
         let _ = raw_frame(&mut s).await;
         let mut ack = Message::Activated { generation: 1 }.to_bytes().unwrap();
-        ack[4] = 3;
+        ack[4] = 4;
         let _ = s.write_all(&ack).await;
         let _ = raw_frame(&mut s).await;
     });
     let e = negotiate_err(addr, None).await;
     assert!(
-        matches!(e, BlockError::VersionMismatch { ours: 2, theirs: 3 }),
+        matches!(e, BlockError::VersionMismatch { ours: 3, theirs: 4 }),
         "{e}"
     );
     // The same frame through the streaming decoder is the same error.

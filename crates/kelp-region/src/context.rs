@@ -71,7 +71,10 @@ pub const SLOT_ZERO: u8 = 2;
 ///  0  u64  seq        0 = slot never used; higher = newer
 ///  8  u32  data crc32c of the slot's data area (0 for a zero slot)
 /// 12  u8   kind       1 = data, 2 = zero (data area not used)
-/// 13  [7]  zero
+/// 13  u56  birth      the flush that made this version durable: the
+///                     region's last flush number + 1 when it was written
+///                     (extent format 2; always zero in format 1, which
+///                     therefore reads as birth 0, older than any snapshot)
 /// 20  u32  crc32c of bytes 0..20
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,16 +82,20 @@ pub struct SlotCtx {
     pub seq: u64,
     pub crc: u32,
     pub kind: u8,
+    pub birth: u64,
 }
 
 impl SlotCtx {
     pub const LEN: usize = 24;
+    /// Births are stored in 56 bits.
+    pub const MAX_BIRTH: u64 = (1 << 56) - 1;
 
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[0..8].copy_from_slice(&self.seq.to_le_bytes());
         b[8..12].copy_from_slice(&self.crc.to_le_bytes());
         b[12] = self.kind;
+        b[13..20].copy_from_slice(&self.birth.min(Self::MAX_BIRTH).to_le_bytes()[..7]);
         let c = crc32c::crc32c(&b[0..20]);
         b[20..24].copy_from_slice(&c.to_le_bytes());
         b
@@ -107,10 +114,18 @@ impl SlotCtx {
         let seq = u64::from_le_bytes(b[0..8].try_into().ok()?);
         let crc = u32::from_le_bytes(b[8..12].try_into().ok()?);
         let kind = b[12];
+        let mut birth = [0u8; 8];
+        birth[..7].copy_from_slice(&b[13..20]);
+        let birth = u64::from_le_bytes(birth);
         if seq == 0 || !(kind == SLOT_DATA || kind == SLOT_ZERO) {
             return None;
         }
-        Some(SlotCtx { seq, crc, kind })
+        Some(SlotCtx {
+            seq,
+            crc,
+            kind,
+            birth,
+        })
     }
 
     pub fn context(&self) -> BlockContext {
@@ -132,11 +147,14 @@ mod tests {
             seq: 7,
             crc: 0xdead_beef,
             kind: SLOT_DATA,
+            birth: 0x0102_0304_0506_0708 & SlotCtx::MAX_BIRTH,
         };
         let b = s.encode();
         assert_eq!(
-            &b[0..13],
-            &[7, 0, 0, 0, 0, 0, 0, 0, 0xef, 0xbe, 0xad, 0xde, 1]
+            &b[0..20],
+            &[
+                7, 0, 0, 0, 0, 0, 0, 0, 0xef, 0xbe, 0xad, 0xde, 1, 8, 7, 6, 5, 4, 3, 2
+            ]
         );
         assert_eq!(SlotCtx::decode(&b), Some(s));
         let mut torn = b;

@@ -69,6 +69,14 @@ pub enum BlockError {
     Auth(String),
     #[error("{0}")]
     Tls(String),
+    #[error("a snapshot named {0:?} already exists")]
+    SnapshotExists(String),
+    #[error("no snapshot named {0:?}")]
+    NoSuchSnapshot(String),
+    /// A snapshot operation that the region's state forbids (a rollback
+    /// past later snapshots, a receive onto a changed target, ...).
+    #[error("{0}")]
+    SnapshotConflict(String),
     #[error(
         "protocol version mismatch: this side speaks version {ours}, the peer version {theirs}; \
          run the same Kelp release on the upstairs and its downstairs"

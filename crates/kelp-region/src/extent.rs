@@ -42,12 +42,25 @@
 //! The worker (`downstairs/work.rs`) asks `can_write` before running a
 //! write; `write` and `write_zeroes` refuse a write that breaks these rules.
 //!
+//! # Births and snapshots (format 2)
+//!
+//! Every slot records its version's *birth*: one more than the region's
+//! last flush number when it was written, so the flush that makes it
+//! durable (format-1 extents read as birth 0). A snapshot at flush `s` reads, per block, the
+//! newest version born at or before `s`. The live slot serves it when its
+//! birth is old enough; when a write replaces a flushed version that the
+//! newest snapshot still reads, the old version is first appended to the
+//! extent's saved-version file (saved.rs), which every flush syncs before
+//! stamping the header. The replaced slot is reused only after the next
+//! flush, so the saved copy is durable before the only other copy can go.
+//!
 //! # File layout (little-endian)
 //!
 //! ```text
 //! 0       64-byte header
 //!   0  [8] magic "KELPEXT1"
-//!   8  u32 format version (1)
+//!   8  u32 format version (2; 1 is read, and rewritten as 2 at the next
+//!          header stamp: its slots have no births, which read as 0)
 //!  12  u32 block size
 //!  16  u32 extent size (blocks, n)
 //!  20  u32 extent id
@@ -69,9 +82,41 @@ use kelp_storage::{File, Open, Storage};
 
 use crate::context::{BlockContext, SLOT_DATA, SLOT_ZERO, SlotCtx, block_crc};
 use crate::error::{BlockError, Result};
+use crate::saved::{SavedStore, SavedVersion};
 
 pub const EXTENT_MAGIC: &[u8; 8] = b"KELPEXT1";
-pub const EXTENT_FORMAT_VERSION: u32 = 1;
+pub const EXTENT_FORMAT_VERSION: u32 = 2;
+/// Format versions this release opens.
+pub const EXTENT_FORMATS_READ: [u32; 2] = [1, 2];
+
+/// What a write needs to know beyond its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Birth {
+    /// The birth stamped on the new versions.
+    pub birth: u64,
+    /// The newest snapshot's flush, if any: a flushed version born at or
+    /// before it is saved before it is replaced.
+    pub newest_snapshot: Option<u64>,
+}
+
+impl Birth {
+    /// For tests and tools without snapshots.
+    pub const NONE: Birth = Birth {
+        birth: 0,
+        newest_snapshot: None,
+    };
+
+    fn keeps(&self, birth: u64) -> bool {
+        self.newest_snapshot.is_some_and(|s| birth <= s)
+    }
+}
+
+/// Whether a version born at `birth` and replaced by one born at `next` is
+/// read by one of the snapshots at `snaps` (ascending flush numbers).
+pub fn needed(snaps: &[u64], birth: u64, next: u64) -> bool {
+    let i = snaps.partition_point(|&s| s < birth);
+    snaps.get(i).is_some_and(|&s| s < next)
+}
 pub const HEADER_LEN: usize = 64;
 
 /// The version of an extent's contents, compared across replicas at
@@ -91,12 +136,15 @@ impl ExtentVersion {
     }
 }
 
-/// A whole extent's contents, used to copy an extent between replicas.
+/// A whole extent's contents, used to copy an extent between replicas:
+/// the live blocks with their births and the versions snapshots keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtentImage {
     pub version: ExtentVersion,
     pub contexts: Vec<BlockContext>,
+    pub births: Vec<u64>,
     pub data: Vec<u8>,
+    pub saved: Vec<SavedVersion>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -121,15 +169,25 @@ struct FlushFlight {
     clean_header: bool,
 }
 
-/// A flush's handle on one extent's file, synced outside the region lock.
+/// A flush's handle on one extent's files, synced outside the region lock.
 pub struct FlushHandle {
     file: File,
     path: PathBuf,
+    /// The saved-version file, when it has appends to make durable.
+    saved: Option<File>,
 }
 
 impl FlushHandle {
-    /// Makes everything written to the extent file so far durable.
+    /// Makes everything written to the extent's files so far durable.
     pub fn sync(&self) -> Result<()> {
+        if let Some(f) = &self.saved {
+            f.sync_data().map_err(|e| {
+                BlockError::io(
+                    crate::saved::saved_path(&self.path).display().to_string(),
+                    e,
+                )
+            })?;
+        }
         self.file
             .sync_data()
             .map_err(|e| BlockError::io(self.path.display().to_string(), e))
@@ -148,6 +206,10 @@ pub struct Extent {
     blocks: Vec<BlockState>,
     flight: Option<FlushFlight>,
     read_only: bool,
+    /// Format version of the file as opened (1 until the header is
+    /// rewritten).
+    format: u32,
+    saved: Option<SavedStore>,
 }
 
 pub fn data_offset(n: u32) -> u64 {
@@ -177,7 +239,12 @@ fn encode_header(id: u32, block_size: u32, n: u32, v: &ExtentVersion) -> [u8; HE
 /// Decodes a header. A header whose own CRC fails yields `Ok(None)`: it was
 /// torn, and the extent is then treated as dirty at version 0 so that
 /// reconciliation replaces it from a healthy replica.
-fn decode_header(b: &[u8], id: u32, block_size: u32, n: u32) -> Result<Option<ExtentVersion>> {
+fn decode_header(
+    b: &[u8],
+    id: u32,
+    block_size: u32,
+    n: u32,
+) -> Result<Option<(ExtentVersion, u32)>> {
     let what = || format!("extent {id} header");
     if b.len() < HEADER_LEN {
         return Err(BlockError::corrupt(what(), "short header"));
@@ -196,7 +263,7 @@ fn decode_header(b: &[u8], id: u32, block_size: u32, n: u32) -> Result<Option<Ex
         u64::from_le_bytes(a)
     };
     let version = le32(8);
-    if version != EXTENT_FORMAT_VERSION {
+    if !EXTENT_FORMATS_READ.contains(&version) {
         return Err(BlockError::UnsupportedVersion {
             what: "extent file",
             version,
@@ -213,11 +280,14 @@ fn decode_header(b: &[u8], id: u32, block_size: u32, n: u32) -> Result<Option<Ex
             ),
         ));
     }
-    Ok(Some(ExtentVersion {
-        generation: le64(24),
-        flush: le64(32),
-        dirty: b[40] != 0,
-    }))
+    Ok(Some((
+        ExtentVersion {
+            generation: le64(24),
+            flush: le64(32),
+            dirty: b[40] != 0,
+        },
+        version,
+    )))
 }
 
 impl Extent {
@@ -245,11 +315,14 @@ impl Extent {
         .map_err(io)?;
         file.sync_all().map_err(io)?;
         drop(file);
-        Extent::open(storage, path, id, block_size, n, false)
+        Extent::open(storage, path, id, block_size, n, false, &[])
     }
 
     /// Opens an extent and works out each block's current slot (see the
-    /// module comment). A read-only open never writes or syncs.
+    /// module comment). A read-only open never writes or syncs. `snaps`
+    /// are the region's snapshots' flush numbers, ascending: a dirty
+    /// extent's open saves any version they need that a crash kept from
+    /// reaching the saved-version file.
     pub fn open(
         storage: &Storage,
         path: &Path,
@@ -257,6 +330,7 @@ impl Extent {
         block_size: u32,
         n: u32,
         read_only: bool,
+        snaps: &[u64],
     ) -> Result<Extent> {
         let io = |e| BlockError::io(path.display().to_string(), e);
         let how = if read_only { Open::READ } else { Open::WRITE };
@@ -276,20 +350,31 @@ impl Extent {
         }
         let mut header = [0u8; HEADER_LEN];
         file.read_exact_at(&mut header, 0).map_err(io)?;
-        let version = match decode_header(&header, id, block_size, n)? {
+        let (version, format) = match decode_header(&header, id, block_size, n)? {
             Some(v) => v,
             None => {
                 tracing::warn!(
                     extent = id,
                     "torn extent header; treating it as dirty at version 0"
                 );
-                ExtentVersion {
+                let v = ExtentVersion {
                     generation: 0,
                     flush: 0,
                     dirty: true,
-                }
+                };
+                (v, EXTENT_FORMAT_VERSION)
             }
         };
+        let mut saved = SavedStore::open(storage, path, id, block_size, n, read_only)?;
+        if version.dirty
+            && !read_only
+            && let Some(s) = saved.as_mut()
+        {
+            // Like the extent file below: saved copies appended before a
+            // restart must be durable before the slots they protect are
+            // reused.
+            s.sync()?;
+        }
         if version.dirty && !read_only {
             // Whatever reached the page cache before a crash becomes durable
             // now, so the slots chosen below stay valid across another crash.
@@ -307,12 +392,14 @@ impl Extent {
             blocks: vec![BlockState::default(); n as usize],
             flight: None,
             read_only,
+            format,
+            saved,
         };
-        ext.load_slots()?;
+        ext.load_slots(snaps)?;
         Ok(ext)
     }
 
-    fn load_slots(&mut self) -> Result<()> {
+    fn load_slots(&mut self, snaps: &[u64]) -> Result<()> {
         let n = self.n as usize;
         let mut table = vec![0u8; 2 * n * SlotCtx::LEN];
         self.read_at(&mut table, HEADER_LEN as u64)?;
@@ -322,6 +409,9 @@ impl Extent {
         // stamps the extent clean, the next open trusts contexts without
         // reading data, and must not find these.
         let mut torn = Vec::new();
+        // Older versions (block, slot, context) that a snapshot needs, in
+        // case the crash lost their saved copy.
+        let mut keep = Vec::new();
         for b in 0..n {
             let mut cands: Vec<(u8, SlotCtx)> = (0..2u8)
                 .filter_map(|s| {
@@ -330,6 +420,12 @@ impl Extent {
                 })
                 .collect();
             cands.sort_by_key(|(_, c)| std::cmp::Reverse(c.seq));
+            if self.version.dirty
+                && let [(_, new), (s_old, old)] = cands[..]
+                && needed(snaps, old.birth, new.birth)
+            {
+                keep.push((b as u32, s_old, old));
+            }
             let mut chosen = None;
             for (s, c) in cands {
                 if !self.version.dirty || c.kind == SLOT_ZERO {
@@ -349,8 +445,52 @@ impl Extent {
             for (s, b) in torn {
                 self.write_at(&[0u8; SlotCtx::LEN], self.slot_ctx_off(s, b))?;
             }
+            self.recover_saved(keep)?;
         }
         Ok(())
+    }
+
+    /// Saves the older versions a snapshot needs whose saved copy a crash
+    /// lost (see "Births and snapshots"); only slots whose data is whole.
+    fn recover_saved(&mut self, keep: Vec<(u32, u8, SlotCtx)>) -> Result<()> {
+        let mut buf = vec![0u8; self.block_size as usize];
+        let mut added = false;
+        for (b, s, c) in keep {
+            if self.saved.as_ref().is_some_and(|st| st.has(b, c.birth)) {
+                continue;
+            }
+            if c.kind == SLOT_DATA {
+                self.read_at(&mut buf, self.slot_data_off(s, b))?;
+                if block_crc(&buf) != c.crc {
+                    continue;
+                }
+            }
+            tracing::info!(
+                extent = self.id,
+                block = b,
+                birth = c.birth,
+                "re-saving a version a snapshot needs"
+            );
+            self.saved_store()?.append(b, c.birth, c.context(), &buf)?;
+            added = true;
+        }
+        if added && let Some(st) = self.saved.as_mut() {
+            st.sync()?;
+        }
+        Ok(())
+    }
+
+    /// The saved-version file, created on first use.
+    fn saved_store(&mut self) -> Result<&mut SavedStore> {
+        if self.saved.is_none() {
+            self.saved = Some(SavedStore::create(
+                &self.storage,
+                &self.path,
+                self.id,
+                self.block_size,
+            )?);
+        }
+        Ok(self.saved.as_mut().expect("just created"))
     }
 
     fn io_err(&self, e: std::io::Error) -> BlockError {
@@ -465,6 +605,164 @@ impl Extent {
         Ok(())
     }
 
+    /// The version of block `b` that a snapshot at flush `at` holds: its
+    /// birth and context, None if the block was not written by then. Reads
+    /// nothing from disk.
+    pub fn version_at(&self, b: u32, at: u64) -> Option<(u64, BlockContext)> {
+        if let Some((_, c)) = self.blocks.get(b as usize)?.cur
+            && c.birth <= at
+        {
+            return Some((c.birth, c.context()));
+        }
+        let s = self.saved.as_ref()?.at(b, at)?;
+        Some((s.birth, s.context()))
+    }
+
+    /// Like `read`, but of the snapshot at flush `at`.
+    pub fn read_at_flush(
+        &self,
+        first: u32,
+        count: u32,
+        at: u64,
+        out: &mut [u8],
+        ctxs: &mut Vec<BlockContext>,
+    ) -> Result<()> {
+        self.check_range(first, count)?;
+        let bs = self.block_size as usize;
+        if out.len() != count as usize * bs {
+            return Err(BlockError::BadLength {
+                len: out.len(),
+                blocks: count as u64,
+                block_size: self.block_size,
+            });
+        }
+        for i in 0..count {
+            let b = first + i;
+            let o = &mut out[i as usize * bs..(i as usize + 1) * bs];
+            match self.blocks[b as usize].cur {
+                Some((s, c)) if c.birth <= at => {
+                    if c.kind == SLOT_DATA {
+                        self.read_at(o, self.slot_data_off(s, b))?;
+                    } else {
+                        o.fill(0);
+                    }
+                    ctxs.push(c.context());
+                }
+                _ => match self.saved.as_ref().and_then(|st| st.at(b, at)) {
+                    Some(sv) => {
+                        if let Some(st) = &self.saved {
+                            st.read(&sv, o)?;
+                        }
+                        ctxs.push(sv.context());
+                    }
+                    None => {
+                        o.fill(0);
+                        ctxs.push(BlockContext::Unwritten);
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// The births of the live blocks (0 for never written).
+    pub fn births(&self) -> Vec<u64> {
+        self.blocks
+            .iter()
+            .map(|b| b.cur.map_or(0, |(_, c)| c.birth))
+            .collect()
+    }
+
+    /// Bytes held by saved versions on disk.
+    pub fn saved_bytes(&self) -> u64 {
+        self.saved.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// Format version of the file as opened.
+    pub fn format(&self) -> u32 {
+        self.format
+    }
+
+    /// Drops the saved versions none of the snapshots at `snaps` (flush
+    /// numbers, ascending) reads any more. Returns the bytes freed.
+    pub fn prune_saved(&mut self, snaps: &[u64]) -> Result<u64> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        let Some(store) = self.saved.as_mut() else {
+            return Ok(0);
+        };
+        let blocks = &self.blocks;
+        // Each saved version is read by the snapshots from its birth up to
+        // (not including) the birth of the next version of its block: the
+        // next saved one, or else the live one.
+        let mut next: std::collections::HashMap<(u32, u64), u64> = Default::default();
+        let mut prev: Option<(u32, u64)> = None;
+        for (b, sv) in store.iter() {
+            if let Some((pb, pbirth)) = prev
+                && pb == b
+            {
+                next.insert((pb, pbirth), sv.birth);
+            }
+            prev = Some((b, sv.birth));
+        }
+        let live_birth = |b: u32| {
+            blocks
+                .get(b as usize)
+                .and_then(|st| st.cur)
+                .map_or(u64::MAX, |(_, c)| c.birth)
+        };
+        let freed = store.retain(|b, sv| {
+            let until = next
+                .get(&(b, sv.birth))
+                .copied()
+                .unwrap_or_else(|| live_birth(b));
+            needed(snaps, sv.birth, until)
+        })?;
+        if store.is_empty() {
+            let before = store.len();
+            if let Some(st) = self.saved.take() {
+                st.remove()?;
+            }
+            return Ok(freed + before);
+        }
+        Ok(freed)
+    }
+
+    /// Saves block `b`'s flushed version before a write replaces it, if
+    /// the newest snapshot reads it (see "Births and snapshots").
+    fn save_before_write(&mut self, b: u32, birth: Birth) -> Result<()> {
+        let st = self.blocks[b as usize];
+        let Some((slot, c)) = st.cur else {
+            return Ok(());
+        };
+        if st.unflushed || !birth.keeps(c.birth) || c.birth == birth.birth {
+            return Ok(());
+        }
+        if self.saved.as_ref().is_some_and(|s| s.has(b, c.birth)) {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; self.block_size as usize];
+        if c.kind == SLOT_DATA {
+            self.read_at(&mut buf, self.slot_data_off(slot, b))?;
+        }
+        self.saved_store()?.append(b, c.birth, c.context(), &buf)
+    }
+
+    /// Writes one block's version back with its original birth (rollback).
+    pub(crate) fn restore(
+        &mut self,
+        b: u32,
+        ctx: BlockContext,
+        data: &[u8],
+        birth: Birth,
+    ) -> Result<()> {
+        match ctx {
+            BlockContext::Data(crc) => self.write(b, data, &[crc], birth),
+            BlockContext::Zero | BlockContext::Unwritten => self.zero_blocks(b, 1, birth, true),
+        }
+    }
+
     /// Marks the extent dirty on disk (and fsyncs) before its first write
     /// since the last flush.
     pub(crate) fn ensure_dirty(&mut self) -> Result<()> {
@@ -507,7 +805,7 @@ impl Extent {
 
     /// Writes blocks from `first`; `crcs` holds each block's CRC32-C, which
     /// must match the data (checked here: nothing unverified is stored).
-    pub fn write(&mut self, first: u32, data: &[u8], crcs: &[u32]) -> Result<()> {
+    pub fn write(&mut self, first: u32, data: &[u8], crcs: &[u32], birth: Birth) -> Result<()> {
         let bs = self.block_size as usize;
         let count = crcs.len() as u32;
         self.check_range(first, count)?;
@@ -533,6 +831,9 @@ impl Extent {
         }
         self.check_writable(first, count)?;
         self.ensure_dirty()?;
+        for b in first..first + count {
+            self.save_before_write(b, birth)?;
+        }
         let targets: Vec<(u8, u64)> = (0..count).map(|i| self.target(first + i)).collect();
         // Data and contexts are written in runs of consecutive blocks that
         // go to the same slot (contiguous on disk). Order between data and
@@ -552,6 +853,7 @@ impl Extent {
                     seq: targets[k].1,
                     crc: crcs[k],
                     kind: SLOT_DATA,
+                    birth: birth.birth,
                 };
                 ctxbuf.extend_from_slice(&c.encode());
             }
@@ -566,6 +868,7 @@ impl Extent {
                         seq,
                         crc: crcs[k],
                         kind: SLOT_DATA,
+                        birth: birth.birth,
                     },
                 )),
                 unflushed: true,
@@ -584,7 +887,13 @@ impl Extent {
     /// the others still hold data; if the zeroing left it clean here and
     /// dirty there, the next flush would stamp the extent on the others
     /// only, and the replicas' version labels would part for good.
-    pub fn write_zeroes(&mut self, first: u32, count: u32) -> Result<()> {
+    pub fn write_zeroes(&mut self, first: u32, count: u32, birth: Birth) -> Result<()> {
+        self.zero_blocks(first, count, birth, false)
+    }
+
+    /// `write_zeroes`; with `exact`, blocks already zero are rewritten too
+    /// so that every block ends with `birth` (rollback restores births).
+    fn zero_blocks(&mut self, first: u32, count: u32, birth: Birth, exact: bool) -> Result<()> {
         self.check_range(first, count)?;
         if count == 0 {
             return Ok(());
@@ -592,14 +901,19 @@ impl Extent {
         self.check_writable(first, count)?;
         self.ensure_dirty()?;
         let todo: Vec<u32> = (first..first + count)
-            .filter(|&b| matches!(self.blocks[b as usize].cur, Some((_, c)) if c.kind != SLOT_ZERO))
+            .filter(|&b| match self.blocks[b as usize].cur {
+                Some((_, c)) => c.kind != SLOT_ZERO || (exact && c.birth != birth.birth),
+                None => exact,
+            })
             .collect();
         for b in todo {
+            self.save_before_write(b, birth)?;
             let (s, seq) = self.target(b);
             let c = SlotCtx {
                 seq,
                 crc: 0,
                 kind: SLOT_ZERO,
+                birth: birth.birth,
             };
             self.write_at(&c.encode(), self.slot_ctx_off(s, b))?;
             self.blocks[b as usize] = BlockState {
@@ -654,6 +968,10 @@ impl Extent {
             return Ok(None);
         }
         let file = self.file.try_clone().map_err(|e| self.io_err(e))?;
+        let saved = match self.saved.as_mut() {
+            Some(s) => s.sync_handle()?,
+            None => None,
+        };
         for b in &mut self.blocks {
             b.flushing = b.unflushed;
             b.unflushed = false;
@@ -666,6 +984,7 @@ impl Extent {
         Ok(Some(FlushHandle {
             file,
             path: self.path.clone(),
+            saved,
         }))
     }
 
@@ -701,7 +1020,11 @@ impl Extent {
             b.flushing = false;
         }
         if ok {
+            self.format = EXTENT_FORMAT_VERSION;
             return Ok(());
+        }
+        if let Some(s) = self.saved.as_mut() {
+            s.mark_unsynced();
         }
         self.version = ExtentVersion {
             dirty: true,
@@ -749,10 +1072,28 @@ impl Extent {
         let mut data = vec![0u8; self.n as usize * self.block_size as usize];
         let mut contexts = Vec::with_capacity(self.n as usize);
         self.read(0, self.n, &mut data, &mut contexts)?;
+        let mut saved = Vec::new();
+        if let Some(st) = &self.saved {
+            for (block, sv) in st.iter() {
+                let mut d = vec![0u8; self.block_size as usize];
+                st.read(sv, &mut d)?;
+                if sv.kind != SLOT_DATA {
+                    d.clear();
+                }
+                saved.push(SavedVersion {
+                    block,
+                    birth: sv.birth,
+                    context: sv.context(),
+                    data: d,
+                });
+            }
+        }
         Ok(ExtentImage {
             version: self.version,
             contexts,
+            births: self.births(),
             data,
+            saved,
         })
     }
 
@@ -765,7 +1106,7 @@ impl Extent {
         }
         let bs = self.block_size as usize;
         let n = self.n as usize;
-        if image.contexts.len() != n || image.data.len() != n * bs {
+        if image.contexts.len() != n || image.births.len() != n || image.data.len() != n * bs {
             return Err(BlockError::BadLength {
                 len: image.data.len(),
                 blocks: n as u64,
@@ -789,8 +1130,44 @@ impl Extent {
                 });
             }
         }
-        let tmp = self.path.with_extension("replace");
+        for sv in &image.saved {
+            let ok = sv.block < self.n
+                && match sv.context {
+                    BlockContext::Data(_) => sv.data.len() == bs && sv.context.verify(&sv.data),
+                    BlockContext::Zero => sv.data.is_empty(),
+                    BlockContext::Unwritten => false,
+                };
+            if !ok {
+                return Err(BlockError::corrupt(
+                    format!("extent {} image", self.id),
+                    format!("saved version of block {} does not check", sv.block),
+                ));
+            }
+        }
         let st = self.storage.clone();
+        // The saved versions first: a crash before the extent's rename
+        // leaves the old extent, whose version still differs from the
+        // source's, so the next reconciliation repairs it again.
+        self.saved = None;
+        if image.saved.is_empty() {
+            let p = crate::saved::saved_path(&self.path);
+            st.remove_if_exists(&p)
+                .and_then(|_| st.sync_parent(&p))
+                .map_err(|e| BlockError::io(p.display().to_string(), e))?;
+        } else {
+            let from = self.path.with_extension("snap-replace");
+            let mut store = SavedStore::create_at(&st, &from, self.id, self.block_size)?;
+            for sv in &image.saved {
+                store.append(sv.block, sv.birth, sv.context, &sv.data)?;
+            }
+            store.sync()?;
+            drop(store);
+            let to = crate::saved::saved_path(&self.path);
+            st.rename(&from, &to)
+                .and_then(|_| st.sync_parent(&to))
+                .map_err(|e| BlockError::io(to.display().to_string(), e))?;
+        }
+        let tmp = self.path.with_extension("replace");
         let _ = st.remove_if_exists(&tmp);
         let io = |e| BlockError::io(tmp.display().to_string(), e);
         let file = st.open(&tmp, Open::CREATE_NEW).map_err(io)?;
@@ -802,18 +1179,20 @@ impl Extent {
         )
         .map_err(io)?;
         let mut table = vec![0u8; n * SlotCtx::LEN];
-        for (b, ctx) in image.contexts.iter().enumerate() {
+        for (b, (ctx, &birth)) in image.contexts.iter().zip(&image.births).enumerate() {
             let slot = match ctx {
                 BlockContext::Unwritten => continue,
                 BlockContext::Zero => SlotCtx {
                     seq: 1,
                     crc: 0,
                     kind: SLOT_ZERO,
+                    birth,
                 },
                 BlockContext::Data(c) => SlotCtx {
                     seq: 1,
                     crc: *c,
                     kind: SLOT_DATA,
+                    birth,
                 },
             };
             table[b * SlotCtx::LEN..(b + 1) * SlotCtx::LEN].copy_from_slice(&slot.encode());
@@ -827,7 +1206,15 @@ impl Extent {
         if let Some(dir) = self.path.parent() {
             sync_dir(&st, dir)?;
         }
-        *self = Extent::open(&st, &self.path, self.id, self.block_size, self.n, false)?;
+        *self = Extent::open(
+            &st,
+            &self.path,
+            self.id,
+            self.block_size,
+            self.n,
+            false,
+            &[],
+        )?;
         Ok(())
     }
 }
@@ -856,11 +1243,11 @@ mod tests {
         };
         let h = encode_header(5, 512, 8, &v);
         assert_eq!(&h[0..8], b"KELPEXT1");
-        assert_eq!(&h[8..24], &[1, 0, 0, 0, 0, 2, 0, 0, 8, 0, 0, 0, 5, 0, 0, 0]);
+        assert_eq!(&h[8..24], &[2, 0, 0, 0, 0, 2, 0, 0, 8, 0, 0, 0, 5, 0, 0, 0]);
         assert_eq!(h[24], 3);
         assert_eq!(h[32], 9);
         assert_eq!(h[40], 1);
-        assert_eq!(decode_header(&h, 5, 512, 8).unwrap(), Some(v));
+        assert_eq!(decode_header(&h, 5, 512, 8).unwrap(), Some((v, 2)));
         let mut torn = h;
         torn[30] = 1;
         assert_eq!(decode_header(&torn, 5, 512, 8).unwrap(), None);
@@ -873,11 +1260,11 @@ mod tests {
         let p = d.path().join("e");
         let mut e = Extent::create(&Storage::real(), &p, 0, 512, 8, false).unwrap();
         let data = vec![7u8; 1024];
-        e.write(2, &data, &crcs(&data, 512)).unwrap();
+        e.write(2, &data, &crcs(&data, 512), Birth::NONE).unwrap();
         assert!(e.version().dirty);
         e.flush(4, 2).unwrap();
         drop(e);
-        let e = Extent::open(&Storage::real(), &p, 0, 512, 8, true).unwrap();
+        let e = Extent::open(&Storage::real(), &p, 0, 512, 8, true, &[]).unwrap();
         assert_eq!(
             e.version(),
             ExtentVersion {
@@ -902,14 +1289,14 @@ mod tests {
         // zeroed ones alike.
         let st = Storage::new(kelp_storage::Memory::new());
         let mut e = Extent::create(&st, Path::new("e"), 0, 512, 4, false).unwrap();
-        e.write_zeroes(0, 2).unwrap();
+        e.write_zeroes(0, 2, Birth::NONE).unwrap();
         assert!(e.version().dirty, "never-written blocks");
         e.flush(1, 1).unwrap();
         assert!(!e.version().dirty);
-        e.write_zeroes(0, 1).unwrap();
+        e.write_zeroes(0, 1, Birth::NONE).unwrap();
         assert!(e.version().dirty, "blocks zeroed before");
         e.flush(2, 1).unwrap();
-        e.write_zeroes(0, 0).unwrap();
+        e.write_zeroes(0, 0, Birth::NONE).unwrap();
         assert!(!e.version().dirty, "an empty range is no job");
     }
 
@@ -919,7 +1306,7 @@ mod tests {
         let mut e = Extent::create(&Storage::real(), &d.path().join("e"), 0, 512, 4, true).unwrap();
         let data = vec![7u8; 512];
         assert!(matches!(
-            e.write(0, &data, &[1]),
+            e.write(0, &data, &[1], Birth::NONE),
             Err(BlockError::ChecksumMismatch { .. })
         ));
     }

@@ -5,6 +5,8 @@
 //! <dir>/region.kelp            geometry (below)
 //! <dir>/generation             highest activation generation accepted
 //! <dir>/extents/<id:08x>.ext   extent files (layout in extent.rs)
+//! <dir>/extents/<id:08x>.snap  saved versions snapshots need (saved.rs)
+//! <dir>/snapshots.kelp         snapshot catalog and flush mark (catalog.rs)
 //! ```
 //!
 //! Region file layout (44 bytes, little-endian):
@@ -39,10 +41,11 @@ use std::path::{Path, PathBuf};
 
 use kelp_storage::{File, Open, Storage};
 
+use crate::catalog::{Catalog, Snapshot};
 use crate::codec::{Reader, Writer};
 use crate::context::BlockContext;
 use crate::error::{BlockError, Result};
-use crate::extent::{Extent, ExtentImage, ExtentVersion, FlushHandle, sync_dir};
+use crate::extent::{Birth, Extent, ExtentImage, ExtentVersion, FlushHandle, sync_dir};
 
 pub const REGION_MAGIC: &[u8; 8] = b"KELPRGN1";
 pub const REGION_FORMAT_VERSION: u32 = 1;
@@ -161,16 +164,21 @@ impl RegionDef {
 /// One replica's storage. All methods are synchronous; async callers run
 /// them on blocking threads.
 pub struct Region {
-    storage: Storage,
-    dir: PathBuf,
-    def: RegionDef,
-    extents: Vec<Extent>,
+    pub(crate) storage: Storage,
+    pub(crate) dir: PathBuf,
+    pub(crate) def: RegionDef,
+    pub(crate) extents: Vec<Extent>,
     generation: u64,
     /// A flush begun by `flush_begin` has not yet finished.
-    flushing: bool,
-    read_only: bool,
+    pub(crate) flushing: bool,
+    pub(crate) read_only: bool,
     /// Why the region refuses writes after an IO error (module comment).
     failed: Option<String>,
+    pub(crate) catalog: Catalog,
+    /// The highest flush number begun: new versions are born one after it.
+    pub(crate) flush_mark: u64,
+    /// The snapshot whose flush is under way, recorded when it ends.
+    pub(crate) pending: Option<Snapshot>,
     _lock: Option<File>,
 }
 
@@ -276,12 +284,17 @@ impl Region {
             Some(lock_region(&st, dir)?)
         };
         let generation = read_generation(&st, dir)?;
+        let catalog = Catalog::load(&st, dir)?;
+        let snaps = catalog.flushes();
         let mut extents = Vec::with_capacity(def.extent_count as usize);
         for id in 0..def.extent_count {
             let p = extent_path(dir, id);
             if !read_only {
-                // A repair that crashed before its rename leaves this behind.
-                let _ = st.remove_if_exists(&p.with_extension("replace"));
+                // A repair or prune that crashed before its rename leaves
+                // these behind.
+                for ext in ["replace", "snap-replace", "snap-new"] {
+                    let _ = st.remove_if_exists(&p.with_extension(ext));
+                }
             }
             extents.push(Extent::open(
                 &st,
@@ -290,8 +303,20 @@ impl Region {
                 def.block_size,
                 def.extent_size,
                 read_only,
+                &snaps,
             )?);
         }
+        // Never behind a flush a durable mark or version shows begun: a
+        // version born at b was written after flush b - 1 began.
+        let flush_mark = extents
+            .iter()
+            .map(|e| {
+                let born = e.births().into_iter().max().unwrap_or(0);
+                e.version().flush.max(born.saturating_sub(1))
+            })
+            .max()
+            .unwrap_or(0)
+            .max(catalog.flush_mark);
         Ok(Region {
             storage: st,
             dir: dir.to_path_buf(),
@@ -301,6 +326,9 @@ impl Region {
             flushing: false,
             read_only,
             failed: None,
+            catalog,
+            flush_mark,
+            pending: None,
             _lock: lock,
         })
     }
@@ -330,7 +358,7 @@ impl Region {
     }
 
     /// Refuses a modifying operation on a failed region.
-    fn writable(&self) -> Result<()> {
+    pub(crate) fn writable(&self) -> Result<()> {
         if self.read_only {
             return Err(BlockError::ReadOnly);
         }
@@ -341,14 +369,14 @@ impl Region {
     }
 
     /// Fails the region if `r` is an IO error (see "IO errors").
-    fn note<T>(&mut self, r: Result<T>) -> Result<T> {
+    pub(crate) fn note<T>(&mut self, r: Result<T>) -> Result<T> {
         if let Err(e @ (BlockError::Io { .. } | BlockError::NoSpace(_))) = &r {
             self.fail(e.to_string());
         }
         r
     }
 
-    fn fail(&mut self, why: String) {
+    pub(crate) fn fail(&mut self, why: String) {
         if self.failed.is_none() {
             tracing::error!(region = %self.dir.display(), "{why}; refusing writes until the region is reopened");
             self.failed = Some(why);
@@ -369,7 +397,7 @@ impl Region {
         self.extents.iter().map(|e| e.version()).collect()
     }
 
-    fn check(&self, start: u64, count: u64) -> Result<()> {
+    pub(crate) fn check(&self, start: u64, count: u64) -> Result<()> {
         let total = self.def.total_blocks();
         if start.checked_add(count).is_none_or(|end| end > total) {
             return Err(BlockError::OutOfRange {
@@ -383,7 +411,7 @@ impl Region {
 
     /// Splits [start, start+count) into per-extent pieces:
     /// (extent, first block in extent, blocks, offset in blocks from start).
-    fn pieces(&self, start: u64, count: u64) -> Vec<(u32, u32, u32, u64)> {
+    pub(crate) fn pieces(&self, start: u64, count: u64) -> Vec<(u32, u32, u32, u64)> {
         let es = self.def.extent_size as u64;
         let mut out = Vec::new();
         let mut b = start;
@@ -431,19 +459,34 @@ impl Region {
                 block_size: self.def.block_size,
             });
         }
+        let birth = self.birth();
         for (eid, first, n, at) in self.pieces(start, count) {
             let at = at as usize;
             let d = &data[at * bs..(at + n as usize) * bs];
-            self.extents[eid as usize].write(first, d, &crcs[at..at + n as usize])?;
+            self.extents[eid as usize].write(first, d, &crcs[at..at + n as usize], birth)?;
         }
         Ok(())
+    }
+
+    /// What new versions are stamped with: born after the last flush begun,
+    /// saved for the newest snapshot (including one being taken).
+    pub(crate) fn birth(&self) -> Birth {
+        Birth {
+            birth: self.flush_mark + 1,
+            newest_snapshot: self
+                .pending
+                .as_ref()
+                .or(self.catalog.newest())
+                .map(|s| s.flush),
+        }
     }
 
     pub fn write_zeroes(&mut self, start: u64, count: u64) -> Result<()> {
         self.writable()?;
         self.check(start, count)?;
+        let birth = self.birth();
         for (eid, first, n, _) in self.pieces(start, count) {
-            let r = self.extents[eid as usize].write_zeroes(first, n);
+            let r = self.extents[eid as usize].write_zeroes(first, n, birth);
             self.note(r)?;
         }
         Ok(())
@@ -454,6 +497,7 @@ impl Region {
     pub fn flush(&mut self, flush: u64, generation: u64) -> Result<()> {
         self.writable()?;
         self.not_flushing()?;
+        self.flush_mark = self.flush_mark.max(flush);
         let mut dirty: Vec<&mut Extent> =
             self.extents.iter_mut().filter(|e| e.is_dirty()).collect();
         // Each extent's sync, clean header, sync sequence is independent of
@@ -471,10 +515,27 @@ impl Region {
     /// returned extent's handle without holding the region, calling
     /// `flush_header` and `flush_end` in between and after (the rules are in
     /// extent.rs), then `flush_finish`. Empty when nothing is dirty; then
-    /// there is nothing to finish.
-    pub fn flush_begin(&mut self) -> Result<Vec<(u32, FlushHandle)>> {
+    /// there is nothing to finish. With `snapshot`, the flush also takes
+    /// that snapshot (at flush number `flush`): it is recorded when the
+    /// flush ends well, at once if nothing was dirty.
+    pub fn flush_begin(
+        &mut self,
+        flush: u64,
+        snapshot: Option<Snapshot>,
+    ) -> Result<Vec<(u32, FlushHandle)>> {
         self.writable()?;
         self.not_flushing()?;
+        if let Some(s) = &snapshot {
+            if s.flush != flush {
+                return Err(BlockError::protocol(format!(
+                    "snapshot {} at flush {} carried by flush {flush}",
+                    s.name, s.flush
+                )));
+            }
+            // Checks the name, GUID and order before anything changes.
+            self.catalog.clone().add(s.clone())?;
+        }
+        self.flush_mark = self.flush_mark.max(flush);
         let mut out = Vec::new();
         for i in 0..self.extents.len() {
             match self.extents[i].flush_begin(false) {
@@ -487,6 +548,13 @@ impl Region {
             }
         }
         self.flushing = !out.is_empty();
+        if let Some(s) = snapshot {
+            if self.flushing {
+                self.pending = Some(s);
+            } else {
+                self.record_snapshot(s)?;
+            }
+        }
         Ok(out)
     }
 
@@ -521,6 +589,18 @@ impl Region {
             self.fail("a flush did not finish".to_string());
         }
         self.flushing = false;
+        if let Some(s) = self.pending.take()
+            && self.failed.is_none()
+            && let Err(e) = self.record_snapshot(s)
+        {
+            self.fail(format!("recording a snapshot failed: {e}"));
+        }
+    }
+
+    /// Did the flush that `flush_finish` ended take its snapshot? (False
+    /// when the region failed during it.)
+    pub fn snapshot_recorded(&self, name: &str) -> bool {
+        self.catalog.get(name).is_some()
     }
 
     /// A flush begun by `flush_begin` is under way.

@@ -142,4 +142,27 @@ fn a_region_of_the_first_extent_format_still_opens_and_reads_back() {
     // A zeroed block that held data says so; never-written ones too.
     assert_eq!(ctxs[3], BlockContext::Zero);
     assert_eq!(ctxs[12], BlockContext::Unwritten);
+    upgrade(r, &dir);
+}
+
+/// Format-1 extents have no births (they read as 0, older than any
+/// snapshot): a snapshot of the old region holds all of it, a write after
+/// it is told apart, and the extents it stamps become format 2.
+fn upgrade(mut r: Region, dir: &Path) {
+    assert_eq!(r.extent_formats(), vec![1, 1, 1]);
+    r.snapshot_take(r.next_snapshot("before")).unwrap();
+    write(&mut r, 0, &pattern(40));
+    r.flush(r.flush_mark() + 1, 3).unwrap();
+    let at = r.snapshot("before").unwrap().flush;
+    let versions = r.snapshot_versions(at, 0, 24).unwrap();
+    assert!(versions.iter().flatten().all(|v| v.birth == 0));
+    let (_, old) = r.read_snapshot("before", 0, 1).unwrap();
+    assert_eq!(old, pattern(1));
+    drop(r);
+    let r = Region::open(dir, false).unwrap();
+    assert_eq!(r.extent_formats()[0], 2, "stamped extents are format 2");
+    let (_, old) = r.read_snapshot("before", 0, 1).unwrap();
+    assert_eq!(old, pattern(1));
+    let (_, now) = r.read(0, 1).unwrap();
+    assert_eq!(now, pattern(40));
 }

@@ -118,6 +118,8 @@ impl Job {
                 extent,
                 version,
                 contexts,
+                births,
+                saved,
                 data,
             } => (
                 job,
@@ -127,7 +129,9 @@ impl Job {
                     image: ExtentImage {
                         version,
                         contexts,
+                        births,
                         data: data.to_vec(),
+                        saved,
                     },
                 },
             ),
@@ -365,6 +369,8 @@ pub fn execute(region: &mut Region, job: &Job) -> Result<Message> {
                 job: job.id,
                 version: img.version,
                 contexts: img.contexts,
+                births: img.births,
+                saved: img.saved,
                 data: Bytes::from(img.data),
             })
         }
@@ -464,7 +470,7 @@ fn begin_flush(
     flush: u64,
     generation: u64,
 ) -> Option<Message> {
-    let handles = match region.flush_begin() {
+    let handles = match region.flush_begin(flush, None) {
         Ok(h) if h.is_empty() => return Some(Message::Ack { job }),
         Ok(h) => h,
         Err(e) => return Some(reply(job, Err(e))),

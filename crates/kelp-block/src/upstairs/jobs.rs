@@ -31,6 +31,8 @@ use crate::extent::ExtentVersion;
 pub struct Image {
     pub version: ExtentVersion,
     pub contexts: Vec<BlockContext>,
+    pub births: Vec<u64>,
+    pub saved: Vec<crate::saved::SavedVersion>,
     pub data: Bytes,
 }
 

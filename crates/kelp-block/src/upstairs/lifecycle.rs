@@ -21,8 +21,20 @@ impl Upstairs {
                 job,
                 version,
                 contexts,
+                births,
+                saved,
                 data,
-            } => self.on_extent_data(c, job, version, contexts, data),
+            } => self.on_extent_data(
+                c,
+                job,
+                super::jobs::Image {
+                    version,
+                    contexts,
+                    births,
+                    saved,
+                    data,
+                },
+            ),
             Message::JobError { job, code, message } => self.on_job_error(c, job, code, &message),
             Message::Fenced { generation } => {
                 self.become_fenced(BlockError::Fenced(generation));

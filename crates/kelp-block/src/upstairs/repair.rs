@@ -48,7 +48,6 @@ use bytes::Bytes;
 
 use super::jobs::{CLIENTS, Image, Kind, On, Waiter};
 use super::state::{Mode, Phase, Upstairs};
-use crate::context::BlockContext;
 use crate::error::BlockError;
 use crate::extent::ExtentVersion;
 
@@ -175,6 +174,7 @@ pub(super) fn merge(
         return Err(0);
     };
     let mut contexts = Vec::with_capacity(n);
+    let mut births = Vec::with_capacity(n);
     let mut data = Vec::with_capacity(n * block_size);
     for b in 0..n {
         let range = b * block_size..(b + 1) * block_size;
@@ -187,11 +187,17 @@ pub(super) fn merge(
             return Err(b as u64);
         };
         contexts.push(img.contexts[b]);
+        births.push(img.births.get(b).copied().unwrap_or(0));
         data.extend_from_slice(&img.data[range]);
     }
+    // Saved versions are checked as a whole by the destination; take the
+    // first image's (all sources ran the same jobs).
+    let saved = images.first().map(|i| i.saved.clone()).unwrap_or_default();
     Ok(Image {
         version,
         contexts,
+        births,
+        saved,
         data: Bytes::from(data),
     })
 }
@@ -342,14 +348,7 @@ impl Upstairs {
             .is_some_and(|s| s.fetch == Some(id) && s.source == c)
     }
 
-    pub(super) fn on_extent_data(
-        &mut self,
-        c: usize,
-        id: u64,
-        version: ExtentVersion,
-        contexts: Vec<BlockContext>,
-        data: Bytes,
-    ) {
+    pub(super) fn on_extent_data(&mut self, c: usize, id: u64, fetched: Image) {
         let Some(j) = self.table.get_mut(id) else {
             return;
         };
@@ -363,11 +362,11 @@ impl Upstairs {
         let bs = self.block_size() as usize;
         let es = self.extent_range(0).end as usize;
         let image = Image {
-            version: step.target.unwrap_or(version),
-            contexts,
-            data,
+            version: step.target.unwrap_or(fetched.version),
+            ..fetched
         };
-        let whole = image.contexts.len() == es && image.data.len() == es * bs;
+        let whole =
+            image.contexts.len() == es && image.births.len() == es && image.data.len() == es * bs;
         let intact = whole
             && image
                 .contexts
@@ -690,7 +689,9 @@ mod tests {
         for (i, b) in blocks.iter().enumerate() {
             let mut blk = vec![0u8; bs];
             blk[..b.len()].copy_from_slice(b);
-            contexts.push(BlockContext::Data(crate::context::block_crc(&blk)));
+            contexts.push(crate::context::BlockContext::Data(
+                crate::context::block_crc(&blk),
+            ));
             if damaged.contains(&i) {
                 blk[bs - 1] ^= 0xff;
             }
@@ -698,7 +699,9 @@ mod tests {
         }
         Image {
             version: v(1, 1, false),
+            births: vec![0; contexts.len()],
             contexts,
+            saved: vec![],
             data: Bytes::from(data),
         }
     }

@@ -411,6 +411,8 @@ impl Upstairs {
                     extent: *extent,
                     version: img.version,
                     contexts: img.contexts.clone(),
+                    births: img.births.clone(),
+                    saved: img.saved.clone(),
                     data: img.data.clone(),
                 }
             }

@@ -1,0 +1,330 @@
+//! A region's snapshot operations: take, list, delete, read, roll back,
+//! clone. How snapshots are stored is in catalog.rs (the list), saved.rs
+//! (old versions) and extent.rs ("Births and snapshots").
+
+use std::path::Path;
+
+use crate::catalog::{Catalog, Snapshot, now_secs};
+use crate::context::{BlockContext, block_crc};
+use crate::error::{BlockError, Result};
+use crate::extent::Birth;
+use crate::region::Region;
+
+/// One block of a snapshot as `Region::snapshot_versions` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockVersion {
+    pub birth: u64,
+    pub context: BlockContext,
+}
+
+impl Region {
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn snapshots(&self) -> &[Snapshot] {
+        &self.catalog.snapshots
+    }
+
+    pub fn snapshot(&self, name: &str) -> Result<&Snapshot> {
+        self.catalog
+            .get(name)
+            .ok_or_else(|| BlockError::NoSuchSnapshot(name.to_string()))
+    }
+
+    /// The highest flush number this region has begun.
+    pub fn flush_mark(&self) -> u64 {
+        self.flush_mark
+    }
+
+    /// Each extent file's format version as opened.
+    pub fn extent_formats(&self) -> Vec<u32> {
+        self.extents.iter().map(|e| e.format()).collect()
+    }
+
+    /// Bytes the saved versions of all snapshots take on disk.
+    pub fn saved_bytes(&self) -> u64 {
+        self.extents.iter().map(|e| e.saved_bytes()).sum()
+    }
+
+    /// Writes the catalog with `s` added, then remembers it.
+    pub(crate) fn record_snapshot(&mut self, s: Snapshot) -> Result<()> {
+        let mut c = self.catalog.clone();
+        c.flush_mark = c.flush_mark.max(self.flush_mark);
+        c.add(s)?;
+        let r = c.store(&self.storage, &self.dir);
+        self.note(r)?;
+        self.catalog = c;
+        Ok(())
+    }
+
+    /// A new snapshot description for this region, at the next flush.
+    pub fn next_snapshot(&self, name: &str) -> Snapshot {
+        Snapshot {
+            name: name.to_string(),
+            guid: rand::random(),
+            flush: self.flush_mark + 1,
+            created: now_secs(),
+        }
+    }
+
+    /// Takes snapshot `s` now: a flush at `s.flush` that records it. For
+    /// regions no upstairs is attached to (the upstairs sends it as a
+    /// flush job instead).
+    pub fn snapshot_take(&mut self, s: Snapshot) -> Result<()> {
+        self.writable()?;
+        if self.flushing {
+            return Err(BlockError::protocol("a flush is already under way"));
+        }
+        if s.flush <= self.flush_mark {
+            return Err(BlockError::SnapshotConflict(format!(
+                "snapshot {} at flush {} is not after this region's last flush {}",
+                s.name, s.flush, self.flush_mark
+            )));
+        }
+        self.catalog.clone().add(s.clone())?;
+        let generation = self.generation();
+        self.flush(s.flush, generation)?;
+        self.record_snapshot(s)
+    }
+
+    /// Deletes a snapshot and frees the saved versions only it read.
+    /// Returns the bytes freed.
+    pub fn snapshot_delete(&mut self, name: &str) -> Result<u64> {
+        self.writable()?;
+        if self.flushing {
+            return Err(BlockError::protocol("a flush is already under way"));
+        }
+        self.snapshot(name)?;
+        let mut c = self.catalog.clone();
+        c.flush_mark = c.flush_mark.max(self.flush_mark);
+        c.snapshots.retain(|s| s.name != name);
+        let r = c.store(&self.storage, &self.dir);
+        self.note(r)?;
+        self.catalog = c;
+        self.prune()
+    }
+
+    /// Drops saved versions no snapshot reads.
+    fn prune(&mut self) -> Result<u64> {
+        let snaps = self.catalog.flushes();
+        let mut freed = 0;
+        for i in 0..self.extents.len() {
+            let r = self.extents[i].prune_saved(&snaps);
+            freed += self.note(r)?;
+        }
+        Ok(freed)
+    }
+
+    /// Reads blocks of a snapshot: its contexts and data, like `read`.
+    pub fn read_snapshot(
+        &self,
+        name: &str,
+        start: u64,
+        count: u64,
+    ) -> Result<(Vec<BlockContext>, Vec<u8>)> {
+        let at = self.snapshot(name)?.flush;
+        self.read_at_flush(at, start, count)
+    }
+
+    pub(crate) fn read_at_flush(
+        &self,
+        at: u64,
+        start: u64,
+        count: u64,
+    ) -> Result<(Vec<BlockContext>, Vec<u8>)> {
+        self.check(start, count)?;
+        let bs = self.def.block_size as usize;
+        let mut data = vec![0u8; count as usize * bs];
+        let mut ctxs = Vec::with_capacity(count as usize);
+        for (eid, first, n, off) in self.pieces(start, count) {
+            let o = off as usize * bs;
+            self.extents[eid as usize].read_at_flush(
+                first,
+                n,
+                at,
+                &mut data[o..o + n as usize * bs],
+                &mut ctxs,
+            )?;
+        }
+        Ok((ctxs, data))
+    }
+
+    /// Each block's version in the snapshot at flush `at` (None: not
+    /// written by then), from memory alone: an incremental send asks this
+    /// to find what changed without reading data.
+    pub fn snapshot_versions(
+        &self,
+        at: u64,
+        start: u64,
+        count: u64,
+    ) -> Result<Vec<Option<BlockVersion>>> {
+        self.check(start, count)?;
+        let mut out = Vec::with_capacity(count as usize);
+        for (eid, first, n, _) in self.pieces(start, count) {
+            let e = &self.extents[eid as usize];
+            for b in first..first + n {
+                out.push(
+                    e.version_at(b, at)
+                        .map(|(birth, context)| BlockVersion { birth, context }),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether any block was written after the newest snapshot (any block
+    /// at all when there is none).
+    pub fn changed_since_newest_snapshot(&self) -> bool {
+        let since = self.catalog.newest().map_or(0, |s| s.flush);
+        self.extents
+            .iter()
+            .any(|e| e.births().iter().any(|&b| b > since))
+    }
+
+    /// Returns the live volume to snapshot `name`. Later snapshots are
+    /// refused unless `destroy_later`, and then deleted. Returns the names
+    /// of the snapshots destroyed.
+    pub fn rollback(&mut self, name: &str, destroy_later: bool) -> Result<Vec<String>> {
+        self.writable()?;
+        if self.flushing {
+            return Err(BlockError::protocol("a flush is already under way"));
+        }
+        let s = self.snapshot(name)?.clone();
+        let later: Vec<String> = self
+            .catalog
+            .snapshots
+            .iter()
+            .filter(|x| x.flush > s.flush)
+            .map(|x| x.name.clone())
+            .collect();
+        if !later.is_empty() && !destroy_later {
+            return Err(BlockError::SnapshotConflict(format!(
+                "snapshot {name} is not the newest: rolling back to it would destroy {}; \
+                 pass --destroy-later to do so",
+                later.join(", ")
+            )));
+        }
+        let mut c = self.catalog.clone();
+        c.flush_mark = c.flush_mark.max(self.flush_mark);
+        c.snapshots.retain(|x| x.flush <= s.flush);
+        let r = c.store(&self.storage, &self.dir);
+        self.note(r)?;
+        self.catalog = c;
+        let bs = self.def.block_size as usize;
+        for eid in 0..self.extents.len() {
+            let births = self.extents[eid].births();
+            for (b, &birth) in births.iter().enumerate() {
+                if birth <= s.flush {
+                    continue;
+                }
+                let b = b as u32;
+                let e = &mut self.extents[eid];
+                let mut data = vec![0u8; bs];
+                let mut ctx = Vec::with_capacity(1);
+                e.read_at_flush(b, 1, s.flush, &mut data, &mut ctx)?;
+                let (born, context) = e.version_at(b, s.flush).unwrap_or((0, BlockContext::Zero));
+                let w = Birth {
+                    birth: born,
+                    newest_snapshot: Some(s.flush),
+                };
+                let r = e.restore(b, context, &data, w);
+                self.note(r)?;
+            }
+        }
+        let (flush, generation) = (self.flush_mark + 1, self.generation());
+        self.flush(flush, generation)?;
+        self.prune()?;
+        Ok(later)
+    }
+}
+
+/// Copies a region directory to `to` sharing blocks where the filesystem
+/// can (a reflink on XFS or btrfs), else in full, then gives the copy a
+/// new uuid and rolls it back to `snapshot`: a writable clone, independent
+/// of its origin from then on. `to` must not hold a region.
+pub fn clone_region(from: &Path, to: &Path, snapshot: &str) -> Result<CloneReport> {
+    let src = Region::open(from, true)?;
+    src.snapshot(snapshot)?;
+    let def = *src.def();
+    drop(src);
+    let io = |p: &Path, e| BlockError::io(p.display().to_string(), e);
+    if to.join(crate::region::REGION_FILE).exists() {
+        return Err(BlockError::RegionExists(to.display().to_string()));
+    }
+    std::fs::create_dir_all(to.join("extents")).map_err(|e| io(to, e))?;
+    let mut report = CloneReport::default();
+    for entry in std::fs::read_dir(from.join("extents")).map_err(|e| io(from, e))? {
+        let entry = entry.map_err(|e| io(from, e))?;
+        let name = entry.file_name();
+        let n = name.to_string_lossy();
+        if !(n.ends_with(".ext") || n.ends_with(".snap")) {
+            continue;
+        }
+        let dst = to.join("extents").join(&name);
+        if reflink_or_copy(&entry.path(), &dst).map_err(|e| io(&dst, e))? {
+            report.reflinked += 1;
+        } else {
+            report.copied += 1;
+        }
+        std::fs::File::open(&dst)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(&dst, e))?;
+    }
+    let st = kelp_storage::Storage::real();
+    crate::extent::sync_dir(&st, &to.join("extents"))?;
+    for f in [crate::catalog::CATALOG_FILE, crate::region::GENERATION_FILE] {
+        let p = from.join(f);
+        if p.exists() {
+            let bytes = std::fs::read(&p).map_err(|e| io(&p, e))?;
+            st.write_atomic(&to.join(f), &bytes)
+                .map_err(|e| io(&to.join(f), e))?;
+        }
+    }
+    let mut new_def = def;
+    new_def.uuid = rand::random();
+    // The region file goes last, as in `Region::create`.
+    st.write_atomic(&to.join(crate::region::REGION_FILE), &new_def.encode())
+        .map_err(|e| io(to, e))?;
+    let mut clone = Region::open(to, false)?;
+    report.destroyed = clone.rollback(snapshot, true)?;
+    Ok(report)
+}
+
+#[derive(Debug, Default)]
+pub struct CloneReport {
+    /// Files shared with the origin by the filesystem.
+    pub reflinked: usize,
+    /// Files copied in full (the filesystem cannot share blocks).
+    pub copied: usize,
+    /// The origin's snapshots after `snapshot`, not carried into the clone.
+    pub destroyed: Vec<String>,
+}
+
+/// FICLONE when the filesystem supports it; else a byte copy. True when
+/// the blocks are shared.
+fn reflink_or_copy(from: &Path, to: &Path) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let src = std::fs::File::open(from)?;
+    let dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)?;
+    // FICLONE = _IOW(0x94, 9, int)
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: both descriptors are open for the duration of the call and
+    // FICLONE takes the source descriptor by value.
+    let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if r == 0 {
+        return Ok(true);
+    }
+    drop(dst);
+    std::fs::remove_file(to)?;
+    std::fs::copy(from, to)?;
+    Ok(false)
+}
+
+/// A block's CRC, for callers that build writes from snapshot data.
+pub fn crcs_of(data: &[u8], block_size: usize) -> Vec<u32> {
+    data.chunks_exact(block_size).map(block_crc).collect()
+}

@@ -1,0 +1,336 @@
+//! Region snapshots against a model: random writes, zeroings, flushes,
+//! snapshots, deletes, rollbacks, clean reopens and power cuts
+//! (`Memory::crash`, which keeps what was synced and a seeded part of what
+//! was not, torn at sectors). Checked after every step:
+//!
+//! * every snapshot reads exactly what the volume held when it was taken;
+//! * the live volume reads, per block, its flushed value or one written
+//!   since (after a power cut; exactly its value otherwise);
+//! * deleting every snapshot leaves no saved version on disk.
+//!
+//! A failing seed is printed; `KELP_CRASH_SEED=N` replays it alone.
+
+use std::path::Path;
+
+use kelp_region::context::block_crc;
+use kelp_region::{BlockContext, Region};
+use kelp_storage::{Memory, for_each_seed};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const ES: u32 = 4;
+const EC: u32 = 3;
+const TOTAL: u64 = (ES * EC) as u64;
+const BS: usize = 512;
+
+#[derive(Clone)]
+struct Live {
+    flushed: Vec<u8>,
+    since: Vec<Vec<u8>>,
+}
+
+struct Model {
+    live: Vec<Live>,
+    snaps: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl Model {
+    fn settle(&mut self) {
+        for m in &mut self.live {
+            if let Some(v) = m.since.pop() {
+                m.flushed = v;
+            }
+            m.since.clear();
+        }
+    }
+
+    fn image(&self) -> Vec<Vec<u8>> {
+        self.live.iter().map(|m| m.flushed.clone()).collect()
+    }
+}
+
+fn fill(rng: &mut StdRng) -> Vec<u8> {
+    let b: u8 = rng.random_range(1..=255);
+    (0..BS).map(|i| b.wrapping_add((i / 7) as u8) | 1).collect()
+}
+
+fn check_snapshots(r: &Region, model: &Model, seed: u64, step: &str) {
+    let names: Vec<&str> = r.snapshots().iter().map(|s| s.name.as_str()).collect();
+    let want: Vec<&str> = model.snaps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, want, "seed {seed} after {step}: snapshot list");
+    for (name, content) in &model.snaps {
+        let (ctxs, data) = r.read_snapshot(name, 0, TOTAL).unwrap();
+        for b in 0..TOTAL as usize {
+            let got = &data[b * BS..(b + 1) * BS];
+            assert!(
+                ctxs[b].verify(got),
+                "seed {seed}: {name} block {b} fails its context"
+            );
+            assert!(
+                got == &content[b][..],
+                "seed {seed} after {step}: snapshot {name} block {b} differs from the model"
+            );
+        }
+    }
+}
+
+fn check_live(r: &Region, model: &mut Model, seed: u64, crashed: bool) {
+    let (ctxs, data) = r.read(0, TOTAL).unwrap();
+    for b in 0..TOTAL as usize {
+        let got = &data[b * BS..(b + 1) * BS];
+        assert!(
+            ctxs[b].verify(got),
+            "seed {seed}: live block {b} fails its context"
+        );
+        let m = &mut model.live[b];
+        if crashed {
+            assert!(
+                got == &m.flushed[..] || m.since.iter().any(|v| v == got),
+                "seed {seed}: live block {b} after a power cut"
+            );
+            m.flushed = got.to_vec();
+            m.since.clear();
+        } else {
+            let want = m.since.last().unwrap_or(&m.flushed);
+            assert!(got == &want[..], "seed {seed}: live block {b}");
+        }
+    }
+}
+
+fn case(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mem = Memory::new();
+    let dir = Path::new("/r");
+    drop(Region::create_in(mem.storage(), dir, BS as u32, ES, EC, false).unwrap());
+    let mut r = Region::open_in(mem.storage(), dir, false).unwrap();
+    let mut model = Model {
+        live: vec![
+            Live {
+                flushed: vec![0; BS],
+                since: vec![]
+            };
+            TOTAL as usize
+        ],
+        snaps: vec![],
+    };
+    let mut names = 0;
+    for _ in 0..40 {
+        let step;
+        let mut crashed = false;
+        match rng.random_range(0..100) {
+            0..45 => {
+                step = "write";
+                let start = rng.random_range(0..TOTAL);
+                let n = rng.random_range(1..=3).min(TOTAL - start);
+                let blocks: Vec<Vec<u8>> = (0..n).map(|_| fill(&mut rng)).collect();
+                let crcs: Vec<u32> = blocks.iter().map(|b| block_crc(b)).collect();
+                r.write(start, &blocks.concat(), &crcs).unwrap();
+                for (i, b) in blocks.into_iter().enumerate() {
+                    model.live[start as usize + i].since.push(b);
+                }
+            }
+            45..52 => {
+                step = "zero";
+                let start = rng.random_range(0..TOTAL);
+                let n = rng.random_range(1..=3).min(TOTAL - start);
+                r.write_zeroes(start, n).unwrap();
+                for i in 0..n {
+                    model.live[(start + i) as usize].since.push(vec![0; BS]);
+                }
+            }
+            52..62 => {
+                step = "flush";
+                let f = r.flush_mark() + 1;
+                r.flush(f, 1).unwrap();
+                model.settle();
+            }
+            62..74 => {
+                step = "snapshot";
+                names += 1;
+                let name = format!("s{names}");
+                r.snapshot_take(r.next_snapshot(&name)).unwrap();
+                model.settle();
+                model.snaps.push((name, model.image()));
+            }
+            74..80 if !model.snaps.is_empty() => {
+                step = "delete";
+                let i = rng.random_range(0..model.snaps.len());
+                let (name, _) = model.snaps.remove(i);
+                r.snapshot_delete(&name).unwrap();
+            }
+            80..84 if !model.snaps.is_empty() => {
+                step = "rollback";
+                let i = rng.random_range(0..model.snaps.len());
+                let name = model.snaps[i].0.clone();
+                let later = i + 1 < model.snaps.len();
+                if later {
+                    assert!(
+                        r.rollback(&name, false).is_err(),
+                        "seed {seed}: later snapshots refuse"
+                    );
+                }
+                r.rollback(&name, true).unwrap();
+                model.snaps.truncate(i + 1);
+                let content = model.snaps[i].1.clone();
+                for (m, v) in model.live.iter_mut().zip(content) {
+                    m.flushed = v;
+                    m.since.clear();
+                }
+                assert!(
+                    !r.changed_since_newest_snapshot(),
+                    "seed {seed}: rolled back"
+                );
+            }
+            84..92 => {
+                step = "reopen";
+                drop(r);
+                r = Region::open_in(mem.storage(), dir, false).unwrap();
+            }
+            _ => {
+                step = "power cut";
+                drop(r);
+                mem.crash(seed.wrapping_mul(7919).wrapping_add(names));
+                r = Region::open_in(mem.storage(), dir, false)
+                    .unwrap_or_else(|e| panic!("seed {seed}: reopen after a power cut: {e}"));
+                crashed = true;
+            }
+        }
+        if std::env::var_os("KELP_TRACE").is_some() {
+            eprintln!(
+                "{step}: mark {} snaps {:?}",
+                r.flush_mark(),
+                r.snapshots()
+                    .iter()
+                    .map(|s| (&s.name, s.flush))
+                    .collect::<Vec<_>>()
+            );
+        }
+        check_snapshots(&r, &model, seed, step);
+        check_live(&r, &mut model, seed, crashed);
+    }
+    for (name, _) in std::mem::take(&mut model.snaps) {
+        r.snapshot_delete(&name).unwrap();
+    }
+    assert_eq!(r.saved_bytes(), 0, "seed {seed}: saved versions left");
+}
+
+#[test]
+fn snapshots_read_as_the_model_says_through_crashes() {
+    for_each_seed(
+        "snapshots_read_as_the_model_says_through_crashes",
+        400,
+        case,
+    );
+}
+
+fn pattern(b: u64, round: u8) -> Vec<u8> {
+    (0..4096).map(|i| (b as u8) ^ round ^ (i as u8)).collect()
+}
+
+fn write_blocks(r: &mut Region, blocks: impl Iterator<Item = u64>, round: u8) {
+    for b in blocks {
+        let d = pattern(b, round);
+        r.write(b, &d, &[block_crc(&d)]).unwrap();
+    }
+}
+
+/// Overwriting a tenth of the volume after a snapshot costs about a tenth
+/// more space, and creating the snapshot copies nothing.
+#[test]
+fn copy_on_write_costs_what_was_overwritten() {
+    let d = tempfile::tempdir().unwrap();
+    let total = 64 * 16;
+    let mut r = Region::create(d.path(), 4096, 64, 16).unwrap();
+    write_blocks(&mut r, 0..total, 1);
+    r.flush(1, 1).unwrap();
+    r.snapshot_take(r.next_snapshot("base")).unwrap();
+    assert_eq!(r.saved_bytes(), 0, "a snapshot copies nothing");
+    write_blocks(&mut r, (0..total).step_by(10), 2);
+    r.flush(r.flush_mark() + 1, 1).unwrap();
+    let changed = total.div_ceil(10) * 4096;
+    let saved = r.saved_bytes();
+    assert!(
+        saved >= changed && saved < changed + changed / 10 + 64 * 16 * 32,
+        "saved {saved} bytes for {changed} overwritten"
+    );
+    // The snapshot still reads the first round; the live volume the second.
+    let (_, old) = r.read_snapshot("base", 0, 2).unwrap();
+    assert_eq!(&old[..4096], &pattern(0, 1)[..]);
+    let (_, live) = r.read(0, 1).unwrap();
+    assert_eq!(live, pattern(0, 2));
+    // Versions: the 10% changed after "base" are born after it.
+    r.snapshot_take(r.next_snapshot("next")).unwrap();
+    let base = r.snapshot("base").unwrap().flush;
+    let next = r.snapshot("next").unwrap().flush;
+    let changed: Vec<u64> = r
+        .snapshot_versions(next, 0, total)
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_some_and(|v| v.birth > base))
+        .map(|(b, _)| b as u64)
+        .collect();
+    assert_eq!(changed, (0..total).step_by(10).collect::<Vec<_>>());
+    // Deleting the snapshot frees what only it held.
+    let freed = r.snapshot_delete("base").unwrap();
+    assert!(freed >= total.div_ceil(10) * 4096, "freed {freed}");
+    assert_eq!(r.saved_bytes(), 0);
+    let (_, live) = r.read(0, 1).unwrap();
+    assert_eq!(live, pattern(0, 2), "the live volume is untouched");
+}
+
+#[test]
+fn bad_names_duplicates_and_missing_snapshots_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut r = Region::create(d.path(), 512, 8, 2).unwrap();
+    r.snapshot_take(r.next_snapshot("a")).unwrap();
+    let e = r.snapshot_take(r.next_snapshot("a")).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    for bad in ["", "-x", "a/b", "a b"] {
+        assert!(r.snapshot_take(r.next_snapshot(bad)).is_err(), "{bad:?}");
+    }
+    let e = r.snapshot_delete("nope").unwrap_err();
+    assert!(e.to_string().contains("no snapshot named \"nope\""), "{e}");
+    assert!(r.read_snapshot("nope", 0, 1).is_err());
+    assert_eq!(r.snapshots().len(), 1);
+    // A zero-length region read of a snapshot still checks its range.
+    assert!(r.read_snapshot("a", 16, 1).is_err());
+    let (ctx, _) = r.read_snapshot("a", 0, 1).unwrap();
+    assert_eq!(ctx[0], BlockContext::Unwritten);
+}
+
+/// A clone shares nothing it can be told apart by: it reads the snapshot,
+/// takes writes of its own, and leaves the origin alone.
+#[test]
+fn clone_is_a_writable_copy_of_the_snapshot() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, c) = (d.path().join("a"), d.path().join("c"));
+    let mut r = Region::create(&a, 4096, 16, 4).unwrap();
+    write_blocks(&mut r, 0..64, 1);
+    r.snapshot_take(r.next_snapshot("s1")).unwrap();
+    write_blocks(&mut r, 0..8, 2);
+    r.snapshot_take(r.next_snapshot("s2")).unwrap();
+    write_blocks(&mut r, 0..4, 3);
+    r.flush(r.flush_mark() + 1, 1).unwrap();
+    drop(r);
+    let report = kelp_region::snapshot::clone_region(&a, &c, "s1").unwrap();
+    assert_eq!(report.destroyed, vec!["s2".to_string()]);
+    let mut cl = Region::open(&c, false).unwrap();
+    let (_, data) = cl.read(0, 64).unwrap();
+    for b in 0..64u64 {
+        assert_eq!(&data[b as usize * 4096..][..4096], &pattern(b, 1)[..]);
+    }
+    assert_ne!(cl.def().uuid, Region::open(&a, true).unwrap().def().uuid);
+    write_blocks(&mut cl, 10..12, 9);
+    cl.flush(cl.flush_mark() + 1, 1).unwrap();
+    let o = Region::open(&a, true).unwrap();
+    let (_, data) = o.read(10, 1).unwrap();
+    assert_eq!(data, pattern(10, 1), "the origin is untouched");
+    let (_, data) = o.read_snapshot("s2", 0, 1).unwrap();
+    assert_eq!(data, pattern(0, 2));
+    assert!(
+        kelp_region::snapshot::clone_region(&a, &c, "s1").is_err(),
+        "target exists"
+    );
+    assert!(kelp_region::snapshot::clone_region(&a, &d.path().join("x"), "nope").is_err());
+}
