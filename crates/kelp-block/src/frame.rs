@@ -137,7 +137,9 @@ impl From<&BlockError> for ErrorCode {
             | BlockError::BadLength { .. }
             | BlockError::SnapshotExists(_)
             | BlockError::NoSuchSnapshot(_)
-            | BlockError::SnapshotConflict(_) => ErrorCode::Invalid,
+            | BlockError::SnapshotConflict(_)
+            | BlockError::Invalid(_)
+            | BlockError::Stream(_) => ErrorCode::Invalid,
             BlockError::Corrupt { .. } | BlockError::UnsupportedVersion { .. } => {
                 ErrorCode::Corrupt
             }

@@ -15,7 +15,9 @@
 pub use kelp_region::{
     BlockContext, BlockError, ExtentImage, ExtentVersion, Region, RegionDef, Result,
 };
-pub use kelp_region::{catalog, codec, context, error, extent, region, saved, snapshot, verify};
+pub use kelp_region::{
+    catalog, codec, context, error, extent, region, saved, snapshot, transfer, verify,
+};
 
 pub mod auth;
 pub mod control;

@@ -56,11 +56,7 @@ pub struct Catalog {
 /// Checks a snapshot name: 1 to 64 of `A-Z a-z 0-9 . _ - : @`, not
 /// starting with `.` or `-`.
 pub fn check_name(name: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(BlockError::BadOptions(format!(
-            "snapshot name {name:?} {why}"
-        )))
-    };
+    let bad = |why: &str| Err(BlockError::Invalid(format!("snapshot name {name:?} {why}")));
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return bad(&format!("must be 1 to {MAX_NAME_LEN} characters long"));
     }
@@ -102,13 +98,13 @@ impl Catalog {
             return Err(BlockError::SnapshotExists(s.name));
         }
         if self.by_guid(s.guid).is_some() {
-            return Err(BlockError::BadOptions(format!(
+            return Err(BlockError::Invalid(format!(
                 "a snapshot with GUID {:032x} already exists",
                 s.guid
             )));
         }
         if self.snapshots.len() >= MAX_SNAPSHOTS {
-            return Err(BlockError::BadOptions(format!(
+            return Err(BlockError::Invalid(format!(
                 "a region holds at most {MAX_SNAPSHOTS} snapshots"
             )));
         }

@@ -77,6 +77,12 @@ pub enum BlockError {
     /// past later snapshots, a receive onto a changed target, ...).
     #[error("{0}")]
     SnapshotConflict(String),
+    /// A request that makes no sense as given (a bad snapshot name, a
+    /// resume token that does not parse, ...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Stream(#[from] crate::stream::StreamError),
     #[error(
         "protocol version mismatch: this side speaks version {ours}, the peer version {theirs}; \
          run the same Kelp release on the upstairs and its downstairs"

@@ -15,6 +15,7 @@ pub mod region;
 pub mod saved;
 pub mod snapshot;
 pub mod stream;
+pub mod transfer;
 pub mod verify;
 
 pub use catalog::{Catalog, Snapshot};

@@ -292,7 +292,7 @@ impl Region {
             if !read_only {
                 // A repair or prune that crashed before its rename leaves
                 // these behind.
-                for ext in ["replace", "snap-replace", "snap-new"] {
+                for ext in ["replace", "snap-replace", "snap-new", "snap.tmp"] {
                     let _ = st.remove_if_exists(&p.with_extension(ext));
                 }
             }
@@ -331,6 +331,15 @@ impl Region {
             pending: None,
             _lock: lock,
         })
+    }
+
+    /// Closes and opens the region again: the way out of a failed region
+    /// (see "IO errors"), re-validating every dirty extent.
+    pub fn reopen(&mut self) -> Result<()> {
+        let (st, dir, ro) = (self.storage.clone(), self.dir.clone(), self.read_only);
+        self._lock = None;
+        *self = Region::open_in(st, &dir, ro)?;
+        Ok(())
     }
 
     pub fn def(&self) -> &RegionDef {

@@ -259,7 +259,8 @@ impl SavedStore {
         SavedStore::create_at(storage, &saved_path(extent_path), id, block_size)
     }
 
-    /// Creates an empty store at `path`.
+    /// Creates an empty store at `path`: written beside it and renamed
+    /// into place, so the file is either absent or whole after a crash.
     pub fn create_at(
         storage: &Storage,
         path: &Path,
@@ -268,12 +269,10 @@ impl SavedStore {
     ) -> Result<SavedStore> {
         let path = path.to_path_buf();
         let io = |e| BlockError::io(path.display().to_string(), e);
-        let _ = storage.remove_if_exists(&path);
-        let file = storage.open(&path, Open::CREATE_NEW).map_err(io)?;
-        file.write_all_at(&encode_header(id, block_size), 0)
+        storage
+            .write_atomic(&path, &encode_header(id, block_size))
             .map_err(io)?;
-        file.sync_all().map_err(io)?;
-        storage.sync_parent(&path).map_err(io)?;
+        let file = storage.open(&path, Open::WRITE).map_err(io)?;
         Ok(SavedStore {
             storage: storage.clone(),
             path: path.clone(),

@@ -205,6 +205,11 @@ impl<W: Write> StreamWriter<W> {
         Ok(())
     }
 
+    /// The output written to.
+    pub fn output(&self) -> &W {
+        &self.out
+    }
+
     /// `count` blocks from `start` on read as zeros.
     pub fn zero(&mut self, start: u64, count: u64) -> Result<()> {
         self.check_run(start, count)?;

@@ -20,6 +20,133 @@ pub enum BlockCommand {
     Create(BlockCreateArgs),
     /// Check regions against their block contexts and against each other.
     Verify(BlockVerifyArgs),
+    /// Create, list or delete snapshots (docs/snapshots.md).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Return a volume to a snapshot (offline: no upstairs attached).
+    Rollback(RollbackArgs),
+    /// Make a new writable volume from a snapshot (offline).
+    Clone(CloneArgs),
+    /// Write a snapshot, or the change between two, as a send stream.
+    Send(SendArgs),
+    /// Read a send stream into a volume's regions (or one standby region).
+    Receive(ReceiveArgs),
+}
+
+/// The regions of one volume, all given (the replicas of a volume must be
+/// changed together; a single standby region is fine too).
+#[derive(Args, Debug, Clone)]
+pub struct RegionDirs {
+    /// Region directories (give --dir several times, or comma separated).
+    /// No downstairs may be serving them: each is locked while in use.
+    #[arg(long = "dir", value_delimiter = ',', required = true)]
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Take a snapshot named NAME of every region given.
+    Create {
+        #[command(flatten)]
+        regions: RegionDirs,
+        /// 1 to 64 of A-Z a-z 0-9 . _ - : @, not starting with . or -.
+        name: String,
+    },
+    /// List the snapshots (name, GUID, flush, creation time, space).
+    List {
+        #[command(flatten)]
+        regions: RegionDirs,
+        /// Print JSON lines instead of a table.
+        #[arg(long = "json")]
+        json: bool,
+    },
+    /// Delete snapshot NAME, freeing the space only it held.
+    Delete {
+        #[command(flatten)]
+        regions: RegionDirs,
+        name: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub regions: RegionDirs,
+    /// The snapshot to return to.
+    pub name: String,
+    /// Also destroy the snapshots taken after NAME (like `zfs rollback -r`);
+    /// without it a rollback past later snapshots is refused.
+    #[arg(long = "destroy-later", short = 'r')]
+    pub destroy_later: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CloneArgs {
+    #[command(flatten)]
+    pub regions: RegionDirs,
+    /// The snapshot to clone.
+    pub name: String,
+    /// New region directories, one per --dir (comma separated). On XFS or
+    /// btrfs the clone shares the origin's blocks (reflink) until either
+    /// side writes them; elsewhere the files are copied in full.
+    #[arg(long = "to", value_delimiter = ',', required = true)]
+    pub to: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SendArgs {
+    /// The region to read (any one replica of the volume, not served by a
+    /// downstairs while sending).
+    #[arg(long = "dir")]
+    pub dir: PathBuf,
+    /// The snapshot to send (may be left out with --resume).
+    pub snapshot: Option<String>,
+    /// Send only what changed since this older snapshot (an incremental
+    /// stream, received onto a volume whose newest snapshot is this one).
+    #[arg(long = "from", short = 'i', conflicts_with = "from_each")]
+    pub from: Option<String>,
+    /// Like --from, but one incremental stream per snapshot in between,
+    /// so the receiver gets every intermediate snapshot (like zfs send -I).
+    #[arg(long = "from-each", short = 'I')]
+    pub from_each: Option<String>,
+    /// Continue a cut-short receive: the token `kelp block receive
+    /// --resumable` printed.
+    #[arg(long = "resume", short = 't', conflicts_with = "from_each")]
+    pub resume: Option<String>,
+    /// Write the stream here instead of standard output.
+    #[arg(long = "output", short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Compress write records with zstd (for slow links; costs CPU).
+    #[arg(long = "compress", short = 'c')]
+    pub compress: bool,
+    /// Never show the progress bar (shown on a terminal stderr otherwise).
+    #[arg(long = "quiet", short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReceiveArgs {
+    #[command(flatten)]
+    pub regions: RegionDirs,
+    /// Read the stream from this file instead of standard input.
+    #[arg(long = "input", short = 'f')]
+    pub input: Option<PathBuf>,
+    /// If the target was written after its newest snapshot, roll it back
+    /// to that snapshot first (otherwise the receive is refused).
+    #[arg(long = "force", short = 'F')]
+    pub force: bool,
+    /// Keep what a cut-short receive got and print a resume token for
+    /// `kelp block send --resume`; without it a failed receive leaves the
+    /// target exactly as it was.
+    #[arg(long = "resumable", short = 's')]
+    pub resumable: bool,
+    /// Drop a partial receive kept by --resumable: the volume returns to
+    /// its newest snapshot.
+    #[arg(long = "abort", short = 'A', conflicts_with_all = ["input", "force", "resumable"])]
+    pub abort: bool,
+    /// Never show the progress bar.
+    #[arg(long = "quiet", short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -49,6 +49,7 @@ pub async fn block(cmd: BlockCommand) -> anyhow::Result<()> {
                 anyhow::bail!("regions differ or fail their checksums")
             }
         }
+        other => tokio::task::spawn_blocking(move || crate::block_snapshots::run(other)).await?,
     }
 }
 

@@ -4,6 +4,7 @@
 mod args;
 mod block_cli;
 mod block_daemon;
+mod block_snapshots;
 mod cli;
 mod daemon;
 mod logging;
