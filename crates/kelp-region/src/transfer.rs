@@ -360,8 +360,17 @@ impl ReceiveState {
 
     /// The receive in progress in `r`, if any.
     pub fn load(r: &Region) -> Result<Option<ReceiveState>> {
-        let p = r.dir().join(RECEIVE_FILE);
-        match r.storage.read(&p) {
+        ReceiveState::load_from(&r.storage, r.dir())
+    }
+
+    /// The receive in progress in region directory `dir`, if any, without
+    /// opening the region.
+    pub fn load_from(
+        st: &kelp_storage::Storage,
+        dir: &std::path::Path,
+    ) -> Result<Option<ReceiveState>> {
+        let p = dir.join(RECEIVE_FILE);
+        match st.read(&p) {
             Ok(b) => ReceiveState::decode(&b).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(BlockError::io(p.display().to_string(), e)),
@@ -399,6 +408,8 @@ pub struct ReceiveOptions {
     /// Keep what a failed receive applied and report a resume token
     /// (otherwise the target is rolled back to where it was).
     pub resumable: bool,
+    /// Bytes applied between resume points (0: `CHECKPOINT_BYTES`).
+    pub checkpoint_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -573,7 +584,18 @@ pub fn receive<R: Read>(
         blocks_zeroed: 0,
         resumed_from,
     };
-    let applied = apply(regions, &mut reader, &mut state, &mut report, &mut progress);
+    let every = match opts.checkpoint_bytes {
+        0 => CHECKPOINT_BYTES,
+        n => n,
+    };
+    let applied = apply(
+        regions,
+        &mut reader,
+        &mut state,
+        &mut report,
+        every,
+        &mut progress,
+    );
     match applied {
         Ok(digest) => {
             let live: Vec<BlockContext> = regions[0]
@@ -667,6 +689,7 @@ fn apply<R: Read>(
     reader: &mut StreamReader<R>,
     state: &mut ReceiveState,
     report: &mut ReceiveReport,
+    checkpoint_bytes: u64,
     progress: &mut impl FnMut(Progress),
 ) -> Result<[u8; 32]> {
     let bs = regions[0].def().block_size as usize;
@@ -707,7 +730,7 @@ fn apply<R: Read>(
         if let Some(e) = end {
             state.next_block = state.next_block.max(e);
         }
-        if unflushed >= CHECKPOINT_BYTES {
+        if unflushed >= checkpoint_bytes {
             checkpoint(regions, state, state.next_block)?;
             unflushed = 0;
         }

@@ -144,6 +144,14 @@ pub struct ReceiveArgs {
     /// its newest snapshot.
     #[arg(long = "abort", short = 'A', conflicts_with_all = ["input", "force", "resumable"])]
     pub abort: bool,
+    /// Print the resume token of a receive in progress (one that was cut
+    /// short or killed) and exit.
+    #[arg(long = "status", conflicts_with_all = ["input", "force", "resumable", "abort"])]
+    pub status: bool,
+    /// With --resumable, record a resume point every this many MiB
+    /// applied (each costs a flush of every region).
+    #[arg(long = "checkpoint-mib", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_mib: u64,
     /// Never show the progress bar.
     #[arg(long = "quiet", short = 'q')]
     pub quiet: bool,

@@ -224,6 +224,16 @@ fn send(a: crate::block_cli::SendArgs) -> anyhow::Result<()> {
 
 fn receive(a: crate::block_cli::ReceiveArgs) -> anyhow::Result<()> {
     let mut rs = open_all(&a.regions.dirs)?;
+    if a.status {
+        match transfer::ReceiveState::load(&rs[0])? {
+            Some(p) => {
+                println!("receiving snapshot {} from block {}", p.name, p.next_block);
+                println!("resume token: {}", p.token().encode());
+            }
+            None => println!("no receive in progress"),
+        }
+        return Ok(());
+    }
     if a.abort {
         if transfer::abort_regions(&mut rs)? {
             println!("dropped the partial receive; the volume is back at its newest snapshot");
@@ -242,6 +252,7 @@ fn receive(a: crate::block_cli::ReceiveArgs) -> anyhow::Result<()> {
     let opts = ReceiveOptions {
         force: a.force,
         resumable: a.resumable,
+        checkpoint_bytes: a.checkpoint_mib << 20,
     };
     let mut bar = Bar::new(a.quiet, "received");
     let mut streams = 0;

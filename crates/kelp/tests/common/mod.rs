@@ -2,6 +2,7 @@
 //! them over HTTP, as clients do.
 #![allow(dead_code, unused_imports)]
 
+pub mod block;
 pub mod cluster;
 
 use std::ffi::OsStr;
