@@ -106,7 +106,62 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("nbd_handshake", nbd_handshake),
     ("psk_keys_parse", psk_keys_parse),
     ("send_stream_decode", send_stream_decode),
+    ("snapshot_files_decode", snapshot_files_decode),
 ];
+
+/// The snapshot layer's files and tokens, chosen by the first byte: the
+/// snapshot catalog, a receive state file, a resume token, a saved-version
+/// file (opened from an in-memory disk, every version read back and
+/// checked against its context), and an extent slot context.
+pub fn snapshot_files_decode(data: &[u8]) {
+    use kelp_region::catalog::Catalog;
+    use kelp_region::saved::{SavedStore, saved_path};
+    use kelp_region::transfer::{ReceiveState, ResumeToken};
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    match which % 5 {
+        0 => {
+            if let Ok(c) = Catalog::decode(rest) {
+                assert_eq!(Catalog::decode(&c.encode()).ok(), Some(c));
+            }
+        }
+        1 => {
+            if let Ok(s) = ReceiveState::decode(rest) {
+                assert_eq!(ReceiveState::decode(&s.encode()).ok(), Some(s));
+            }
+        }
+        2 => {
+            if let Ok(t) = std::str::from_utf8(rest).map(ResumeToken::decode)
+                && let Ok(t) = t
+            {
+                assert_eq!(ResumeToken::decode(&t.encode()).ok(), Some(t));
+            }
+        }
+        3 => {
+            let st = kelp_storage::Storage::new(kelp_storage::Memory::new());
+            let ext = std::path::Path::new("/e.ext");
+            let Ok(f) = st.open(&saved_path(ext), kelp_storage::Open::CREATE_NEW) else {
+                return;
+            };
+            let _ = f.write_all_at(rest, 0);
+            drop(f);
+            if let Ok(Some(s)) = SavedStore::open(&st, ext, 0, 512, 64, false) {
+                let mut buf = vec![0u8; 512];
+                for (b, v) in s.iter() {
+                    assert!(b < 64);
+                    s.read(v, &mut buf).expect("a scanned version reads");
+                    assert!(v.context().verify(&buf), "a scanned version checks");
+                }
+            }
+        }
+        _ => {
+            if let Some(c) = kelp_region::context::SlotCtx::decode(rest) {
+                assert_eq!(kelp_region::context::SlotCtx::decode(&c.encode()), Some(c));
+            }
+        }
+    }
+}
 
 /// Decodes a snapshot send stream (kelp-region `stream.rs`) to its end;
 /// what decodes must re-encode to the same records.

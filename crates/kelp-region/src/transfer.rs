@@ -317,7 +317,7 @@ pub struct ReceiveState {
 }
 
 impl ReceiveState {
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(64 + self.name.len());
         w.bytes(RECEIVE_MAGIC)
             .bytes(&self.from.unwrap_or(0).to_le_bytes())
@@ -330,7 +330,7 @@ impl ReceiveState {
         w.buf
     }
 
-    fn decode(b: &[u8]) -> Result<ReceiveState> {
+    pub fn decode(b: &[u8]) -> Result<ReceiveState> {
         let what = RECEIVE_FILE;
         if b.len() < 4 {
             return Err(BlockError::corrupt(what, "too short"));

@@ -41,7 +41,7 @@ pub enum Command {
     Token(TokenArgs),
 
     // ---- block volumes (crates/kelp-block) ----
-    /// Block-volume regions: create, verify.
+    /// Block-volume regions: create, verify, snapshots, rollback, clone, send and receive.
     #[command(subcommand)]
     Block(crate::block_cli::BlockCommand),
     /// Serve one region to an upstairs (one replica of a block volume).
