@@ -636,16 +636,38 @@ impl Extent {
                 block_size: self.block_size,
             });
         }
-        for i in 0..count {
+        // The live slot of block b when the snapshot reads it as data.
+        let live_data = |b: u32| match self.blocks[b as usize].cur {
+            Some((s, c)) if c.birth <= at && c.kind == SLOT_DATA => Some(s),
+            _ => None,
+        };
+        let mut i = 0;
+        while i < count {
             let b = first + i;
-            let o = &mut out[i as usize * bs..(i as usize + 1) * bs];
-            match self.blocks[b as usize].cur {
-                Some((s, c)) if c.birth <= at => {
-                    if c.kind == SLOT_DATA {
-                        self.read_at(o, self.slot_data_off(s, b))?;
-                    } else {
-                        o.fill(0);
+            if let Some(s) = live_data(b) {
+                // Coalesce a run of live data blocks in the same slot: one
+                // read, as `read` does.
+                let mut j = i + 1;
+                while j < count && live_data(first + j) == Some(s) {
+                    j += 1;
+                }
+                self.read_at(
+                    &mut out[i as usize * bs..j as usize * bs],
+                    self.slot_data_off(s, b),
+                )?;
+                for k in i..j {
+                    if let Some((_, c)) = self.blocks[(first + k) as usize].cur {
+                        ctxs.push(c.context());
                     }
+                }
+                i = j;
+                continue;
+            }
+            let o = &mut out[i as usize * bs..(i as usize + 1) * bs];
+            i += 1;
+            match self.blocks[b as usize].cur {
+                Some((_, c)) if c.birth <= at => {
+                    o.fill(0);
                     ctxs.push(c.context());
                 }
                 _ => match self.saved.as_ref().and_then(|st| st.at(b, at)) {

@@ -4,11 +4,13 @@
 
 use std::path::Path;
 
-use crate::catalog::{Catalog, Snapshot, now_secs};
+use kelp_storage::{Open, Storage};
+
+use crate::catalog::{CATALOG_FILE, Catalog, Snapshot, now_secs};
 use crate::context::{BlockContext, block_crc};
 use crate::error::{BlockError, Result};
 use crate::extent::Birth;
-use crate::region::Region;
+use crate::region::{GENERATION_FILE, REGION_FILE, Region};
 
 /// One block of a snapshot as `Region::snapshot_versions` sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,39 +246,50 @@ impl Region {
 /// new uuid and rolls it back to `snapshot`: a writable clone, independent
 /// of its origin from then on. `to` must not hold a region.
 pub fn clone_region(from: &Path, to: &Path, snapshot: &str) -> Result<CloneReport> {
-    let src = Region::open(from, true)?;
+    clone_region_in(&Storage::real(), from, to, snapshot)
+}
+
+/// `clone_region` on a chosen storage backend; files are reflinked only
+/// on the real file system.
+pub fn clone_region_in(
+    st: &Storage,
+    from: &Path,
+    to: &Path,
+    snapshot: &str,
+) -> Result<CloneReport> {
+    let src = Region::open_in(st.clone(), from, true)?;
     src.snapshot(snapshot)?;
     let def = *src.def();
     drop(src);
     let io = |p: &Path, e| BlockError::io(p.display().to_string(), e);
-    if to.join(crate::region::REGION_FILE).exists() {
+    if st.exists(&to.join(REGION_FILE)).map_err(|e| io(to, e))? {
         return Err(BlockError::RegionExists(to.display().to_string()));
     }
-    std::fs::create_dir_all(to.join("extents")).map_err(|e| io(to, e))?;
+    let (src_ext, dst_ext) = (from.join("extents"), to.join("extents"));
+    st.create_dir_all(&dst_ext).map_err(|e| io(to, e))?;
+    let real = st.is_real();
     let mut report = CloneReport::default();
-    for entry in std::fs::read_dir(from.join("extents")).map_err(|e| io(from, e))? {
-        let entry = entry.map_err(|e| io(from, e))?;
-        let name = entry.file_name();
+    for name in st.list(&src_ext).map_err(|e| io(from, e))? {
         let n = name.to_string_lossy();
         if !(n.ends_with(".ext") || n.ends_with(".snap")) {
             continue;
         }
-        let dst = to.join("extents").join(&name);
-        if reflink_or_copy(&entry.path(), &dst).map_err(|e| io(&dst, e))? {
+        let (a, b) = (src_ext.join(&name), dst_ext.join(&name));
+        if real && reflink(&a, &b).map_err(|e| io(&b, e))? {
             report.reflinked += 1;
         } else {
+            let bytes = st.read(&a).map_err(|e| io(&a, e))?;
+            let f = st.open(&b, Open::REPLACE).map_err(|e| io(&b, e))?;
+            f.write_all_at(&bytes, 0).map_err(|e| io(&b, e))?;
+            f.sync_all().map_err(|e| io(&b, e))?;
             report.copied += 1;
         }
-        std::fs::File::open(&dst)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io(&dst, e))?;
     }
-    let st = kelp_storage::Storage::real();
-    crate::extent::sync_dir(&st, &to.join("extents"))?;
-    for f in [crate::catalog::CATALOG_FILE, crate::region::GENERATION_FILE] {
+    crate::extent::sync_dir(st, &dst_ext)?;
+    for f in [CATALOG_FILE, GENERATION_FILE] {
         let p = from.join(f);
-        if p.exists() {
-            let bytes = std::fs::read(&p).map_err(|e| io(&p, e))?;
+        if st.exists(&p).map_err(|e| io(&p, e))? {
+            let bytes = st.read(&p).map_err(|e| io(&p, e))?;
             st.write_atomic(&to.join(f), &bytes)
                 .map_err(|e| io(&to.join(f), e))?;
         }
@@ -284,9 +297,9 @@ pub fn clone_region(from: &Path, to: &Path, snapshot: &str) -> Result<CloneRepor
     let mut new_def = def;
     new_def.uuid = rand::random();
     // The region file goes last, as in `Region::create`.
-    st.write_atomic(&to.join(crate::region::REGION_FILE), &new_def.encode())
+    st.write_atomic(&to.join(REGION_FILE), &new_def.encode())
         .map_err(|e| io(to, e))?;
-    let mut clone = Region::open(to, false)?;
+    let mut clone = Region::open_in(st.clone(), to, false)?;
     report.destroyed = clone.rollback(snapshot, true)?;
     Ok(report)
 }
@@ -301,9 +314,9 @@ pub struct CloneReport {
     pub destroyed: Vec<String>,
 }
 
-/// FICLONE when the filesystem supports it; else a byte copy. True when
-/// the blocks are shared.
-fn reflink_or_copy(from: &Path, to: &Path) -> std::io::Result<bool> {
+/// Shares `from`'s blocks with a new file `to` (FICLONE). False when the
+/// filesystem cannot (then `to` does not exist).
+fn reflink(from: &Path, to: &Path) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;
     let src = std::fs::File::open(from)?;
     let dst = std::fs::OpenOptions::new()
@@ -316,11 +329,11 @@ fn reflink_or_copy(from: &Path, to: &Path) -> std::io::Result<bool> {
     // FICLONE takes the source descriptor by value.
     let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
     if r == 0 {
+        dst.sync_all()?;
         return Ok(true);
     }
     drop(dst);
     std::fs::remove_file(to)?;
-    std::fs::copy(from, to)?;
     Ok(false)
 }
 

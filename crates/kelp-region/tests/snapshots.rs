@@ -1,11 +1,14 @@
 //! Region snapshots against a model: random writes, zeroings, flushes,
-//! snapshots, deletes, rollbacks, clean reopens and power cuts
-//! (`Memory::crash`, which keeps what was synced and a seeded part of what
-//! was not, torn at sectors). Checked after every step:
+//! snapshots, deletes, rollbacks, clones (and writes to them), clean
+//! reopens and power cuts (`Memory::crash`, which keeps what was synced and
+//! a seeded part of what was not, torn at sectors). Checked after every
+//! step:
 //!
 //! * every snapshot reads exactly what the volume held when it was taken;
 //! * the live volume reads, per block, its flushed value or one written
 //!   since (after a power cut; exactly its value otherwise);
+//! * every clone reads exactly its own history, whatever happens to its
+//!   origin and the snapshot it came from;
 //! * deleting every snapshot leaves no saved version on disk.
 //!
 //! A failing seed is printed; `KELP_CRASH_SEED=N` replays it alone.
@@ -32,6 +35,8 @@ struct Live {
 struct Model {
     live: Vec<Live>,
     snaps: Vec<(String, Vec<Vec<u8>>)>,
+    /// Clone directories and what they hold (always flushed).
+    clones: Vec<(String, Vec<Vec<u8>>)>,
 }
 
 impl Model {
@@ -112,6 +117,7 @@ fn case(seed: u64) {
             TOTAL as usize
         ],
         snaps: vec![],
+        clones: vec![],
     };
     let mut names = 0;
     for _ in 0..40 {
@@ -181,7 +187,28 @@ fn case(seed: u64) {
                     "seed {seed}: rolled back"
                 );
             }
-            84..92 => {
+            84..88 if !model.snaps.is_empty() => {
+                step = "clone";
+                let i = rng.random_range(0..model.snaps.len());
+                let (name, content) = model.snaps[i].clone();
+                let to = format!("/clone{}", model.clones.len());
+                kelp_region::snapshot::clone_region_in(&mem.storage(), dir, Path::new(&to), &name)
+                    .unwrap_or_else(|e| panic!("seed {seed}: clone of {name}: {e}"));
+                model.clones.push((to, content));
+            }
+            88..90 if !model.clones.is_empty() => {
+                step = "clone write";
+                let i = rng.random_range(0..model.clones.len());
+                let (to, content) = &mut model.clones[i];
+                let mut c = Region::open_in(mem.storage(), Path::new(to.as_str()), false).unwrap();
+                let b = rng.random_range(0..TOTAL);
+                let d = fill(&mut rng);
+                c.write(b, &d, &[block_crc(&d)]).unwrap();
+                let f = c.flush_mark() + 1;
+                c.flush(f, 1).unwrap();
+                content[b as usize] = d;
+            }
+            90..94 => {
                 step = "reopen";
                 drop(r);
                 r = Region::open_in(mem.storage(), dir, false).unwrap();
@@ -207,6 +234,16 @@ fn case(seed: u64) {
         }
         check_snapshots(&r, &model, seed, step);
         check_live(&r, &mut model, seed, crashed);
+        for (to, content) in &model.clones {
+            let c = Region::open_in(mem.storage(), Path::new(to.as_str()), true).unwrap();
+            let (_, data) = c.read(0, TOTAL).unwrap();
+            for (b, want) in content.iter().enumerate() {
+                assert!(
+                    data[b * BS..(b + 1) * BS] == want[..],
+                    "seed {seed} after {step}: clone {to} block {b}"
+                );
+            }
+        }
     }
     for (name, _) in std::mem::take(&mut model.snaps) {
         r.snapshot_delete(&name).unwrap();

@@ -107,6 +107,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Last modification time of a file.
     fn modified(&self, path: &Path) -> io::Result<SystemTime>;
+    /// Paths name real files, which other tools (a reflink) may use.
+    fn is_real(&self) -> bool {
+        false
+    }
 }
 
 /// A shared handle on a backend; the default is the real file system.

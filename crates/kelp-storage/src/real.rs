@@ -27,6 +27,10 @@ impl Backend for Real {
         std::fs::rename(from, to)
     }
 
+    fn is_real(&self) -> bool {
+        true
+    }
+
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
     }
