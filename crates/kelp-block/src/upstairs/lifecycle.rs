@@ -61,6 +61,26 @@ impl Upstairs {
         }
         j.on[c] = On::Done;
         let is_flush = j.kind.is_flush();
+        let (taken, deleted) = match &j.kind {
+            Kind::Flush {
+                snapshot: Some(s), ..
+            } => (Some(s.clone()), None),
+            Kind::SnapshotDelete { name } => (None, Some(name.clone())),
+            _ => (None, None),
+        };
+        match (taken, deleted) {
+            (Some(s), _) => {
+                let cl = &mut self.clients[c];
+                cl.flush_mark = cl.flush_mark.max(s.flush);
+                if cl.snapshots.iter().all(|x| x.name != s.name) {
+                    cl.snapshots.push(s);
+                }
+            }
+            (None, Some(name)) => {
+                self.clients[c].snapshots.retain(|x| x.name != name);
+            }
+            (None, None) => {}
+        }
         if is_flush {
             let lf = &mut self.clients[c].last_flush_done;
             *lf = (*lf).max(id);
@@ -143,6 +163,8 @@ impl Upstairs {
         self.clients[c].conn = Some(conn);
         self.clients[c].last_heard = self.now;
         self.clients[c].versions = hs.versions;
+        self.clients[c].flush_mark = hs.flush_mark;
+        self.clients[c].snapshots = hs.snapshots;
         let replaced = self.clients[c]
             .region_uuid
             .is_some_and(|u| u != hs.region.uuid);
