@@ -549,3 +549,48 @@ fn reconcile_starts_above_the_flush_mark() {
         Some(Err(BlockError::SnapshotExists(_)))
     ));
 }
+
+/// A downstairs that took the snapshot but lost the connection before its
+/// acknowledgement arrived is not sent it again when it returns (it would
+/// refuse the name): its snapshot list shows it ran, and the request
+/// succeeds.
+#[test]
+fn a_snapshot_whose_ack_was_lost_is_not_replayed() {
+    let mut h = Harness::active();
+    let req = h.guest(snap_req("s1"));
+    let sent = h.drain(2);
+    let Some(Message::Flush {
+        job,
+        flush,
+        snapshot: Some(s),
+        ..
+    }) = sent.first().cloned()
+    else {
+        panic!("{sent:?}")
+    };
+    let _ = (h.drain(0), h.drain(1));
+    h.msg(0, Message::Ack { job });
+    h.msg(1, Message::Ack { job });
+    let conn = h.conn[2];
+    h.input(Input::Disconnected {
+        client: 2,
+        conn,
+        error: "gone".into(),
+    });
+    assert!(
+        h.reply(req).is_none(),
+        "an offline replica may still take it"
+    );
+    let taken = Snapshot { flush, ..s };
+    h.connect_with(2, vec![ExtentVersion::default(); 2], flush, vec![taken]);
+    let resent = h.drain(2);
+    assert!(
+        !resent.iter().any(|m| matches!(m, Message::Flush { .. })),
+        "{resent:?}"
+    );
+    assert!(
+        matches!(h.reply(req), Some(Ok(Output::Snapshot(_)))),
+        "{:?}",
+        h.reply(req)
+    );
+}
