@@ -13,7 +13,12 @@
 //!   them durable;
 //! - a read is served by one downstairs and checked against the block
 //!   contexts; on a mismatch it is served from another and the bad copy is
-//!   rewritten.
+//!   rewritten;
+//! - a snapshot is a flush queued behind every earlier job, so it holds
+//!   exactly the writes acknowledged before it; it succeeds only once all
+//!   three downstairs have recorded it (never two of three), and is
+//!   refused unless all three are active. Snapshot reads are checked like
+//!   reads, but a bad copy is not rewritten.
 
 pub mod client;
 #[cfg(test)]
