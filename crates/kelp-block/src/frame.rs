@@ -19,7 +19,8 @@
 //! `generation u64 | flush u64 | dirty u8`; `region` = the 44-byte region
 //! file record; `str` = `u32 len | utf-8`; `births` = `u32 count | count ×
 //! u64`, one per block; `saved` = `u32 count | count × (block u32 | birth
-//! u64 | context | u32 len | data)`, the versions snapshots keep):
+//! u64 | context | u32 len | data)`, the versions snapshots keep; `snap` =
+//! `str name | guid u128 | flush u64 | created u64`, one catalog entry):
 //!
 //! | type | message | body |
 //! |---|---|---|
@@ -29,14 +30,16 @@
 //! | 4 | Activated | generation u64 |
 //! | 5 | Fenced (D→U, then close) | generation u64 of the new upstairs |
 //! | 6 | ExtentVersionsPlease | — |
-//! | 7 | ExtentVersions | u32 count, count × version |
+//! | 7 | ExtentVersions | u32 count, count × version, flush mark u64, u32 n, n × snap |
 //! | 8 | Write | job u64, deps, start block u64, u32 n, n × crc32c u32, data (rest) |
 //! | 9 | WriteZeroes | job u64, deps, start u64, count u64 |
 //! | 10 | Read | job u64, deps, start u64, count u64 |
-//! | 11 | Flush | job u64, deps, flush u64, generation u64 |
+//! | 11 | Flush | job u64, deps, flush u64, generation u64, u8 snapshot present (0/1), if 1: str name, guid u128, created u64 (the snapshot's flush is the flush's) |
 //! | 12 | ExtentFetch | job u64, deps, extent u32 |
 //! | 13 | ExtentReplace | job u64, deps, extent u32, version, ctxs, births, saved, data (rest) |
 //! | 14 | ExtentStamp | job u64, deps, extent u32, flush u64, generation u64 |
+//! | 15 | ReadSnapshot | job u64, deps, name str, start u64, count u64 (answered with ReadReply) |
+//! | 16 | SnapshotDelete | job u64, deps, name str (a name already gone is not an error) |
 //! | 20 | Ack | job u64 |
 //! | 21 | ReadReply | job u64, ctxs, data (rest) |
 //! | 22 | ExtentData | job u64, version, ctxs, births, saved, data (rest) |
@@ -64,6 +67,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::auth::{Nonce, Proof};
+use crate::catalog::Snapshot;
 use crate::codec::{Reader, Writer};
 use crate::context::BlockContext;
 use crate::error::{BlockError, Result};
@@ -94,6 +98,8 @@ pub const T_FLUSH: u8 = 11;
 pub const T_EXTENT_FETCH: u8 = 12;
 pub const T_EXTENT_REPLACE: u8 = 13;
 pub const T_EXTENT_STAMP: u8 = 14;
+pub const T_READ_SNAPSHOT: u8 = 15;
+pub const T_SNAPSHOT_DELETE: u8 = 16;
 pub const T_ACK: u8 = 20;
 pub const T_READ_REPLY: u8 = 21;
 pub const T_EXTENT_DATA: u8 = 22;
@@ -181,7 +187,14 @@ pub enum Message {
         generation: u64,
     },
     ExtentVersionsPlease,
-    ExtentVersions(Vec<ExtentVersion>),
+    /// The answer to ExtentVersionsPlease: every extent's version, the
+    /// region's flush mark (the highest flush it has begun) and its
+    /// snapshots, by ascending flush.
+    ExtentVersions {
+        versions: Vec<ExtentVersion>,
+        flush_mark: u64,
+        snapshots: Vec<Snapshot>,
+    },
     Write {
         job: u64,
         deps: Vec<u64>,
@@ -201,11 +214,14 @@ pub enum Message {
         start: u64,
         count: u64,
     },
+    /// With `snapshot`, the flush also takes that snapshot; its `flush`
+    /// is always the flush's own (it is not sent twice).
     Flush {
         job: u64,
         deps: Vec<u64>,
         flush: u64,
         generation: u64,
+        snapshot: Option<Snapshot>,
     },
     ExtentFetch {
         job: u64,
@@ -228,6 +244,18 @@ pub enum Message {
         extent: u32,
         flush: u64,
         generation: u64,
+    },
+    ReadSnapshot {
+        job: u64,
+        deps: Vec<u64>,
+        name: String,
+        start: u64,
+        count: u64,
+    },
+    SnapshotDelete {
+        job: u64,
+        deps: Vec<u64>,
+        name: String,
     },
     Ack {
         job: u64,
@@ -361,6 +389,21 @@ fn u128_le(r: &mut Reader<'_>) -> Result<u128> {
     Ok(u128::from_le_bytes(r.array()?))
 }
 
+/// `str name | guid u128 | flush u64 | created u64`.
+fn put_snap(w: &mut Writer, s: &Snapshot) {
+    put_str(w, &s.name);
+    w.bytes(&s.guid.to_le_bytes()).u64(s.flush).u64(s.created);
+}
+
+fn get_snap(r: &mut Reader<'_>) -> Result<Snapshot> {
+    Ok(Snapshot {
+        name: get_str(r)?,
+        guid: u128_le(r)?,
+        flush: r.u64()?,
+        created: r.u64()?,
+    })
+}
+
 impl Message {
     pub fn type_code(&self) -> u8 {
         match self {
@@ -370,7 +413,7 @@ impl Message {
             Message::Activated { .. } => T_ACTIVATED,
             Message::Fenced { .. } => T_FENCED,
             Message::ExtentVersionsPlease => T_VERSIONS_PLEASE,
-            Message::ExtentVersions(_) => T_VERSIONS,
+            Message::ExtentVersions { .. } => T_VERSIONS,
             Message::Write { .. } => T_WRITE,
             Message::WriteZeroes { .. } => T_WRITE_ZEROES,
             Message::Read { .. } => T_READ,
@@ -378,6 +421,8 @@ impl Message {
             Message::ExtentFetch { .. } => T_EXTENT_FETCH,
             Message::ExtentReplace { .. } => T_EXTENT_REPLACE,
             Message::ExtentStamp { .. } => T_EXTENT_STAMP,
+            Message::ReadSnapshot { .. } => T_READ_SNAPSHOT,
+            Message::SnapshotDelete { .. } => T_SNAPSHOT_DELETE,
             Message::Ack { .. } => T_ACK,
             Message::ReadReply { .. } => T_READ_REPLY,
             Message::ExtentData { .. } => T_EXTENT_DATA,
@@ -437,10 +482,18 @@ impl Message {
                 w.u64(*generation);
             }
             Message::ExtentVersionsPlease => {}
-            Message::ExtentVersions(vs) => {
-                w.u32(vs.len() as u32);
-                for v in vs {
+            Message::ExtentVersions {
+                versions,
+                flush_mark,
+                snapshots,
+            } => {
+                w.u32(versions.len() as u32);
+                for v in versions {
                     put_version(&mut w, v);
+                }
+                w.u64(*flush_mark).u32(snapshots.len() as u32);
+                for s in snapshots {
+                    put_snap(&mut w, s);
                 }
             }
             Message::Write {
@@ -479,10 +532,38 @@ impl Message {
                 deps,
                 flush,
                 generation,
+                snapshot,
             } => {
                 w.u64(*job);
                 put_deps(&mut w, deps);
                 w.u64(*flush).u64(*generation);
+                match snapshot {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(s) => {
+                        w.u8(1);
+                        put_str(&mut w, &s.name);
+                        w.bytes(&s.guid.to_le_bytes()).u64(s.created);
+                    }
+                }
+            }
+            Message::ReadSnapshot {
+                job,
+                deps,
+                name,
+                start,
+                count,
+            } => {
+                w.u64(*job);
+                put_deps(&mut w, deps);
+                put_str(&mut w, name);
+                w.u64(*start).u64(*count);
+            }
+            Message::SnapshotDelete { job, deps, name } => {
+                w.u64(*job);
+                put_deps(&mut w, deps);
+                put_str(&mut w, name);
             }
             Message::ExtentFetch { job, deps, extent } => {
                 w.u64(*job);
@@ -648,7 +729,15 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message> {
         T_VERSIONS_PLEASE => Message::ExtentVersionsPlease,
         T_VERSIONS => {
             let n = r.count(17, MAX_EXTENTS)?;
-            Message::ExtentVersions((0..n).map(|_| get_version(&mut r)).collect::<Result<_>>()?)
+            let versions = (0..n).map(|_| get_version(&mut r)).collect::<Result<_>>()?;
+            let flush_mark = r.u64()?;
+            let n = r.count(4 + 16 + 8 + 8, crate::catalog::MAX_SNAPSHOTS)?;
+            let snapshots = (0..n).map(|_| get_snap(&mut r)).collect::<Result<_>>()?;
+            Message::ExtentVersions {
+                versions,
+                flush_mark,
+                snapshots,
+            }
         }
         T_WRITE => {
             let job = r.u64()?;
@@ -677,11 +766,44 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message> {
             start: r.u64()?,
             count: r.u64()?,
         },
-        T_FLUSH => Message::Flush {
+        T_FLUSH => {
+            let job = r.u64()?;
+            let deps = get_deps(&mut r)?;
+            let flush = r.u64()?;
+            let generation = r.u64()?;
+            let snapshot = match r.u8()? {
+                0 => None,
+                1 => Some(Snapshot {
+                    name: get_str(&mut r)?,
+                    guid: u128_le(&mut r)?,
+                    flush,
+                    created: r.u64()?,
+                }),
+                b => {
+                    return Err(BlockError::protocol(format!(
+                        "flush snapshot flag {b} is neither 0 nor 1"
+                    )));
+                }
+            };
+            Message::Flush {
+                job,
+                deps,
+                flush,
+                generation,
+                snapshot,
+            }
+        }
+        T_READ_SNAPSHOT => Message::ReadSnapshot {
             job: r.u64()?,
             deps: get_deps(&mut r)?,
-            flush: r.u64()?,
-            generation: r.u64()?,
+            name: get_str(&mut r)?,
+            start: r.u64()?,
+            count: r.u64()?,
+        },
+        T_SNAPSHOT_DELETE => Message::SnapshotDelete {
+            job: r.u64()?,
+            deps: get_deps(&mut r)?,
+            name: get_str(&mut r)?,
         },
         T_EXTENT_FETCH => Message::ExtentFetch {
             job: r.u64()?,
@@ -891,6 +1013,15 @@ pub async fn write_message<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, m: &Mess
 mod tests {
     use super::*;
 
+    fn snap() -> Snapshot {
+        Snapshot {
+            name: "s1".into(),
+            guid: 0x0102,
+            flush: 11,
+            created: 1_700_000_000,
+        }
+    }
+
     pub(crate) fn samples() -> Vec<Message> {
         let region = RegionDef {
             block_size: 512,
@@ -919,7 +1050,16 @@ mod tests {
             Message::Activated { generation: 9 },
             Message::Fenced { generation: 10 },
             Message::ExtentVersionsPlease,
-            Message::ExtentVersions(vec![v, ExtentVersion::default()]),
+            Message::ExtentVersions {
+                versions: vec![v, ExtentVersion::default()],
+                flush_mark: 0,
+                snapshots: vec![],
+            },
+            Message::ExtentVersions {
+                versions: vec![v],
+                flush_mark: 12,
+                snapshots: vec![snap()],
+            },
             Message::Write {
                 job: 1000,
                 deps: vec![998, 999],
@@ -944,6 +1084,26 @@ mod tests {
                 deps: vec![1, 2],
                 flush: 5,
                 generation: 1,
+                snapshot: None,
+            },
+            Message::Flush {
+                job: 3,
+                deps: vec![],
+                flush: 11,
+                generation: 1,
+                snapshot: Some(snap()),
+            },
+            Message::ReadSnapshot {
+                job: 11,
+                deps: vec![3],
+                name: "s1".into(),
+                start: 4,
+                count: 2,
+            },
+            Message::SnapshotDelete {
+                job: 12,
+                deps: vec![],
+                name: "s1".into(),
             },
             Message::ExtentFetch {
                 job: 4,
@@ -1060,6 +1220,93 @@ mod tests {
                 9, 9 // data
             ]
         );
+    }
+
+    #[test]
+    fn golden_snapshot_messages() {
+        let b = Message::Flush {
+            job: 1,
+            deps: vec![],
+            flush: 11,
+            generation: 2,
+            snapshot: Some(snap()),
+        }
+        .to_bytes()
+        .unwrap();
+        let mut want = vec![67, 0, 0, 0, 3, 11, 0, 0];
+        want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]); // job
+        want.extend_from_slice(&[0, 0, 0, 0]); // deps
+        want.extend_from_slice(&[11, 0, 0, 0, 0, 0, 0, 0]); // flush
+        want.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]); // generation
+        want.push(1); // snapshot present
+        want.extend_from_slice(&[2, 0, 0, 0, b's', b'1']); // name
+        want.extend_from_slice(&[2, 1]); // guid
+        want.extend_from_slice(&[0; 14]);
+        want.extend_from_slice(&1_700_000_000u64.to_le_bytes()); // created
+        assert_eq!(b, want);
+        // Without a snapshot: one zero byte more than version 2's flush.
+        let b = Message::Flush {
+            job: 1,
+            deps: vec![],
+            flush: 11,
+            generation: 2,
+            snapshot: None,
+        }
+        .to_bytes()
+        .unwrap();
+        assert_eq!(b.len(), 37);
+        assert_eq!(b[36], 0);
+        let mut bad = b.clone();
+        bad[36] = 2;
+        assert!(Message::decode(Bytes::from(bad)).is_err());
+        let b = Message::ReadSnapshot {
+            job: 2,
+            deps: vec![1],
+            name: "a".into(),
+            start: 3,
+            count: 4,
+        }
+        .to_bytes()
+        .unwrap();
+        let mut want = vec![49, 0, 0, 0, 3, 15, 0, 0];
+        want.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[1, 0, 0, 0, b'a']);
+        want.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(b, want);
+        let b = Message::SnapshotDelete {
+            job: 2,
+            deps: vec![],
+            name: "a".into(),
+        }
+        .to_bytes()
+        .unwrap();
+        assert_eq!(
+            b,
+            [
+                25, 0, 0, 0, 3, 16, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, b'a'
+            ]
+        );
+        let b = Message::ExtentVersions {
+            versions: vec![],
+            flush_mark: 9,
+            snapshots: vec![snap()],
+        }
+        .to_bytes()
+        .unwrap();
+        let mut want = vec![62, 0, 0, 0, 3, 7, 0, 0, 0, 0, 0, 0];
+        want.extend_from_slice(&9u64.to_le_bytes());
+        want.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0, b's', b'1', 2, 1]);
+        want.extend_from_slice(&[0; 14]);
+        want.extend_from_slice(&11u64.to_le_bytes());
+        want.extend_from_slice(&1_700_000_000u64.to_le_bytes());
+        assert_eq!(b, want);
+        // Every truncation is an error, never a panic.
+        for n in HEADER_LEN..want.len() {
+            let mut t = want[..n].to_vec();
+            t[0..4].copy_from_slice(&(n as u32).to_le_bytes());
+            assert!(Message::decode(Bytes::from(t)).is_err(), "{n}");
+        }
     }
 
     #[test]

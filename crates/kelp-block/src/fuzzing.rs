@@ -40,6 +40,7 @@ pub fn nbd_handshake(data: &[u8]) {
         name: "kelp".into(),
         size: 1 << 30,
         block_size: 4096,
+        read_only: false,
     };
     let Some(flags) = data.get(0..4) else { return };
     let no_zeroes =

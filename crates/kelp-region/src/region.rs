@@ -541,6 +541,14 @@ impl Region {
                     s.name, s.flush
                 )));
             }
+            // A snapshot at or below the flush mark would miss the writes
+            // since the last flush (they are born at the mark + 1).
+            if flush <= self.flush_mark {
+                return Err(BlockError::SnapshotConflict(format!(
+                    "snapshot {} at flush {flush} is not after this region's last flush {}",
+                    s.name, self.flush_mark
+                )));
+            }
             // Checks the name, GUID and order before anything changes.
             self.catalog.clone().add(s.clone())?;
         }
@@ -796,6 +804,46 @@ mod tests {
         assert!(RegionDef::new(4096, 0, 10).is_err());
         assert!(RegionDef::new(4096, 1 << 20, 10).is_err());
         assert!(RegionDef::new(512, 10, 0).is_err());
+    }
+
+    /// A snapshot flush must be newer than every flush begun: writes since
+    /// the last flush are born after it and would be missing.
+    #[test]
+    fn snapshot_flush_at_or_below_the_mark_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Region::create(d.path(), 512, 8, 2).unwrap();
+        r.flush(5, 1).unwrap();
+        r.write(0, &[7; 512], &[crate::context::block_crc(&[7; 512])])
+            .unwrap();
+        for at in [3, 5] {
+            let s = Snapshot {
+                name: "s".into(),
+                guid: 1,
+                flush: at,
+                created: 0,
+            };
+            assert!(matches!(
+                r.flush_begin(at, Some(s)),
+                Err(BlockError::SnapshotConflict(_))
+            ));
+            assert!(!r.flush_in_flight() && !r.snapshot_recorded("s"));
+        }
+        let s = Snapshot {
+            name: "s".into(),
+            guid: 1,
+            flush: 6,
+            created: 0,
+        };
+        let hs = r.flush_begin(6, Some(s)).unwrap();
+        for (eid, h) in hs {
+            h.sync().unwrap();
+            r.flush_header(eid, 6, 1).unwrap();
+            h.sync().unwrap();
+            r.flush_end(eid, true).unwrap();
+        }
+        r.flush_finish();
+        assert!(r.snapshot_recorded("s"));
+        assert_eq!(r.read_snapshot("s", 0, 1).unwrap().1, vec![7; 512]);
     }
 
     #[test]

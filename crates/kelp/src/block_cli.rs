@@ -253,6 +253,15 @@ pub struct UpstairsArgs {
     /// Export over NBD on this unix socket too.
     #[arg(long = "nbd-socket")]
     pub nbd_socket: Option<PathBuf>,
+    /// Serve every snapshot of the volume read-only over NBD on this TCP
+    /// address (port 0 = any free port) while the volume runs: the NBD
+    /// export name chooses the snapshot (e.g.
+    /// nbd://127.0.0.1:10811/SNAPNAME); an unknown name is refused,
+    /// writes, trims and flushes fail with EPERM. Reads are served by one
+    /// active downstairs and checked against its block checksums. Uses
+    /// the --nbd-tls-* settings too.
+    #[arg(long = "nbd-snapshots", value_name = "ADDR")]
+    pub nbd_snapshots: Option<String>,
     /// NBD export name (the empty name also selects it).
     #[arg(long = "export-name", default_value = "kelp")]
     pub export_name: String,
@@ -267,8 +276,10 @@ pub struct UpstairsArgs {
     #[arg(long = "max-replay-jobs", default_value_t = 20_000)]
     pub max_replay_jobs: usize,
     /// Serve a control API on this address (port 0 = any free port):
-    /// `GET /status` and `POST /replace?old=HOST:PORT&new=HOST:PORT`, which
-    /// puts a new downstairs in the place of a failed one and live-repairs it.
+    /// `GET /status`; `POST /replace?old=HOST:PORT&new=HOST:PORT`, which
+    /// puts a new downstairs in the place of a failed one and live-repairs
+    /// it; `POST /snapshots` with `{"name": "NAME"}` (a snapshot taken by
+    /// all three downstairs), `GET /snapshots`, `DELETE /snapshots/NAME`.
     #[arg(long = "control")]
     pub control: Option<String>,
     /// The volume's shared secret, the same file as its downstairs': each
@@ -318,7 +329,8 @@ pub struct UpstairsArgs {
     /// `allow`: TLS is offered and plain clients are served too.
     #[arg(long = "nbd-tls-mode", value_enum, default_value_t = NbdTlsMode::Require)]
     pub nbd_tls_mode: NbdTlsMode,
-    /// Write {"nbd_port": N, "nbd_socket": P, "control_port": C} here once serving.
+    /// Write {"nbd_port": N, "nbd_socket": P, "control_port": C,
+    /// "nbd_snapshots_port": S} here once serving.
     #[arg(long = "ready-file", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
 }

@@ -183,6 +183,18 @@ pub async fn upstairs(a: UpstairsArgs) -> anyhow::Result<()> {
             wait_for(stop.clone()),
         ));
     }
+    if let Some(addr) = &a.nbd_snapshots {
+        let l = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--nbd-snapshots)"))?;
+        ready["nbd_snapshots_port"] = l.local_addr()?.port().into();
+        tasks.spawn(kelp_block::nbd::serve_snapshots_tcp(
+            l,
+            volume.clone(),
+            nbd_tls.clone(),
+            wait_for(stop.clone()),
+        ));
+    }
     if let Some(addr) = &a.control {
         let l = tokio::net::TcpListener::bind(addr.as_str())
             .await

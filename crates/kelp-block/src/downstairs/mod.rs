@@ -506,8 +506,15 @@ async fn serve_connection(server: Arc<Server>, stream: TcpStream) -> Result<()> 
                 }
             }
             Message::ExtentVersionsPlease => {
-                let v = blocking(&shared, |r| Ok(r.versions())).await?;
-                let _ = reply_tx.send(Message::ExtentVersions(v));
+                let m = blocking(&shared, |r| {
+                    Ok(Message::ExtentVersions {
+                        versions: r.versions(),
+                        flush_mark: r.flush_mark(),
+                        snapshots: r.snapshots().to_vec(),
+                    })
+                })
+                .await?;
+                let _ = reply_tx.send(m);
             }
             Message::Ping(n) => {
                 let _ = reply_tx.send(Message::Pong(n));

@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::catalog::Snapshot;
 use crate::error::{BlockError, Result};
 use crate::extent::{ExtentImage, FlushHandle};
 use crate::frame::Message;
@@ -56,6 +57,16 @@ pub enum Op {
     Flush {
         flush: u64,
         generation: u64,
+        /// The snapshot this flush takes: acknowledged only once recorded.
+        snapshot: Option<Snapshot>,
+    },
+    ReadSnapshot {
+        name: String,
+        start: u64,
+        count: u64,
+    },
+    SnapshotDelete {
+        name: String,
     },
     ExtentFetch {
         extent: u32,
@@ -110,7 +121,24 @@ impl Job {
                 deps,
                 flush,
                 generation,
-            } => (job, deps, Op::Flush { flush, generation }),
+                snapshot,
+            } => (
+                job,
+                deps,
+                Op::Flush {
+                    flush,
+                    generation,
+                    snapshot,
+                },
+            ),
+            Message::ReadSnapshot {
+                job,
+                deps,
+                name,
+                start,
+                count,
+            } => (job, deps, Op::ReadSnapshot { name, start, count }),
+            Message::SnapshotDelete { job, deps, name } => (job, deps, Op::SnapshotDelete { name }),
             Message::ExtentFetch { job, deps, extent } => (job, deps, Op::ExtentFetch { extent }),
             Message::ExtentReplace {
                 job,
@@ -291,7 +319,7 @@ impl Drop for WorkerHandle {
 /// may be under way (see the module comment).
 fn can_run(region: &Region, job: &Job) -> bool {
     match &job.op {
-        Op::Read { .. } => true,
+        Op::Read { .. } | Op::ReadSnapshot { .. } => true,
         op => match op.written() {
             Some((start, count)) => region.can_write(start, count),
             None => !region.flush_in_flight(),
@@ -306,6 +334,7 @@ fn run_flush(
     mut handles: Vec<(u32, FlushHandle)>,
     flush: u64,
     generation: u64,
+    snapshot: Option<&str>,
 ) -> Result<()> {
     let result = parallel(&mut handles, |(eid, h)| {
         let r = h
@@ -315,8 +344,23 @@ fn run_flush(
         let end = super::lock(&shared.region).flush_end(*eid, r.is_ok());
         r.and(end)
     });
-    end_flush(shared, &mut super::lock(&shared.region));
-    result
+    let mut region = super::lock(&shared.region);
+    end_flush(shared, &mut region);
+    result?;
+    snapshot_taken(&region, snapshot)
+}
+
+/// A snapshot flush is acknowledged only if its snapshot was recorded.
+fn snapshot_taken(region: &Region, snapshot: Option<&str>) -> Result<()> {
+    match snapshot {
+        Some(name) if !region.snapshot_recorded(name) => {
+            Err(BlockError::SnapshotConflict(match region.io_failure() {
+                Some(why) => format!("snapshot {name} was not recorded: {why}"),
+                None => format!("snapshot {name} was not recorded"),
+            }))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Ends the region's flush and wakes whoever waits between flushes.
@@ -357,6 +401,28 @@ pub fn execute(region: &mut Region, job: &Job) -> Result<Message> {
                 contexts,
                 data: Bytes::from(data),
             })
+        }
+        Op::ReadSnapshot { name, start, count } => {
+            if *count > (crate::frame::MAX_FRAME_LEN as u64 / 2) / region.def().block_size as u64 {
+                return Err(BlockError::protocol(format!(
+                    "read of {count} blocks is too large"
+                )));
+            }
+            let (contexts, data) = region.read_snapshot(name, *start, *count)?;
+            Ok(Message::ReadReply {
+                job: job.id,
+                contexts,
+                data: Bytes::from(data),
+            })
+        }
+        // Deleting a snapshot that is already gone succeeds: a replayed
+        // delete must not fail a downstairs that ran it before.
+        Op::SnapshotDelete { name } => {
+            if region.snapshot(name).is_ok() {
+                let freed = region.snapshot_delete(name)?;
+                tracing::info!(snapshot = %name, freed, "snapshot deleted");
+            }
+            Ok(Message::Ack { job: job.id })
         }
         // A flush runs beside later jobs: the worker begins it with
         // `begin_flush` and never passes it here.
@@ -420,18 +486,30 @@ fn worker(
             let Some(job) = q.next_ready(|j| can_run(&region, j)) else {
                 break;
             };
+            let (job_id, is_flush) = (job.id, matches!(job.op, Op::Flush { .. }));
             let reply = if !active() {
                 Some(Message::job_error(
                     job.id,
                     &BlockError::Fenced(region.generation()),
                 ))
-            } else if let Op::Flush { flush, generation } = job.op {
-                begin_flush(&shared, &mut region, &own, job.id, flush, generation)
+            } else if let Op::Flush {
+                flush,
+                generation,
+                snapshot,
+            } = job.op
+            {
+                let job = FlushJob {
+                    job: job.id,
+                    flush,
+                    generation,
+                    snapshot,
+                };
+                begin_flush(&shared, &mut region, &own, job)
             } else {
                 Some(reply(job.id, execute(&mut region, &job)))
             };
             drop(region);
-            q.complete(job.id, matches!(job.op, Op::Flush { .. }));
+            q.complete(job_id, is_flush);
             if let Some(reply) = reply
                 && replies.send(reply).is_err()
             {
@@ -459,19 +537,35 @@ fn worker(
     }
 }
 
-/// Begins flush job `job`. Returns its reply if it is already done (nothing
-/// was dirty, or it failed to start); otherwise a flusher thread sends
-/// `FlushDone` when it ends.
+/// A flush job as `begin_flush` takes it.
+struct FlushJob {
+    job: u64,
+    flush: u64,
+    generation: u64,
+    snapshot: Option<Snapshot>,
+}
+
+/// Begins flush job `job` (taking its snapshot, if it has one). Returns
+/// its reply if it is already done (nothing was dirty, or it failed to
+/// start); otherwise a flusher thread sends `FlushDone` when it ends.
 fn begin_flush(
     shared: &Arc<Shared>,
     region: &mut Region,
     own: &mpsc::Sender<Event>,
-    job: u64,
-    flush: u64,
-    generation: u64,
+    f: FlushJob,
 ) -> Option<Message> {
-    let handles = match region.flush_begin(flush, None) {
-        Ok(h) if h.is_empty() => return Some(Message::Ack { job }),
+    let FlushJob {
+        job,
+        flush,
+        generation,
+        snapshot,
+    } = f;
+    let name = snapshot.as_ref().map(|s| s.name.clone());
+    let handles = match region.flush_begin(flush, snapshot) {
+        Ok(h) if h.is_empty() => {
+            let r = snapshot_taken(region, name.as_deref());
+            return Some(reply(job, r.map(|()| Message::Ack { job })));
+        }
         Ok(h) => h,
         Err(e) => return Some(reply(job, Err(e))),
     };
@@ -479,7 +573,7 @@ fn begin_flush(
     let spawned = std::thread::Builder::new()
         .name("ds-flush".into())
         .spawn(move || {
-            let result = run_flush(&sh, handles, flush, generation);
+            let result = run_flush(&sh, handles, flush, generation, name.as_deref());
             let _ = tx.send(Event::FlushDone { job, result });
         });
     match spawned {
@@ -557,6 +651,7 @@ mod tests {
             op: Op::Flush {
                 flush: 1,
                 generation: 1,
+                snapshot: None,
             },
         };
         for job in [

@@ -7,6 +7,12 @@
 //! the covering blocks, serialised among themselves by one lock (clients
 //! that honour the advertised minimum block size never need it).
 //!
+//! `serve_snapshots_tcp` serves every snapshot of the volume read-only
+//! instead, the export name choosing the snapshot (no default export):
+//! reads go to one active downstairs and are checked against the block
+//! contexts it returns (another downstairs on a mismatch); writes, trims
+//! and flushes are answered EPERM.
+//!
 //! With `NbdTls`, clients may (or, when required, must) upgrade the
 //! connection with NBD_OPT_STARTTLS; transmission then runs over TLS with
 //! the same code. TLS is x509 (rustls) or a pre-shared key (`psk`,
@@ -62,9 +68,42 @@ impl std::fmt::Debug for NbdTlsCreds {
 
 struct Shared {
     volume: Volume,
-    export: Export,
+    exports: Exports,
     rmw: Mutex<()>,
     tls: Option<NbdTls>,
+}
+
+/// What a server exports.
+enum Exports {
+    /// The live volume under one name.
+    Live(Export),
+    /// Every snapshot, read-only, by its name.
+    Snapshots,
+}
+
+impl Shared {
+    /// The exports a new connection may choose from (the snapshots as
+    /// they are when it connects).
+    async fn exports(&self) -> Vec<Export> {
+        match &self.exports {
+            Exports::Live(e) => vec![e.clone()],
+            Exports::Snapshots => match self.volume.snapshots().await {
+                Ok(list) => list
+                    .into_iter()
+                    .map(|s| Export {
+                        name: s.name,
+                        size: self.volume.size_bytes(),
+                        block_size: self.volume.block_size,
+                        read_only: true,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the snapshots for an NBD client");
+                    vec![]
+                }
+            },
+        }
+    }
 }
 
 /// Serves NBD on `listener` until `shutdown` resolves (then every open
@@ -76,7 +115,31 @@ pub async fn serve_tcp(
     tls: Option<NbdTls>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let shared = shared(volume, name, tls);
+    serve_tcp_shared(listener, shared(volume, name, tls), shutdown).await
+}
+
+/// Serves every snapshot of `volume` read-only on `listener`, the NBD
+/// export name choosing the snapshot, until `shutdown` resolves.
+pub async fn serve_snapshots_tcp(
+    listener: tokio::net::TcpListener,
+    volume: Volume,
+    tls: Option<NbdTls>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let shared = Arc::new(Shared {
+        volume,
+        exports: Exports::Snapshots,
+        rmw: Mutex::new(()),
+        tls,
+    });
+    serve_tcp_shared(listener, shared, shutdown).await
+}
+
+async fn serve_tcp_shared(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -141,10 +204,11 @@ fn shared(volume: Volume, name: String, tls: Option<NbdTls>) -> Arc<Shared> {
         name,
         size: volume.size_bytes(),
         block_size: volume.block_size,
+        read_only: false,
     };
     Arc::new(Shared {
         volume,
-        export,
+        exports: Exports::Live(export),
         rmw: Mutex::new(()),
         tls,
     })
@@ -156,7 +220,8 @@ fn io(e: std::io::Error) -> BlockError {
 
 /// How option haggling ended.
 enum Haggled {
-    Transmit,
+    /// With the export chosen (an index into the exports).
+    Transmit(usize),
     Close,
     StartTls,
 }
@@ -164,7 +229,7 @@ enum Haggled {
 /// Reads and answers options until one ends the haggling.
 async fn haggle<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
-    export: &Export,
+    exports: &[Export],
     no_zeroes: bool,
     tls: Tls,
 ) -> Result<Haggled> {
@@ -174,9 +239,13 @@ async fn haggle<S: AsyncRead + AsyncWrite + Unpin>(
         let (opt, len) = parse_option_header(&h)?;
         let mut data = vec![0u8; len as usize];
         s.read_exact(&mut data).await.map_err(io)?;
-        let (bytes, end) = match handle_option(opt, &data, export, no_zeroes, tls) {
+        let (next, chosen) = handle_option_in(opt, &data, exports, no_zeroes, tls);
+        let (bytes, end) = match next {
             Next::Continue(b) => (b, None),
-            Next::Transmit(b) => (b, Some(Haggled::Transmit)),
+            Next::Transmit(b) => match chosen {
+                Some(i) => (b, Some(Haggled::Transmit(i))),
+                None => return Err(BlockError::protocol("transmission without an export")),
+            },
             Next::Close(b) => (b, Some(Haggled::Close)),
             Next::StartTls(b) => (b, Some(Haggled::StartTls)),
         };
@@ -206,9 +275,10 @@ where
         Some(t) if t.required => Tls::Required,
         Some(_) => Tls::Offered,
     };
-    match haggle(&mut stream, &sh.export, no_zeroes, tls).await? {
+    let exports = sh.exports().await;
+    match haggle(&mut stream, &exports, no_zeroes, tls).await? {
         Haggled::Close => Ok(()),
-        Haggled::Transmit => transmit(stream, sh).await,
+        Haggled::Transmit(i) => transmit(stream, sh, exports[i].clone()).await,
         Haggled::StartTls => {
             let Some(t) = &sh.tls else {
                 return Err(BlockError::protocol("STARTTLS without TLS settings"));
@@ -251,8 +321,9 @@ async fn serve_tls<S>(mut stream: S, sh: Arc<Shared>, no_zeroes: bool) -> Result
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match haggle(&mut stream, &sh.export, no_zeroes, Tls::Active).await? {
-        Haggled::Transmit => transmit(stream, sh).await,
+    let exports = sh.exports().await;
+    match haggle(&mut stream, &exports, no_zeroes, Tls::Active).await? {
+        Haggled::Transmit(i) => transmit(stream, sh, exports[i].clone()).await,
         Haggled::Close => Ok(()),
         Haggled::StartTls => Err(BlockError::protocol("STARTTLS inside TLS")),
     }
@@ -261,7 +332,7 @@ where
 type ReplyMsg = (Vec<u8>, Option<Bytes>);
 
 /// The transmission phase: requests in, replies out.
-async fn transmit<S>(stream: S, sh: Arc<Shared>) -> Result<()>
+async fn transmit<S>(stream: S, sh: Arc<Shared>, export: Export) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -285,6 +356,7 @@ where
         let _ = w.shutdown().await;
     });
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let export = Arc::new(export);
     let result = loop {
         let mut h = [0u8; REQUEST_LEN];
         if let Err(e) = rd.read_exact(&mut h).await {
@@ -318,9 +390,9 @@ where
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break Ok(());
         };
-        let (sh, tx) = (sh.clone(), tx.clone());
+        let (sh, tx, export) = (sh.clone(), tx.clone(), export.clone());
         tokio::spawn(async move {
-            let reply = match execute(&sh, &req, payload).await {
+            let reply = match execute(&sh, &export, &req, payload).await {
                 Ok(data) => (simple_reply(0, req.cookie), data),
                 Err(e) => {
                     tracing::debug!(cmd = req.cmd, offset = req.offset, len = req.len, error = %e, "nbd request failed");
@@ -338,19 +410,28 @@ where
     result
 }
 
-fn check_range(sh: &Shared, offset: u64, len: u64) -> Result<()> {
-    if offset.checked_add(len).is_none_or(|e| e > sh.export.size) {
+fn check_range(export: &Export, offset: u64, len: u64) -> Result<()> {
+    if offset.checked_add(len).is_none_or(|e| e > export.size) {
         return Err(BlockError::OutOfRange {
             start: offset,
             end: offset.saturating_add(len),
-            total: sh.export.size,
+            total: export.size,
         });
     }
     Ok(())
 }
 
-async fn execute(sh: &Shared, req: &Request, payload: Option<Bytes>) -> Result<Option<Bytes>> {
+async fn execute(
+    sh: &Shared,
+    export: &Export,
+    req: &Request,
+    payload: Option<Bytes>,
+) -> Result<Option<Bytes>> {
     let v = &sh.volume;
+    if export.read_only && req.cmd != CMD_READ {
+        // A snapshot never changes: writes, trims and flushes are EPERM.
+        return Err(BlockError::ReadOnly);
+    }
     let bs = v.block_size as u64;
     let fua = req.flags & CMD_FLAG_FUA != 0;
     let (off, len) = (req.offset, req.len as u64);
@@ -363,19 +444,23 @@ async fn execute(sh: &Shared, req: &Request, payload: Option<Bytes>) -> Result<O
                     block_size: v.block_size,
                 });
             }
-            check_range(sh, off, len)?;
+            check_range(export, off, len)?;
             if len == 0 {
                 return Ok(Some(Bytes::new()));
             }
             let first = off / bs;
             let end = (off + len).div_ceil(bs);
-            let data = v.read(first, end - first).await?;
+            let data = if export.read_only {
+                v.read_snapshot(&export.name, first, end - first).await?
+            } else {
+                v.read(first, end - first).await?
+            };
             let skip = (off - first * bs) as usize;
             Ok(Some(data.slice(skip..skip + len as usize)))
         }
         CMD_WRITE => {
             let data = payload.unwrap_or_default();
-            check_range(sh, off, len)?;
+            check_range(export, off, len)?;
             if off.is_multiple_of(bs) && len.is_multiple_of(bs) {
                 v.write(off / bs, data, fua).await?;
             } else {
@@ -388,7 +473,7 @@ async fn execute(sh: &Shared, req: &Request, payload: Option<Bytes>) -> Result<O
             Ok(None)
         }
         CMD_TRIM | CMD_WRITE_ZEROES => {
-            check_range(sh, off, len)?;
+            check_range(export, off, len)?;
             let first = off.div_ceil(bs);
             let end = (off + len) / bs;
             if req.cmd == CMD_WRITE_ZEROES {

@@ -51,6 +51,7 @@ pub const INFO_NAME: u16 = 1;
 pub const INFO_BLOCK_SIZE: u16 = 3;
 
 pub const TF_HAS_FLAGS: u16 = 1;
+pub const TF_READ_ONLY: u16 = 1 << 1;
 pub const TF_SEND_FLUSH: u16 = 1 << 2;
 pub const TF_SEND_FUA: u16 = 1 << 3;
 pub const TF_SEND_TRIM: u16 = 1 << 5;
@@ -82,10 +83,15 @@ pub struct Export {
     pub name: String,
     pub size: u64,
     pub block_size: u32,
+    /// A snapshot: NBD_FLAG_READ_ONLY, and only its own name selects it.
+    pub read_only: bool,
 }
 
 impl Export {
     pub fn transmission_flags(&self) -> u16 {
+        if self.read_only {
+            return TF_HAS_FLAGS | TF_READ_ONLY | TF_CAN_MULTI_CONN;
+        }
         TF_HAS_FLAGS
             | TF_SEND_FLUSH
             | TF_SEND_FUA
@@ -94,9 +100,9 @@ impl Export {
             | TF_CAN_MULTI_CONN
     }
 
-    /// The empty name selects the default (only) export.
+    /// The empty name selects the default (only) writable export.
     fn matches(&self, name: &[u8]) -> bool {
-        name.is_empty() || name == self.name.as_bytes()
+        (name.is_empty() && !self.read_only) || name == self.name.as_bytes()
     }
 }
 
@@ -163,13 +169,27 @@ pub fn parse_info_request(data: &[u8]) -> Option<(&[u8], Vec<u16>)> {
 }
 
 /// Handles one option (`data` is its payload, at most MAX_OPTION_LEN) in
-/// TLS state `tls`.
+/// TLS state `tls`, for a server of one export.
 pub fn handle_option(opt: u32, data: &[u8], export: &Export, no_zeroes: bool, tls: Tls) -> Next {
+    handle_option_in(opt, data, std::slice::from_ref(export), no_zeroes, tls).0
+}
+
+/// Handles one option for a server of several exports (the snapshots);
+/// when it starts transmission, also returns the index of the export the
+/// client chose.
+pub fn handle_option_in(
+    opt: u32,
+    data: &[u8],
+    exports: &[Export],
+    no_zeroes: bool,
+    tls: Tls,
+) -> (Next, Option<usize>) {
+    let find = |name: &[u8]| exports.iter().position(|e| e.matches(name));
     let mut out = Vec::new();
     if tls == Tls::Required && !matches!(opt, OPT_STARTTLS | OPT_ABORT) {
         if opt == OPT_EXPORT_NAME {
             // No error reply exists for EXPORT_NAME: close.
-            return Next::Close(out);
+            return (Next::Close(out), None);
         }
         option_reply(
             &mut out,
@@ -177,65 +197,69 @@ pub fn handle_option(opt: u32, data: &[u8], export: &Export, no_zeroes: bool, tl
             REP_ERR_TLS_REQD,
             b"TLS is required: send NBD_OPT_STARTTLS first",
         );
-        return Next::Continue(out);
+        return (Next::Continue(out), None);
     }
     match opt {
         OPT_STARTTLS => {
             match tls {
                 Tls::Unavailable => {
                     option_reply(&mut out, opt, REP_ERR_UNSUP, b"TLS is not configured");
-                    return Next::Continue(out);
+                    return (Next::Continue(out), None);
                 }
                 Tls::Active => {
                     option_reply(&mut out, opt, REP_ERR_INVALID, b"TLS is already active");
-                    return Next::Continue(out);
+                    return (Next::Continue(out), None);
                 }
                 Tls::Offered | Tls::Required => {}
             }
             if !data.is_empty() {
                 option_reply(&mut out, opt, REP_ERR_INVALID, b"STARTTLS takes no data");
-                return Next::Continue(out);
+                return (Next::Continue(out), None);
             }
             option_reply(&mut out, opt, REP_ACK, &[]);
-            Next::StartTls(out)
+            (Next::StartTls(out), None)
         }
         OPT_EXPORT_NAME => {
-            if !export.matches(data) {
+            let Some(i) = find(data) else {
                 // The protocol has no error reply here: close.
-                return Next::Close(out);
-            }
+                return (Next::Close(out), None);
+            };
+            let export = &exports[i];
             out.extend_from_slice(&export.size.to_be_bytes());
             out.extend_from_slice(&export.transmission_flags().to_be_bytes());
             if !no_zeroes {
                 out.extend_from_slice(&[0u8; 124]);
             }
-            Next::Transmit(out)
+            (Next::Transmit(out), Some(i))
         }
         OPT_ABORT => {
             option_reply(&mut out, opt, REP_ACK, &[]);
-            Next::Close(out)
+            (Next::Close(out), None)
         }
         OPT_LIST => {
             if !data.is_empty() {
                 option_reply(&mut out, opt, REP_ERR_INVALID, b"LIST takes no data");
-                return Next::Continue(out);
+                return (Next::Continue(out), None);
             }
-            let mut d = Vec::new();
-            d.extend_from_slice(&(export.name.len() as u32).to_be_bytes());
-            d.extend_from_slice(export.name.as_bytes());
-            option_reply(&mut out, opt, REP_SERVER, &d);
+            for export in exports {
+                let mut d = Vec::new();
+                d.extend_from_slice(&(export.name.len() as u32).to_be_bytes());
+                d.extend_from_slice(export.name.as_bytes());
+                option_reply(&mut out, opt, REP_SERVER, &d);
+            }
             option_reply(&mut out, opt, REP_ACK, &[]);
-            Next::Continue(out)
+            (Next::Continue(out), None)
         }
         OPT_INFO | OPT_GO => {
             let Some((name, reqs)) = parse_info_request(data) else {
                 option_reply(&mut out, opt, REP_ERR_INVALID, b"malformed request");
-                return Next::Continue(out);
+                return (Next::Continue(out), None);
             };
-            if !export.matches(name) {
+            let Some(i) = find(name) else {
                 option_reply(&mut out, opt, REP_ERR_UNKNOWN, b"no such export");
-                return Next::Continue(out);
-            }
+                return (Next::Continue(out), None);
+            };
+            let export = &exports[i];
             let mut info = Vec::new();
             info.extend_from_slice(&INFO_EXPORT.to_be_bytes());
             info.extend_from_slice(&export.size.to_be_bytes());
@@ -256,14 +280,14 @@ pub fn handle_option(opt: u32, data: &[u8], export: &Export, no_zeroes: bool, tl
             }
             option_reply(&mut out, opt, REP_ACK, &[]);
             if opt == OPT_GO {
-                Next::Transmit(out)
+                (Next::Transmit(out), Some(i))
             } else {
-                Next::Continue(out)
+                (Next::Continue(out), None)
             }
         }
         _ => {
             option_reply(&mut out, opt, REP_ERR_UNSUP, b"unsupported option");
-            Next::Continue(out)
+            (Next::Continue(out), None)
         }
     }
 }
@@ -342,11 +366,53 @@ pub fn errno(e: &BlockError) -> u32 {
 mod tests {
     use super::*;
 
+    /// Snapshots: only their own names select them, read-only.
+    #[test]
+    fn snapshot_exports() {
+        let snaps: Vec<Export> = ["s1", "s2"]
+            .iter()
+            .map(|n| Export {
+                name: n.to_string(),
+                size: 1 << 20,
+                block_size: 512,
+                read_only: true,
+            })
+            .collect();
+        let go = |name: &[u8]| {
+            let mut d = (name.len() as u32).to_be_bytes().to_vec();
+            d.extend_from_slice(name);
+            d.extend_from_slice(&0u16.to_be_bytes());
+            d
+        };
+        let (next, i) = handle_option_in(OPT_GO, &go(b"s2"), &snaps, true, Tls::Unavailable);
+        assert_eq!(i, Some(1));
+        let Next::Transmit(out) = next else {
+            panic!("{next:?}")
+        };
+        // The first reply is INFO_EXPORT: size, then flags with READ_ONLY.
+        let flags = u16::from_be_bytes([out[30], out[31]]);
+        assert_ne!(flags & TF_READ_ONLY, 0);
+        assert_eq!(flags & TF_SEND_FLUSH, 0);
+        for name in [&b"nope"[..], b""] {
+            let (next, i) = handle_option_in(OPT_GO, &go(name), &snaps, true, Tls::Unavailable);
+            assert_eq!(i, None);
+            let Next::Continue(out) = next else {
+                panic!("{next:?}")
+            };
+            assert_eq!(reply_type(&out), REP_ERR_UNKNOWN);
+        }
+        let (next, _) = handle_option_in(OPT_EXPORT_NAME, b"zz", &snaps, true, Tls::Unavailable);
+        assert_eq!(next, Next::Close(vec![]));
+        let (next, i) = handle_option_in(OPT_EXPORT_NAME, b"s1", &snaps, true, Tls::Unavailable);
+        assert!(matches!(next, Next::Transmit(_)) && i == Some(0));
+    }
+
     fn export() -> Export {
         Export {
             name: "vol".into(),
             size: 1 << 20,
             block_size: 512,
+            read_only: false,
         }
     }
 

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::driver::Event;
 use crate::auth::{self, Secret, Transcript};
+use crate::catalog::Snapshot;
 use crate::error::{BlockError, Result};
 use crate::extent::ExtentVersion;
 use crate::frame::{ErrorCode, FrameReader, Message, write_message};
@@ -23,6 +24,9 @@ use crate::transport::{self, ReadHalf, WriteHalf};
 pub struct Handshake {
     pub region: RegionDef,
     pub versions: Vec<ExtentVersion>,
+    /// The highest flush number the region has begun.
+    pub flush_mark: u64,
+    pub snapshots: Vec<Snapshot>,
 }
 
 /// A live connection, as the event loop holds it.
@@ -203,8 +207,12 @@ pub async fn negotiate(
     }
     write_message(&mut wr, &Message::ExtentVersionsPlease).await?;
     wr.flush().await.map_err(io)?;
-    let versions = match expect(&mut reader).await? {
-        Message::ExtentVersions(v) => v,
+    let (versions, flush_mark, snapshots) = match expect(&mut reader).await? {
+        Message::ExtentVersions {
+            versions,
+            flush_mark,
+            snapshots,
+        } => (versions, flush_mark, snapshots),
         m => {
             return Err(BlockError::protocol(format!(
                 "expected ExtentVersions, got {m:?}"
@@ -216,7 +224,16 @@ pub async fn negotiate(
             "extent version count does not match region",
         ));
     }
-    Ok((reader, wr, Handshake { region, versions }))
+    Ok((
+        reader,
+        wr,
+        Handshake {
+            region,
+            versions,
+            flush_mark,
+            snapshots,
+        },
+    ))
 }
 
 /// Starts the reader and writer tasks of a negotiated connection.

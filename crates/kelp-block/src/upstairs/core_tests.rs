@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::UpstairsConfig;
 use super::client::Handshake;
 use super::state::{Action, GuestOp, Input, Output, Upstairs};
+use crate::catalog::Snapshot;
 use crate::context::{BlockContext, block_crc};
 use crate::error::{BlockError, Result};
 use crate::extent::ExtentVersion;
@@ -85,6 +86,16 @@ impl Harness {
     }
 
     fn connect(&mut self, c: usize, versions: Vec<ExtentVersion>) {
+        self.connect_with(c, versions, 0, vec![]);
+    }
+
+    fn connect_with(
+        &mut self,
+        c: usize,
+        versions: Vec<ExtentVersion>,
+        flush_mark: u64,
+        snapshots: Vec<Snapshot>,
+    ) {
         let conn = self.next_conn;
         self.next_conn += 1;
         self.conn[c] = conn;
@@ -94,6 +105,8 @@ impl Harness {
                 ..self.def
             },
             versions,
+            flush_mark,
+            snapshots,
         };
         self.input(Input::Connected {
             client: c,
@@ -377,4 +390,207 @@ fn ticks_flush_after_the_interval_and_drop_a_silent_downstairs() {
     h.input(Input::Tick);
     assert!(h.closed.contains(&conn), "the silent one is dropped");
     assert_eq!(h.up.status().modes[1], "offline");
+}
+
+fn snap_req(name: &str) -> GuestOp {
+    GuestOp::Snapshot {
+        name: name.into(),
+        guid: 0xabc,
+        created: 5,
+    }
+}
+
+/// A snapshot is a flush behind every earlier job, with the next flush
+/// number, sent to all three, and succeeds only when all three have
+/// acknowledged it (two are not enough); then it is listed, a second one of
+/// the same name is refused, and a delete goes to all three.
+#[test]
+fn a_snapshot_needs_every_downstairs() {
+    let mut h = Harness::active();
+    let w = h.write(0, 0xA1);
+    let wjob = job_of(&h.drain(0)[0]);
+    let _ = (h.drain(1), h.drain(2));
+    let next = h.up.status().next_flush;
+    let req = h.guest(snap_req("s1"));
+    let mut job = 0;
+    for c in 0..3 {
+        let sent = h.drain(c);
+        match &sent[..] {
+            [
+                Message::Flush {
+                    job: j,
+                    deps,
+                    flush,
+                    snapshot: Some(s),
+                    ..
+                },
+            ] => {
+                assert_eq!(*flush, next);
+                assert_eq!(s.flush, next);
+                assert_eq!((s.name.as_str(), s.guid, s.created), ("s1", 0xabc, 5));
+                assert_eq!(deps, &vec![wjob], "behind the earlier write");
+                job = *j;
+            }
+            other => panic!("expected a snapshot flush: {other:?}"),
+        }
+    }
+    for c in 0..3 {
+        h.msg(c, Message::Ack { job: wjob });
+    }
+    assert!(matches!(h.reply(w), Some(Ok(Output::Done))));
+    h.msg(0, Message::Ack { job });
+    h.msg(2, Message::Ack { job });
+    assert!(h.reply(req).is_none(), "two of three are not enough");
+    h.msg(1, Message::Ack { job });
+    match h.reply(req) {
+        Some(Ok(Output::Snapshot(s))) => assert_eq!((s.name.as_str(), s.flush), ("s1", next)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.up.status().next_flush, next + 1);
+    let dup = h.guest(snap_req("s1"));
+    assert!(
+        matches!(h.reply(dup), Some(Err(BlockError::SnapshotExists(_)))),
+        "{:?}",
+        h.reply(dup)
+    );
+    let bad = h.guest(snap_req(".bad"));
+    assert!(matches!(h.reply(bad), Some(Err(BlockError::Invalid(_)))));
+    let list = h.guest(GuestOp::Snapshots);
+    match h.reply(list) {
+        Some(Ok(Output::Snapshots(v))) => assert_eq!(v.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    let del = h.guest(GuestOp::SnapshotDelete { name: "s1".into() });
+    let mut djob = 0;
+    for c in 0..3 {
+        match &h.drain(c)[..] {
+            [Message::SnapshotDelete { job, name, .. }] if name == "s1" => djob = *job,
+            other => panic!("expected a delete: {other:?}"),
+        }
+    }
+    for c in 0..3 {
+        h.msg(c, Message::Ack { job: djob });
+    }
+    assert!(matches!(h.reply(del), Some(Ok(Output::Done))));
+    let gone = h.guest(GuestOp::SnapshotDelete { name: "s1".into() });
+    assert!(matches!(
+        h.reply(gone),
+        Some(Err(BlockError::NoSuchSnapshot(_)))
+    ));
+}
+
+/// One downstairs failing the snapshot fails the request, naming it; one
+/// not active refuses it up front.
+#[test]
+fn a_snapshot_fails_without_every_downstairs() {
+    let mut h = Harness::active();
+    let req = h.guest(snap_req("s1"));
+    let job = job_of(&h.drain(0)[0]);
+    let _ = (h.drain(1), h.drain(2));
+    h.msg(0, Message::Ack { job });
+    h.msg(1, Message::Ack { job });
+    h.msg(
+        2,
+        Message::JobError {
+            job,
+            code: crate::frame::ErrorCode::Io as u16,
+            message: "disk on fire".into(),
+        },
+    );
+    match h.reply(req) {
+        Some(Err(BlockError::NoQuorum(m))) => {
+            assert!(m.contains("missing downstairs 2 (ds2"), "{m}");
+            assert!(m.contains("0 (ds0), 1 (ds1)"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let again = h.guest(snap_req("s2"));
+    match h.reply(again) {
+        Some(Err(BlockError::NoQuorum(m))) => assert!(m.contains("downstairs 2 (ds2)"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Flush numbers go on above every downstairs' flush mark, not only above
+/// the extents' flushes: a snapshot of a clean region stamps no extent.
+#[test]
+fn reconcile_starts_above_the_flush_mark() {
+    let mut h = Harness::new();
+    let snap = Snapshot {
+        name: "s".into(),
+        guid: 1,
+        flush: 9,
+        created: 0,
+    };
+    let v = vec![
+        ExtentVersion {
+            generation: 1,
+            flush: 4,
+            dirty: false,
+        };
+        2
+    ];
+    h.connect_with(0, v.clone(), 9, vec![snap.clone()]);
+    h.connect_with(1, v.clone(), 7, vec![snap]);
+    h.connect_with(2, v, 4, vec![]);
+    assert!(matches!(h.ready, Some(Ok(_))));
+    let sent = h.drain(0);
+    assert!(
+        matches!(sent[..], [Message::Flush { flush: 10, .. }]),
+        "{sent:?}"
+    );
+    // A name any replica holds is taken.
+    for c in 0..3 {
+        h.ack_all(c);
+    }
+    let r = h.guest(snap_req("s"));
+    assert!(matches!(
+        h.reply(r),
+        Some(Err(BlockError::SnapshotExists(_)))
+    ));
+}
+
+/// A downstairs that took the snapshot but lost the connection before its
+/// acknowledgement arrived is not sent it again when it returns (it would
+/// refuse the name): its snapshot list shows it ran, and the request
+/// succeeds.
+#[test]
+fn a_snapshot_whose_ack_was_lost_is_not_replayed() {
+    let mut h = Harness::active();
+    let req = h.guest(snap_req("s1"));
+    let sent = h.drain(2);
+    let Some(Message::Flush {
+        job,
+        flush,
+        snapshot: Some(s),
+        ..
+    }) = sent.first().cloned()
+    else {
+        panic!("{sent:?}")
+    };
+    let _ = (h.drain(0), h.drain(1));
+    h.msg(0, Message::Ack { job });
+    h.msg(1, Message::Ack { job });
+    let conn = h.conn[2];
+    h.input(Input::Disconnected {
+        client: 2,
+        conn,
+        error: "gone".into(),
+    });
+    assert!(
+        h.reply(req).is_none(),
+        "an offline replica may still take it"
+    );
+    let taken = Snapshot { flush, ..s };
+    h.connect_with(2, vec![ExtentVersion::default(); 2], flush, vec![taken]);
+    let resent = h.drain(2);
+    assert!(
+        !resent.iter().any(|m| matches!(m, Message::Flush { .. })),
+        "{resent:?}"
+    );
+    assert!(
+        matches!(h.reply(req), Some(Ok(Output::Snapshot(_)))),
+        "{:?}",
+        h.reply(req)
+    );
 }

@@ -8,7 +8,19 @@ use std::ops::Range;
 use super::jobs::{CLIENTS, Kind, Waiter};
 use super::reads::ReadRetry;
 use super::state::{GuestOp, Mode, Output, Phase, Upstairs};
+use crate::catalog::Snapshot;
 use crate::error::{BlockError, Result};
+
+/// What a snapshot job does, for its error message; None for other jobs.
+fn snapshot_op(kind: &Kind) -> Option<String> {
+    match kind {
+        Kind::Flush {
+            snapshot: Some(s), ..
+        } => Some(format!("snapshot {}", s.name)),
+        Kind::SnapshotDelete { name } => Some(format!("deleting snapshot {name}")),
+        _ => None,
+    }
+}
 
 impl Upstairs {
     pub(super) fn guest(&mut self, req: u64, op: GuestOp) {
@@ -24,8 +36,26 @@ impl Upstairs {
         }
         match op {
             GuestOp::Read { start, count } => {
-                self.submit_read(start, count, waiter, ReadRetry::default())
+                self.submit_read(start, count, None, waiter, ReadRetry::default())
             }
+            GuestOp::ReadSnapshot { name, start, count } => {
+                self.submit_read(start, count, Some(name), waiter, ReadRetry::default())
+            }
+            GuestOp::Snapshot {
+                name,
+                guid,
+                created,
+            } => self.submit_snapshot(name, guid, created, waiter),
+            GuestOp::Snapshots => {
+                let r = match self.any_active() {
+                    Some(c) => Ok(Output::Snapshots(self.clients[c].snapshots.clone())),
+                    None => Err(BlockError::NoQuorum(
+                        "no active downstairs to list the snapshots of".into(),
+                    )),
+                };
+                self.answer(waiter, r);
+            }
+            GuestOp::SnapshotDelete { name } => self.submit_snapshot_delete(name, waiter),
             GuestOp::Write {
                 start,
                 crcs,
@@ -47,7 +77,7 @@ impl Upstairs {
                 waiter,
             ),
             GuestOp::Flush => {
-                self.submit_flush(waiter);
+                self.submit_flush(waiter, None);
             }
             GuestOp::FlushAll => {
                 if self.clients.iter().any(|c| c.mode != Mode::Active) {
@@ -59,7 +89,7 @@ impl Upstairs {
                     );
                     return;
                 }
-                let id = self.submit_flush(waiter);
+                let id = self.submit_flush(waiter, None);
                 if let Some(j) = self.table.get_mut(id) {
                     j.need_all = true;
                 }
@@ -132,31 +162,122 @@ impl Upstairs {
         if fua {
             let id = self.table.create(kind, Some(range), on, Waiter::None);
             self.dispatch(id);
-            self.submit_flush(waiter);
+            self.submit_flush(waiter, None);
         } else {
             let id = self.table.create(kind, Some(range), on, waiter);
             self.dispatch(id);
         }
     }
 
-    pub(super) fn submit_flush(&mut self, waiter: Waiter) -> u64 {
+    /// Queues a flush behind every earlier job; with `snapshot` (name,
+    /// GUID, time) it also takes that snapshot at its flush number, and
+    /// needs every downstairs.
+    pub(super) fn submit_flush(&mut self, waiter: Waiter, snapshot: Option<Snapshot>) -> u64 {
         let on = self.targets(None);
         let flush = self.next_flush;
         self.next_flush += 1;
         self.unflushed_writes = false;
         self.last_flush_at = self.now;
+        let need_all = snapshot.is_some();
         let id = self.table.create(
             Kind::Flush {
                 flush,
                 generation: self.cfg.generation,
+                snapshot: snapshot.map(|s| Snapshot { flush, ..s }),
             },
             None,
             on,
             waiter,
         );
+        if let Some(j) = self.table.get_mut(id) {
+            j.need_all = need_all;
+        }
         self.dispatch(id);
         self.check_job(id);
         id
+    }
+
+    /// Why a snapshot operation cannot start now: not every downstairs is
+    /// active (it must be taken, or deleted, by all three).
+    fn not_all_active(&self, what: &str) -> Option<BlockError> {
+        let missing: Vec<String> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(_, cl)| cl.mode != Mode::Active || cl.conn.is_none())
+            .map(|(c, cl)| {
+                format!(
+                    "downstairs {c} ({}) is {}",
+                    cl.addr,
+                    format!("{:?}", cl.mode).to_lowercase()
+                )
+            })
+            .collect();
+        if self.phase != Phase::Running {
+            return Some(BlockError::NoQuorum(format!(
+                "cannot {what}: the volume is not running"
+            )));
+        }
+        (!missing.is_empty()).then(|| {
+            BlockError::NoQuorum(format!(
+                "cannot {what}: every downstairs must take part, but {}",
+                missing.join(", ")
+            ))
+        })
+    }
+
+    fn submit_snapshot(&mut self, name: String, guid: u128, created: u64, waiter: Waiter) {
+        if let Err(e) = crate::catalog::check_name(&name) {
+            self.answer(waiter, Err(e));
+            return;
+        }
+        let in_flight = self.table.iter().any(|j| {
+            matches!(&j.kind, Kind::Flush { snapshot: Some(s), .. } if s.name == name) && !j.acked
+        });
+        let exists = self
+            .clients
+            .iter()
+            .any(|cl| cl.snapshots.iter().any(|s| s.name == name));
+        if exists || in_flight {
+            self.answer(waiter, Err(BlockError::SnapshotExists(name)));
+            return;
+        }
+        if let Some(e) = self.not_all_active(&format!("take snapshot {name}")) {
+            self.answer(waiter, Err(e));
+            return;
+        }
+        tracing::info!(snapshot = %name, flush = self.next_flush, "taking a snapshot");
+        let s = Snapshot {
+            name,
+            guid,
+            flush: 0,
+            created,
+        };
+        self.submit_flush(waiter, Some(s));
+    }
+
+    fn submit_snapshot_delete(&mut self, name: String, waiter: Waiter) {
+        let known = self
+            .clients
+            .iter()
+            .any(|cl| cl.snapshots.iter().any(|s| s.name == name));
+        if !known {
+            self.answer(waiter, Err(BlockError::NoSuchSnapshot(name)));
+            return;
+        }
+        if let Some(e) = self.not_all_active(&format!("delete snapshot {name}")) {
+            self.answer(waiter, Err(e));
+            return;
+        }
+        let on = self.targets(None);
+        let id = self
+            .table
+            .create(Kind::SnapshotDelete { name }, None, on, waiter);
+        if let Some(j) = self.table.get_mut(id) {
+            j.need_all = true;
+        }
+        self.dispatch(id);
+        self.check_job(id);
     }
 
     /// Acknowledges the guest once the job's rule is met (or can no longer
@@ -186,7 +307,38 @@ impl Upstairs {
             })
             .count();
         let result = if done >= need {
-            Ok(Output::Done)
+            Ok(match &j.kind {
+                Kind::Flush {
+                    snapshot: Some(s), ..
+                } => Output::Snapshot(s.clone()),
+                _ => Output::Done,
+            })
+        } else if possible < need
+            && let Some(what) = snapshot_op(&j.kind)
+        {
+            let took: Vec<String> = (0..CLIENTS)
+                .filter(|&c| j.on[c] == super::jobs::On::Done)
+                .map(|c| format!("{c} ({})", self.clients[c].addr))
+                .collect();
+            let missing: Vec<String> = (0..CLIENTS)
+                .filter(|&c| j.on[c] != super::jobs::On::Done)
+                .map(|c| {
+                    format!(
+                        "{c} ({}, {})",
+                        self.clients[c].addr,
+                        format!("{:?}", self.clients[c].mode).to_lowercase()
+                    )
+                })
+                .collect();
+            Err(BlockError::NoQuorum(format!(
+                "{what} failed: not every downstairs took it; missing downstairs {}{}",
+                missing.join(", "),
+                if took.is_empty() {
+                    String::new()
+                } else {
+                    format!("; downstairs {} did and keep it that way", took.join(", "))
+                }
+            )))
         } else if possible < need && j.no_space {
             Err(BlockError::NoSpace(format!(
                 "job {id}: downstairs out of space"

@@ -23,6 +23,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use crate::catalog::Snapshot;
 use crate::context::BlockContext;
 use crate::extent::ExtentVersion;
 
@@ -73,13 +74,21 @@ pub enum Kind {
         start: u64,
         count: u64,
     },
+    /// A read of the live volume, or with `snapshot` of that snapshot.
     Read {
         start: u64,
         count: u64,
+        snapshot: Option<String>,
     },
+    /// With `snapshot`, a flush that takes that snapshot (at `flush`).
     Flush {
         flush: u64,
         generation: u64,
+        snapshot: Option<Snapshot>,
+    },
+    /// Deletes a snapshot on every downstairs; runs between flushes.
+    SnapshotDelete {
+        name: String,
     },
     ExtentFetch {
         extent: u32,
@@ -338,6 +347,7 @@ mod tests {
             Kind::Read {
                 start: r.start,
                 count: r.end - r.start,
+                snapshot: None,
             },
             Some(r),
             [On::Sent, On::NotFor, On::NotFor],
@@ -349,6 +359,7 @@ mod tests {
             Kind::Flush {
                 flush: 1,
                 generation: 1,
+                snapshot: None,
             },
             None,
             ALL,

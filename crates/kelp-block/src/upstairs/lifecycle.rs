@@ -61,6 +61,26 @@ impl Upstairs {
         }
         j.on[c] = On::Done;
         let is_flush = j.kind.is_flush();
+        let (taken, deleted) = match &j.kind {
+            Kind::Flush {
+                snapshot: Some(s), ..
+            } => (Some(s.clone()), None),
+            Kind::SnapshotDelete { name } => (None, Some(name.clone())),
+            _ => (None, None),
+        };
+        match (taken, deleted) {
+            (Some(s), _) => {
+                let cl = &mut self.clients[c];
+                cl.flush_mark = cl.flush_mark.max(s.flush);
+                if cl.snapshots.iter().all(|x| x.name != s.name) {
+                    cl.snapshots.push(s);
+                }
+            }
+            (None, Some(name)) => {
+                self.clients[c].snapshots.retain(|x| x.name != name);
+            }
+            (None, None) => {}
+        }
         if is_flush {
             let lf = &mut self.clients[c].last_flush_done;
             *lf = (*lf).max(id);
@@ -143,6 +163,13 @@ impl Upstairs {
         self.clients[c].conn = Some(conn);
         self.clients[c].last_heard = self.now;
         self.clients[c].versions = hs.versions;
+        self.clients[c].flush_mark = hs.flush_mark;
+        self.clients[c].snapshots = hs.snapshots;
+        if self.phase == Phase::Running && hs.flush_mark >= self.next_flush {
+            // A replacement that has seen later flush numbers than ours: go
+            // on above them, or it would refuse the next snapshot.
+            self.next_flush = hs.flush_mark + 1;
+        }
         let replaced = self.clients[c]
             .region_uuid
             .is_some_and(|u| u != hs.region.uuid);
@@ -296,11 +323,16 @@ impl Upstairs {
     /// dirty copy, losing data whose flush was acknowledged.
     fn count_lost_acks(&mut self, c: usize) {
         let generation = self.cfg.generation;
+        // Its newest snapshot counts too: a snapshot of a clean region
+        // stamps no extent, but it is recorded only once its flush ran.
+        // (A snapshot's flush number equal to one in the table is of this
+        // generation: numbering started above every flush mark.)
         let Some(stamped) = self.clients[c]
             .versions
             .iter()
             .filter(|v| v.generation == generation)
             .map(|v| v.flush)
+            .chain(self.clients[c].snapshots.last().map(|s| s.flush))
             .max()
         else {
             return;

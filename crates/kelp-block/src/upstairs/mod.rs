@@ -13,7 +13,12 @@
 //!   them durable;
 //! - a read is served by one downstairs and checked against the block
 //!   contexts; on a mismatch it is served from another and the bad copy is
-//!   rewritten.
+//!   rewritten;
+//! - a snapshot is a flush queued behind every earlier job, so it holds
+//!   exactly the writes acknowledged before it; it succeeds only once all
+//!   three downstairs have recorded it (never two of three), and is
+//!   refused unless all three are active. Snapshot reads are checked like
+//!   reads, but a bad copy is not rewritten.
 
 pub mod client;
 #[cfg(test)]
@@ -31,6 +36,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::catalog::Snapshot;
 use crate::context::block_crc;
 use crate::error::{BlockError, Result};
 pub use client::Security;
@@ -196,6 +202,57 @@ impl Volume {
     pub async fn replace(&self, old: &str, new: &str) -> Result<()> {
         let (old, new) = (old.to_string(), new.to_string());
         self.done(GuestOp::Replace { old, new }).await
+    }
+
+    /// Takes snapshot `name` of the volume: it holds exactly the writes
+    /// acknowledged before this call and none after. Succeeds only once
+    /// every downstairs has recorded it; fails (NoQuorum) when one is not
+    /// active or fails it, naming it (the ones that took it keep it).
+    pub async fn create_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let op = GuestOp::Snapshot {
+            name: name.to_string(),
+            guid: rand::random(),
+            created: crate::catalog::now_secs(),
+        };
+        match self.call(op).await? {
+            Output::Snapshot(s) => Ok(s),
+            _ => Err(BlockError::protocol("a snapshot was answered without one")),
+        }
+    }
+
+    /// The snapshots, by ascending flush, as an active downstairs holds them.
+    pub async fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        match self.call(GuestOp::Snapshots).await? {
+            Output::Snapshots(s) => Ok(s),
+            _ => Err(BlockError::protocol(
+                "a snapshot list was answered without one",
+            )),
+        }
+    }
+
+    /// Deletes snapshot `name` on every downstairs.
+    pub async fn delete_snapshot(&self, name: &str) -> Result<()> {
+        self.done(GuestOp::SnapshotDelete {
+            name: name.to_string(),
+        })
+        .await
+    }
+
+    /// Reads `count` blocks from `start` of snapshot `name`.
+    pub async fn read_snapshot(&self, name: &str, start: u64, count: u64) -> Result<Bytes> {
+        self.check(start, count)?;
+        if count == 0 {
+            return Ok(Bytes::new());
+        }
+        let op = GuestOp::ReadSnapshot {
+            name: name.to_string(),
+            start,
+            count,
+        };
+        match self.call(op).await? {
+            Output::Data(d) => Ok(d),
+            _ => Err(BlockError::protocol("a read was answered without data")),
+        }
     }
 
     pub async fn status(&self) -> Result<Status> {

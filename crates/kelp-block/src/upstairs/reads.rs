@@ -20,7 +20,14 @@ pub(super) struct ReadRetry {
 }
 
 impl Upstairs {
-    pub(super) fn submit_read(&mut self, start: u64, count: u64, waiter: Waiter, retry: ReadRetry) {
+    pub(super) fn submit_read(
+        &mut self,
+        start: u64,
+        count: u64,
+        snapshot: Option<String>,
+        waiter: Waiter,
+        retry: ReadRetry,
+    ) {
         let active: Vec<usize> = (0..CLIENTS)
             .filter(|&c| self.clients[c].mode == Mode::Active && !retry.excluded[c])
             .collect();
@@ -40,7 +47,11 @@ impl Upstairs {
         let mut on = [On::NotFor; CLIENTS];
         on[c] = On::Sent;
         let id = self.table.create(
-            Kind::Read { start, count },
+            Kind::Read {
+                start,
+                count,
+                snapshot,
+            },
             Some(start..start + count),
             on,
             waiter,
@@ -63,9 +74,15 @@ impl Upstairs {
         if j.on[c] != On::Sent {
             return;
         }
-        let Kind::Read { start, count } = j.kind else {
+        let Kind::Read {
+            start,
+            count,
+            ref snapshot,
+        } = j.kind
+        else {
             return;
         };
+        let snapshot = snapshot.clone();
         let bad = if contexts.len() as u64 != count || data.len() as u64 != count * bs as u64 {
             Some(start)
         } else {
@@ -89,7 +106,7 @@ impl Upstairs {
             let mut retry = retry;
             retry.excluded[c] = true;
             retry.damaged = Some(block);
-            self.submit_read(start, count, waiter, retry);
+            self.submit_read(start, count, snapshot, waiter, retry);
             return;
         }
         j.on[c] = On::Done;
@@ -101,7 +118,12 @@ impl Upstairs {
             self.table.remove(id);
             self.reads.remove(&id);
         }
-        if retry.damaged.is_some() && !self.table.modified_since(id, &(start..start + count)) {
+        // (Never for a snapshot read: its data is not the live volume's;
+        // a snapshot's damaged copy is left as it is.)
+        if retry.damaged.is_some()
+            && snapshot.is_none()
+            && !self.table.modified_since(id, &(start..start + count))
+        {
             // Rewrite the good data everywhere (a no-op on good copies);
             // skipped if a newer write already covers the range.
             tracing::info!(start, count, "repairing blocks that failed their context");
@@ -124,9 +146,15 @@ impl Upstairs {
         let Some(j) = self.table.get_mut(id) else {
             return;
         };
-        let Kind::Read { start, count } = j.kind else {
+        let Kind::Read {
+            start,
+            count,
+            ref snapshot,
+        } = j.kind
+        else {
             return;
         };
+        let snapshot = snapshot.clone();
         if j.on[c] != On::Sent {
             return;
         }
@@ -135,6 +163,6 @@ impl Upstairs {
         j.acked = true;
         let mut retry = self.reads.get(&id).copied().unwrap_or_default();
         retry.excluded[c] = true;
-        self.submit_read(start, count, waiter, retry);
+        self.submit_read(start, count, snapshot, waiter, retry);
     }
 }

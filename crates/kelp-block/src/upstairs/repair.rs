@@ -268,7 +268,14 @@ impl Upstairs {
             std::array::from_fn(|c| self.clients[c].versions.clone());
         let all = versions.iter().flatten();
         let max_gen = all.clone().map(|v| v.generation).max().unwrap_or(0);
-        let max_flush = all.map(|v| v.flush).max().unwrap_or(0);
+        // Flush numbers go on above every flush any downstairs has begun:
+        // a snapshot's flush may have stamped no extent, and the writes
+        // after it must be born later than it.
+        let max_flush = all
+            .map(|v| v.flush)
+            .chain(self.clients.iter().map(|c| c.flush_mark))
+            .max()
+            .unwrap_or(0);
         if self.cfg.generation < max_gen {
             self.become_fenced(BlockError::GenerationTooLow {
                 offered: self.cfg.generation,
@@ -319,7 +326,7 @@ impl Upstairs {
                 self.phase = Phase::Running;
                 tracing::info!("reconciliation done; serving IO");
                 // Retires the repair jobs and starts the replay horizon.
-                self.submit_flush(Waiter::None);
+                self.submit_flush(Waiter::None, None);
                 self.set_ready();
             }
         }

@@ -40,6 +40,7 @@ use super::jobs::{CLIENTS, JobTable, Kind, On, Waiter};
 use super::reads::ReadRetry;
 use super::repair::RepairState;
 use super::{Status, UpstairsConfig};
+use crate::catalog::Snapshot;
 use crate::error::{BlockError, Result};
 use crate::extent::ExtentVersion;
 use crate::frame::Message;
@@ -78,6 +79,28 @@ pub enum GuestOp {
         old: String,
         new: String,
     },
+    /// Takes a snapshot: a flush behind every earlier job, acknowledged
+    /// only once every downstairs has recorded it. The caller picks the
+    /// GUID and the time (the core has no randomness or clock); the core
+    /// picks the flush number.
+    Snapshot {
+        name: String,
+        guid: u128,
+        created: u64,
+    },
+    /// The snapshots, as an active downstairs holds them.
+    Snapshots,
+    /// Deletes a snapshot on every downstairs.
+    SnapshotDelete {
+        name: String,
+    },
+    /// Reads blocks of a snapshot from one active downstairs, checked
+    /// against their contexts (another downstairs on a mismatch).
+    ReadSnapshot {
+        name: String,
+        start: u64,
+        count: u64,
+    },
 }
 
 /// What a guest request is answered with.
@@ -88,6 +111,9 @@ pub enum Output {
     /// A read's data.
     Data(Bytes),
     Status(Status),
+    /// A snapshot taken.
+    Snapshot(Snapshot),
+    Snapshots(Vec<Snapshot>),
 }
 
 /// One input to the core. `conn` numbers a connection (the driver's
@@ -179,6 +205,10 @@ pub(super) struct Client {
     pub last_flush_done: u64,
     pub last_heard: Time,
     pub versions: Vec<ExtentVersion>,
+    /// The region's flush mark and snapshots as it reported them when it
+    /// connected, kept up to date with the snapshot jobs it acknowledges.
+    pub flush_mark: u64,
+    pub snapshots: Vec<Snapshot>,
     /// The region last seen at this address; a different one (a
     /// replacement) cannot be replayed and is live-repaired instead.
     pub region_uuid: Option<[u8; 16]>,
@@ -218,6 +248,8 @@ impl Upstairs {
             last_flush_done: 0,
             last_heard: now,
             versions: vec![],
+            flush_mark: 0,
+            snapshots: vec![],
             region_uuid: None,
             repair_after: None,
         });
@@ -386,17 +418,42 @@ impl Upstairs {
                 start: *start,
                 count: self.blocks_for(c, *start, *count),
             },
-            Kind::Read { start, count } => Message::Read {
+            Kind::Read {
+                start,
+                count,
+                snapshot: None,
+            } => Message::Read {
                 job: id,
                 deps,
                 start: *start,
                 count: *count,
             },
-            Kind::Flush { flush, generation } => Message::Flush {
+            Kind::Read {
+                start,
+                count,
+                snapshot: Some(name),
+            } => Message::ReadSnapshot {
+                job: id,
+                deps,
+                name: name.clone(),
+                start: *start,
+                count: *count,
+            },
+            Kind::Flush {
+                flush,
+                generation,
+                snapshot,
+            } => Message::Flush {
                 job: id,
                 deps,
                 flush: *flush,
                 generation: *generation,
+                snapshot: snapshot.clone(),
+            },
+            Kind::SnapshotDelete { name } => Message::SnapshotDelete {
+                job: id,
+                deps,
+                name: name.clone(),
             },
             Kind::ExtentFetch { extent } => Message::ExtentFetch {
                 job: id,
@@ -494,7 +551,7 @@ impl Upstairs {
         if self.unflushed_writes
             && self.now.saturating_sub(self.last_flush_at) >= self.cfg.flush_interval
         {
-            self.submit_flush(Waiter::None);
+            self.submit_flush(Waiter::None, None);
         }
         // A downstairs can be live-repaired only from an active one: with
         // none active, faulting the offline ones would leave nothing to

@@ -135,6 +135,8 @@ impl SimDownstairs {
         let hs = Handshake {
             region: *region.def(),
             versions: region.versions(),
+            flush_mark: region.flush_mark(),
+            snapshots: region.snapshots().to_vec(),
         };
         Ok((hs, displaced))
     }
@@ -212,7 +214,10 @@ impl SimDownstairs {
             let reply = if self.act_session != conn {
                 Message::job_error(job.id, &BlockError::Fenced(region.generation()))
             } else {
-                let modifies = !matches!(job.op, Op::Read { .. } | Op::ExtentFetch { .. });
+                let modifies = !matches!(
+                    job.op,
+                    Op::Read { .. } | Op::ReadSnapshot { .. } | Op::ExtentFetch { .. }
+                );
                 if modifies && session.generation < self.highest_admitted {
                     out.fenced_write = Some(format!(
                         "job {} ({:?}) of generation {} applied after generation {} was admitted",
@@ -223,7 +228,11 @@ impl SimDownstairs {
                     ));
                 }
                 let result = match &job.op {
-                    Op::Flush { flush, generation } => region
+                    Op::Flush {
+                        flush,
+                        generation,
+                        snapshot: None,
+                    } => region
                         .flush(*flush, *generation)
                         .map(|()| Message::Ack { job: job.id }),
                     _ => execute(region, &job),
@@ -252,6 +261,8 @@ fn op_name(op: &Op) -> &'static str {
         Op::WriteZeroes { .. } => "write-zeroes",
         Op::Read { .. } => "read",
         Op::Flush { .. } => "flush",
+        Op::ReadSnapshot { .. } => "read-snapshot",
+        Op::SnapshotDelete { .. } => "snapshot-delete",
         Op::ExtentFetch { .. } => "extent-fetch",
         Op::ExtentReplace { .. } => "extent-replace",
         Op::ExtentStamp { .. } => "extent-stamp",

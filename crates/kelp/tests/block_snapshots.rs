@@ -1,0 +1,369 @@
+//! Snapshots of a running block volume, end to end with real processes:
+//! `kelp downstairs` ×3 and `kelp upstairs --control --nbd-snapshots`,
+//! qemu-img writing the live export, snapshots taken through the control
+//! API, and each snapshot's read-only export compared with what the volume
+//! held when it was taken while fio keeps writing the live volume.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, Kelp, StartKelp, require_tool, wait_until, which};
+
+const EXTENTS: u32 = 32;
+/// 32 extents of 256 blocks of 4 KiB.
+const SIZE: usize = 32 << 20;
+
+fn tool(name: &str) -> Option<PathBuf> {
+    require_tool(
+        &format!("{name} (apt-get install qemu-utils libnbd-bin fio)"),
+        which(name),
+    )
+}
+
+fn kelp_cmd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(args)
+        .output()
+        .expect("run kelp")
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn tool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed: {text}");
+    text
+}
+
+struct Volume {
+    root: PathBuf,
+    dirs: Vec<PathBuf>,
+    ds: Vec<Kelp>,
+}
+
+impl Volume {
+    fn new(root: &Path) -> Volume {
+        let mut dirs = vec![];
+        for i in 0..3 {
+            let d = root.join(format!("region{i}"));
+            let out = kelp_cmd(&[
+                "block",
+                "create",
+                &format!("--dir={}", d.display()),
+                "--block-size=4096",
+                "--extent-size=256",
+                &format!("--extent-count={EXTENTS}"),
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dirs.push(d);
+        }
+        let mut v = Volume {
+            root: root.to_path_buf(),
+            dirs,
+            ds: vec![],
+        };
+        for i in 0..3 {
+            let k = v.start_ds(i, 0);
+            v.ds.push(k);
+        }
+        v
+    }
+
+    fn start_ds(&self, i: usize, port: u16) -> Kelp {
+        let args = [
+            "downstairs".to_string(),
+            format!("--dir={}", self.dirs[i].display()),
+            format!("--port={port}"),
+        ];
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        Kelp::start(&refs, &self.root.join("logs"))
+    }
+
+    fn upstairs(&self) -> Kelp {
+        let mut args = vec!["upstairs".to_string()];
+        for k in &self.ds {
+            args.push(format!("--target=127.0.0.1:{}", k.port("port")));
+        }
+        args.extend(
+            [
+                "--gen=1",
+                "--nbd=127.0.0.1:0",
+                "--nbd-snapshots=127.0.0.1:0",
+                "--control=127.0.0.1:0",
+                "--flush-interval-ms=100",
+            ]
+            .map(String::from),
+        );
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        Kelp::start(&refs, &self.root.join("logs"))
+    }
+}
+
+fn control(up: &Kelp) -> String {
+    format!("http://127.0.0.1:{}", up.port("control_port"))
+}
+
+fn live_url(up: &Kelp) -> String {
+    format!("nbd://127.0.0.1:{}", up.port("nbd_port"))
+}
+
+fn snap_url(up: &Kelp, name: &str) -> String {
+    format!("nbd://127.0.0.1:{}/{name}", up.port("nbd_snapshots_port"))
+}
+
+/// POST /snapshots: (status, JSON body).
+fn create(up: &Kelp, name: &str) -> (u16, serde_json::Value) {
+    let r = common::http()
+        .post(format!("{}/snapshots", control(up)))
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}
+
+fn list(up: &Kelp) -> Vec<String> {
+    let v: serde_json::Value = common::http()
+        .get(format!("{}/snapshots", control(up)))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn compare(qemu_img: &Path, a: &str, b: &Path) {
+    run(Command::new(qemu_img)
+        .args(["compare", "-f", "raw", "-F", "raw", a])
+        .arg(b));
+}
+
+#[test]
+fn snapshots_of_a_running_volume_while_fio_writes() {
+    let (Some(qemu_img), Some(qemu_io), Some(fio), Some(nbdcopy), Some(nbdinfo)) = (
+        tool("qemu-img"),
+        tool("qemu-io"),
+        tool("fio"),
+        tool("nbdcopy"),
+        tool("nbdinfo"),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Volume::new(tmp.path());
+    let mut up = v.upstairs();
+
+    // s1: a random image written over NBD.
+    let image1 = tmp.path().join("image1.raw");
+    let mut data = common::blob(7, SIZE);
+    std::fs::write(&image1, &data).unwrap();
+    run(Command::new(&qemu_img)
+        .args(["convert", "-n", "-f", "raw", "-O", "raw"])
+        .arg(&image1)
+        .arg(live_url(&up)));
+    let (status, s1) = create(&up, "s1");
+    assert_eq!(status, 200, "{s1}");
+    assert_eq!(s1["name"], "s1");
+    let guid = s1["guid"].as_str().unwrap();
+    assert!(
+        guid.len() == 32 && guid.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{s1}"
+    );
+    assert!(s1["flush"].as_u64().unwrap() > 0 && s1["created"].as_u64().unwrap() > 0);
+
+    // s2: part of the volume overwritten.
+    run(Command::new(&qemu_io).args([
+        "-f",
+        "raw",
+        "-c",
+        "write -P 0xab 4M 8M",
+        "-c",
+        "write -P 0x5c 30M 12k",
+        &live_url(&up),
+    ]));
+    data[4 << 20..12 << 20].fill(0xab);
+    data[30 << 20..(30 << 20) + (12 << 10)].fill(0x5c);
+    let image2 = tmp.path().join("image2.raw");
+    std::fs::write(&image2, &data).unwrap();
+    let (status, s2) = create(&up, "s2");
+    assert_eq!(status, 200, "{s2}");
+    assert!(s2["flush"].as_u64().unwrap() > s1["flush"].as_u64().unwrap());
+    let (status, dup) = create(&up, "s1");
+    assert_eq!(status, 409, "{dup}");
+    let (status, bad) = create(&up, "-bad name");
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(list(&up), ["s1", "s2"]);
+
+    // fio writes the live volume while the snapshots are compared.
+    let mut fio = Command::new(&fio)
+        .args([
+            "--name=live",
+            "--ioengine=nbd",
+            &format!("--uri={}", live_url(&up)),
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=32M",
+            "--iodepth=8",
+            "--time_based",
+            "--runtime=6",
+            "--output-format=terse",
+        ])
+        .current_dir(tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    compare(&qemu_img, &snap_url(&up, "s1"), &image1);
+    compare(&qemu_img, &snap_url(&up, "s2"), &image2);
+    assert!(
+        fio.try_wait().unwrap().is_none(),
+        "fio ended before the compares did ({:?}); they did not run beside it",
+        started.elapsed()
+    );
+    // An unknown export is refused; a snapshot export takes no writes.
+    let out = Command::new(&nbdinfo)
+        .arg(snap_url(&up, "nope"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown snapshot export opened");
+    let out = Command::new(&nbdcopy)
+        .arg(&image2)
+        .arg(snap_url(&up, "s1"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        !out.status.success() && err.contains("read"),
+        "a write to a snapshot export: {err}"
+    );
+    let out = Command::new(&nbdinfo)
+        .args(["--json", &snap_url(&up, "s2")])
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && info.contains("\"is_read_only\": true"),
+        "{info}"
+    );
+    let out = fio.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "fio failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Still the same after fio, and the live volume moved on.
+    compare(&qemu_img, &snap_url(&up, "s2"), &image2);
+    let live = Command::new(&qemu_img)
+        .args(["compare", "-f", "raw", "-F", "raw", &live_url(&up)])
+        .arg(&image2)
+        .output()
+        .unwrap();
+    assert!(!live.status.success(), "fio changed nothing?");
+
+    // The library client, as the CLI uses it; then a delete.
+    let addr = format!("127.0.0.1:{}", up.port("control_port"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use kelp_block::control::client;
+        let l = client::list_snapshots(&addr).await.unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].guid, guid);
+        let e = client::create_snapshot(&addr, "s2").await.unwrap_err();
+        assert!(
+            matches!(e, kelp_block::error::BlockError::SnapshotExists(_)),
+            "{e}"
+        );
+        let s3 = client::create_snapshot(&addr, "s3").await.unwrap();
+        assert!(s3.flush > l[1].flush);
+        client::delete_snapshot(&addr, "s1").await.unwrap();
+        let e = client::delete_snapshot(&addr, "s1").await.unwrap_err();
+        assert!(
+            matches!(e, kelp_block::error::BlockError::NoSuchSnapshot(_)),
+            "{e}"
+        );
+    });
+    assert_eq!(list(&up), ["s2", "s3"]);
+    let out = Command::new(&nbdinfo)
+        .arg(snap_url(&up, "s1"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a deleted snapshot is still exported"
+    );
+    compare(&qemu_img, &snap_url(&up, "s2"), &image2);
+    up.stop();
+    // Every replica holds the same snapshots, with the same content.
+    let mut v = v;
+    for d in &mut v.ds {
+        d.stop();
+    }
+    for dir in &v.dirs {
+        let r = kelp_block::region::Region::open(dir, true).unwrap();
+        let names: Vec<&str> = r.snapshots().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["s2", "s3"], "{}", dir.display());
+        let total = r.def().total_blocks();
+        let (_, got) = r.read_snapshot("s2", 0, total).unwrap();
+        assert!(got == data, "s2 differs on {}", dir.display());
+    }
+}
+
+/// With a downstairs down, a snapshot is refused up front, naming it; once
+/// it is back (replayed), snapshots work again.
+#[test]
+fn snapshot_refused_while_a_downstairs_is_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut v = Volume::new(tmp.path());
+    let mut up = v.upstairs();
+    let port = v.ds[2].port("port");
+    v.ds[2].kill9();
+    let status = |up: &Kelp| -> serde_json::Value {
+        common::http()
+            .get(format!("{}/status", control(up)))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    // The connection closing tells the upstairs at once.
+    wait_until(
+        "the upstairs to notice downstairs 2 is gone",
+        DEADLINE,
+        || (status(&up)["modes"][2] != "active").then_some(()),
+    );
+    let (code, body) = create(&up, "s1");
+    assert_eq!(code, 503, "{body}");
+    let msg = body["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("downstairs 2 (127.0.0.1:{port})")),
+        "the error names the missing replica: {msg}"
+    );
+    v.ds[2] = v.start_ds(2, port);
+    wait_until("all three downstairs active again", DEADLINE, || {
+        let s = status(&up);
+        (s["modes"] == serde_json::json!(["active", "active", "active"])).then_some(())
+    });
+    let (code, body) = create(&up, "s1");
+    assert_eq!(code, 200, "{body}");
+    up.stop();
+}
