@@ -8,6 +8,15 @@
 //! was born after A's flush (`Region::snapshot_versions`, from memory: no
 //! unchanged data is read). The end carries the target's content digest.
 //!
+//! A send may read a region a downstairs is serving (opened read-only,
+//! without the lock). A snapshot's content never changes, but where a
+//! block's version lives can: when the live volume overwrites it, it is
+//! saved to the extent's saved-version file, and its slot is reused after
+//! the next flush. So every block read is checked against its context; a
+//! run that fails is read again from a freshly opened view of the region
+//! (which finds the version where it moved), a few times, before the send
+//! fails with the checksum error.
+//!
 //! # Receive
 //! The stream is checked against the target regions before anything
 //! changes: geometry; for an incremental, that its base (by GUID) is the
@@ -228,7 +237,6 @@ pub fn send<W: Write>(
     let (from, to) = resolve(region, req)?;
     let def = *region.def();
     let total = def.total_blocks();
-    let bs = def.block_size as u64;
     let header = StreamHeader {
         block_size: def.block_size,
         total_blocks: total,
@@ -247,6 +255,7 @@ pub fn send<W: Write>(
     let since = from.as_ref().map(|s| s.flush);
     let skip_to = req.resume.map_or(0, |t| t.next_block.min(total));
     let mut report = SendReport::default();
+    let mut fresh: Option<Region> = None;
     let mut contexts = Vec::with_capacity(total as usize);
     let mut start = 0;
     while start < total {
@@ -274,19 +283,7 @@ pub fn send<W: Write>(
                 w.zero(first, count)?;
                 report.blocks_zeroed += count;
             } else {
-                let (ctxs, data) = region.read_at_flush(to.flush, first, count)?;
-                for (i, (c, blk)) in ctxs.iter().zip(data.chunks(bs as usize)).enumerate() {
-                    if !c.verify(blk) {
-                        return Err(BlockError::ChecksumMismatch {
-                            block: first + i as u64,
-                            stored: match c {
-                                BlockContext::Data(x) => *x,
-                                _ => 0,
-                            },
-                            computed: block_crc(blk),
-                        });
-                    }
-                }
+                let data = read_checked(region, &mut fresh, to.flush, first, count)?;
                 w.write(first, &data)?;
                 report.blocks_sent += count;
             }
@@ -301,6 +298,50 @@ pub fn send<W: Write>(
     let out = w.finish(content_digest(contexts))?;
     report.bytes = out.bytes;
     Ok(report)
+}
+
+/// Reads `count` blocks of the snapshot at flush `at`, each checked
+/// against its context; on a mismatch, again from a fresh view of the
+/// region (see "Send"), kept in `fresh` for later runs.
+fn read_checked(
+    region: &Region,
+    fresh: &mut Option<Region>,
+    at: u64,
+    first: u64,
+    count: u64,
+) -> Result<Vec<u8>> {
+    let bs = region.def().block_size as usize;
+    let mut tries = 0;
+    loop {
+        let view = fresh.as_ref().unwrap_or(region);
+        let (ctxs, data) = view.read_at_flush(at, first, count)?;
+        let bad = ctxs
+            .iter()
+            .zip(data.chunks(bs))
+            .position(|(c, blk)| !c.verify(blk));
+        let Some(i) = bad else {
+            return Ok(data);
+        };
+        tries += 1;
+        if !region.read_only || tries > 5 {
+            let c = ctxs[i];
+            return Err(BlockError::ChecksumMismatch {
+                block: first + i as u64,
+                stored: match c {
+                    BlockContext::Data(x) => x,
+                    _ => 0,
+                },
+                computed: block_crc(&data[i * bs..(i + 1) * bs]),
+            });
+        }
+        tracing::debug!(
+            block = first + i as u64,
+            tries,
+            "a block moved under the send; reading a fresh view"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20 * tries));
+        *fresh = Some(Region::open_in(region.storage.clone(), region.dir(), true)?);
+    }
 }
 
 fn w_bytes<W: Write>(w: &StreamWriter<Counted<W>>) -> u64 {

@@ -43,19 +43,36 @@ pub struct RegionDirs {
     pub dirs: Vec<PathBuf>,
 }
 
+/// Where a snapshot command acts: a running volume's upstairs, or the
+/// regions of a stopped one.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct SnapshotTarget {
+    /// The control API of the upstairs of a running volume (HOST:PORT, as
+    /// given to `kelp upstairs --control`): the snapshot is taken on every
+    /// downstairs, holding exactly the writes acknowledged before it.
+    #[arg(long = "control", value_name = "HOST:PORT")]
+    pub control: Option<String>,
+    /// Region directories of a volume no downstairs is serving (give --dir
+    /// several times, or comma separated).
+    #[arg(long = "dir", value_delimiter = ',')]
+    pub dirs: Vec<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCommand {
-    /// Take a snapshot named NAME of every region given.
+    /// Take a snapshot named NAME (of a running volume with --control, or
+    /// of every region given with --dir).
     Create {
         #[command(flatten)]
-        regions: RegionDirs,
+        target: SnapshotTarget,
         /// 1 to 64 of A-Z a-z 0-9 . _ - : @, not starting with . or -.
         name: String,
     },
-    /// List the snapshots (name, GUID, flush, creation time, space).
+    /// List the snapshots (name, GUID, flush, creation time).
     List {
         #[command(flatten)]
-        regions: RegionDirs,
+        target: SnapshotTarget,
         /// Print JSON lines instead of a table.
         #[arg(long = "json")]
         json: bool,
@@ -63,7 +80,7 @@ pub enum SnapshotCommand {
     /// Delete snapshot NAME, freeing the space only it held.
     Delete {
         #[command(flatten)]
-        regions: RegionDirs,
+        target: SnapshotTarget,
         name: String,
     },
 }
@@ -95,8 +112,9 @@ pub struct CloneArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct SendArgs {
-    /// The region to read (any one replica of the volume, not served by a
-    /// downstairs while sending).
+    /// The region to read: any one replica of the volume, also while a
+    /// downstairs serves it (snapshots do not change; blocks that move
+    /// while they are read are read again).
     #[arg(long = "dir")]
     pub dir: PathBuf,
     /// The snapshot to send (may be left out with --resume).

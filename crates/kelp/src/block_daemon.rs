@@ -49,6 +49,9 @@ pub async fn block(cmd: BlockCommand) -> anyhow::Result<()> {
                 anyhow::bail!("regions differ or fail their checksums")
             }
         }
+        BlockCommand::Snapshot(cmd) if crate::block_snapshots::online(&cmd).is_some() => {
+            crate::block_snapshots::run_online(cmd).await
+        }
         other => tokio::task::spawn_blocking(move || crate::block_snapshots::run(other)).await?,
     }
 }

@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use kelp_block::Region;
 use kelp_block::catalog::Snapshot;
+use kelp_block::control::SnapshotInfo;
 use kelp_block::transfer::{self, Progress, ReceiveOptions, ResumeToken, SendRequest};
 
 use crate::block_cli::{BlockCommand, SnapshotCommand};
 
 pub fn run(cmd: BlockCommand) -> anyhow::Result<()> {
     match cmd {
-        BlockCommand::Snapshot(SnapshotCommand::Create { regions, name }) => {
+        BlockCommand::Snapshot(SnapshotCommand::Create { target, name }) => {
             let started = Instant::now();
-            let mut rs = open_all(&regions.dirs)?;
+            let mut rs = open_all(&target.dirs)?;
             let flush = rs.iter().map(|r| r.flush_mark()).max().unwrap_or(0) + 1;
             let snap = Snapshot {
                 flush,
@@ -39,8 +40,8 @@ pub fn run(cmd: BlockCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        BlockCommand::Snapshot(SnapshotCommand::List { regions, json }) => {
-            let rs: Vec<Region> = regions
+        BlockCommand::Snapshot(SnapshotCommand::List { target, json }) => {
+            let rs: Vec<Region> = target
                 .dirs
                 .iter()
                 .map(|d| Region::open(d, true).with_context(|| format!("opening {}", d.display())))
@@ -82,8 +83,8 @@ pub fn run(cmd: BlockCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BlockCommand::Snapshot(SnapshotCommand::Delete { regions, name }) => {
-            let mut rs = open_all(&regions.dirs)?;
+        BlockCommand::Snapshot(SnapshotCommand::Delete { target, name }) => {
+            let mut rs = open_all(&target.dirs)?;
             for r in &rs {
                 r.snapshot(&name)
                     .with_context(|| format!("in {}", r.dir().display()))?;
@@ -141,6 +142,69 @@ pub fn run(cmd: BlockCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The control address of a snapshot command aimed at a running volume.
+pub fn online(cmd: &SnapshotCommand) -> Option<&str> {
+    match cmd {
+        SnapshotCommand::Create { target, .. }
+        | SnapshotCommand::List { target, .. }
+        | SnapshotCommand::Delete { target, .. } => target.control.as_deref(),
+    }
+}
+
+/// A snapshot command through a running volume's upstairs control API.
+pub async fn run_online(cmd: SnapshotCommand) -> anyhow::Result<()> {
+    use kelp_block::control::client;
+    let addr = online(&cmd).context("no --control")?.to_string();
+    match cmd {
+        SnapshotCommand::Create { name, .. } => {
+            let started = Instant::now();
+            let s = client::create_snapshot(&addr, &name)
+                .await
+                .with_context(|| format!("snapshot {name} through {addr}"))?;
+            println!(
+                "created snapshot {} (guid {}, flush {}) on every downstairs in {} ms",
+                s.name,
+                s.guid,
+                s.flush,
+                started.elapsed().as_millis()
+            );
+        }
+        SnapshotCommand::List { json, .. } => {
+            let list = client::list_snapshots(&addr).await?;
+            print_list(&list, json);
+        }
+        SnapshotCommand::Delete { name, .. } => {
+            client::delete_snapshot(&addr, &name)
+                .await
+                .with_context(|| format!("deleting {name} through {addr}"))?;
+            println!("deleted snapshot {name}");
+        }
+    }
+    Ok(())
+}
+
+fn print_list(list: &[SnapshotInfo], json: bool) {
+    if json {
+        for s in list {
+            println!(
+                "{}",
+                serde_json::json!({"name": s.name, "guid": s.guid, "flush": s.flush, "created": s.created})
+            );
+        }
+        return;
+    }
+    println!(
+        "{:<24} {:<32} {:>8} {:>12}",
+        "NAME", "GUID", "FLUSH", "CREATED"
+    );
+    for s in list {
+        println!(
+            "{:<24} {:<32} {:>8} {:>12}",
+            s.name, s.guid, s.flush, s.created
+        );
+    }
+}
+
 /// Opens every region for writing (each locked: a running downstairs
 /// makes this fail with a clear error) and checks they are one volume.
 fn open_all(dirs: &[PathBuf]) -> anyhow::Result<Vec<Region>> {
@@ -161,8 +225,10 @@ fn open_all(dirs: &[PathBuf]) -> anyhow::Result<Vec<Region>> {
 }
 
 fn send(a: crate::block_cli::SendArgs) -> anyhow::Result<()> {
+    // Read-only and unlocked: a downstairs may be serving the region
+    // (transfer.rs, "Send").
     let region =
-        Region::open(&a.dir, false).with_context(|| format!("opening {}", a.dir.display()))?;
+        Region::open(&a.dir, true).with_context(|| format!("opening {}", a.dir.display()))?;
     let resume = a.resume.as_deref().map(ResumeToken::decode).transpose()?;
     // One request per stream: -I sends each step from the base on.
     let mut requests = Vec::new();

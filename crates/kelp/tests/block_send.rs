@@ -537,3 +537,83 @@ fn cut_and_killed_receives_resume_to_the_same_bytes() {
         assert!(snapshot_bytes(d, "s3") == images[2]);
     }
 }
+
+/// `kelp block snapshot --control` against a running volume, and sends
+/// from a region its downstairs is serving while writes keep landing: the
+/// streams carry exactly the snapshots, whatever moves under them.
+#[test]
+fn snapshots_and_sends_of_a_running_volume() {
+    let (Some(qemu_img), Some(qemu_io)) = (tool("qemu-img"), tool("qemu-io")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut v = Volume::new(tmp.path(), EXTENTS);
+    let mut up = v.upstairs(1, &["--control=127.0.0.1:0"]);
+    let ctl = format!("--control=127.0.0.1:{}", up.port("control_port"));
+    let image = tmp.path().join("a.raw");
+    std::fs::write(&image, common::blob(5, TOTAL as usize * BS)).unwrap();
+    run(Command::new(&qemu_img)
+        .args(["convert", "-n", "-f", "raw", "-O", "raw"])
+        .arg(&image)
+        .arg(nbd_url(&up)));
+    let out = ok(&["block", "snapshot", "create", &ctl, "s1"]);
+    assert!(out.contains("on every downstairs"), "{out}");
+    refused(&["block", "snapshot", "create", &ctl, "s1"], "exists");
+    let url = nbd_url(&up);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let dst = create(tmp.path(), "dst");
+    std::thread::scope(|s| {
+        // Writes over the whole volume while snapshots are taken and sent.
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let off = (i * 7919 % (TOTAL / 16)) * 16 * BS as u64;
+                let _ = Command::new(&qemu_io)
+                    .args([
+                        "-f",
+                        "raw",
+                        "-c",
+                        &format!("write -P {} {off} 64k", i % 250 + 1),
+                    ])
+                    .arg(&url)
+                    .output();
+                i += 1;
+            }
+        });
+        let (good, text) = pipe(&[&dir_arg(&v.dirs[1..2]), "s1"], &[&dir_arg(&dst)]);
+        assert!(good, "send s1 from a served region: {text}");
+        ok(&["block", "snapshot", "create", &ctl, "s2"]);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (good, text) = pipe(
+            &[&dir_arg(&v.dirs[2..3]), "--from=s1", "s2"],
+            &[&dir_arg(&dst)],
+        );
+        assert!(good, "incremental from a served region: {text}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let list = ok(&["block", "snapshot", "list", "--json", &ctl]);
+    assert!(list.contains("\"s1\"") && list.contains("\"s2\""), "{list}");
+    up.stop();
+    v.stop();
+    assert!(
+        snapshot_bytes(&dst[0], "s1") == std::fs::read(&image).unwrap(),
+        "the received s1 is the image written before it"
+    );
+    for d in &dst {
+        assert!(
+            snapshot_bytes(d, "s2") == snapshot_bytes(&v.dirs[0], "s2"),
+            "the received s2 is the volume's"
+        );
+    }
+    let mut v = Volume::serve(tmp.path(), &v.dirs.clone());
+    let mut up = v.upstairs(2, &["--control=127.0.0.1:0"]);
+    let ctl = format!("--control=127.0.0.1:{}", up.port("control_port"));
+    ok(&["block", "snapshot", "delete", &ctl, "s1"]);
+    let list = ok(&["block", "snapshot", "list", "--json", &ctl]);
+    assert!(
+        !list.contains("\"s1\"") && list.contains("\"s2\""),
+        "{list}"
+    );
+    up.stop();
+    v.stop();
+}
