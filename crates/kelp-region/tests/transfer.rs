@@ -428,3 +428,34 @@ fn power_cuts_during_receive_keep_snapshots_and_resume() {
         crash_case,
     );
 }
+
+/// A send from a read-only view of a region that keeps being written (as
+/// a downstairs would): blocks of the snapshot move to the saved-version
+/// file and their slots are reused under the send, which reads them again
+/// from a fresh view and still sends exactly the snapshot.
+#[test]
+fn a_send_survives_blocks_moving_under_it() {
+    let st = Storage::new(Memory::new());
+    let mut live = source(&st, 11);
+    let view = Region::open_in(st.clone(), Path::new("/src"), true).unwrap();
+    let want = {
+        let mut ts = targets(&Storage::new(Memory::new()));
+        let full = stream(&view, "s3", None);
+        recv(&mut ts, &full, ReceiveOptions::default()).unwrap();
+        ts.remove(0).read_snapshot("s3", 0, TOTAL).unwrap().1
+    };
+    // Overwrite every block three times with flushes between: every slot
+    // the view knows is reused.
+    for round in 0..3u8 {
+        for b in 0..TOTAL {
+            let d = vec![round ^ b as u8 ^ 0x33; BS];
+            live.write(b, &d, &[block_crc(&d)]).unwrap();
+        }
+        let f = live.flush_mark() + 1;
+        live.flush(f, 1).unwrap();
+    }
+    let mut ts = targets(&Storage::new(Memory::new()));
+    let full = stream(&view, "s3", None);
+    recv(&mut ts, &full, ReceiveOptions::default()).unwrap();
+    assert!(ts[0].read_snapshot("s3", 0, TOTAL).unwrap().1 == want);
+}
