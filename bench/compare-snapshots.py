@@ -113,9 +113,10 @@ class KelpVolume:
 
 
 def write_blocks(uri, blocks, count, seed):
-    """`count` distinct random 4 KiB blocks of random data, through NBD."""
+    """`count` random 4 KiB blocks of random data through NBD, then a flush
+    (the same on both sides, so a snapshot's time is its own)."""
     fio(uri, ["--rw=randwrite", "--bs=4k", "--iodepth=16", f"--number_ios={count}",
-              f"--randseed={seed}", "--refill_buffers"], None, blocks * BS >> 20)
+              f"--randseed={seed}", "--refill_buffers", "--end_fsync=1"], None, blocks * BS >> 20)
 
 
 def bench_create(kelp, args, size_gib, tmp):
@@ -210,34 +211,36 @@ def bench_send(kelp, args, tmp):
 
 
 def bench_cow(kelp, args, tmp):
+    """The same running volume, alternating: no snapshots held, then three
+    taken online (1% of the blocks written between them) and deleted after
+    the measurement."""
     res = {"none": [], "three": []}
     with tempfile.TemporaryDirectory(prefix="snap-cow-", dir=tmp) as d:
         d = Path(d)
         v = KelpVolume(kelp, d, args.cow_gib)
         uri = v.start()
         size_mib = v.blocks * BS >> 20
-        for _ in range(2):  # both slots of every block written: steady state
-            fio(uri, ["--rw=write", "--bs=1M", "--iodepth=4"], None, size_mib)
-        v.stop()
-        job = ["--rw=randwrite", "--bs=4k", "--iodepth=16"]
-        for rnd in range(args.rounds):
-            for side in (["none", "three"] if rnd % 2 == 0 else ["three", "none"]):
-                names = [f"c{rnd}-{i}" for i in range(3)]
-                if side == "three":
-                    for n in names:
-                        uri = v.start()
-                        write_blocks(uri, v.blocks, v.blocks // 100, zlib.crc32(n.encode()) & 0xffff)
-                        v.stop()
-                        v.snapshot_offline(n)
-                uri = v.start()
-                j = fio(uri, job, args.seconds, size_mib)["write"]
-                v.stop()
-                res[side].append(j["iops"])
-                log(f"4k randwrite round {rnd} {side} snapshots: {j['iops']:.0f} IOPS")
-                if side == "three":
-                    for n in names:
-                        subprocess.check_call([kelp, "block", "snapshot", "delete", v.dir_arg(), n],
-                                              stdout=subprocess.DEVNULL)
+        try:
+            for _ in range(2):  # both slots of every block written: steady state
+                fio(uri, ["--rw=write", "--bs=1M", "--iodepth=4"], None, size_mib)
+            job = ["--rw=randwrite", "--bs=4k", "--iodepth=16"]
+            for rnd in range(args.rounds):
+                for side in (["none", "three"] if rnd % 2 == 0 else ["three", "none"]):
+                    names = [f"c{rnd}-{i}" for i in range(3)]
+                    if side == "three":
+                        for n in names:
+                            write_blocks(uri, v.blocks, v.blocks // 100, zlib.crc32(n.encode()) & 0xffff)
+                            if v.snapshot_online(n) is None:
+                                raise RuntimeError("the upstairs has no snapshot API")
+                    j = fio(uri, job, args.seconds, size_mib)["write"]
+                    res[side].append(j["iops"])
+                    log(f"4k randwrite round {rnd} {side} snapshots: {j['iops']:.0f} IOPS")
+                    if side == "three":
+                        for n in names:
+                            urllib.request.urlopen(urllib.request.Request(
+                                f"{v.control}/snapshots/{n}", method="DELETE"), timeout=120).read()
+        finally:
+            v.stop()
     return res
 
 

@@ -86,6 +86,8 @@ use crate::saved::{SavedStore, SavedVersion};
 
 pub const EXTENT_MAGIC: &[u8; 8] = b"KELPEXT1";
 pub const EXTENT_FORMAT_VERSION: u32 = 2;
+/// The flush number a read of the live volume is made at.
+pub const LIVE: u64 = u64::MAX;
 /// Format versions this release opens.
 pub const EXTENT_FORMATS_READ: [u32; 2] = [1, 2];
 
@@ -551,7 +553,9 @@ impl Extent {
 
     /// Reads `count` blocks from `first` into `out` (count × block size
     /// bytes) and appends their contexts. Data is returned as stored; the
-    /// caller checks it against the contexts.
+    /// caller checks it against the contexts. The live volume reads as the
+    /// newest snapshot there could be (`LIVE`): every live version is born
+    /// at or before it.
     pub fn read(
         &self,
         first: u32,
@@ -559,50 +563,7 @@ impl Extent {
         out: &mut [u8],
         ctxs: &mut Vec<BlockContext>,
     ) -> Result<()> {
-        self.check_range(first, count)?;
-        let bs = self.block_size as usize;
-        if out.len() != count as usize * bs {
-            return Err(BlockError::BadLength {
-                len: out.len(),
-                blocks: count as u64,
-                block_size: self.block_size,
-            });
-        }
-        let mut i = 0u32;
-        while i < count {
-            let b = first + i;
-            match self.blocks[b as usize].cur {
-                Some((s, c)) if c.kind == SLOT_DATA => {
-                    // Coalesce a run of data blocks living in the same slot.
-                    let mut j = i + 1;
-                    while j < count
-                        && matches!(self.blocks[(first + j) as usize].cur,
-                            Some((s2, c2)) if s2 == s && c2.kind == SLOT_DATA)
-                    {
-                        j += 1;
-                    }
-                    let range = i as usize * bs..j as usize * bs;
-                    self.read_at(&mut out[range], self.slot_data_off(s, b))?;
-                    for k in i..j {
-                        if let Some((_, c)) = self.blocks[(first + k) as usize].cur {
-                            ctxs.push(c.context());
-                        }
-                    }
-                    i = j;
-                }
-                Some((_, c)) => {
-                    out[i as usize * bs..(i as usize + 1) * bs].fill(0);
-                    ctxs.push(c.context());
-                    i += 1;
-                }
-                None => {
-                    out[i as usize * bs..(i as usize + 1) * bs].fill(0);
-                    ctxs.push(BlockContext::Unwritten);
-                    i += 1;
-                }
-            }
-        }
-        Ok(())
+        self.read_at_flush(first, count, LIVE, out, ctxs)
     }
 
     /// The version of block `b` that a snapshot at flush `at` holds: its
@@ -614,7 +575,7 @@ impl Extent {
         {
             return Some((c.birth, c.context()));
         }
-        let s = self.saved.as_ref()?.at(b, at)?;
+        let s = self.saved.as_ref().filter(|_| at != LIVE)?.at(b, at)?;
         Some((s.birth, s.context()))
     }
 
@@ -670,7 +631,13 @@ impl Extent {
                     o.fill(0);
                     ctxs.push(c.context());
                 }
-                _ => match self.saved.as_ref().and_then(|st| st.at(b, at)) {
+                // The live volume never reads saved versions.
+                _ => match self
+                    .saved
+                    .as_ref()
+                    .filter(|_| at != LIVE)
+                    .and_then(|st| st.at(b, at))
+                {
                     Some(sv) => {
                         if let Some(st) = &self.saved {
                             st.read(&sv, o)?;

@@ -434,21 +434,9 @@ impl Region {
         out
     }
 
+    /// Reads live blocks: their contexts and data (checked by the caller).
     pub fn read(&self, start: u64, count: u64) -> Result<(Vec<BlockContext>, Vec<u8>)> {
-        self.check(start, count)?;
-        let bs = self.def.block_size as usize;
-        let mut data = vec![0u8; count as usize * bs];
-        let mut ctxs = Vec::with_capacity(count as usize);
-        for (eid, first, n, at) in self.pieces(start, count) {
-            let at = at as usize * bs;
-            self.extents[eid as usize].read(
-                first,
-                n,
-                &mut data[at..at + n as usize * bs],
-                &mut ctxs,
-            )?;
-        }
-        Ok((ctxs, data))
+        self.read_at_flush(crate::extent::LIVE, start, count)
     }
 
     pub fn write(&mut self, start: u64, data: &[u8], crcs: &[u32]) -> Result<()> {

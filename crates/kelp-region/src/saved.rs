@@ -166,16 +166,7 @@ impl SavedStore {
                 "extent id or block size does not match the region",
             ));
         }
-        let mut store = SavedStore {
-            storage: storage.clone(),
-            path: path.clone(),
-            file,
-            id,
-            block_size,
-            end: HEADER_LEN,
-            unsynced: false,
-            index: BTreeMap::new(),
-        };
+        let mut store = SavedStore::empty(storage, &path, file, id, block_size);
         store.scan(len, blocks)?;
         if store.end < len && !read_only {
             tracing::warn!(
@@ -273,16 +264,21 @@ impl SavedStore {
             .write_atomic(&path, &encode_header(id, block_size))
             .map_err(io)?;
         let file = storage.open(&path, Open::WRITE).map_err(io)?;
-        Ok(SavedStore {
+        Ok(SavedStore::empty(storage, &path, file, id, block_size))
+    }
+
+    /// A store over `file` holding its header and no record yet.
+    fn empty(storage: &Storage, path: &Path, file: File, id: u32, block_size: u32) -> SavedStore {
+        SavedStore {
             storage: storage.clone(),
-            path: path.clone(),
+            path: path.to_path_buf(),
             file,
             id,
             block_size,
             end: HEADER_LEN,
             unsynced: false,
             index: BTreeMap::new(),
-        })
+        }
     }
 
     /// Whether version `birth` of `block` is saved.

@@ -7,7 +7,7 @@ use std::path::Path;
 use kelp_storage::{Open, Storage};
 
 use crate::catalog::{CATALOG_FILE, Catalog, Snapshot, now_secs};
-use crate::context::{BlockContext, block_crc};
+use crate::context::BlockContext;
 use crate::error::{BlockError, Result};
 use crate::extent::Birth;
 use crate::region::{GENERATION_FILE, REGION_FILE, Region};
@@ -335,9 +335,4 @@ fn reflink(from: &Path, to: &Path) -> std::io::Result<bool> {
     drop(dst);
     std::fs::remove_file(to)?;
     Ok(false)
-}
-
-/// A block's CRC, for callers that build writes from snapshot data.
-pub fn crcs_of(data: &[u8], block_size: usize) -> Vec<u32> {
-    data.chunks_exact(block_size).map(block_crc).collect()
 }

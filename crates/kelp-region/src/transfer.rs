@@ -552,7 +552,7 @@ fn check_targets(regions: &[Region]) -> Result<()> {
 /// Whether every live block of the volume reads as zeros (from memory).
 fn all_zero(r: &Region) -> Result<bool> {
     let total = r.def().total_blocks();
-    Ok(r.snapshot_versions(u64::MAX, 0, total)?
+    Ok(r.snapshot_versions(crate::extent::LIVE, 0, total)?
         .iter()
         .all(|v| v.is_none_or(|v| !matches!(v.context, BlockContext::Data(_)))))
 }
@@ -640,7 +640,7 @@ pub fn receive<R: Read>(
     match applied {
         Ok(digest) => {
             let live: Vec<BlockContext> = regions[0]
-                .snapshot_versions(u64::MAX, 0, def.total_blocks())?
+                .snapshot_versions(crate::extent::LIVE, 0, def.total_blocks())?
                 .into_iter()
                 .map(|v| v.map_or(BlockContext::Unwritten, |v| v.context))
                 .collect();

@@ -79,6 +79,11 @@ fn recv(
     transfer::receive(ts, bytes, opts, |_| {})
 }
 
+/// The full stream of s1 into fresh targets.
+fn receive_s1(src: &Region, ts: &mut [Region]) {
+    recv(ts, &stream(src, "s1", None), ReceiveOptions::default()).unwrap();
+}
+
 /// Every target holds `name` with exactly the source's content.
 fn same_snapshot(src: &Region, ts: &[Region], name: &str) {
     let (sc, sd) = src.read_snapshot(name, 0, TOTAL).unwrap();
@@ -166,12 +171,7 @@ fn full_and_incremental_streams_rebuild_every_snapshot() {
     let st2 = Storage::new(Memory::new());
     let other = source(&st2, 2);
     let mut ts2 = targets(&st2);
-    recv(
-        &mut ts2,
-        &stream(&other, "s1", None),
-        ReceiveOptions::default(),
-    )
-    .unwrap();
+    receive_s1(&other, &mut ts2);
     let before = state(&ts2);
     let e = recv(&mut ts2, &inc, ReceiveOptions::default()).unwrap_err();
     assert!(e.to_string().contains("does not hold"), "{e}");
@@ -205,12 +205,7 @@ fn damaged_case(seed: u64) {
     let st = Storage::new(Memory::new());
     let src = source(&st, 100 + seed % 7);
     let mut ts = targets(&st);
-    recv(
-        &mut ts,
-        &stream(&src, "s1", None),
-        ReceiveOptions::default(),
-    )
-    .unwrap();
+    receive_s1(&src, &mut ts);
     let inc = stream(&src, "s2", Some("s1"));
     let mut rng = StdRng::seed_from_u64(seed);
     let at = rng.random_range(0..inc.len());
@@ -313,12 +308,7 @@ fn a_full_disk_during_receive_leaves_the_target_as_it_was() {
     let fault = Fault::new(mem.storage());
     let st = fault.storage();
     let mut ts = targets(&st);
-    recv(
-        &mut ts,
-        &stream(&src, "s1", None),
-        ReceiveOptions::default(),
-    )
-    .unwrap();
+    receive_s1(&src, &mut ts);
     let before = state(&ts);
     fault.fail_on(FaultOp::Write, ".ext", 5, FaultKind::NoSpace);
     let e = recv(
@@ -363,12 +353,7 @@ fn crash_case(seed: u64) {
             .collect()
     };
     let mut ts = open(&mem.storage());
-    recv(
-        &mut ts,
-        &stream(&src, "s1", None),
-        ReceiveOptions::default(),
-    )
-    .unwrap();
+    receive_s1(&src, &mut ts);
     drop(ts);
     let fault = Fault::new(mem.storage());
     let op = [FaultOp::Write, FaultOp::Sync, FaultOp::Rename][rng.random_range(0..3)];

@@ -158,6 +158,21 @@ fn pipe(send: &[&str], receive: &[&str]) -> (bool, String) {
     (rx.status.success() && txo.status.success(), text)
 }
 
+/// Serves regions `dirs` with downstairs and an upstairs, and checks with
+/// `qemu-img compare` that the volume holds `want`.
+fn serve_and_compare(qemu_img: &Path, root: &Path, dirs: &[PathBuf], want: &[u8]) {
+    let file = root.join("want.raw");
+    std::fs::write(&file, want).unwrap();
+    let mut v = Volume::serve(root, dirs);
+    let mut up = v.upstairs(1, &[]);
+    run(Command::new(qemu_img)
+        .args(["compare", "-f", "raw", "-F", "raw"])
+        .arg(&file)
+        .arg(nbd_url(&up)));
+    up.stop();
+    v.stop();
+}
+
 #[test]
 fn send_receive_serve_compare_and_roll_back() {
     let Some(qemu_img) = tool("qemu-img") else {
@@ -196,16 +211,7 @@ fn send_receive_serve_compare_and_roll_back() {
     }
     // Serve the received regions and compare with qemu-img, as a user
     // would check them.
-    let want = tmp.path().join("s3.raw");
-    std::fs::write(&want, &images[2]).unwrap();
-    let mut v = Volume::serve(tmp.path(), &dst);
-    let mut up = v.upstairs(1, &[]);
-    run(Command::new(&qemu_img)
-        .args(["compare", "-f", "raw", "-F", "raw"])
-        .arg(&want)
-        .arg(nbd_url(&up)));
-    up.stop();
-    v.stop();
+    serve_and_compare(&qemu_img, tmp.path(), &dst, &images[2]);
     ok(&["block", "verify", &dir_arg(&dst)]);
     // Rolling back past later snapshots needs --destroy-later.
     refused(
@@ -217,16 +223,7 @@ fn send_receive_serve_compare_and_roll_back() {
     for d in &src {
         assert!(live_bytes(d) == images[0], "rolled back to s1");
     }
-    let want = tmp.path().join("s1.raw");
-    std::fs::write(&want, &images[0]).unwrap();
-    let mut v = Volume::serve(tmp.path(), &src);
-    let mut up = v.upstairs(1, &[]);
-    run(Command::new(&qemu_img)
-        .args(["compare", "-f", "raw", "-F", "raw"])
-        .arg(&want)
-        .arg(nbd_url(&up)));
-    up.stop();
-    v.stop();
+    serve_and_compare(&qemu_img, tmp.path(), &src, &images[0]);
     // A clone of s2 on the receiver is a volume of its own.
     let clones: Vec<PathBuf> = (0..3)
         .map(|i| tmp.path().join(format!("clone{i}")))
