@@ -156,12 +156,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn writer_task(stream: WriteHalf, mut rx: mpsc::UnboundedReceiver<Message>) {
     let mut w = BufWriter::with_capacity(256 << 10, stream);
     while let Some(m) = rx.recv().await {
-        if write_message(&mut w, &m).await.is_err() {
+        if let Err(e) = write_message(&mut w, &m).await {
+            tracing::warn!(error = %e, "sending a reply failed; closing the connection");
             return;
         }
         // Batch replies that are already queued into one flush.
         while let Ok(m) = rx.try_recv() {
-            if write_message(&mut w, &m).await.is_err() {
+            if let Err(e) = write_message(&mut w, &m).await {
+                tracing::warn!(error = %e, "sending a reply failed; closing the connection");
                 return;
             }
         }

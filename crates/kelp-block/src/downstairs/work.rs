@@ -431,6 +431,17 @@ pub fn execute(region: &mut Region, job: &Job) -> Result<Message> {
         )),
         Op::ExtentFetch { extent } => {
             let img = region.extent_image(*extent)?;
+            // An extent travels in one frame: its saved versions must fit
+            // beside its data (docs/snapshots.md, "Limits").
+            let saved: usize = img.saved.iter().map(|s| s.data.len() + 32).sum();
+            let size = img.data.len() + img.contexts.len() * 13 + saved + 4096;
+            if size > crate::frame::MAX_FRAME_LEN {
+                return Err(BlockError::protocol(format!(
+                    "extent {extent} with its snapshots' saved versions is {size} bytes, more \
+                     than one repair frame carries ({} bytes): delete old snapshots, then repair",
+                    crate::frame::MAX_FRAME_LEN
+                )));
+            }
             Ok(Message::ExtentData {
                 job: job.id,
                 version: img.version,
