@@ -375,14 +375,29 @@ fn get_version(r: &mut Reader<'_>) -> Result<ExtentVersion> {
     })
 }
 
+/// `s` cut to at most MAX_STR bytes, at a character boundary.
+fn clip_str(s: &str) -> &str {
+    let mut end = s.len().min(MAX_STR);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Longer strings are cut to MAX_STR bytes (at a character boundary, so
+/// the peer never sees half a character).
 fn put_str(w: &mut Writer, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(MAX_STR)];
+    let b = clip_str(s).as_bytes();
     w.u32(b.len() as u32).bytes(b);
 }
 
+/// Invalid UTF-8 becomes U+FFFD, which is three bytes: the result is cut
+/// to MAX_STR bytes again, so what decodes re-encodes unchanged.
 fn get_str(r: &mut Reader<'_>) -> Result<String> {
     let n = r.count(1, MAX_STR)?;
-    Ok(String::from_utf8_lossy(r.bytes(n)?).into_owned())
+    let mut s = String::from_utf8_lossy(r.bytes(n)?).into_owned();
+    s.truncate(clip_str(&s).len());
+    Ok(s)
 }
 
 fn u128_le(r: &mut Reader<'_>) -> Result<u128> {
@@ -1406,5 +1421,38 @@ mod tests {
             "{msg}"
         );
         r.finish().unwrap();
+    }
+
+    /// Found reviewing the fuzz target block_frame_decode (corpus file
+    /// `lossy_string`): a string of invalid UTF-8 decoded to U+FFFDs three
+    /// times as long, which re-encoded cut at MAX_STR bytes (mid-character),
+    /// so the message did not survive a round trip. Long strings are cut at
+    /// a character boundary on both sides now.
+    #[test]
+    fn long_and_invalid_strings_round_trip() {
+        let mut frame = vec![];
+        let mut w = Writer::default();
+        w.u64(7).u16(11).u32(4000).bytes(&[0xff; 4000]);
+        frame.extend_from_slice(&((HEADER_LEN + w.buf.len()) as u32).to_le_bytes());
+        frame.extend_from_slice(&[PROTOCOL_VERSION, T_JOB_ERROR, 0, 0]);
+        frame.extend_from_slice(&w.buf);
+        let m = Message::decode(Bytes::from(frame)).unwrap();
+        let Message::JobError { message, .. } = &m else {
+            panic!("{m:?}")
+        };
+        assert!(message.len() <= MAX_STR && message.chars().all(|c| c == '\u{fffd}'));
+        let again = Message::decode(Bytes::from(m.to_bytes().unwrap())).unwrap();
+        assert_eq!(again, m);
+        // A long valid message is cut between characters, not inside one.
+        let m = Message::Error {
+            code: 1,
+            message: "é".repeat(MAX_STR),
+        };
+        let Message::Error { message, .. } =
+            Message::decode(Bytes::from(m.to_bytes().unwrap())).unwrap()
+        else {
+            unreachable!()
+        };
+        assert_eq!(message, "é".repeat(MAX_STR / 2));
     }
 }
