@@ -66,6 +66,7 @@ impl Upstairs {
                 snapshot: Some(s), ..
             } => (Some(s.clone()), None),
             Kind::SnapshotDelete { name } => (None, Some(name.clone())),
+            Kind::SnapshotRecord { snapshot } => (Some(snapshot.clone()), None),
             _ => (None, None),
         };
         match (taken, deleted) {
@@ -73,7 +74,9 @@ impl Upstairs {
                 let cl = &mut self.clients[c];
                 cl.flush_mark = cl.flush_mark.max(s.flush);
                 if cl.snapshots.iter().all(|x| x.name != s.name) {
-                    cl.snapshots.push(s);
+                    // A recorded one may be older than some it holds.
+                    let at = cl.snapshots.partition_point(|x| x.flush < s.flush);
+                    cl.snapshots.insert(at, s);
                 }
             }
             (None, Some(name)) => {
