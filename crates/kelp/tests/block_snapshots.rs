@@ -90,13 +90,17 @@ impl Volume {
     }
 
     fn upstairs(&self) -> Kelp {
+        self.upstairs_gen(1)
+    }
+
+    fn upstairs_gen(&self, generation: u64) -> Kelp {
         let mut args = vec!["upstairs".to_string()];
         for k in &self.ds {
             args.push(format!("--target=127.0.0.1:{}", k.port("port")));
         }
+        args.push(format!("--gen={generation}"));
         args.extend(
             [
-                "--gen=1",
                 "--nbd=127.0.0.1:0",
                 "--nbd-snapshots=127.0.0.1:0",
                 "--control=127.0.0.1:0",
@@ -373,13 +377,16 @@ fn snapshot_refused_while_a_downstairs_is_down() {
 /// brought it back every replica holds the same snapshots, every listed
 /// snapshot reads back exactly what the volume held when it was taken, and
 /// `kelp block verify` (data, extent versions, births, catalogs, snapshot
-/// versions) passes.
+/// versions) passes. In the last round the downstairs is frozen before
+/// the request and the upstairs killed too, so a new upstairs reconciles a
+/// downstairs that lacks the snapshot the other two took.
 #[test]
 fn a_downstairs_killed_during_a_snapshot_gets_it_when_it_is_back() {
     let Some(qemu_img) = tool("qemu-img") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
+
     let mut v = Volume::new(tmp.path());
     let mut up = v.upstairs();
     // What the volume held when each snapshot was taken.
@@ -398,13 +405,20 @@ fn a_downstairs_killed_during_a_snapshot_gets_it_when_it_is_back() {
     let (status, s) = create(&up, "s1");
     assert_eq!(status, 200, "{s}");
     want.push(("s1".into(), image));
-    for round in 0..3u64 {
+    // Rounds 0 to 2: the upstairs replays or live-repairs the downstairs.
+    // Round 3: the upstairs is killed too while the downstairs is down, so
+    // a new one reconciles the three.
+    for round in 0..4u64 {
         let image = write(&up, 10 + round);
         let name = format!("during-{round}");
         let k = (round % 3) as usize;
         let port = v.ds[k].port("port");
         let url = control(&up);
         let body = serde_json::json!({ "name": name });
+        if round == 3 {
+            // Frozen first: the other two take the snapshot, it cannot.
+            v.ds[k].freeze();
+        }
         let req = std::thread::spawn(move || {
             common::http()
                 .post(format!("{url}/snapshots"))
@@ -412,10 +426,29 @@ fn a_downstairs_killed_during_a_snapshot_gets_it_when_it_is_back() {
                 .send()
                 .map(|r| r.status().as_u16())
         });
+        // Killed as soon as the upstairs has queued the snapshot's flush
+        // (or a moment later), so the kill lands during it.
+        let queued = format!("snapshot={name}");
+        let start = Instant::now();
+        while !up.log_text().contains(&queued) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(round % 2 * 3));
         v.ds[k].kill9();
+        // The request waits for the killed downstairs (it may still take
+        // the snapshot when replayed), so it is restarted first; in the
+        // last round the upstairs dies before it is back.
+        if round == 3 {
+            // Long enough for the other two to take it.
+            std::thread::sleep(Duration::from_millis(500));
+            up.kill9();
+        }
+        v.ds[k] = v.start_ds(k, port);
         let status = req.join().unwrap();
         eprintln!("round {round}: snapshot {name} answered {status:?}");
-        v.ds[k] = v.start_ds(k, port);
+        if round == 3 {
+            up = v.upstairs_gen(2);
+        }
         // A snapshot needs all three active: this one succeeds once the
         // killed downstairs is back (replayed or repaired). Nothing was
         // written since, so it holds the same image.
@@ -430,6 +463,12 @@ fn a_downstairs_killed_during_a_snapshot_gets_it_when_it_is_back() {
             want.push((name, image.clone()));
         }
         want.push((probe, image));
+        if round == 3 {
+            assert!(
+                up.log_text().contains("bringing a downstairs' snapshots"),
+                "the new upstairs gave downstairs {k} the snapshot it missed"
+            );
+        }
     }
     up.stop();
     for d in &mut v.ds {

@@ -763,3 +763,28 @@ fn live_repair_gives_the_returning_replica_the_snapshot_first() {
     }
     assert_eq!(h.up.clients_snapshots(2), vec![taken]);
 }
+
+/// A downstairs that reconnects before the loss of its old connection is
+/// seen (kill -9 and a quick restart) is treated as having dropped out
+/// then: a snapshot it had not acknowledged is answered, not left waiting.
+#[test]
+fn a_quick_reconnect_during_a_snapshot_answers_it() {
+    let mut h = Harness::active();
+    let req = h.guest(snap_req("s1"));
+    let job = job_of(&h.drain(0)[0]);
+    let _ = (h.drain(1), h.drain(2));
+    h.msg(0, Message::Ack { job });
+    h.msg(2, Message::Ack { job });
+    h.connect_with(1, vec![ExtentVersion::default(); 2], 0, vec![]);
+    let resent = h.drain(1);
+    let Some(Message::Flush { job: again, .. }) = resent.first().cloned() else {
+        panic!("replayed: {resent:?}")
+    };
+    h.msg(1, Message::Ack { job: again });
+    assert!(
+        matches!(h.reply(req), Some(Ok(Output::Snapshot(_)))),
+        "{:?} {:?}",
+        h.reply(req),
+        h.up.status()
+    );
+}
