@@ -40,6 +40,7 @@
 //! | 14 | ExtentStamp | job u64, deps, extent u32, flush u64, generation u64 |
 //! | 15 | ReadSnapshot | job u64, deps, name str, start u64, count u64 (answered with ReadReply) |
 //! | 16 | SnapshotDelete | job u64, deps, name str (a name already gone is not an error) |
+//! | 17 | SnapshotRecord | job u64, deps, snap (records a snapshot the others took while this downstairs was away, after its extents were repaired; no flush; the same entry again is not an error) |
 //! | 20 | Ack | job u64 |
 //! | 21 | ReadReply | job u64, ctxs, data (rest) |
 //! | 22 | ExtentData | job u64, version, ctxs, births, saved, data (rest) |
@@ -100,6 +101,7 @@ pub const T_EXTENT_REPLACE: u8 = 13;
 pub const T_EXTENT_STAMP: u8 = 14;
 pub const T_READ_SNAPSHOT: u8 = 15;
 pub const T_SNAPSHOT_DELETE: u8 = 16;
+pub const T_SNAPSHOT_RECORD: u8 = 17;
 pub const T_ACK: u8 = 20;
 pub const T_READ_REPLY: u8 = 21;
 pub const T_EXTENT_DATA: u8 = 22;
@@ -256,6 +258,13 @@ pub enum Message {
         job: u64,
         deps: Vec<u64>,
         name: String,
+    },
+    /// Gives a downstairs that was away a snapshot the others took: added
+    /// to its catalog in flush order, without a flush.
+    SnapshotRecord {
+        job: u64,
+        deps: Vec<u64>,
+        snapshot: Snapshot,
     },
     Ack {
         job: u64,
@@ -438,6 +447,7 @@ impl Message {
             Message::ExtentStamp { .. } => T_EXTENT_STAMP,
             Message::ReadSnapshot { .. } => T_READ_SNAPSHOT,
             Message::SnapshotDelete { .. } => T_SNAPSHOT_DELETE,
+            Message::SnapshotRecord { .. } => T_SNAPSHOT_RECORD,
             Message::Ack { .. } => T_ACK,
             Message::ReadReply { .. } => T_READ_REPLY,
             Message::ExtentData { .. } => T_EXTENT_DATA,
@@ -579,6 +589,15 @@ impl Message {
                 w.u64(*job);
                 put_deps(&mut w, deps);
                 put_str(&mut w, name);
+            }
+            Message::SnapshotRecord {
+                job,
+                deps,
+                snapshot,
+            } => {
+                w.u64(*job);
+                put_deps(&mut w, deps);
+                put_snap(&mut w, snapshot);
             }
             Message::ExtentFetch { job, deps, extent } => {
                 w.u64(*job);
@@ -819,6 +838,11 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message> {
             job: r.u64()?,
             deps: get_deps(&mut r)?,
             name: get_str(&mut r)?,
+        },
+        T_SNAPSHOT_RECORD => Message::SnapshotRecord {
+            job: r.u64()?,
+            deps: get_deps(&mut r)?,
+            snapshot: get_snap(&mut r)?,
         },
         T_EXTENT_FETCH => Message::ExtentFetch {
             job: r.u64()?,
@@ -1120,6 +1144,11 @@ mod tests {
                 deps: vec![],
                 name: "s1".into(),
             },
+            Message::SnapshotRecord {
+                job: 13,
+                deps: vec![12],
+                snapshot: snap(),
+            },
             Message::ExtentFetch {
                 job: 4,
                 deps: vec![],
@@ -1302,6 +1331,26 @@ mod tests {
                 25, 0, 0, 0, 3, 16, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, b'a'
             ]
         );
+        let b = Message::SnapshotRecord {
+            job: 2,
+            deps: vec![1],
+            snapshot: snap(),
+        }
+        .to_bytes()
+        .unwrap();
+        let mut want = vec![66, 0, 0, 0, 3, 17, 0, 0];
+        want.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]); // job
+        want.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]); // deps
+        want.extend_from_slice(&[2, 0, 0, 0, b's', b'1', 2, 1]); // name, guid
+        want.extend_from_slice(&[0; 14]);
+        want.extend_from_slice(&11u64.to_le_bytes()); // flush
+        want.extend_from_slice(&1_700_000_000u64.to_le_bytes()); // created
+        assert_eq!(b, want);
+        for n in HEADER_LEN..want.len() {
+            let mut t = want[..n].to_vec();
+            t[0..4].copy_from_slice(&(n as u32).to_le_bytes());
+            assert!(Message::decode(Bytes::from(t)).is_err(), "{n}");
+        }
         let b = Message::ExtentVersions {
             versions: vec![],
             flush_mark: 9,

@@ -121,6 +121,37 @@ impl Catalog {
         Ok(())
     }
 
+    /// Inserts a snapshot anywhere in flush order: how a replica that was
+    /// away is given a snapshot the others took meanwhile (possibly older
+    /// than one it holds). Its name, GUID and flush must all be new here.
+    pub fn insert(&mut self, s: Snapshot) -> Result<()> {
+        check_name(&s.name)?;
+        if self.get(&s.name).is_some() {
+            return Err(BlockError::SnapshotExists(s.name));
+        }
+        if self.by_guid(s.guid).is_some() {
+            return Err(BlockError::SnapshotConflict(format!(
+                "a snapshot with GUID {:032x} already exists",
+                s.guid
+            )));
+        }
+        if let Some(o) = self.snapshots.iter().find(|o| o.flush == s.flush) {
+            return Err(BlockError::SnapshotConflict(format!(
+                "snapshot {} at flush {} conflicts with {} at the same flush",
+                s.name, s.flush, o.name
+            )));
+        }
+        if self.snapshots.len() >= MAX_SNAPSHOTS {
+            return Err(BlockError::Invalid(format!(
+                "a region holds at most {MAX_SNAPSHOTS} snapshots"
+            )));
+        }
+        self.flush_mark = self.flush_mark.max(s.flush);
+        let at = self.snapshots.partition_point(|o| o.flush < s.flush);
+        self.snapshots.insert(at, s);
+        Ok(())
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(64 + self.snapshots.len() * 48);
         w.bytes(MAGIC)
@@ -255,6 +286,23 @@ mod tests {
             Err(BlockError::SnapshotExists(_))
         ));
         assert!(c.add(snap("old", 2)).is_err());
+        // Insert goes anywhere in flush order, but never twice.
+        c.add(snap("c", 9)).unwrap();
+        c.insert(snap("b", 5)).unwrap();
+        c.insert(snap("z", 1)).unwrap();
+        assert_eq!(c.flushes(), vec![1, 3, 5, 9]);
+        assert_eq!(c.flush_mark, 9);
+        assert!(c.insert(snap("b", 6)).is_err(), "same name");
+        let same_guid = Snapshot {
+            name: "q".into(),
+            flush: 6,
+            ..snap("b", 5)
+        };
+        assert!(c.insert(same_guid).is_err(), "same GUID");
+        let mut same_flush = snap("q", 5);
+        same_flush.guid = 1;
+        assert!(c.insert(same_flush).is_err(), "same flush");
+        assert_eq!(Catalog::decode(&c.encode()).unwrap(), c);
         for bad in ["", "-x", ".x", "a/b", "a b", &"x".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }

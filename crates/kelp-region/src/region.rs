@@ -675,7 +675,15 @@ impl Region {
         self.writable()?;
         self.not_flushing()?;
         let r = self.extent_mut(eid)?.replace(image);
-        self.note(r)
+        self.note(r)?;
+        // As `open` would find it: never behind a flush the copy shows
+        // begun, so later writes are born after the copied versions.
+        let born = image.births.iter().copied().max().unwrap_or(0);
+        self.flush_mark = self
+            .flush_mark
+            .max(image.version.flush)
+            .max(born.saturating_sub(1));
+        Ok(())
     }
 
     pub fn extent_stamp(&mut self, eid: u32, flush: u64, generation: u64) -> Result<()> {
@@ -832,6 +840,63 @@ mod tests {
         r.flush_finish();
         assert!(r.snapshot_recorded("s"));
         assert_eq!(r.read_snapshot("s", 0, 1).unwrap().1, vec![7; 512]);
+    }
+
+    /// A replica that missed a snapshot gets its extents copied from one
+    /// that took it, then the record: the snapshot then reads the same
+    /// there, through a reopen, and later writes keep it intact.
+    #[test]
+    fn a_snapshot_recorded_after_repair_reads_like_the_source() {
+        let crc = |b: u8| vec![crate::context::block_crc(&[b; 512])];
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = Region::create(da.path(), 512, 4, 2).unwrap();
+        let mut b = Region::create(db.path(), 512, 4, 2).unwrap();
+        for r in [&mut a, &mut b] {
+            r.write(0, &[1; 512], &crc(1)).unwrap();
+            r.flush(1, 1).unwrap();
+        }
+        // Only `a` takes s0 and s1 and sees the write between them.
+        let s0 = a.next_snapshot("s0");
+        a.snapshot_take(s0.clone()).unwrap();
+        a.write(0, &[2; 512], &crc(2)).unwrap();
+        let s1 = a.next_snapshot("s1");
+        a.snapshot_take(s1.clone()).unwrap();
+        a.write(0, &[3; 512], &crc(3)).unwrap();
+        a.flush(4, 1).unwrap();
+        // `b` holds another s0 (another GUID): recording s0 is refused
+        // until it is deleted, as the upstairs does first.
+        let mut other = s0.clone();
+        other.guid ^= 1;
+        b.snapshot_record(other).unwrap();
+        assert!(matches!(
+            b.snapshot_record(s0.clone()),
+            Err(BlockError::SnapshotConflict(_))
+        ));
+        b.snapshot_delete("s0").unwrap();
+        for e in 0..2 {
+            b.extent_replace(e, &a.extent_image(e).unwrap()).unwrap();
+        }
+        assert_eq!(b.flush_mark(), 4, "as a reopen would find it");
+        // Out of order (s1 before s0) and twice.
+        b.snapshot_record(s1.clone()).unwrap();
+        b.snapshot_record(s0.clone()).unwrap();
+        b.snapshot_record(s1.clone()).unwrap();
+        assert_eq!(b.catalog().snapshots, a.catalog().snapshots);
+        for s in ["s0", "s1"] {
+            assert_eq!(
+                b.read_snapshot(s, 0, 8).unwrap(),
+                a.read_snapshot(s, 0, 8).unwrap()
+            );
+        }
+        assert_eq!(b.read_snapshot("s0", 0, 1).unwrap().1, vec![1; 512]);
+        assert_eq!(b.read_snapshot("s1", 0, 1).unwrap().1, vec![2; 512]);
+        // Later writes are born after both and keep them intact.
+        b.write(0, &[4; 512], &crc(4)).unwrap();
+        b.flush(5, 1).unwrap();
+        b.reopen().unwrap();
+        assert_eq!(b.catalog().snapshots, a.catalog().snapshots);
+        assert_eq!(b.read_snapshot("s1", 0, 1).unwrap().1, vec![2; 512]);
+        assert_eq!(b.read(0, 1).unwrap().1, vec![4; 512]);
     }
 
     #[test]

@@ -60,6 +60,40 @@ impl Region {
         Ok(())
     }
 
+    /// Records snapshot `s`, taken by the other replicas while this one
+    /// was away, without a flush: the caller (the upstairs, after
+    /// repairing this region's extents from a replica that holds it) has
+    /// made the data match. The flush mark rises to at least `s.flush`, so
+    /// later writes are born after it. Recording a snapshot already held
+    /// exactly (same name, GUID and flush) succeeds and changes nothing,
+    /// so a replayed record is harmless; any other clash of name, GUID or
+    /// flush is refused.
+    pub fn snapshot_record(&mut self, s: Snapshot) -> Result<()> {
+        self.writable()?;
+        if self.flushing {
+            return Err(BlockError::protocol("a flush is already under way"));
+        }
+        if let Some(have) = self.catalog.get(&s.name) {
+            // (The flush mark is already at least its flush: `add` and
+            // `insert` raise it with the entry.)
+            if have.guid == s.guid && have.flush == s.flush {
+                return Ok(());
+            }
+            return Err(BlockError::SnapshotConflict(format!(
+                "snapshot {} exists here with GUID {:032x} at flush {}, not {:032x} at flush {}",
+                s.name, have.guid, have.flush, s.guid, s.flush
+            )));
+        }
+        let mut c = self.catalog.clone();
+        c.flush_mark = c.flush_mark.max(self.flush_mark);
+        c.insert(s)?;
+        let r = c.store(&self.storage, &self.dir);
+        self.note(r)?;
+        self.flush_mark = self.flush_mark.max(c.flush_mark);
+        self.catalog = c;
+        Ok(())
+    }
+
     /// A new snapshot description for this region, at the next flush.
     pub fn next_snapshot(&self, name: &str) -> Snapshot {
         Snapshot {

@@ -68,6 +68,9 @@ pub enum Op {
     SnapshotDelete {
         name: String,
     },
+    SnapshotRecord {
+        snapshot: Snapshot,
+    },
     ExtentFetch {
         extent: u32,
     },
@@ -139,6 +142,11 @@ impl Job {
                 count,
             } => (job, deps, Op::ReadSnapshot { name, start, count }),
             Message::SnapshotDelete { job, deps, name } => (job, deps, Op::SnapshotDelete { name }),
+            Message::SnapshotRecord {
+                job,
+                deps,
+                snapshot,
+            } => (job, deps, Op::SnapshotRecord { snapshot }),
             Message::ExtentFetch { job, deps, extent } => (job, deps, Op::ExtentFetch { extent }),
             Message::ExtentReplace {
                 job,
@@ -422,6 +430,13 @@ pub fn execute(region: &mut Region, job: &Job) -> Result<Message> {
                 let freed = region.snapshot_delete(name)?;
                 tracing::info!(snapshot = %name, freed, "snapshot deleted");
             }
+            Ok(Message::Ack { job: job.id })
+        }
+        // The upstairs sends it once this region's extents match a replica
+        // that holds the snapshot; recording it again is not an error.
+        Op::SnapshotRecord { snapshot } => {
+            region.snapshot_record(snapshot.clone())?;
+            tracing::info!(snapshot = %snapshot.name, flush = snapshot.flush, "snapshot recorded from the other replicas");
             Ok(Message::Ack { job: job.id })
         }
         // A flush runs beside later jobs: the worker begins it with

@@ -159,7 +159,11 @@ impl Harness {
                         data: Bytes::from(data),
                     }
                 }
-                Message::Write { job, .. } | Message::Flush { job, .. } => Message::Ack { job },
+                Message::Write { job, .. }
+                | Message::Flush { job, .. }
+                | Message::SnapshotRecord { job, .. }
+                | Message::SnapshotDelete { job, .. }
+                | Message::ExtentStamp { job, .. } => Message::Ack { job },
                 Message::Ping(_) => continue,
                 other => panic!("unexpected frame {other:?}"),
             };
@@ -592,5 +596,195 @@ fn a_snapshot_whose_ack_was_lost_is_not_replayed() {
         matches!(h.reply(req), Some(Ok(Output::Snapshot(_)))),
         "{:?}",
         h.reply(req)
+    );
+}
+
+fn snapshot(name: &str, flush: u64) -> Snapshot {
+    Snapshot {
+        name: name.into(),
+        guid: 0x100 + flush as u128,
+        flush,
+        created: 1,
+    }
+}
+
+/// At activation a downstairs with a lower flush mark is given the
+/// snapshots the freshest downstairs hold and loses the ones only it holds
+/// (deleted while it was away), deletes first, after the extent copies and
+/// before the first flush.
+#[test]
+fn reconcile_brings_a_lagging_replica_to_the_others_snapshots() {
+    let mut h = Harness::new();
+    let v = |flush| ExtentVersion {
+        generation: 1,
+        flush,
+        dirty: false,
+    };
+    let (s1, old, s2) = (snapshot("s1", 5), snapshot("old", 7), snapshot("s2", 12));
+    // Extent 1 was written after s1 and flushed at 8; ds2 missed it.
+    h.connect_with(0, vec![v(5), v(8)], 12, vec![s1.clone(), s2.clone()]);
+    h.connect_with(1, vec![v(5), v(8)], 12, vec![s1.clone(), s2.clone()]);
+    h.connect_with(2, vec![v(5), v(7)], 9, vec![s1.clone(), old.clone()]);
+    assert!(h.ready.is_none(), "extent 1 is copied first");
+    let fetch = h.drain(0);
+    let Some(Message::ExtentFetch { job, extent: 1, .. }) = fetch.first().cloned() else {
+        panic!("{fetch:?}")
+    };
+    assert!(
+        h.drain(2).is_empty(),
+        "nothing for ds2 before the copy: {:?}",
+        h.sent[2]
+    );
+    let data = vec![0u8; 4 * BS];
+    h.msg(
+        0,
+        Message::ExtentData {
+            job,
+            version: v(8),
+            contexts: vec![BlockContext::Unwritten; 4],
+            births: vec![0; 4],
+            saved: vec![],
+            data: Bytes::from(data),
+        },
+    );
+    let mut replaces = vec![];
+    for c in [1, 2] {
+        let sent = h.drain(c);
+        let [Message::ExtentReplace { job, .. }] = sent[..] else {
+            panic!("{c}: {sent:?}")
+        };
+        replaces.push((c, job));
+    }
+    for (c, job) in replaces {
+        h.msg(c, Message::Ack { job });
+    }
+    assert!(matches!(h.ready, Some(Ok(_))));
+    let sent = h.drain(2);
+    match &sent[..] {
+        [
+            Message::SnapshotDelete { name, .. },
+            Message::SnapshotRecord { snapshot, deps, .. },
+            Message::Flush {
+                flush: 13,
+                deps: fdeps,
+                ..
+            },
+        ] => {
+            assert_eq!(name, "old");
+            assert_eq!(snapshot, &s2);
+            assert_eq!(deps.len(), 1, "after the delete");
+            assert_eq!(fdeps.len(), 2, "the flush after both");
+        }
+        other => panic!("{other:?}"),
+    }
+    for c in 0..2 {
+        let sent = h.drain(c);
+        assert!(
+            matches!(sent[..], [Message::Flush { flush: 13, .. }]),
+            "{sent:?}"
+        );
+    }
+    let list = h.guest(GuestOp::Snapshots);
+    assert!(
+        matches!(h.reply(list), Some(Ok(Output::Snapshots(v))) if v == &vec![s1.clone(), s2.clone()])
+    );
+    for (m, c) in sent.iter().zip([2, 2, 2]) {
+        h.msg(c, Message::Ack { job: job_of_any(m) });
+    }
+    assert_eq!(h.up.clients_snapshots(2), vec![s1, s2]);
+}
+
+fn job_of_any(m: &Message) -> u64 {
+    match m {
+        Message::SnapshotDelete { job, .. }
+        | Message::SnapshotRecord { job, .. }
+        | Message::ExtentStamp { job, .. } => *job,
+        other => job_of(other),
+    }
+}
+
+/// A downstairs faulted during a snapshot (it failed it) is given the
+/// snapshot when live repair starts, before any extent copy or guest write
+/// reaches it, followed by a flush that brings its flush mark to the
+/// others'.
+#[test]
+fn live_repair_gives_the_returning_replica_the_snapshot_first() {
+    let mut h = Harness::active();
+    let req = h.guest(snap_req("s1"));
+    let job = job_of(&h.drain(0)[0]);
+    let _ = (h.drain(1), h.drain(2));
+    h.msg(0, Message::Ack { job });
+    h.msg(1, Message::Ack { job });
+    h.msg(
+        2,
+        Message::JobError {
+            job,
+            code: crate::frame::ErrorCode::Io as u16,
+            message: "killed".into(),
+        },
+    );
+    assert!(matches!(h.reply(req), Some(Err(BlockError::NoQuorum(_)))));
+    let taken = match h.up.clients_snapshots(0).first() {
+        Some(s) => s.clone(),
+        None => panic!("ds0 took it"),
+    };
+    // It comes back without the snapshot, one extent dirty.
+    let dirty = ExtentVersion {
+        dirty: true,
+        ..ExtentVersion::default()
+    };
+    h.connect_with(
+        2,
+        vec![dirty, ExtentVersion::default()],
+        taken.flush - 1,
+        vec![],
+    );
+    let sent = h.drain(2);
+    match &sent[..] {
+        [
+            Message::ExtentStamp { extent: 0, .. },
+            Message::SnapshotRecord { snapshot, .. },
+            Message::Flush { flush, .. },
+        ] => {
+            assert_eq!(snapshot, &taken);
+            assert!(*flush > taken.flush);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(
+            h.drain(0).last(),
+            Some(Message::ExtentFetch { extent: 0, .. })
+        ),
+        "then the extents"
+    );
+    for m in &sent {
+        h.msg(2, Message::Ack { job: job_of_any(m) });
+    }
+    assert_eq!(h.up.clients_snapshots(2), vec![taken]);
+}
+
+/// A downstairs that reconnects before the loss of its old connection is
+/// seen (kill -9 and a quick restart) is treated as having dropped out
+/// then: a snapshot it had not acknowledged is answered, not left waiting.
+#[test]
+fn a_quick_reconnect_during_a_snapshot_answers_it() {
+    let mut h = Harness::active();
+    let req = h.guest(snap_req("s1"));
+    let job = job_of(&h.drain(0)[0]);
+    let _ = (h.drain(1), h.drain(2));
+    h.msg(0, Message::Ack { job });
+    h.msg(2, Message::Ack { job });
+    h.connect_with(1, vec![ExtentVersion::default(); 2], 0, vec![]);
+    let resent = h.drain(1);
+    let Some(Message::Flush { job: again, .. }) = resent.first().cloned() else {
+        panic!("replayed: {resent:?}")
+    };
+    h.msg(1, Message::Ack { job: again });
+    assert!(
+        matches!(h.reply(req), Some(Ok(Output::Snapshot(_)))),
+        "{:?} {:?}",
+        h.reply(req),
+        h.up.status()
     );
 }

@@ -288,7 +288,7 @@ impl Upstairs {
             || j.kind.is_read()
             || matches!(
                 j.kind,
-                Kind::ExtentReplace { .. } | Kind::ExtentStamp { .. }
+                Kind::ExtentReplace { .. } | Kind::ExtentStamp { .. } | Kind::SnapshotRecord { .. }
             )
         {
             return;

@@ -90,6 +90,11 @@ pub enum Kind {
     SnapshotDelete {
         name: String,
     },
+    /// Gives one downstairs that was away a snapshot the others hold
+    /// (repair.rs, "Snapshots of a replica that was away").
+    SnapshotRecord {
+        snapshot: Snapshot,
+    },
     ExtentFetch {
         extent: u32,
     },

@@ -66,6 +66,7 @@ impl Upstairs {
                 snapshot: Some(s), ..
             } => (Some(s.clone()), None),
             Kind::SnapshotDelete { name } => (None, Some(name.clone())),
+            Kind::SnapshotRecord { snapshot } => (Some(snapshot.clone()), None),
             _ => (None, None),
         };
         match (taken, deleted) {
@@ -73,7 +74,9 @@ impl Upstairs {
                 let cl = &mut self.clients[c];
                 cl.flush_mark = cl.flush_mark.max(s.flush);
                 if cl.snapshots.iter().all(|x| x.name != s.name) {
-                    cl.snapshots.push(s);
+                    // A recorded one may be older than some it holds.
+                    let at = cl.snapshots.partition_point(|x| x.flush < s.flush);
+                    cl.snapshots.insert(at, s);
                 }
             }
             (None, Some(name)) => {
@@ -157,7 +160,20 @@ impl Upstairs {
             None => self.def = Some(hs.region),
         }
         // A connection it still holds (it reconnected before the loss of
-        // the old one was noticed) is replaced.
+        // the old one was noticed, e.g. killed and restarted at once) is
+        // replaced; an active downstairs has dropped out with it, and is
+        // replayed below like any other, so that the jobs sent on the old
+        // connection are not left waiting for it.
+        if self.clients[c].conn.is_some()
+            && self.phase == Phase::Running
+            && self.clients[c].mode == Mode::Active
+        {
+            tracing::warn!(
+                client = c,
+                "reconnected before its old connection was seen to drop"
+            );
+            self.went_offline(c);
+        }
         self.close(c);
         tracing::info!(client = c, addr = %self.clients[c].addr, mode = ?self.clients[c].mode, "downstairs connected");
         self.clients[c].conn = Some(conn);
@@ -217,27 +233,32 @@ impl Upstairs {
             Phase::WaitAll => {}
             Phase::Reconciling => self.abort_reconcile(),
             Phase::Running => match self.clients[c].mode {
-                Mode::Active => {
-                    self.clients[c].mode = Mode::Offline;
-                    let reads: Vec<u64> = self
-                        .table
-                        .iter()
-                        .filter(|j| j.on[c] == On::Sent && j.kind.is_read())
-                        .map(|j| j.id)
-                        .collect();
-                    for id in reads {
-                        if matches!(self.table.get(id).map(|j| &j.kind), Some(Kind::Read { .. })) {
-                            self.reroute_read(c, id);
-                        }
-                    }
-                    self.source_lost(c);
-                }
+                Mode::Active => self.went_offline(c),
                 Mode::Repair | Mode::Init => self.fault(c, error),
                 Mode::Offline | Mode::Faulted => {}
             },
             Phase::Halted => return,
         }
         self.reconnect(c);
+    }
+
+    /// An active downstairs dropped out: it is offline (replayed when
+    /// back), its reads go elsewhere and a repair it was the source of
+    /// stops.
+    fn went_offline(&mut self, c: usize) {
+        self.clients[c].mode = Mode::Offline;
+        let reads: Vec<u64> = self
+            .table
+            .iter()
+            .filter(|j| j.on[c] == On::Sent && j.kind.is_read())
+            .map(|j| j.id)
+            .collect();
+        for id in reads {
+            if matches!(self.table.get(id).map(|j| &j.kind), Some(Kind::Read { .. })) {
+                self.reroute_read(c, id);
+            }
+        }
+        self.source_lost(c);
     }
 
     /// Replays, in order, every job since the last flush `c` ran: the

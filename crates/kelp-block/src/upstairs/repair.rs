@@ -41,6 +41,42 @@
 //! been given goes through the same flushes as its source and ends with the
 //! same version. It does not count towards quorum until every extent is
 //! done.
+//!
+//! # Snapshots of a replica that was away
+//!
+//! Extent copies carry every block's birth and the saved versions
+//! snapshots keep, but not the snapshot catalog: a downstairs that was away
+//! (down, faulted, or replaced) when a snapshot was taken or deleted is
+//! brought to the others' list by `SnapshotDelete` and `SnapshotRecord`
+//! jobs sent to it alone. The list it is brought to (`truth`):
+//!
+//! - at activation, every snapshot held by a downstairs with the highest
+//!   flush mark: those took part in the latest flushes. A snapshot only
+//!   some of them hold was taken or deleted by a request that failed (a
+//!   downstairs dropped out during it), which promised nothing; it is
+//!   kept, as the replicas that took it keep it (delete it again to drop
+//!   it). A snapshot a downstairs with a lower flush mark lacks is one it
+//!   missed, and one only it holds was deleted while it was away;
+//! - in live repair, every snapshot an active downstairs holds.
+//!
+//! (Entries are taken in client order; one clashing in name, GUID or
+//! flush with an entry already taken is left out.)
+//!
+//! A downstairs holding a snapshot not in that list (deleted while it was
+//! away, or another snapshot under the same name) has it deleted, before
+//! anything is recorded, so a record never clashes. A record is sent only
+//! where the data already matches: at activation after the extent copies
+//! (an extent is also copied, from a downstairs holding the list, wherever
+//! the lagging downstairs wrote or stamped it at or after the oldest
+//! snapshot it lacks, since its writes then kept no saved versions for
+//! it; an extent it has not touched since holds the snapshot's data
+//! already). In live repair the records and deletes go first, before any
+//! extent copy, followed by a flush: every extent is copied anyway, and
+//! guest writes reaching the repairing downstairs must already be born
+//! after every snapshot and keep the versions those snapshots need, as on
+//! the source. The downstairs adds a record without a flush and raises its
+//! flush mark to the snapshot's flush; a record it already holds is
+//! acknowledged, so a replayed one is harmless.
 
 use std::collections::VecDeque;
 
@@ -48,6 +84,7 @@ use bytes::Bytes;
 
 use super::jobs::{CLIENTS, Image, Kind, On, Waiter};
 use super::state::{Mode, Phase, Upstairs};
+use crate::catalog::Snapshot;
 use crate::error::BlockError;
 use crate::extent::ExtentVersion;
 
@@ -103,6 +140,9 @@ pub(super) enum RepairState {
     Reconcile {
         plan: VecDeque<Plan>,
         step: Option<Step>,
+        /// The snapshots every downstairs holds once the extents are
+        /// copied (module comment).
+        truth: Vec<Snapshot>,
     },
     Live {
         client: usize,
@@ -135,18 +175,61 @@ impl RepairState {
     }
 }
 
+/// Every snapshot in the lists given, in flush order; an entry clashing
+/// in name, GUID or flush with one taken from an earlier list is left out.
+pub(super) fn union_snapshots(lists: &[&[Snapshot]]) -> Vec<Snapshot> {
+    let mut out: Vec<Snapshot> = vec![];
+    for s in lists.iter().flat_map(|l| l.iter()) {
+        if out
+            .iter()
+            .all(|o| o.name != s.name && o.guid != s.guid && o.flush != s.flush)
+        {
+            out.push(s.clone());
+        }
+    }
+    out.sort_by_key(|s| s.flush);
+    out
+}
+
+/// What brings catalog `have` to `truth`: the names to delete (held but
+/// not in `truth` as they are), then the snapshots to record.
+pub(super) fn catalog_diff(have: &[Snapshot], truth: &[Snapshot]) -> (Vec<String>, Vec<Snapshot>) {
+    let delete = have
+        .iter()
+        .filter(|s| !truth.contains(s))
+        .map(|s| s.name.clone())
+        .collect();
+    let record = truth
+        .iter()
+        .filter(|s| !have.contains(s))
+        .cloned()
+        .collect();
+    (delete, record)
+}
+
 /// Which extents need repair, from each downstairs' extent versions.
+/// `holds` marks the downstairs that hold the true snapshot list (sources
+/// are taken from them when copies are equally fresh); `lacks` is, per
+/// downstairs, the flush of the oldest true snapshot it lacks: its extents
+/// written or stamped at or after it are copied too (module comment).
 #[allow(clippy::needless_range_loop)] // e indexes the inner vectors of all three
-pub(super) fn plan(versions: &[Vec<ExtentVersion>; CLIENTS]) -> VecDeque<Plan> {
+pub(super) fn plan(
+    versions: &[Vec<ExtentVersion>; CLIENTS],
+    holds: [bool; CLIENTS],
+    lacks: [Option<u64>; CLIENTS],
+) -> VecDeque<Plan> {
     let n = versions.iter().map(|v| v.len()).min().unwrap_or(0);
     let mut out = VecDeque::new();
     for e in 0..n {
         let vs: [ExtentVersion; CLIENTS] = std::array::from_fn(|c| versions[c][e]);
-        if vs.iter().all(|v| *v == vs[0] && !v.dirty) {
+        let stale = (0..CLIENTS).any(|c| lacks[c].is_some_and(|f| vs[c].flush >= f));
+        if vs.iter().all(|v| *v == vs[0] && !v.dirty) && !stale {
             continue;
         }
         let mut order: [usize; CLIENTS] = std::array::from_fn(|c| c);
-        order.sort_by_key(|&c| std::cmp::Reverse((vs[c].freshness(), std::cmp::Reverse(c))));
+        order.sort_by_key(|&c| {
+            std::cmp::Reverse((vs[c].freshness(), holds[c], std::cmp::Reverse(c)))
+        });
         let source = order[0];
         let target = ExtentVersion {
             dirty: false,
@@ -288,7 +371,22 @@ impl Upstairs {
             c.mode = Mode::Active;
             c.last_flush_done = 0;
         }
-        let plan = plan(&versions);
+        // The snapshots every downstairs ends with (module comment).
+        let top = self.clients.iter().map(|c| c.flush_mark).max().unwrap_or(0);
+        let lists: Vec<&[Snapshot]> = (0..CLIENTS)
+            .filter(|&c| self.clients[c].flush_mark == top)
+            .map(|c| self.clients[c].snapshots.as_slice())
+            .collect();
+        let truth = union_snapshots(&lists);
+        let lacks: [Option<u64>; CLIENTS] = std::array::from_fn(|c| {
+            catalog_diff(&self.clients[c].snapshots, &truth)
+                .1
+                .iter()
+                .map(|s| s.flush)
+                .min()
+        });
+        let holds: [bool; CLIENTS] = std::array::from_fn(|c| lacks[c].is_none());
+        let plan = plan(&versions, holds, lacks);
         tracing::info!(
             extents_to_repair = plan.len(),
             next_flush = self.next_flush,
@@ -296,7 +394,11 @@ impl Upstairs {
             "all three downstairs activated; reconciling"
         );
         self.phase = Phase::Reconciling;
-        self.repair = RepairState::Reconcile { plan, step: None };
+        self.repair = RepairState::Reconcile {
+            plan,
+            step: None,
+            truth,
+        };
         self.next_reconcile_step();
     }
 
@@ -322,13 +424,52 @@ impl Upstairs {
                 }
             }
             None => {
-                self.repair = RepairState::None;
+                let truth = match std::mem::take(&mut self.repair) {
+                    RepairState::Reconcile { truth, .. } => truth,
+                    _ => vec![],
+                };
                 self.phase = Phase::Running;
+                // Every extent now matches a downstairs holding `truth`:
+                // bring the catalogs to it, before the flush below.
+                for c in 0..CLIENTS {
+                    self.sync_catalog(c, &truth);
+                }
                 tracing::info!("reconciliation done; serving IO");
                 // Retires the repair jobs and starts the replay horizon.
                 self.submit_flush(Waiter::None, None);
                 self.set_ready();
             }
+        }
+    }
+
+    /// Sends downstairs `c` the deletes and records that bring its
+    /// snapshot catalog to `truth`, deletes first; each is a job for `c`
+    /// alone over the whole volume, so it runs after every earlier job
+    /// sent to `c` and before every later one.
+    pub(super) fn sync_catalog(&mut self, c: usize, truth: &[Snapshot]) {
+        let (delete, record) = catalog_diff(&self.clients[c].snapshots, truth);
+        if delete.is_empty() && record.is_empty() {
+            return;
+        }
+        tracing::info!(
+            client = c,
+            delete = ?delete,
+            record = ?record.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            "bringing a downstairs' snapshots to the others'"
+        );
+        let kinds = delete
+            .into_iter()
+            .map(|name| Kind::SnapshotDelete { name })
+            .chain(
+                record
+                    .into_iter()
+                    .map(|snapshot| Kind::SnapshotRecord { snapshot }),
+            );
+        for kind in kinds {
+            let mut on = [On::NotFor; CLIENTS];
+            on[c] = On::Sent;
+            let id = self.table.create(kind, None, on, Waiter::None);
+            self.send(c, id);
         }
     }
 
@@ -598,6 +739,17 @@ impl Upstairs {
         for e in dirty {
             self.submit_stamp(e, c, ExtentVersion::default());
         }
+        // Its snapshots first, then a flush that only raises its flush
+        // mark to the others' (nothing on it is dirty now): guest writes
+        // it gets from now on are born as on the source, after every
+        // snapshot, and keep what those snapshots need (module comment).
+        let active: Vec<&[Snapshot]> = (0..CLIENTS)
+            .filter(|&a| self.clients[a].mode == Mode::Active)
+            .map(|a| self.clients[a].snapshots.as_slice())
+            .collect();
+        let truth = union_snapshots(&active);
+        self.sync_catalog(c, &truth);
+        self.submit_flush(Waiter::None, None);
         self.live_step(c, 0);
     }
 
@@ -673,7 +825,7 @@ mod tests {
                 v(1, 1, true),
             ],
         ];
-        let p = plan(&versions);
+        let p = plan(&versions, [true; CLIENTS], [None; CLIENTS]);
         assert_eq!(p.len(), 3);
         assert_eq!((p[0].extent, p[0].order), (1, [1, 0, 2]));
         assert_eq!(
@@ -688,6 +840,36 @@ mod tests {
         );
         assert!(p[2].stamp && !p[0].stamp);
         assert_eq!(p[2].target, v(1, 1, false));
+    }
+
+    /// A downstairs lacking a snapshot has every extent it wrote or
+    /// stamped since that snapshot copied from one that holds it.
+    #[test]
+    fn plan_copies_what_a_replica_lacking_a_snapshot_wrote_since() {
+        let same = vec![v(1, 3, false), v(1, 6, false), v(1, 9, false)];
+        let versions = [same.clone(), same.clone(), same];
+        assert!(plan(&versions, [true; CLIENTS], [None; CLIENTS]).is_empty());
+        let p = plan(&versions, [false, true, true], [Some(6), None, None]);
+        assert_eq!(p.iter().map(|p| p.extent).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(p.iter().all(|p| p.order[0] == 1), "from a holder");
+        let union =
+            union_snapshots(&[&[snap("a", 2), snap("b", 4)], &[snap("a", 2), snap("c", 3)]]);
+        assert_eq!(
+            union.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            vec!["a", "c", "b"]
+        );
+        let (delete, record) = catalog_diff(&[snap("a", 2), snap("x", 5)], &union);
+        assert_eq!(delete, vec!["x".to_string()]);
+        assert_eq!(record, vec![snap("c", 3), snap("b", 4)]);
+    }
+
+    fn snap(name: &str, flush: u64) -> Snapshot {
+        Snapshot {
+            name: name.into(),
+            guid: flush as u128,
+            flush,
+            created: 0,
+        }
     }
 
     fn image(blocks: &[&[u8]], bs: usize, damaged: &[usize]) -> Image {

@@ -348,6 +348,12 @@ impl Upstairs {
         }
     }
 
+    /// The snapshots the upstairs knows downstairs `c` holds (tests).
+    #[cfg(test)]
+    pub(super) fn clients_snapshots(&self, c: usize) -> Vec<crate::catalog::Snapshot> {
+        self.clients[c].snapshots.clone()
+    }
+
     pub(super) fn block_size(&self) -> u32 {
         self.def.map(|d| d.block_size).unwrap_or(512)
     }
@@ -454,6 +460,11 @@ impl Upstairs {
                 job: id,
                 deps,
                 name: name.clone(),
+            },
+            Kind::SnapshotRecord { snapshot } => Message::SnapshotRecord {
+                job: id,
+                deps,
+                snapshot: snapshot.clone(),
             },
             Kind::ExtentFetch { extent } => Message::ExtentFetch {
                 job: id,

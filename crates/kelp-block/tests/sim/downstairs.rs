@@ -263,6 +263,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::Flush { .. } => "flush",
         Op::ReadSnapshot { .. } => "read-snapshot",
         Op::SnapshotDelete { .. } => "snapshot-delete",
+        Op::SnapshotRecord { .. } => "snapshot-record",
         Op::ExtentFetch { .. } => "extent-fetch",
         Op::ExtentReplace { .. } => "extent-replace",
         Op::ExtentStamp { .. } => "extent-stamp",
