@@ -599,6 +599,60 @@ fn a_snapshot_whose_ack_was_lost_is_not_replayed() {
     );
 }
 
+/// A downstairs that crashed after stamping its extents for a snapshot's
+/// flush but before recording the snapshot does not count as having taken
+/// it: the flush is sent again (its region refuses it, the flush number
+/// being behind it now), and the request fails naming that replica instead
+/// of answering 200 with the snapshot on two replicas of three.
+#[test]
+fn a_snapshot_stamped_but_not_recorded_is_not_counted() {
+    let mut h = Harness::active();
+    let req = h.guest(snap_req("s1"));
+    let sent = h.drain(2);
+    let Some(Message::Flush { job, flush, .. }) = sent.first().cloned() else {
+        panic!("{sent:?}")
+    };
+    let _ = (h.drain(0), h.drain(1));
+    h.msg(0, Message::Ack { job });
+    h.msg(1, Message::Ack { job });
+    let conn = h.conn[2];
+    h.input(Input::Disconnected {
+        client: 2,
+        conn,
+        error: "gone".into(),
+    });
+    let stamped = ExtentVersion {
+        generation: 2,
+        flush,
+        dirty: false,
+    };
+    h.connect_with(2, vec![stamped; 2], flush, vec![]);
+    let resent = h.drain(2);
+    let again = resent.iter().find_map(|m| match m {
+        Message::Flush {
+            job,
+            snapshot: Some(_),
+            ..
+        } => Some(*job),
+        _ => None,
+    });
+    let Some(again) = again else {
+        panic!("the snapshot flush is sent again: {resent:?}")
+    };
+    h.msg(
+        2,
+        Message::JobError {
+            job: again,
+            code: crate::frame::ErrorCode::Invalid as u16,
+            message: "snapshot s1 at flush is not after this region's flush mark".into(),
+        },
+    );
+    match h.reply(req) {
+        Some(Err(BlockError::NoQuorum(m))) => assert!(m.contains("ds2"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn snapshot(name: &str, flush: u64) -> Snapshot {
     Snapshot {
         name: name.into(),

@@ -358,11 +358,27 @@ impl Upstairs {
         else {
             return;
         };
+        // A snapshot flush ran only if its snapshot is recorded there: its
+        // extents may be stamped while the catalog write was lost with the
+        // crash. From the first such flush on, jobs are sent again (and
+        // the snapshot request fails on this replica rather than count it).
+        let snaps = &self.clients[c].snapshots;
+        let unrecorded = self
+            .table
+            .iter()
+            .filter(|j| {
+                j.on[c] == On::Sent
+                    && matches!(&j.kind, Kind::Flush { flush, snapshot: Some(s), .. }
+                        if *flush <= stamped && !snaps.iter().any(|h| h.guid == s.guid))
+            })
+            .map(|j| j.id)
+            .min();
         let Some(upto) = self
             .table
             .iter()
             .filter(|j| {
                 j.on[c] == On::Sent
+                    && unrecorded.is_none_or(|u| j.id < u)
                     && matches!(j.kind, Kind::Flush { flush, .. } if flush <= stamped)
             })
             .map(|j| j.id)
