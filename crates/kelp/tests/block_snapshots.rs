@@ -6,111 +6,23 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Kelp, StartKelp, require_tool, wait_until, which};
+use common::block::{Volume, kelp_cmd, run, tool};
+use common::{DEADLINE, Kelp, wait_until};
 
 const EXTENTS: u32 = 32;
 /// 32 extents of 256 blocks of 4 KiB.
 const SIZE: usize = 32 << 20;
 
-fn tool(name: &str) -> Option<PathBuf> {
-    require_tool(
-        &format!("{name} (apt-get install qemu-utils libnbd-bin fio)"),
-        which(name),
+/// An upstairs with a control API and the snapshot NBD server.
+fn snap_upstairs(v: &Volume, generation: u64) -> Kelp {
+    v.upstairs(
+        generation,
+        &["--nbd-snapshots=127.0.0.1:0", "--control=127.0.0.1:0"],
     )
-}
-
-fn kelp_cmd(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kelp"))
-        .args(args)
-        .output()
-        .expect("run kelp")
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn tool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed: {text}");
-    text
-}
-
-struct Volume {
-    root: PathBuf,
-    dirs: Vec<PathBuf>,
-    ds: Vec<Kelp>,
-}
-
-impl Volume {
-    fn new(root: &Path) -> Volume {
-        let mut dirs = vec![];
-        for i in 0..3 {
-            let d = root.join(format!("region{i}"));
-            let out = kelp_cmd(&[
-                "block",
-                "create",
-                &format!("--dir={}", d.display()),
-                "--block-size=4096",
-                "--extent-size=256",
-                &format!("--extent-count={EXTENTS}"),
-            ]);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            dirs.push(d);
-        }
-        let mut v = Volume {
-            root: root.to_path_buf(),
-            dirs,
-            ds: vec![],
-        };
-        for i in 0..3 {
-            let k = v.start_ds(i, 0);
-            v.ds.push(k);
-        }
-        v
-    }
-
-    fn start_ds(&self, i: usize, port: u16) -> Kelp {
-        let args = [
-            "downstairs".to_string(),
-            format!("--dir={}", self.dirs[i].display()),
-            format!("--port={port}"),
-        ];
-        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        Kelp::start(&refs, &self.root.join("logs"))
-    }
-
-    fn upstairs(&self) -> Kelp {
-        self.upstairs_gen(1)
-    }
-
-    fn upstairs_gen(&self, generation: u64) -> Kelp {
-        let mut args = vec!["upstairs".to_string()];
-        for k in &self.ds {
-            args.push(format!("--target=127.0.0.1:{}", k.port("port")));
-        }
-        args.push(format!("--gen={generation}"));
-        args.extend(
-            [
-                "--nbd=127.0.0.1:0",
-                "--nbd-snapshots=127.0.0.1:0",
-                "--control=127.0.0.1:0",
-                "--flush-interval-ms=100",
-            ]
-            .map(String::from),
-        );
-        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        Kelp::start(&refs, &self.root.join("logs"))
-    }
 }
 
 fn control(up: &Kelp) -> String {
@@ -168,8 +80,8 @@ fn snapshots_of_a_running_volume_while_fio_writes() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let v = Volume::new(tmp.path());
-    let mut up = v.upstairs();
+    let v = Volume::new(tmp.path(), EXTENTS);
+    let mut up = snap_upstairs(&v, 1);
 
     // s1: a random image written over NBD.
     let image1 = tmp.path().join("image1.raw");
@@ -337,8 +249,8 @@ fn snapshots_of_a_running_volume_while_fio_writes() {
 #[test]
 fn snapshot_refused_while_a_downstairs_is_down() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut v = Volume::new(tmp.path());
-    let mut up = v.upstairs();
+    let mut v = Volume::new(tmp.path(), EXTENTS);
+    let mut up = snap_upstairs(&v, 1);
     let port = v.ds[2].port("port");
     v.ds[2].kill9();
     let status = |up: &Kelp| -> serde_json::Value {
@@ -387,8 +299,8 @@ fn a_downstairs_killed_during_a_snapshot_gets_it_when_it_is_back() {
     };
     let tmp = tempfile::tempdir().unwrap();
 
-    let mut v = Volume::new(tmp.path());
-    let mut up = v.upstairs();
+    let mut v = Volume::new(tmp.path(), EXTENTS);
+    let mut up = snap_upstairs(&v, 1);
     // What the volume held when each snapshot was taken.
     let mut want: Vec<(String, Vec<u8>)> = vec![];
     let write = |up: &Kelp, seed: u64| {
@@ -447,7 +359,7 @@ fn a_downstairs_killed_during_a_snapshot_gets_it_when_it_is_back() {
         let status = req.join().unwrap();
         eprintln!("round {round}: snapshot {name} answered {status:?}");
         if round == 3 {
-            up = v.upstairs_gen(2);
+            up = snap_upstairs(&v, 2);
         }
         // A snapshot needs all three active: this one succeeds once the
         // killed downstairs is back (replayed or repaired). Nothing was
