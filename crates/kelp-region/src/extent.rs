@@ -180,6 +180,15 @@ pub struct FlushHandle {
 }
 
 impl FlushHandle {
+    /// After the header stamp: makes the header durable. Only the extent
+    /// file changed since `sync` (saved versions appended meanwhile protect
+    /// slots reused after the *next* flush, which syncs them).
+    pub fn sync_header(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| BlockError::io(self.path.display().to_string(), e))
+    }
+
     /// Makes everything written to the extent's files so far durable.
     pub fn sync(&self) -> Result<()> {
         if let Some(f) = &self.saved {
@@ -731,11 +740,17 @@ impl Extent {
         if self.saved.as_ref().is_some_and(|s| s.has(b, c.birth)) {
             return Ok(());
         }
-        let mut buf = vec![0u8; self.block_size as usize];
-        if c.kind == SLOT_DATA {
-            self.read_at(&mut buf, self.slot_data_off(slot, b))?;
-        }
-        self.saved_store()?.append(b, c.birth, c.context(), &buf)
+        let off = self.slot_data_off(slot, b);
+        self.saved_store()?;
+        // The old version is read straight into the record appended.
+        let (file, path) = (&self.file, &self.path);
+        let Some(store) = self.saved.as_mut() else {
+            return Ok(());
+        };
+        store.append_with(b, c.birth, c.context(), |buf| {
+            file.read_exact_at(buf, off)
+                .map_err(|e| BlockError::io(path.display().to_string(), e))
+        })
     }
 
     /// Writes one block's version back with its original birth (rollback).
@@ -936,7 +951,7 @@ impl Extent {
         let r = handle
             .sync()
             .and_then(|_| self.flush_header(flush, generation))
-            .and_then(|_| handle.sync());
+            .and_then(|_| handle.sync_header());
         let end = self.flush_end(r.is_ok());
         r.and(end)
     }

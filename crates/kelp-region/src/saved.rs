@@ -89,6 +89,8 @@ pub struct SavedStore {
     unsynced: bool,
     /// Per block, its saved versions by ascending birth.
     index: BTreeMap<u32, Vec<Saved>>,
+    /// A record being appended (kept to spare an allocation per append).
+    scratch: Vec<u8>,
 }
 
 pub fn saved_path(extent_path: &Path) -> PathBuf {
@@ -278,6 +280,7 @@ impl SavedStore {
             end: HEADER_LEN,
             unsynced: false,
             index: BTreeMap::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -290,27 +293,49 @@ impl SavedStore {
 
     /// Appends a version (not synced; see the module comment).
     pub fn append(&mut self, block: u32, birth: u64, ctx: BlockContext, data: &[u8]) -> Result<()> {
+        if matches!(ctx, BlockContext::Data(_)) && data.len() != self.block_size as usize {
+            return Err(BlockError::BadLength {
+                len: data.len(),
+                blocks: 1,
+                block_size: self.block_size,
+            });
+        }
+        self.append_with(block, birth, ctx, |buf| {
+            buf.copy_from_slice(data);
+            Ok(())
+        })
+    }
+
+    /// Appends a version whose data `fill` writes into the record (one
+    /// block; not called for a zero version): one write, no allocation.
+    pub fn append_with(
+        &mut self,
+        block: u32,
+        birth: u64,
+        ctx: BlockContext,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
         let (kind, crc) = match ctx {
             BlockContext::Data(c) => (SLOT_DATA, c),
             BlockContext::Zero => (SLOT_ZERO, 0),
             BlockContext::Unwritten => return Ok(()),
         };
-        let mut rec = encode_record(block, kind, birth, crc).to_vec();
+        let len = RECORD_HEAD
+            + if kind == SLOT_DATA {
+                self.block_size as usize
+            } else {
+                0
+            };
+        self.scratch.resize(len, 0);
+        self.scratch[..RECORD_HEAD].copy_from_slice(&encode_record(block, kind, birth, crc));
         if kind == SLOT_DATA {
-            if data.len() != self.block_size as usize {
-                return Err(BlockError::BadLength {
-                    len: data.len(),
-                    blocks: 1,
-                    block_size: self.block_size,
-                });
-            }
-            rec.extend_from_slice(data);
+            fill(&mut self.scratch[RECORD_HEAD..])?;
         }
         let at = self.end;
         self.file
-            .write_all_at(&rec, at)
+            .write_all_at(&self.scratch, at)
             .map_err(|e| BlockError::io(self.path.display().to_string(), e))?;
-        self.end += rec.len() as u64;
+        self.end += len as u64;
         self.unsynced = true;
         self.insert(
             block,

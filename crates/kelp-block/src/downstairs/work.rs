@@ -348,7 +348,7 @@ fn run_flush(
         let r = h
             .sync()
             .and_then(|_| super::lock(&shared.region).flush_header(*eid, flush, generation))
-            .and_then(|_| h.sync());
+            .and_then(|_| h.sync_header());
         let end = super::lock(&shared.region).flush_end(*eid, r.is_ok());
         r.and(end)
     });
