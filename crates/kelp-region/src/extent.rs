@@ -493,15 +493,20 @@ impl Extent {
 
     /// The saved-version file, created on first use.
     fn saved_store(&mut self) -> Result<&mut SavedStore> {
-        if self.saved.is_none() {
-            self.saved = Some(SavedStore::create(
-                &self.storage,
-                &self.path,
-                self.id,
-                self.block_size,
-            )?);
+        if let Some(s) = self.saved.take() {
+            return Ok(self.saved.insert(s));
         }
-        Ok(self.saved.as_mut().expect("just created"))
+        let s = SavedStore::create(&self.storage, &self.path, self.id, self.block_size)?;
+        Ok(self.saved.insert(s))
+    }
+
+    /// The newest birth of any live block (0 when none was written).
+    pub fn max_birth(&self) -> u64 {
+        self.blocks
+            .iter()
+            .filter_map(|b| b.cur.map(|(_, c)| c.birth))
+            .max()
+            .unwrap_or(0)
     }
 
     fn io_err(&self, e: std::io::Error) -> BlockError {
@@ -742,7 +747,8 @@ impl Extent {
         }
         let off = self.slot_data_off(slot, b);
         self.saved_store()?;
-        // The old version is read straight into the record appended.
+        // The old version is read straight into the record appended
+        // (`saved` is set just above; the fields are borrowed apart).
         let (file, path) = (&self.file, &self.path);
         let Some(store) = self.saved.as_mut() else {
             return Ok(());

@@ -311,7 +311,7 @@ impl Region {
         let flush_mark = extents
             .iter()
             .map(|e| {
-                let born = e.births().into_iter().max().unwrap_or(0);
+                let born = e.max_birth();
                 e.version().flush.max(born.saturating_sub(1))
             })
             .max()

@@ -213,9 +213,7 @@ impl Region {
     /// at all when there is none).
     pub fn changed_since_newest_snapshot(&self) -> bool {
         let since = self.catalog.newest().map_or(0, |s| s.flush);
-        self.extents
-            .iter()
-            .any(|e| e.births().iter().any(|&b| b > since))
+        self.extents.iter().any(|e| e.max_birth() > since)
     }
 
     /// Returns the live volume to snapshot `name`. Later snapshots are

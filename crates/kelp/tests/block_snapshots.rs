@@ -383,9 +383,8 @@ fn a_downstairs_killed_during_a_snapshot_gets_it_when_it_is_back() {
         }
     }
     up.stop();
-    for d in &mut v.ds {
-        d.stop();
-    }
+    // Stops the downstairs; the replicas agree.
+    v.verify();
 
     // Every region lists the same snapshots.
     let lists: Vec<String> = v
@@ -407,19 +406,6 @@ fn a_downstairs_killed_during_a_snapshot_gets_it_when_it_is_back() {
         })
         .collect();
     assert!(lists.iter().all(|l| l == &lists[0]), "{lists:#?}");
-    let dirs = v
-        .dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let out = kelp_cmd(&["block", "verify", &format!("--dir={dirs}")]);
-    assert!(
-        out.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     // Every listed snapshot reads back exactly, on every replica.
     let regions: Vec<kelp_block::Region> = v
         .dirs
