@@ -16,7 +16,7 @@ pub use kelp_region::{
     BlockContext, BlockError, ExtentImage, ExtentVersion, Region, RegionDef, Result,
 };
 pub use kelp_region::{
-    catalog, codec, context, error, extent, region, saved, snapshot, transfer, verify,
+    catalog, codec, context, error, extent, link, region, saved, snapshot, transfer, verify,
 };
 
 pub mod auth;

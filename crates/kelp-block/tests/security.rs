@@ -49,9 +49,15 @@ async fn cluster_with(security: downstairs::Security) -> Cluster {
         stops.push(tx);
         let security = security.clone();
         tokio::spawn(async move {
-            downstairs::serve(listener, region, security, async {
-                let _ = rx.await;
-            })
+            downstairs::serve(
+                listener,
+                region,
+                security,
+                downstairs::CloneFill::Background,
+                async {
+                    let _ = rx.await;
+                },
+            )
             .await
             .unwrap();
         });

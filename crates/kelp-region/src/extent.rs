@@ -82,6 +82,7 @@ use kelp_storage::{File, Open, Storage};
 
 use crate::context::{BlockContext, SLOT_DATA, SLOT_ZERO, SlotCtx, block_crc};
 use crate::error::{BlockError, Result};
+use crate::link::Link;
 use crate::saved::{SavedStore, SavedVersion};
 
 pub const EXTENT_MAGIC: &[u8; 8] = b"KELPEXT1";
@@ -89,7 +90,10 @@ pub const EXTENT_FORMAT_VERSION: u32 = 2;
 /// The flush number a read of the live volume is made at.
 pub const LIVE: u64 = u64::MAX;
 /// Format versions this release opens.
-pub const EXTENT_FORMATS_READ: [u32; 2] = [1, 2];
+pub const EXTENT_FORMATS_READ: [u32; 3] = [1, 2, LINKED_FORMAT];
+/// The format of a linked clone's extent: a header alone, whose blocks are
+/// its origin's at a snapshot (link.rs).
+pub const LINKED_FORMAT: u32 = 3;
 
 /// What a write needs to know beyond its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +225,8 @@ pub struct Extent {
     /// rewritten).
     format: u32,
     saved: Option<SavedStore>,
+    /// A linked clone's way to its origin (format 3 only).
+    link: Option<Box<Link>>,
 }
 
 pub fn data_offset(n: u32) -> u64 {
@@ -233,9 +239,19 @@ pub fn file_len(block_size: u32, n: u32) -> u64 {
 }
 
 fn encode_header(id: u32, block_size: u32, n: u32, v: &ExtentVersion) -> [u8; HEADER_LEN] {
+    encode_header_as(EXTENT_FORMAT_VERSION, id, block_size, n, v)
+}
+
+fn encode_header_as(
+    format: u32,
+    id: u32,
+    block_size: u32,
+    n: u32,
+    v: &ExtentVersion,
+) -> [u8; HEADER_LEN] {
     let mut b = [0u8; HEADER_LEN];
     b[0..8].copy_from_slice(EXTENT_MAGIC);
-    b[8..12].copy_from_slice(&EXTENT_FORMAT_VERSION.to_le_bytes());
+    b[8..12].copy_from_slice(&format.to_le_bytes());
     b[12..16].copy_from_slice(&block_size.to_le_bytes());
     b[16..20].copy_from_slice(&n.to_le_bytes());
     b[20..24].copy_from_slice(&id.to_le_bytes());
@@ -405,9 +421,68 @@ impl Extent {
             read_only,
             format,
             saved,
+            link: None,
         };
-        ext.load_slots(snaps)?;
+        if format != LINKED_FORMAT {
+            ext.load_slots(snaps)?;
+        }
         Ok(ext)
+    }
+
+    /// Creates a linked clone's extent: a header of format 3 labelled
+    /// `version`, whose blocks are its origin's (link.rs).
+    pub fn create_linked(
+        storage: &Storage,
+        path: &Path,
+        id: u32,
+        block_size: u32,
+        n: u32,
+        version: &ExtentVersion,
+    ) -> Result<()> {
+        let io = |e| BlockError::io(path.display().to_string(), e);
+        let file = storage.open(path, Open::CREATE_NEW).map_err(io)?;
+        file.set_len(data_offset(n)).map_err(io)?;
+        file.write_all_at(
+            &encode_header_as(LINKED_FORMAT, id, block_size, n, version),
+            0,
+        )
+        .map_err(io)?;
+        file.sync_all().map_err(io)
+    }
+
+    /// Gives a linked extent its way to the origin.
+    pub(crate) fn attach(&mut self, link: Link) {
+        self.link = Some(Box::new(link));
+    }
+
+    /// Still reading its origin (link.rs).
+    pub fn is_linked(&self) -> bool {
+        self.format == LINKED_FORMAT
+    }
+
+    fn geometry(&self) -> (u32, u32, u32) {
+        (self.id, self.block_size, self.n)
+    }
+
+    fn linked(&self) -> Result<&Link> {
+        self.link.as_deref().ok_or_else(|| {
+            BlockError::corrupt(
+                self.path.display().to_string(),
+                "a linked clone's extent, but the region names no origin (origin.kelp)",
+            )
+        })
+    }
+
+    /// Copies a linked extent's blocks from its origin into a file of its
+    /// own, replacing the header-only one atomically (see `replace`).
+    pub fn materialize(&mut self) -> Result<()> {
+        if !self.is_linked() {
+            return Ok(());
+        }
+        let image = self.linked()?.image(self.geometry(), self.version)?;
+        self.replace(&image)?;
+        tracing::debug!(extent = self.id, "copied from the clone's origin");
+        Ok(())
     }
 
     fn load_slots(&mut self, snaps: &[u64]) -> Result<()> {
@@ -502,6 +577,11 @@ impl Extent {
 
     /// The newest birth of any live block (0 when none was written).
     pub fn max_birth(&self) -> u64 {
+        if let Some(l) = &self.link {
+            // Not read from the origin: no version is born after its
+            // snapshot.
+            return l.at();
+        }
         self.blocks
             .iter()
             .filter_map(|b| b.cur.map(|(_, c)| c.birth))
@@ -583,7 +663,16 @@ impl Extent {
     /// The version of block `b` that a snapshot at flush `at` holds: its
     /// birth and context, None if the block was not written by then. Reads
     /// nothing from disk.
-    pub fn version_at(&self, b: u32, at: u64) -> Option<(u64, BlockContext)> {
+    pub fn version_at(&self, b: u32, at: u64) -> Result<Option<(u64, BlockContext)>> {
+        if self.is_linked() {
+            let (id, bs, n) = self.geometry();
+            return self.linked()?.version(id, bs, n, b);
+        }
+        Ok(self.stored_version_at(b, at))
+    }
+
+    /// `version_at` of this extent's own file.
+    pub(crate) fn stored_version_at(&self, b: u32, at: u64) -> Option<(u64, BlockContext)> {
         if let Some((_, c)) = self.blocks.get(b as usize)?.cur
             && c.birth <= at
         {
@@ -610,6 +699,13 @@ impl Extent {
                 blocks: count as u64,
                 block_size: self.block_size,
             });
+        }
+        if self.is_linked() {
+            // A clone's snapshots and live volume all read its origin's
+            // snapshot until the extent is copied.
+            return self
+                .linked()?
+                .read(self.geometry(), first, count, out, ctxs);
         }
         // The live slot of block b when the snapshot reads it as data.
         let live_data = |b: u32| match self.blocks[b as usize].cur {
@@ -669,11 +765,16 @@ impl Extent {
     }
 
     /// The births of the live blocks (0 for never written).
-    pub fn births(&self) -> Vec<u64> {
-        self.blocks
+    pub fn births(&self) -> Result<Vec<u64>> {
+        if self.is_linked() {
+            let (id, bs, n) = self.geometry();
+            return self.linked()?.births(id, bs, n);
+        }
+        Ok(self
+            .blocks
             .iter()
             .map(|b| b.cur.map_or(0, |(_, c)| c.birth))
-            .collect()
+            .collect())
     }
 
     /// Bytes held by saved versions on disk.
@@ -779,6 +880,7 @@ impl Extent {
         if self.read_only {
             return Err(BlockError::ReadOnly);
         }
+        self.materialize()?;
         if !self.version.dirty {
             // Remembered as dirty only once it is durably so.
             let v = ExtentVersion {
@@ -977,6 +1079,7 @@ impl Extent {
         if !self.version.dirty && !force {
             return Ok(None);
         }
+        self.materialize()?;
         let file = self.file.try_clone().map_err(|e| self.io_err(e))?;
         let saved = match self.saved.as_mut() {
             Some(s) => s.sync_handle()?,
@@ -1079,6 +1182,9 @@ impl Extent {
 
     /// The whole extent, for copying to another replica.
     pub fn image(&self) -> Result<ExtentImage> {
+        if self.is_linked() {
+            return self.linked()?.image(self.geometry(), self.version);
+        }
         let mut data = vec![0u8; self.n as usize * self.block_size as usize];
         let mut contexts = Vec::with_capacity(self.n as usize);
         self.read(0, self.n, &mut data, &mut contexts)?;
@@ -1101,7 +1207,7 @@ impl Extent {
         Ok(ExtentImage {
             version: self.version,
             contexts,
-            births: self.births(),
+            births: self.births()?,
             data,
             saved,
         })

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod context;
 pub mod error;
 pub mod extent;
+pub mod link;
 pub mod region;
 pub mod saved;
 pub mod snapshot;

@@ -46,6 +46,7 @@ use crate::codec::{Reader, Writer};
 use crate::context::BlockContext;
 use crate::error::{BlockError, Result};
 use crate::extent::{Birth, Extent, ExtentImage, ExtentVersion, FlushHandle, sync_dir};
+use crate::link::{Link, ORIGIN_FILE, Origin};
 
 pub const REGION_MAGIC: &[u8; 8] = b"KELPRGN1";
 pub const REGION_FORMAT_VERSION: u32 = 1;
@@ -179,10 +180,12 @@ pub struct Region {
     pub(crate) flush_mark: u64,
     /// The snapshot whose flush is under way, recorded when it ends.
     pub(crate) pending: Option<Snapshot>,
+    /// A linked clone's origin, until every extent is copied (link.rs).
+    origin: Option<Origin>,
     _lock: Option<File>,
 }
 
-fn extent_path(dir: &Path, id: u32) -> PathBuf {
+pub(crate) fn extent_path(dir: &Path, id: u32) -> PathBuf {
     dir.join("extents").join(format!("{id:08x}.ext"))
 }
 
@@ -286,6 +289,7 @@ impl Region {
         let generation = read_generation(&st, dir)?;
         let catalog = Catalog::load(&st, dir)?;
         let snaps = catalog.flushes();
+        let mut origin = Origin::load(&st, dir)?;
         let mut extents = Vec::with_capacity(def.extent_count as usize);
         for id in 0..def.extent_count {
             let p = extent_path(dir, id);
@@ -296,7 +300,7 @@ impl Region {
                     let _ = st.remove_if_exists(&p.with_extension(ext));
                 }
             }
-            extents.push(Extent::open(
+            let mut e = Extent::open(
                 &st,
                 &p,
                 id,
@@ -304,7 +308,22 @@ impl Region {
                 def.extent_size,
                 read_only,
                 &snaps,
-            )?);
+            )?;
+            if e.is_linked() {
+                let Some(o) = &origin else {
+                    return Err(BlockError::corrupt(
+                        p.display().to_string(),
+                        format!("a linked clone's extent, but {ORIGIN_FILE} is missing"),
+                    ));
+                };
+                e.attach(Link::new(&st, o.extent_path(id), o.flush));
+            }
+            extents.push(e);
+        }
+        if !read_only && origin.is_some() && !extents.iter().any(|e| e.is_linked()) {
+            // The last copy ended before the link was dropped.
+            unlink_origin(&st, dir)?;
+            origin = None;
         }
         // Never behind a flush a durable mark or version shows begun: a
         // version born at b was written after flush b - 1 began.
@@ -329,8 +348,86 @@ impl Region {
             catalog,
             flush_mark,
             pending: None,
+            origin,
             _lock: lock,
         })
+    }
+
+    /// Creates linked clone region `dir` of `src` (open, read-only) at the
+    /// snapshot `origin` names (link.rs): every extent a header of format
+    /// 3, labelled alike on every replica of the clone.
+    pub(crate) fn create_linked(
+        st: &Storage,
+        dir: &Path,
+        src: &Region,
+        origin: &Origin,
+    ) -> Result<()> {
+        let io = |e| BlockError::io(dir.display().to_string(), e);
+        st.create_dir_all(&dir.join("extents")).map_err(io)?;
+        let label = ExtentVersion {
+            generation: src.generation(),
+            flush: origin.flush,
+            dirty: false,
+        };
+        let def = src.def;
+        for id in 0..def.extent_count {
+            let p = extent_path(dir, id);
+            st.remove_if_exists(&p).map_err(io)?;
+            Extent::create_linked(st, &p, id, def.block_size, def.extent_size, &label)?;
+        }
+        sync_dir(st, &dir.join("extents"))?;
+        write_generation(st, dir, src.generation())?;
+        let catalog = Catalog {
+            flush_mark: src.flush_mark.max(origin.flush),
+            snapshots: Vec::new(),
+        };
+        catalog.store(st, dir)?;
+        origin.store(st, dir)?;
+        let mut def = def;
+        def.uuid = rand::random();
+        // The region file goes last: its presence means the region is whole.
+        write_atomic(st, dir, REGION_FILE, &def.encode())
+    }
+
+    /// A linked clone's origin, while it still reads from it.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
+    }
+
+    /// Extents still reading the clone's origin.
+    pub fn linked_extents(&self) -> usize {
+        self.extents.iter().filter(|e| e.is_linked()).count()
+    }
+
+    /// Copies one linked extent from the clone's origin (the background
+    /// fill). Returns whether any is left; once none is, the region forgets
+    /// its origin, which may then delete the snapshot.
+    pub fn fill_next(&mut self) -> Result<bool> {
+        self.writable()?;
+        self.not_flushing()?;
+        if let Some(e) = self.extents.iter_mut().find(|e| e.is_linked()) {
+            let r = e.materialize();
+            self.note(r)?;
+        }
+        if self.linked_extents() > 0 {
+            return Ok(true);
+        }
+        if let Some(o) = self.origin.take() {
+            unlink_origin(&self.storage, &self.dir)?;
+            tracing::info!(
+                region = %self.dir.display(),
+                origin = %o.dir.display(),
+                snapshot = %o.name,
+                "clone copied in full; it no longer reads its origin"
+            );
+        }
+        Ok(false)
+    }
+
+    /// Copies every linked extent (`kelp block fill`).
+    pub fn fill_all(&mut self) -> Result<()> {
+        while self.fill_next()? {}
+        Ok(())
     }
 
     /// Closes and opens the region again: the way out of a failed region
@@ -699,6 +796,13 @@ impl Region {
         }
         Ok(())
     }
+}
+
+fn unlink_origin(st: &Storage, dir: &Path) -> Result<()> {
+    let p = dir.join(ORIGIN_FILE);
+    st.remove_if_exists(&p)
+        .and_then(|_| st.sync_parent(&p))
+        .map_err(|e| BlockError::io(p.display().to_string(), e))
 }
 
 fn write_generation(st: &Storage, dir: &Path, generation: u64) -> Result<()> {

@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use kelp_storage::{Open, Storage};
+use kelp_storage::Storage;
 
 use crate::catalog::{CATALOG_FILE, Catalog, Snapshot, now_secs};
 use crate::context::BlockContext;
 use crate::error::{BlockError, Result};
 use crate::extent::Birth;
-use crate::region::{GENERATION_FILE, REGION_FILE, Region};
+use crate::region::{GENERATION_FILE, REGION_FILE, Region, RegionDef};
 
 /// One block of a snapshot as `Region::snapshot_versions` sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,8 @@ impl Region {
         if self.flushing {
             return Err(BlockError::protocol("a flush is already under way"));
         }
-        self.snapshot(name)?;
+        let guid = self.snapshot(name)?.guid;
+        crate::link::check_holds(&self.storage, &self.dir, &[(guid, name)], true)?;
         let mut c = self.catalog.clone();
         c.flush_mark = c.flush_mark.max(self.flush_mark);
         c.snapshots.retain(|s| s.name != name);
@@ -201,7 +202,7 @@ impl Region {
             let e = &self.extents[eid as usize];
             for b in first..first + n {
                 out.push(
-                    e.version_at(b, at)
+                    e.version_at(b, at)?
                         .map(|(birth, context)| BlockVersion { birth, context }),
                 );
             }
@@ -225,13 +226,14 @@ impl Region {
             return Err(BlockError::protocol("a flush is already under way"));
         }
         let s = self.snapshot(name)?.clone();
-        let later: Vec<String> = self
+        let later_guids: Vec<(u128, &str)> = self
             .catalog
             .snapshots
             .iter()
             .filter(|x| x.flush > s.flush)
-            .map(|x| x.name.clone())
+            .map(|x| (x.guid, x.name.as_str()))
             .collect();
+        let later: Vec<String> = later_guids.iter().map(|(_, n)| n.to_string()).collect();
         if !later.is_empty() && !destroy_later {
             return Err(BlockError::SnapshotConflict(format!(
                 "snapshot {name} is not the newest: rolling back to it would destroy {}; \
@@ -239,6 +241,7 @@ impl Region {
                 later.join(", ")
             )));
         }
+        crate::link::check_holds(&self.storage, &self.dir, &later_guids, true)?;
         let mut c = self.catalog.clone();
         c.flush_mark = c.flush_mark.max(self.flush_mark);
         c.snapshots.retain(|x| x.flush <= s.flush);
@@ -247,7 +250,7 @@ impl Region {
         self.catalog = c;
         let bs = self.def.block_size as usize;
         for eid in 0..self.extents.len() {
-            let births = self.extents[eid].births();
+            let births = self.extents[eid].births()?;
             for (b, &birth) in births.iter().enumerate() {
                 if birth <= s.flush {
                     continue;
@@ -257,7 +260,7 @@ impl Region {
                 let mut data = vec![0u8; bs];
                 let mut ctx = Vec::with_capacity(1);
                 e.read_at_flush(b, 1, s.flush, &mut data, &mut ctx)?;
-                let (born, context) = e.version_at(b, s.flush).unwrap_or((0, BlockContext::Zero));
+                let (born, context) = e.version_at(b, s.flush)?.unwrap_or((0, BlockContext::Zero));
                 let w = Birth {
                     birth: born,
                     newest_snapshot: Some(s.flush),
@@ -273,49 +276,133 @@ impl Region {
     }
 }
 
-/// Copies a region directory to `to` sharing blocks where the filesystem
-/// can (a reflink on XFS or btrfs), else in full, then gives the copy a
-/// new uuid and rolls it back to `snapshot`: a writable clone, independent
-/// of its origin from then on. `to` must not hold a region.
+/// Clones snapshot `snapshot` of one region; see `clone_volume_in`.
 pub fn clone_region(from: &Path, to: &Path, snapshot: &str) -> Result<CloneReport> {
     clone_region_in(&Storage::real(), from, to, snapshot)
 }
 
-/// `clone_region` on a chosen storage backend; files are reflinked only
-/// on the real file system.
+/// `clone_region` on a chosen storage backend.
 pub fn clone_region_in(
     st: &Storage,
     from: &Path,
     to: &Path,
     snapshot: &str,
 ) -> Result<CloneReport> {
-    let src = Region::open_in(st.clone(), from, true)?;
-    src.snapshot(snapshot)?;
-    let def = *src.def();
-    drop(src);
-    let io = |p: &Path, e| BlockError::io(p.display().to_string(), e);
-    if st.exists(&to.join(REGION_FILE)).map_err(|e| io(to, e))? {
-        return Err(BlockError::RegionExists(to.display().to_string()));
+    let mut r = clone_volume_in(st, &[from.to_path_buf()], &[to.to_path_buf()], snapshot)?;
+    r.pop()
+        .ok_or_else(|| BlockError::protocol("clone made no region"))
+}
+
+/// Clones snapshot `snapshot` of a volume, one new region in `to[i]` per
+/// origin replica `from[i]`: a writable volume that holds what the
+/// snapshot held, with a new uuid and no snapshots of its own.
+///
+/// Where the file system shares blocks (a reflink, on XFS or btrfs) the
+/// origin's files are shared and the clone rolled back to the snapshot:
+/// independent at once. Elsewhere the clone is *linked* (link.rs): created
+/// at once with no data, it reads the origin's snapshot until it has
+/// copied it, and the origin keeps that snapshot meanwhile. `to` must not
+/// hold regions.
+pub fn clone_volume_in(
+    st: &Storage,
+    from: &[std::path::PathBuf],
+    to: &[std::path::PathBuf],
+    snapshot: &str,
+) -> Result<Vec<CloneReport>> {
+    if from.len() != to.len() || from.is_empty() {
+        return Err(BlockError::Invalid(format!(
+            "give one clone directory per origin region ({} and {})",
+            to.len(),
+            from.len()
+        )));
     }
+    let io = |p: &Path, e| BlockError::io(p.display().to_string(), e);
+    let abs = |p: &Path| std::path::absolute(p).map_err(|e| io(p, e));
+    let clones = to.iter().map(|t| abs(t)).collect::<Result<Vec<_>>>()?;
+    let clone_id: u128 = rand::random();
+    let mut reports = Vec::with_capacity(from.len());
+    for (from, to) in from.iter().zip(&clones) {
+        let from = &abs(from)?;
+        let src = Region::open_in(st.clone(), from, true)?;
+        let snap = src.snapshot(snapshot)?.clone();
+        if src.linked_extents() > 0 {
+            return Err(BlockError::Invalid(format!(
+                "{} is itself a clone still copying from its origin; run `kelp block fill` \
+                 on it first",
+                from.display()
+            )));
+        }
+        if st.exists(&to.join(REGION_FILE)).map_err(|e| io(to, e))? {
+            return Err(BlockError::RegionExists(to.display().to_string()));
+        }
+        let report = match reflink_region(st, from, to)? {
+            Some(files) => {
+                let mut clone = Region::open_in(st.clone(), to, false)?;
+                clone.rollback(snapshot, true)?;
+                let names: Vec<String> = clone.snapshots().iter().map(|s| s.name.clone()).collect();
+                for name in names {
+                    clone.snapshot_delete(&name)?;
+                }
+                CloneReport {
+                    reflinked: files,
+                    linked: 0,
+                }
+            }
+            None => {
+                crate::link::Hold {
+                    clone_id,
+                    guid: snap.guid,
+                    clones: clones.clone(),
+                }
+                .store(st, from)?;
+                let origin = crate::link::Origin {
+                    clone_id,
+                    origin_uuid: src.def().uuid,
+                    flush: snap.flush,
+                    guid: snap.guid,
+                    name: snap.name.clone(),
+                    dir: from.clone(),
+                };
+                Region::create_linked(st, to, &src, &origin)?;
+                CloneReport {
+                    reflinked: 0,
+                    linked: src.def().extent_count as usize,
+                }
+            }
+        };
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Shares every file of region `from` with a new region `to` (a reflink
+/// per file); None, leaving `to` without a region, where the file system
+/// cannot. Returns the number of files shared.
+fn reflink_region(st: &Storage, from: &Path, to: &Path) -> Result<Option<usize>> {
+    if !st.is_real() {
+        return Ok(None);
+    }
+    let io = |p: &Path, e| BlockError::io(p.display().to_string(), e);
     let (src_ext, dst_ext) = (from.join("extents"), to.join("extents"));
     st.create_dir_all(&dst_ext).map_err(|e| io(to, e))?;
-    let real = st.is_real();
-    let mut report = CloneReport::default();
+    let mut shared = 0;
     for name in st.list(&src_ext).map_err(|e| io(from, e))? {
         let n = name.to_string_lossy();
         if !(n.ends_with(".ext") || n.ends_with(".snap")) {
             continue;
         }
-        let (a, b) = (src_ext.join(&name), dst_ext.join(&name));
-        if real && reflink(&a, &b).map_err(|e| io(&b, e))? {
-            report.reflinked += 1;
-        } else {
-            let bytes = st.read(&a).map_err(|e| io(&a, e))?;
-            let f = st.open(&b, Open::REPLACE).map_err(|e| io(&b, e))?;
-            f.write_all_at(&bytes, 0).map_err(|e| io(&b, e))?;
-            f.sync_all().map_err(|e| io(&b, e))?;
-            report.copied += 1;
+        let b = dst_ext.join(&name);
+        st.remove_if_exists(&b).map_err(|e| io(&b, e))?;
+        if !reflink(&src_ext.join(&name), &b).map_err(|e| io(&b, e))? {
+            if shared > 0 {
+                return Err(BlockError::Invalid(format!(
+                    "{} shared some files and not others; remove it and try again",
+                    to.display()
+                )));
+            }
+            return Ok(None);
         }
+        shared += 1;
     }
     crate::extent::sync_dir(st, &dst_ext)?;
     for f in [CATALOG_FILE, GENERATION_FILE] {
@@ -326,24 +413,20 @@ pub fn clone_region_in(
                 .map_err(|e| io(&to.join(f), e))?;
         }
     }
-    let mut new_def = def;
-    new_def.uuid = rand::random();
+    let mut def = RegionDef::decode(&st.read(&from.join(REGION_FILE)).map_err(|e| io(from, e))?)?;
+    def.uuid = rand::random();
     // The region file goes last, as in `Region::create`.
-    st.write_atomic(&to.join(REGION_FILE), &new_def.encode())
+    st.write_atomic(&to.join(REGION_FILE), &def.encode())
         .map_err(|e| io(to, e))?;
-    let mut clone = Region::open_in(st.clone(), to, false)?;
-    report.destroyed = clone.rollback(snapshot, true)?;
-    Ok(report)
+    Ok(Some(shared))
 }
 
 #[derive(Debug, Default)]
 pub struct CloneReport {
-    /// Files shared with the origin by the filesystem.
+    /// Files shared with the origin by the filesystem (a reflink clone).
     pub reflinked: usize,
-    /// Files copied in full (the filesystem cannot share blocks).
-    pub copied: usize,
-    /// The origin's snapshots after `snapshot`, not carried into the clone.
-    pub destroyed: Vec<String>,
+    /// Extents linked to the origin, to be copied (a linked clone).
+    pub linked: usize,
 }
 
 /// Shares `from`'s blocks with a new file `to` (FICLONE). False when the

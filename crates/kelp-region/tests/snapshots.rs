@@ -35,8 +35,32 @@ struct Live {
 struct Model {
     live: Vec<Live>,
     snaps: Vec<(String, Vec<Vec<u8>>)>,
-    /// Clone directories and what they hold (always flushed).
-    clones: Vec<(String, Vec<Vec<u8>>)>,
+    /// Clones: directory, what it holds (always flushed) and the snapshot
+    /// it was made from, which the origin keeps while the clone links to it.
+    clones: Vec<(String, Vec<Vec<u8>>, String)>,
+}
+
+/// Copies every clone of snapshot `name` still linked to it, so that the
+/// origin may let the snapshot go.
+fn fill_clones_of(mem: &Memory, model: &Model, names: &[&str]) {
+    for (to, _, from) in &model.clones {
+        if names.contains(&from.as_str()) {
+            let mut c = Region::open_in(mem.storage(), Path::new(to.as_str()), false).unwrap();
+            c.fill_all().unwrap();
+            assert!(c.origin().is_none() && c.linked_extents() == 0);
+        }
+    }
+}
+
+/// Whether a still-linked clone was made from one of `names`.
+fn held(mem: &Memory, model: &Model, names: &[&str]) -> bool {
+    model.clones.iter().any(|(to, _, from)| {
+        names.contains(&from.as_str())
+            && Region::open_in(mem.storage(), Path::new(to.as_str()), true)
+                .unwrap()
+                .origin()
+                .is_some()
+    })
 }
 
 impl Model {
@@ -162,6 +186,15 @@ fn case(seed: u64) {
                 step = "delete";
                 let i = rng.random_range(0..model.snaps.len());
                 let (name, _) = model.snaps.remove(i);
+                if held(&mem, &model, &[&name]) {
+                    let e = r.snapshot_delete(&name).unwrap_err();
+                    assert!(
+                        e.to_string().contains("still reads from it"),
+                        "seed {seed}: {e}"
+                    );
+                    assert!(r.snapshot(&name).is_ok(), "seed {seed}: refused, kept");
+                    fill_clones_of(&mem, &model, &[&name]);
+                }
                 r.snapshot_delete(&name).unwrap();
             }
             80..84 if !model.snaps.is_empty() => {
@@ -174,6 +207,17 @@ fn case(seed: u64) {
                         r.rollback(&name, false).is_err(),
                         "seed {seed}: later snapshots refuse"
                     );
+                }
+                let later: Vec<&str> = model.snaps[i + 1..]
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                if held(&mem, &model, &later) {
+                    assert!(
+                        r.rollback(&name, true).is_err(),
+                        "seed {seed}: a later snapshot a clone reads refuses"
+                    );
+                    fill_clones_of(&mem, &model, &later);
                 }
                 r.rollback(&name, true).unwrap();
                 model.snaps.truncate(i + 1);
@@ -194,13 +238,17 @@ fn case(seed: u64) {
                 let to = format!("/clone{}", model.clones.len());
                 kelp_region::snapshot::clone_region_in(&mem.storage(), dir, Path::new(&to), &name)
                     .unwrap_or_else(|e| panic!("seed {seed}: clone of {name}: {e}"));
-                model.clones.push((to, content));
+                model.clones.push((to, content, name));
             }
             88..90 if !model.clones.is_empty() => {
                 step = "clone write";
                 let i = rng.random_range(0..model.clones.len());
-                let (to, content) = &mut model.clones[i];
+                let (to, content, _) = &mut model.clones[i];
                 let mut c = Region::open_in(mem.storage(), Path::new(to.as_str()), false).unwrap();
+                if rng.random_bool(0.3) {
+                    // The background copy of one extent.
+                    c.fill_next().unwrap();
+                }
                 let b = rng.random_range(0..TOTAL);
                 let d = fill(&mut rng);
                 c.write(b, &d, &[block_crc(&d)]).unwrap();
@@ -234,7 +282,7 @@ fn case(seed: u64) {
         }
         check_snapshots(&r, &model, seed, step);
         check_live(&r, &mut model, seed, crashed);
-        for (to, content) in &model.clones {
+        for (to, content, _) in &model.clones {
             let c = Region::open_in(mem.storage(), Path::new(to.as_str()), true).unwrap();
             let (_, data) = c.read(0, TOTAL).unwrap();
             for (b, want) in content.iter().enumerate() {
@@ -245,6 +293,8 @@ fn case(seed: u64) {
             }
         }
     }
+    let all: Vec<&str> = model.clones.iter().map(|(_, _, f)| f.as_str()).collect();
+    fill_clones_of(&mem, &model, &all);
     for (name, _) in std::mem::take(&mut model.snaps) {
         r.snapshot_delete(&name).unwrap();
     }
@@ -351,8 +401,13 @@ fn clone_is_a_writable_copy_of_the_snapshot() {
     r.flush(r.flush_mark() + 1, 1).unwrap();
     drop(r);
     let report = kelp_region::snapshot::clone_region(&a, &c, "s1").unwrap();
-    assert_eq!(report.destroyed, vec!["s2".to_string()]);
+    // Shared by reflink where the file system can, else linked.
+    assert!(report.reflinked > 0 || report.linked == 4, "{report:?}");
     let mut cl = Region::open(&c, false).unwrap();
+    assert!(
+        cl.snapshots().is_empty(),
+        "a clone starts without snapshots"
+    );
     let (_, data) = cl.read(0, 64).unwrap();
     for b in 0..64u64 {
         assert_eq!(&data[b as usize * 4096..][..4096], &pattern(b, 1)[..]);
@@ -370,4 +425,128 @@ fn clone_is_a_writable_copy_of_the_snapshot() {
         "target exists"
     );
     assert!(kelp_region::snapshot::clone_region(&a, &d.path().join("x"), "nope").is_err());
+}
+
+/// A linked clone (the Memory backend cannot reflink) reads its origin's
+/// snapshot while the origin keeps writing over it, copies an extent at
+/// its first write, and holds the snapshot until it has copied everything.
+#[test]
+fn linked_clone_reads_a_running_origin_and_holds_its_snapshot() {
+    let mem = Memory::new();
+    let st = mem.storage();
+    let (a, c) = (Path::new("/a"), Path::new("/c"));
+    let mut r = Region::create_in(st.clone(), a, 4096, 16, 4, false).unwrap();
+    write_blocks(&mut r, 0..64, 1);
+    r.snapshot_take(r.next_snapshot("s1")).unwrap();
+    write_blocks(&mut r, 0..8, 2);
+    r.snapshot_take(r.next_snapshot("s2")).unwrap();
+    let report = kelp_region::snapshot::clone_region_in(&st, a, c, "s1").unwrap();
+    assert_eq!((report.linked, report.reflinked), (4, 0));
+    let mut cl = Region::open_in(st.clone(), c, false).unwrap();
+    assert!(cl.snapshots().is_empty());
+    assert_eq!(cl.linked_extents(), 4);
+    assert_eq!(cl.origin().map(|o| o.name.as_str()), Some("s1"));
+    let expect = |cl: &Region, written: &[u64]| {
+        let (ctxs, data) = cl.read(0, 64).unwrap();
+        for b in 0..64u64 {
+            let got = &data[b as usize * 4096..][..4096];
+            assert!(ctxs[b as usize].verify(got), "block {b} fails its context");
+            let round = if written.contains(&b) { 9 } else { 1 };
+            assert_eq!(got, &pattern(b, round)[..], "clone block {b}");
+        }
+    };
+    expect(&cl, &[]);
+    // The origin writes over every block s1 holds, flushing between: s1's
+    // versions move to the saved-version files and their slots are
+    // reused, under the clone's loaded view.
+    for round in [3, 4, 5] {
+        write_blocks(&mut r, 0..64, round);
+        r.flush(r.flush_mark() + 1, 1).unwrap();
+    }
+    expect(&cl, &[]);
+    let e = r.snapshot_delete("s1").unwrap_err();
+    assert!(e.to_string().contains("still reads from it"), "{e}");
+    assert!(
+        r.snapshot("s1").is_ok(),
+        "the refused delete changed nothing"
+    );
+    // A write copies its extent first; the rest still reads the origin.
+    write_blocks(&mut cl, 10..12, 9);
+    cl.flush(cl.flush_mark() + 1, 1).unwrap();
+    assert_eq!(cl.linked_extents(), 3);
+    expect(&cl, &[10, 11]);
+    let (_, d) = r.read(10, 1).unwrap();
+    assert_eq!(d, pattern(10, 5), "the origin is untouched");
+    drop(cl);
+    let mut cl = Region::open_in(st.clone(), c, false).unwrap();
+    expect(&cl, &[10, 11]);
+    cl.fill_all().unwrap();
+    assert!(cl.origin().is_none());
+    assert!(!st.exists(&c.join("origin.kelp")).unwrap());
+    // The clone no longer needs s1, and reads the same once it is gone.
+    r.snapshot_delete("s1").unwrap();
+    drop(cl);
+    let cl = Region::open_in(st.clone(), c, false).unwrap();
+    assert_eq!(cl.linked_extents(), 0);
+    expect(&cl, &[10, 11]);
+}
+
+/// A region whose extents say they are linked but that names no origin is
+/// refused at open, not read as zeros.
+#[test]
+fn a_linked_extent_without_its_origin_is_refused() {
+    let mem = Memory::new();
+    let st = mem.storage();
+    let (a, c) = (Path::new("/a"), Path::new("/c"));
+    let mut r = Region::create_in(st.clone(), a, 4096, 16, 2, false).unwrap();
+    write_blocks(&mut r, 0..32, 1);
+    r.snapshot_take(r.next_snapshot("s1")).unwrap();
+    kelp_region::snapshot::clone_region_in(&st, a, c, "s1").unwrap();
+    st.remove(&c.join("origin.kelp")).unwrap();
+    let e = Region::open_in(st.clone(), c, true).err().expect("refused");
+    assert!(e.to_string().contains("origin.kelp is missing"), "{e}");
+}
+
+/// Repair between a clone's replicas copies a linked extent as the blocks
+/// it reads: the image of a linked extent equals that of a copied one, and
+/// replacing a linked extent with an image copies it.
+#[test]
+fn linked_extents_repair_like_copied_ones() {
+    let mem = Memory::new();
+    let st = mem.storage();
+    let a = Path::new("/a");
+    let mut r = Region::create_in(st.clone(), a, 4096, 16, 3, false).unwrap();
+    write_blocks(&mut r, 0..40, 1);
+    r.write_zeroes(3, 2).unwrap();
+    r.snapshot_take(r.next_snapshot("s1")).unwrap();
+    write_blocks(&mut r, 0..48, 2);
+    r.flush(r.flush_mark() + 1, 1).unwrap();
+    let (c0, c1) = (Path::new("/c0"), Path::new("/c1"));
+    let reports = kelp_region::snapshot::clone_volume_in(
+        &st,
+        &[a.to_path_buf(), a.to_path_buf()],
+        &[c0.to_path_buf(), c1.to_path_buf()],
+        "s1",
+    )
+    .unwrap();
+    assert!(reports.iter().all(|r| r.linked == 3));
+    let mut filled = Region::open_in(st.clone(), c0, false).unwrap();
+    filled.fill_all().unwrap();
+    let mut linked = Region::open_in(st.clone(), c1, false).unwrap();
+    for eid in 0..3 {
+        assert_eq!(
+            filled.extent_image(eid).unwrap(),
+            linked.extent_image(eid).unwrap(),
+            "extent {eid}"
+        );
+    }
+    assert_eq!(filled.versions(), linked.versions());
+    let img = filled.extent_image(1).unwrap();
+    linked.extent_replace(1, &img).unwrap();
+    assert_eq!(linked.linked_extents(), 2);
+    assert_eq!(filled.read(0, 48).unwrap(), linked.read(0, 48).unwrap());
+    assert_eq!(
+        filled.snapshot_versions(u64::MAX, 0, 48).unwrap(),
+        linked.snapshot_versions(u64::MAX, 0, 48).unwrap()
+    );
 }

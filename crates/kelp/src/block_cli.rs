@@ -25,8 +25,11 @@ pub enum BlockCommand {
     Snapshot(SnapshotCommand),
     /// Return a volume to a snapshot (offline: no upstairs attached).
     Rollback(RollbackArgs),
-    /// Make a new writable volume from a snapshot (offline).
+    /// Make a new writable volume from a snapshot; it can be served at once.
     Clone(CloneArgs),
+    /// Copy what a linked clone still reads from its origin, now (offline;
+    /// a downstairs serving the clone does it in the background).
+    Fill(RegionDirs),
     /// Write a snapshot, or the change between two, as a send stream.
     Send(SendArgs),
     /// Read a send stream into a volume's regions (or one standby region).
@@ -105,7 +108,11 @@ pub struct CloneArgs {
     pub name: String,
     /// New region directories, one per --dir (comma separated). On XFS or
     /// btrfs the clone shares the origin's blocks (reflink) until either
-    /// side writes them; elsewhere the files are copied in full.
+    /// side writes them. Elsewhere (ext4) it is linked: it reads the
+    /// origin's snapshot until it has copied it, which the downstairs
+    /// serving it does in the background (or `kelp block fill`); the
+    /// origin keeps the snapshot until then. The origin's regions may be
+    /// in use by a downstairs.
     #[arg(long = "to", value_delimiter = ',', required = true)]
     pub to: Vec<PathBuf>,
 }
@@ -258,6 +265,20 @@ pub struct DownstairsArgs {
     /// this CA (PEM): mutual TLS. Needs --tls-cert.
     #[arg(long = "tls-ca", value_name = "PEM", requires = "tls_cert")]
     pub tls_ca: Option<PathBuf>,
+    /// For a linked clone (`kelp block clone` on a file system without
+    /// reflinks): `background` copies what it still reads from its origin,
+    /// an extent at a time between jobs, after which the origin may drop
+    /// the snapshot; `off` leaves unwritten extents shared with the
+    /// origin's snapshot (copy-on-write by extent), which the origin then
+    /// keeps.
+    #[arg(long = "clone-fill", value_enum, default_value = "background")]
+    pub clone_fill: CloneFillMode,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneFillMode {
+    Background,
+    Off,
 }
 
 #[derive(Args, Debug, Clone)]

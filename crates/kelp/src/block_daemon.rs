@@ -123,7 +123,20 @@ pub async fn downstairs(a: DownstairsArgs) -> anyhow::Result<()> {
         "downstairs serving"
     );
     write_ready_file(a.ready_file.as_deref(), serde_json::json!({ "port": port }))?;
-    kelp_block::downstairs::serve(listener, region, security, wait_for(shutdown_signal())).await?;
+    let fill = match a.clone_fill {
+        crate::block_cli::CloneFillMode::Background => {
+            kelp_block::downstairs::CloneFill::Background
+        }
+        crate::block_cli::CloneFillMode::Off => kelp_block::downstairs::CloneFill::Off,
+    };
+    kelp_block::downstairs::serve(
+        listener,
+        region,
+        security,
+        fill,
+        wait_for(shutdown_signal()),
+    )
+    .await?;
     Ok(())
 }
 

@@ -80,6 +80,18 @@ pub fn run(cmd: BlockCommand) -> anyhow::Result<()> {
                     rs[0].snapshots().len(),
                     rs[0].saved_bytes()
                 );
+                for r in &rs {
+                    if let Some(o) = r.origin() {
+                        println!(
+                            "{} is a linked clone of {} at {}: {} of {} extent(s) still read from it",
+                            r.dir().display(),
+                            o.dir.display(),
+                            o.name,
+                            r.linked_extents(),
+                            r.def().extent_count
+                        );
+                    }
+                }
             }
             Ok(())
         }
@@ -120,17 +132,48 @@ pub fn run(cmd: BlockCommand) -> anyhow::Result<()> {
                     a.regions.dirs.len()
                 );
             }
-            for (from, to) in a.regions.dirs.iter().zip(&a.to) {
-                let report = kelp_block::snapshot::clone_region(from, to, &a.name)
-                    .with_context(|| format!("cloning {} to {}", from.display(), to.display()))?;
-                println!(
-                    "cloned {} at {} to {}: {} file(s) shared (reflink), {} copied",
-                    from.display(),
-                    a.name,
-                    to.display(),
-                    report.reflinked,
-                    report.copied
-                );
+            let reports = kelp_block::snapshot::clone_volume_in(
+                &kelp_storage::Storage::real(),
+                &a.regions.dirs,
+                &a.to,
+                &a.name,
+            )
+            .with_context(|| format!("cloning snapshot {}", a.name))?;
+            for (to, report) in a.to.iter().zip(reports) {
+                if report.linked > 0 {
+                    println!(
+                        "cloned {} to {}: linked, {} extent(s) to copy from the origin \
+                         (in the background once served, or `kelp block fill`)",
+                        a.name,
+                        to.display(),
+                        report.linked
+                    );
+                } else {
+                    println!(
+                        "cloned {} to {}: {} file(s) shared (reflink)",
+                        a.name,
+                        to.display(),
+                        report.reflinked
+                    );
+                }
+            }
+            Ok(())
+        }
+        BlockCommand::Fill(a) => {
+            let mut rs = open_all(&a.dirs)?;
+            for r in &mut rs {
+                let left = r.linked_extents();
+                let origin = r.origin().map(|o| (o.dir.clone(), o.name.clone()));
+                r.fill_all()
+                    .with_context(|| format!("copying {} from its origin", r.dir().display()))?;
+                match origin {
+                    Some((dir, name)) => println!(
+                        "{}: copied {left} extent(s) from {} at {name}; it no longer reads its origin",
+                        r.dir().display(),
+                        dir.display()
+                    ),
+                    None => println!("{}: not a linked clone; nothing to copy", r.dir().display()),
+                }
             }
             Ok(())
         }

@@ -614,3 +614,118 @@ fn snapshots_and_sends_of_a_running_volume() {
     up.stop();
     v.stop();
 }
+
+/// On a file system without reflinks (ext4) a clone is linked: served at
+/// once, reading its origin's snapshot; written through NBD, which copies
+/// only the extents written; and the origin keeps the snapshot until the
+/// clone has copied every block, by `kelp block fill` or by its
+/// downstairs in the background.
+#[test]
+fn linked_clones_serve_at_once_and_hold_their_origin_snapshot() {
+    let (Some(qemu_img), Some(qemu_io)) = (tool("qemu-img"), tool("qemu-io")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, images) = source(tmp.path());
+    let to_arg = |dirs: &[PathBuf]| {
+        let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        format!("--to={}", list.join(","))
+    };
+    let clone_dirs = |prefix: &str| -> Vec<PathBuf> {
+        (0..3)
+            .map(|i| tmp.path().join(format!("{prefix}{i}")))
+            .collect()
+    };
+    let a = clone_dirs("a");
+    let out = ok(&["block", "clone", &dir_arg(&src), "s2", &to_arg(&a)]);
+    if out.contains("reflink") {
+        kelp_testkit::skip("the temporary directory's file system shares blocks (reflink)");
+        return;
+    }
+    assert!(out.contains("linked, 16 extent(s) to copy"), "{out}");
+    refused(
+        &["block", "snapshot", "delete", &dir_arg(&src), "s2"],
+        "still reads from it",
+    );
+    refused(
+        &["block", "rollback", &dir_arg(&src), "s1", "--destroy-later"],
+        "still reads from it",
+    );
+    assert!(snapshot_names(&src).contains("\"s2\""), "refusals kept s2");
+    // Served at once, the background copy off: reads go to the origin.
+    let want = tmp.path().join("s2.raw");
+    std::fs::write(&want, &images[1]).unwrap();
+    let mut v = Volume::serve_with(tmp.path(), &a, &["--clone-fill=off"]);
+    let mut up = v.upstairs(1, &[]);
+    let compare = |up: &common::Kelp, file: &Path| {
+        run(Command::new(&qemu_img)
+            .args(["compare", "-f", "raw", "-F", "raw"])
+            .arg(file)
+            .arg(nbd_url(up)));
+    };
+    compare(&up, &want);
+    // A write copies the extent it lands in, and only that one.
+    let out = run(Command::new(&qemu_io).args([
+        "-f",
+        "raw",
+        "-c",
+        "write -P 0x5a 4096 65536",
+        &nbd_url(&up),
+    ]));
+    assert!(!out.contains("rror"), "{out}");
+    up.stop();
+    v.stop();
+    let mut expect = images[1].clone();
+    expect[4096..4096 + 65536].fill(0x5a);
+    for d in &a {
+        let r = Region::open(d, true).unwrap();
+        assert_eq!(r.linked_extents(), EXTENTS as usize - 1, "{}", d.display());
+        assert!(r.read(0, TOTAL).unwrap().1 == expect, "{}", d.display());
+    }
+    ok(&["block", "verify", &dir_arg(&a)]);
+    let out = ok(&["block", "snapshot", "list", &dir_arg(&a)]);
+    assert!(out.contains("is a linked clone of"), "{out}");
+    // `kelp block fill` copies the rest; the clone then stands alone.
+    let out = ok(&["block", "fill", &dir_arg(&a)]);
+    assert!(out.contains("copied 15 extent(s)"), "{out}");
+    for d in &a {
+        assert!(!d.join("origin.kelp").exists());
+        assert!(live_bytes(d) == expect, "{}", d.display());
+    }
+    // A clone of s3 copied by its downstairs in the background while it
+    // serves.
+    let b = clone_dirs("b");
+    ok(&["block", "clone", &dir_arg(&src), "s3", &to_arg(&b)]);
+    // A snapshot of the clone sends what it reads from its origin.
+    ok(&["block", "snapshot", "create", &dir_arg(&b), "c1"]);
+    let sent = create(tmp.path(), "sent");
+    let (good, text) = pipe(&[&dir_arg(&b[..1]), "c1"], &[&dir_arg(&sent)]);
+    assert!(good, "send of a linked clone's snapshot: {text}");
+    assert!(live_bytes(&sent[0]) == images[2], "the stream holds s3");
+    let mut v = Volume::serve(tmp.path(), &b);
+    let mut up = v.upstairs(1, &[]);
+    let want3 = tmp.path().join("s3.raw");
+    std::fs::write(&want3, &images[2]).unwrap();
+    compare(&up, &want3);
+    kelp_testkit::until(
+        "the clone to copy everything from its origin",
+        std::time::Duration::from_secs(60),
+        || {
+            b.iter()
+                .all(|d| !d.join("origin.kelp").exists())
+                .then_some(())
+        },
+    );
+    compare(&up, &want3);
+    up.stop();
+    v.verify();
+    // Nothing reads the origin's snapshots now.
+    ok(&["block", "snapshot", "delete", &dir_arg(&src), "s2"]);
+    ok(&["block", "snapshot", "delete", &dir_arg(&src), "s3"]);
+    for d in &b {
+        assert!(live_bytes(d) == images[2], "{}", d.display());
+    }
+    for d in &a {
+        assert!(live_bytes(d) == expect, "{}", d.display());
+    }
+}

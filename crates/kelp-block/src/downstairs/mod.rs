@@ -87,7 +87,28 @@ pub async fn run(
     region: Region,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    serve(listener, region, Security::default(), shutdown).await
+    serve(
+        listener,
+        region,
+        Security::default(),
+        CloneFill::Background,
+        shutdown,
+    )
+    .await
+}
+
+/// What a downstairs serving a linked clone does about the extents it
+/// still reads from its origin (kelp_region::link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CloneFill {
+    /// Copies them one by one in the background; the clone then no longer
+    /// needs its origin's snapshot.
+    #[default]
+    Background,
+    /// Leaves them shared with the origin's snapshot: an extent is copied
+    /// only when first written (copy-on-write by extent), and the origin
+    /// keeps the snapshot.
+    Off,
 }
 
 /// Serves `region` on `listener`, guarded by `security`, until `shutdown`
@@ -96,6 +117,7 @@ pub async fn serve(
     listener: TcpListener,
     region: Region,
     security: Security,
+    fill: CloneFill,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let region_uuid = region.def().uuid;
@@ -111,6 +133,10 @@ pub async fn serve(
         }),
         next_session: AtomicU64::new(1),
     });
+    let _filler = match fill {
+        CloneFill::Background => Some(Filler::start(server.shared.clone())),
+        CloneFill::Off => None,
+    };
     tokio::pin!(shutdown);
     // Dropping the set on shutdown aborts every connection, which ends its
     // worker thread and releases the region.
@@ -142,6 +168,70 @@ pub async fn serve(
                     }
                 });
             }
+        }
+    }
+}
+
+/// Copies a linked clone's extents from its origin in the background, one
+/// at a time between the jobs (kelp_region::link). Stops when dropped.
+struct Filler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Filler {
+    /// Pause between two extents, so that guest IO waiting for the region
+    /// lock gets it.
+    const PAUSE: std::time::Duration = Duration::from_millis(10);
+
+    fn start(shared: Arc<Shared>) -> Filler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let left = lock(&shared.region).linked_extents();
+        if left == 0 {
+            return Filler { stop, thread: None };
+        }
+        if let Some(o) = lock(&shared.region).origin() {
+            tracing::info!(
+                origin = %o.dir.display(),
+                snapshot = %o.name,
+                extents = left,
+                "linked clone: copying from its origin in the background"
+            );
+        }
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ds-clone-fill".into())
+            .spawn(move || {
+                let mut backoff = Filler::PAUSE;
+                loop {
+                    let wake = std::time::Instant::now() + backoff;
+                    while std::time::Instant::now() < wake {
+                        if flag.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(Filler::PAUSE);
+                    }
+                    let r = shared.region_between_flushes().fill_next();
+                    match r {
+                        Ok(true) => backoff = Filler::PAUSE,
+                        Ok(false) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "copying a clone extent from its origin failed; retrying");
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+            })
+            .ok();
+        Filler { stop, thread }
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -70,11 +70,16 @@ impl Volume {
 
     /// A downstairs on each of existing regions `dirs`.
     pub fn serve(root: &Path, dirs: &[PathBuf]) -> Volume {
+        Volume::serve_with(root, dirs, &[])
+    }
+
+    /// Like `serve`, each downstairs started with `ds_extra` too.
+    pub fn serve_with(root: &Path, dirs: &[PathBuf], ds_extra: &[&str]) -> Volume {
         let mut v = Volume {
             root: root.to_path_buf(),
             dirs: dirs.to_vec(),
             ds: vec![],
-            ds_extra: vec![],
+            ds_extra: ds_extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..dirs.len() {
             let k = v.start_ds(i, 0);
