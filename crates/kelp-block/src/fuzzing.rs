@@ -113,7 +113,8 @@ pub const TARGETS: &[(&str, Target)] = &[
 /// The snapshot layer's files and tokens, chosen by the first byte: the
 /// snapshot catalog, a receive state file, a resume token, a saved-version
 /// file (opened from an in-memory disk, every version read back and
-/// checked against its context), and an extent slot context.
+/// checked against its context), an extent slot context, a linked clone's
+/// `origin.kelp` and an origin's clone hold.
 pub fn snapshot_files_decode(data: &[u8]) {
     use kelp_region::catalog::Catalog;
     use kelp_region::saved::{SavedStore, saved_path};
@@ -121,7 +122,7 @@ pub fn snapshot_files_decode(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    match which % 5 {
+    match which % 7 {
         0 => {
             if let Ok(c) = Catalog::decode(rest) {
                 assert_eq!(Catalog::decode(&c.encode()).ok(), Some(c));
@@ -154,6 +155,21 @@ pub fn snapshot_files_decode(data: &[u8]) {
                     s.read(v, &mut buf).expect("a scanned version reads");
                     assert!(v.context().verify(&buf), "a scanned version checks");
                 }
+            }
+        }
+        5 => {
+            use kelp_region::link::Origin;
+            if let Ok(o) = Origin::decode(rest) {
+                assert_eq!(
+                    o.encode().ok().and_then(|b| Origin::decode(&b).ok()),
+                    Some(o)
+                );
+            }
+        }
+        6 => {
+            use kelp_region::link::Hold;
+            if let Ok(h) = Hold::decode(rest) {
+                assert_eq!(h.encode().ok().and_then(|b| Hold::decode(&b).ok()), Some(h));
             }
         }
         _ => {

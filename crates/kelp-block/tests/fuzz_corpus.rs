@@ -56,7 +56,8 @@ fn frame_seeds_decode() {
 
 /// Seeds of `snapshot_files_decode`: one valid input of each kind (the
 /// selector byte, then a catalog, a receive state, a resume token, a
-/// saved-version file, a slot context). `KELP_WRITE_FUZZ_SEEDS=1` writes
+/// saved-version file, a slot context, a clone's origin file, a clone
+/// hold). `KELP_WRITE_FUZZ_SEEDS=1` writes
 /// them; otherwise the test checks that each kind's seed is there and
 /// decodes.
 #[test]
@@ -113,6 +114,37 @@ fn snapshot_seeds_cover_every_kind() {
         ),
         ("saved_versions", [&[3u8][..], &saved].concat()),
         ("slot_context", [&[4u8][..], &slot].concat()),
+        (
+            "clone_origin",
+            [
+                &[5u8][..],
+                &kelp_block::link::Origin {
+                    clone_id: 0xc1,
+                    origin_uuid: [9; 16],
+                    flush: 12,
+                    guid: 0x1234,
+                    name: "hourly-1".into(),
+                    dir: "/var/lib/kelp/vol/r0".into(),
+                }
+                .encode()
+                .unwrap(),
+            ]
+            .concat(),
+        ),
+        (
+            "clone_hold",
+            [
+                &[6u8][..],
+                &kelp_block::link::Hold {
+                    clone_id: 0xc1,
+                    guid: 0x1234,
+                    clones: vec!["/c/0".into(), "/c/1".into(), "/c/2".into()],
+                }
+                .encode()
+                .unwrap(),
+            ]
+            .concat(),
+        ),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/snapshot_files_decode");
     if std::env::var_os("KELP_WRITE_FUZZ_SEEDS").is_some() {
