@@ -1220,46 +1220,8 @@ impl Extent {
         if self.read_only {
             return Err(BlockError::ReadOnly);
         }
-        let bs = self.block_size as usize;
-        let n = self.n as usize;
-        if image.contexts.len() != n || image.births.len() != n || image.data.len() != n * bs {
-            return Err(BlockError::BadLength {
-                len: image.data.len(),
-                blocks: n as u64,
-                block_size: self.block_size,
-            });
-        }
-        for (i, (ctx, blk)) in image
-            .contexts
-            .iter()
-            .zip(image.data.chunks_exact(bs))
-            .enumerate()
-        {
-            if !ctx.verify(blk) {
-                return Err(BlockError::ChecksumMismatch {
-                    block: i as u64,
-                    stored: match ctx {
-                        BlockContext::Data(c) => *c,
-                        _ => 0,
-                    },
-                    computed: block_crc(blk),
-                });
-            }
-        }
-        for sv in &image.saved {
-            let ok = sv.block < self.n
-                && match sv.context {
-                    BlockContext::Data(_) => sv.data.len() == bs && sv.context.verify(&sv.data),
-                    BlockContext::Zero => sv.data.is_empty(),
-                    BlockContext::Unwritten => false,
-                };
-            if !ok {
-                return Err(BlockError::corrupt(
-                    format!("extent {} image", self.id),
-                    format!("saved version of block {} does not check", sv.block),
-                ));
-            }
-        }
+        let (id, bs, n) = self.geometry();
+        check_image(id, bs, n, image)?;
         let st = self.storage.clone();
         // The saved versions first: a crash before the extent's rename
         // leaves the old extent, whose version still differs from the
@@ -1284,41 +1246,53 @@ impl Extent {
                 .map_err(|e| BlockError::io(to.display().to_string(), e))?;
         }
         let tmp = self.path.with_extension("replace");
-        let _ = st.remove_if_exists(&tmp);
-        let io = |e| BlockError::io(tmp.display().to_string(), e);
-        let file = st.open(&tmp, Open::CREATE_NEW).map_err(io)?;
-        file.set_len(file_len(self.block_size, self.n))
-            .map_err(io)?;
-        file.write_all_at(
-            &encode_header(self.id, self.block_size, self.n, &image.version),
-            0,
-        )
-        .map_err(io)?;
-        let mut table = vec![0u8; n * SlotCtx::LEN];
-        for (b, (ctx, &birth)) in image.contexts.iter().zip(&image.births).enumerate() {
-            let slot = match ctx {
-                BlockContext::Unwritten => continue,
-                BlockContext::Zero => SlotCtx {
-                    seq: 1,
-                    crc: 0,
-                    kind: SLOT_ZERO,
-                    birth,
-                },
-                BlockContext::Data(c) => SlotCtx {
-                    seq: 1,
-                    crc: *c,
-                    kind: SLOT_DATA,
-                    birth,
-                },
-            };
-            table[b * SlotCtx::LEN..(b + 1) * SlotCtx::LEN].copy_from_slice(&slot.encode());
+        write_image(&st, &tmp, (id, bs, n), image)?;
+        self.install(&tmp)
+    }
+
+    /// Writes the copy of a linked extent beside it (`<id>.fill`), without
+    /// touching the extent: the slow half of a background fill, run
+    /// without the region lock. `install_fill` puts it in place.
+    pub(crate) fn stage_fill(
+        storage: &Storage,
+        path: &Path,
+        (id, bs, n): (u32, u32, u32),
+        image: &ExtentImage,
+    ) -> Result<PathBuf> {
+        if !image.saved.is_empty() {
+            return Err(BlockError::protocol(
+                "a linked extent has no saved versions",
+            ));
         }
-        file.write_all_at(&table, HEADER_LEN as u64).map_err(io)?;
-        file.write_all_at(&image.data, data_offset(self.n))
-            .map_err(io)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-        st.rename(&tmp, &self.path).map_err(io)?;
+        check_image(id, bs, n, image)?;
+        let tmp = path.with_extension("fill");
+        write_image(storage, &tmp, (id, bs, n), image)?;
+        Ok(tmp)
+    }
+
+    /// Puts a staged copy in place, if this extent is still linked (a
+    /// write may have copied it meanwhile; then the stage is dropped).
+    /// Returns whether it was installed.
+    pub(crate) fn install_fill(&mut self, staged: &Path) -> Result<bool> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        if !self.is_linked() {
+            self.storage
+                .remove_if_exists(staged)
+                .map_err(|e| BlockError::io(staged.display().to_string(), e))?;
+            return Ok(false);
+        }
+        self.install(staged)?;
+        Ok(true)
+    }
+
+    /// Renames a written and fsynced file over this extent's, fsyncs the
+    /// directory and opens the result.
+    fn install(&mut self, tmp: &Path) -> Result<()> {
+        let st = self.storage.clone();
+        st.rename(tmp, &self.path)
+            .map_err(|e| BlockError::io(tmp.display().to_string(), e))?;
         if let Some(dir) = self.path.parent() {
             sync_dir(&st, dir)?;
         }
@@ -1333,6 +1307,90 @@ impl Extent {
         )?;
         Ok(())
     }
+}
+
+/// Checks an extent image's lengths, and every block and saved version
+/// against its context: nothing unverified is stored.
+fn check_image(id: u32, block_size: u32, n: u32, image: &ExtentImage) -> Result<()> {
+    let bs = block_size as usize;
+    let n = n as usize;
+    if image.contexts.len() != n || image.births.len() != n || image.data.len() != n * bs {
+        return Err(BlockError::BadLength {
+            len: image.data.len(),
+            blocks: n as u64,
+            block_size,
+        });
+    }
+    for (i, (ctx, blk)) in image
+        .contexts
+        .iter()
+        .zip(image.data.chunks_exact(bs))
+        .enumerate()
+    {
+        if !ctx.verify(blk) {
+            return Err(BlockError::ChecksumMismatch {
+                block: i as u64,
+                stored: match ctx {
+                    BlockContext::Data(c) => *c,
+                    _ => 0,
+                },
+                computed: block_crc(blk),
+            });
+        }
+    }
+    for sv in &image.saved {
+        let ok = sv.block < n as u32
+            && match sv.context {
+                BlockContext::Data(_) => sv.data.len() == bs && sv.context.verify(&sv.data),
+                BlockContext::Zero => sv.data.is_empty(),
+                BlockContext::Unwritten => false,
+            };
+        if !ok {
+            return Err(BlockError::corrupt(
+                format!("extent {id} image"),
+                format!("saved version of block {} does not check", sv.block),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `image` as a whole format-2 extent file at `tmp` (every block in
+/// slot 0) and fsyncs it.
+fn write_image(
+    st: &Storage,
+    tmp: &Path,
+    (id, block_size, n): (u32, u32, u32),
+    image: &ExtentImage,
+) -> Result<()> {
+    let _ = st.remove_if_exists(tmp);
+    let io = |e| BlockError::io(tmp.display().to_string(), e);
+    let file = st.open(tmp, Open::CREATE_NEW).map_err(io)?;
+    file.set_len(file_len(block_size, n)).map_err(io)?;
+    file.write_all_at(&encode_header(id, block_size, n, &image.version), 0)
+        .map_err(io)?;
+    let mut table = vec![0u8; n as usize * SlotCtx::LEN];
+    for (b, (ctx, &birth)) in image.contexts.iter().zip(&image.births).enumerate() {
+        let slot = match ctx {
+            BlockContext::Unwritten => continue,
+            BlockContext::Zero => SlotCtx {
+                seq: 1,
+                crc: 0,
+                kind: SLOT_ZERO,
+                birth,
+            },
+            BlockContext::Data(c) => SlotCtx {
+                seq: 1,
+                crc: *c,
+                kind: SLOT_DATA,
+                birth,
+            },
+        };
+        table[b * SlotCtx::LEN..(b + 1) * SlotCtx::LEN].copy_from_slice(&slot.encode());
+    }
+    file.write_all_at(&table, HEADER_LEN as u64).map_err(io)?;
+    file.write_all_at(&image.data, data_offset(n)).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
 /// fsyncs `dir`, making creates and renames in it durable.

@@ -296,7 +296,7 @@ impl Region {
             if !read_only {
                 // A repair or prune that crashed before its rename leaves
                 // these behind.
-                for ext in ["replace", "snap-replace", "snap-new", "snap.tmp"] {
+                for ext in ["replace", "snap-replace", "snap-new", "snap.tmp", "fill"] {
                     let _ = st.remove_if_exists(&p.with_extension(ext));
                 }
             }
@@ -399,16 +399,47 @@ impl Region {
         self.extents.iter().filter(|e| e.is_linked()).count()
     }
 
-    /// Copies one linked extent from the clone's origin (the background
-    /// fill). Returns whether any is left; once none is, the region forgets
-    /// its origin, which may then delete the snapshot.
-    pub fn fill_next(&mut self) -> Result<bool> {
+    /// The next linked extent to copy from the clone's origin, if any.
+    pub fn fill_job(&self) -> Option<FillJob> {
+        let o = self.origin.as_ref()?;
+        let e = self.extents.iter().find(|e| e.is_linked())?;
+        Some(FillJob {
+            storage: self.storage.clone(),
+            path: e.path().to_path_buf(),
+            geometry: (e.id(), self.def.block_size, self.def.extent_size),
+            label: e.version(),
+            origin: o.extent_path(e.id()),
+            at: o.flush,
+        })
+    }
+
+    /// Puts a copy staged by `FillJob::stage` in place (unless a write
+    /// copied the extent meanwhile). Returns whether any extent is left
+    /// linked; once none is, the region forgets its origin, which may then
+    /// delete the snapshot.
+    pub fn fill_install(&mut self, job: &FillJob, staged: &Path) -> Result<bool> {
         self.writable()?;
         self.not_flushing()?;
-        if let Some(e) = self.extents.iter_mut().find(|e| e.is_linked()) {
-            let r = e.materialize();
-            self.note(r)?;
+        let eid = job.geometry.0;
+        let r = self.extent_mut(eid)?.install_fill(staged);
+        self.note(r)?;
+        self.forget_origin_when_copied()
+    }
+
+    /// Copies one linked extent from the clone's origin. Returns whether
+    /// any is left (see `fill_install`).
+    pub fn fill_next(&mut self) -> Result<bool> {
+        self.writable()?;
+        match self.fill_job() {
+            Some(job) => {
+                let staged = job.stage()?;
+                self.fill_install(&job, &staged)
+            }
+            None => self.forget_origin_when_copied(),
         }
+    }
+
+    fn forget_origin_when_copied(&mut self) -> Result<bool> {
         if self.linked_extents() > 0 {
             return Ok(true);
         }
@@ -795,6 +826,28 @@ impl Region {
             return Err(BlockError::protocol("a flush is already under way"));
         }
         Ok(())
+    }
+}
+
+/// One linked extent to copy from a clone's origin. `stage` reads the
+/// origin and writes the copy beside the extent, and needs no lock on the
+/// region: a background fill runs it between the jobs, and holds the
+/// region only for `Region::fill_install`'s rename.
+pub struct FillJob {
+    storage: Storage,
+    path: PathBuf,
+    geometry: (u32, u32, u32),
+    label: ExtentVersion,
+    origin: PathBuf,
+    at: u64,
+}
+
+impl FillJob {
+    /// Writes the extent's copy beside it; returns the staged file.
+    pub fn stage(&self) -> Result<PathBuf> {
+        let link = Link::new(&self.storage, self.origin.clone(), self.at);
+        let image = link.image(self.geometry, self.label)?;
+        Extent::stage_fill(&self.storage, &self.path, self.geometry, &image)
     }
 }
 

@@ -480,6 +480,24 @@ fn linked_clone_reads_a_running_origin_and_holds_its_snapshot() {
     drop(cl);
     let mut cl = Region::open_in(st.clone(), c, false).unwrap();
     expect(&cl, &[10, 11]);
+    // A background copy staged without the lock, then overtaken by a
+    // write that copied the extent itself: the stage is dropped.
+    let job = cl.fill_job().unwrap();
+    let staged = job.stage().unwrap();
+    assert!(st.exists(&staged).unwrap());
+    // (Extent 0 was copied by the writes above; the job is extent 1.)
+    write_blocks(&mut cl, 16..17, 9);
+    assert_eq!(cl.linked_extents(), 2);
+    assert!(cl.fill_install(&job, &staged).unwrap(), "two extents left");
+    assert!(!st.exists(&staged).unwrap(), "the stale stage is removed");
+    assert_eq!(cl.linked_extents(), 2);
+    expect(&cl, &[10, 11, 16]);
+    // One staged while nothing intervenes is installed.
+    let job = cl.fill_job().unwrap();
+    let staged = job.stage().unwrap();
+    assert!(cl.fill_install(&job, &staged).unwrap());
+    assert_eq!(cl.linked_extents(), 1);
+    expect(&cl, &[10, 11, 16]);
     cl.fill_all().unwrap();
     assert!(cl.origin().is_none());
     assert!(!st.exists(&c.join("origin.kelp")).unwrap());
@@ -488,7 +506,7 @@ fn linked_clone_reads_a_running_origin_and_holds_its_snapshot() {
     drop(cl);
     let cl = Region::open_in(st.clone(), c, false).unwrap();
     assert_eq!(cl.linked_extents(), 0);
-    expect(&cl, &[10, 11]);
+    expect(&cl, &[10, 11, 16]);
 }
 
 /// A region whose extents say they are linked but that names no origin is

@@ -211,7 +211,15 @@ impl Filler {
                         }
                         std::thread::sleep(Filler::PAUSE);
                     }
-                    let r = shared.region_between_flushes().fill_next();
+                    // The copy is written without the region lock; only
+                    // its rename holds the guest's IO back.
+                    let job = shared.region_between_flushes().fill_job();
+                    let r = match job {
+                        Some(job) => job
+                            .stage()
+                            .and_then(|staged| shared.region_between_flushes().fill_install(&job, &staged)),
+                        None => shared.region_between_flushes().fill_next(),
+                    };
                     match r {
                         Ok(true) => backoff = Filler::PAUSE,
                         Ok(false) => return,
