@@ -652,6 +652,31 @@ fn linked_clones_serve_at_once_and_hold_their_origin_snapshot() {
         "still reads from it",
     );
     assert!(snapshot_names(&src).contains("\"s2\""), "refusals kept s2");
+    // Through a running origin's control API: an answer (409), not a
+    // failure of its downstairs, which go on serving.
+    {
+        let mut v = Volume::serve(tmp.path(), &src);
+        let mut up = v.upstairs(1, &["--control=127.0.0.1:0"]);
+        let control = format!("--control=127.0.0.1:{}", up.port("control_port"));
+        refused(
+            &["block", "snapshot", "delete", &control, "s2"],
+            "still reads from it",
+        );
+        let out = run(Command::new(&qemu_io).args([
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x33 0 4096",
+            "-c",
+            "read -P 0x33 0 4096",
+            &nbd_url(&up),
+        ]));
+        assert!(!out.contains("rror") && !out.contains("ail"), "{out}");
+        let listed = ok(&["block", "snapshot", "list", &control]);
+        assert!(listed.contains("s2"), "{listed}");
+        up.stop();
+        v.verify();
+    }
     // Served at once, the background copy off: reads go to the origin.
     let want = tmp.path().join("s2.raw");
     std::fs::write(&want, &images[1]).unwrap();

@@ -314,6 +314,10 @@ impl Upstairs {
                 _ => Output::Done,
             })
         } else if possible < need
+            && let Some(why) = &j.refused
+        {
+            Err(BlockError::SnapshotConflict(why.clone()))
+        } else if possible < need
             && let Some(what) = snapshot_op(&j.kind)
         {
             let took: Vec<String> = (0..CLIENTS)

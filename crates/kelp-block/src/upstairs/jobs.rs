@@ -152,6 +152,9 @@ pub struct Job {
     pub need_all: bool,
     /// A downstairs failed it for lack of space: if it fails, it is ENOSPC.
     pub no_space: bool,
+    /// A downstairs refused it as asked (deleting a snapshot a clone still
+    /// reads): the guest gets this, and no downstairs is faulted for it.
+    pub refused: Option<String>,
 }
 
 fn overlaps(a: &Option<Range<u64>>, b: &Option<Range<u64>>) -> bool {
@@ -264,6 +267,7 @@ impl JobTable {
                 acked: false,
                 need_all: false,
                 no_space: false,
+                refused: None,
             },
         );
         self.open.insert(id);

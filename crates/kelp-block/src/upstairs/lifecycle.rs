@@ -112,6 +112,22 @@ impl Upstairs {
             self.source_failed(c, None);
             return;
         }
+        // A snapshot delete the downstairs refused as asked (a clone still
+        // reads the snapshot) is an answer, not a failure of the
+        // downstairs: every replica checks the same holds.
+        let refusal = code == ErrorCode::Invalid as u16
+            && matches!(
+                self.table.get(id).map(|j| &j.kind),
+                Some(Kind::SnapshotDelete { .. })
+            );
+        if refusal {
+            if let Some(j) = self.table.get_mut(id) {
+                j.on[c] = On::Skipped;
+                j.refused = Some(message.to_string());
+            }
+            self.check_job(id);
+            return;
+        }
         let is_read = matches!(self.table.get(id).map(|j| &j.kind), Some(Kind::Read { .. }));
         if is_read {
             self.reroute_read(c, id);
