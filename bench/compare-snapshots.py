@@ -148,12 +148,7 @@ def bench_create(kelp, args, size_gib, tmp):
             v.stop()
             rows["offline"].append(v.snapshot_offline(f"off{i}"))
             # qcow2: the same writes through qemu-nbd, then an internal snapshot.
-            g = Group(d)
-            port = free_port()
-            g.start("qemu-nbd", ["qemu-nbd", "-f", "qcow2", "-b", "127.0.0.1", "-p", str(port),
-                                 "--cache=none", "-x", "", "-t", str(qcow)])
-            quri = f"nbd://127.0.0.1:{port}"
-            wait_nbd(quri)
+            g, quri = serve_qcow(d, qcow)
             write_blocks(quri, v.blocks, dirty, 200 + i)
             g.stop()
             t0 = time.perf_counter()
@@ -250,6 +245,24 @@ def bench_cow(kelp, args, tmp):
     return res
 
 
+def serve_qcow(d, image):
+    """qemu-nbd serving a qcow2 image (persistent); returns (group, uri)."""
+    g = Group(d)
+    port = free_port()
+    g.start("qemu-nbd", ["qemu-nbd", "-f", "qcow2", "-b", "127.0.0.1", "-p", str(port),
+                         "--cache=none", "-x", "", "-t", str(image)])
+    uri = f"nbd://127.0.0.1:{port}"
+    wait_nbd(uri)
+    return g, uri
+
+
+def read_all(uri):
+    """Seconds to read a whole export with nbdcopy."""
+    t0 = time.perf_counter()
+    subprocess.check_call(["nbdcopy", uri, "null:"])
+    return time.perf_counter() - t0
+
+
 def bench_clone(kelp, args, tmp):
     out = {"kelp_create": [], "qcow_create": [], "kelp_read": [], "qcow_read": [], "fill": [],
            "origin_read": [], "base_read": []}
@@ -264,29 +277,15 @@ def bench_clone(kelp, args, tmp):
         # The reference: the same data in a qcow2 base image.
         base = d / "base.qcow2"
         subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", str(base), f"{size_mib}M"])
-        g = Group(d)
-        port = free_port()
-        g.start("qemu-nbd", ["qemu-nbd", "-f", "qcow2", "-b", "127.0.0.1", "-p", str(port),
-                             "--cache=none", "-x", "", "-t", str(base)])
-        quri = f"nbd://127.0.0.1:{port}"
-        wait_nbd(quri)
+        g, quri = serve_qcow(d, base)
         fio(quri, ["--rw=write", "--bs=1M", "--iodepth=4", "--refill_buffers", "--randseed=5"],
             None, size_mib)
         g.stop()
         for rnd in range(args.rounds):
             # Baselines: the origin volume itself (running) and the base image.
-            t0 = time.perf_counter()
-            subprocess.check_call(["nbdcopy", uri, "null:"])
-            out["origin_read"].append(time.perf_counter() - t0)
-            g = Group(d)
-            port = free_port()
-            g.start("qemu-nbd", ["qemu-nbd", "-f", "qcow2", "-b", "127.0.0.1", "-p", str(port),
-                                 "--cache=none", "-x", "", "-t", str(base)])
-            quri = f"nbd://127.0.0.1:{port}"
-            wait_nbd(quri)
-            t0 = time.perf_counter()
-            subprocess.check_call(["nbdcopy", quri, "null:"])
-            out["base_read"].append(time.perf_counter() - t0)
+            out["origin_read"].append(read_all(uri))
+            g, quri = serve_qcow(d, base)
+            out["base_read"].append(read_all(quri))
             g.stop()
             cdirs = [d / f"c{rnd}-{i}" for i in range(3)]
             t0 = time.perf_counter()
@@ -305,23 +304,13 @@ def bench_clone(kelp, args, tmp):
             c.kelp, c.d, c.blocks, c.dirs, c.g = kelp, d / f"cv{rnd}", v.blocks, cdirs, None
             c.d.mkdir()
             t_fill = time.perf_counter()
-            curi = c.start()
-            t0 = time.perf_counter()
-            subprocess.check_call(["nbdcopy", curi, "null:"])
-            out["kelp_read"].append(time.perf_counter() - t0)
+            out["kelp_read"].append(read_all(c.start()))
             while any((x / "origin.kelp").exists() for x in cdirs):
                 time.sleep(0.05)
             out["fill"].append(time.perf_counter() - t_fill)
             c.stop()
-            g = Group(d)
-            port = free_port()
-            g.start("qemu-nbd", ["qemu-nbd", "-f", "qcow2", "-b", "127.0.0.1", "-p", str(port),
-                                 "--cache=none", "-x", "", "-t", str(overlay)])
-            quri = f"nbd://127.0.0.1:{port}"
-            wait_nbd(quri)
-            t0 = time.perf_counter()
-            subprocess.check_call(["nbdcopy", quri, "null:"])
-            out["qcow_read"].append(time.perf_counter() - t0)
+            g, quri = serve_qcow(d, overlay)
+            out["qcow_read"].append(read_all(quri))
             g.stop()
             log(f"clone round {rnd}: " + ", ".join(f"{k} {x[-1]:.3f} s" for k, x in out.items()))
         v.stop()

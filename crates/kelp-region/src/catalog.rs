@@ -26,7 +26,7 @@ use std::path::Path;
 
 use kelp_storage::Storage;
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{Writer, seal, unseal};
 use crate::error::{BlockError, Result};
 
 pub const CATALOG_FILE: &str = "snapshots.kelp";
@@ -165,32 +165,12 @@ impl Catalog {
                 .u16(s.name.len() as u16)
                 .bytes(s.name.as_bytes());
         }
-        let c = crc32c::crc32c(&w.buf);
-        w.u32(c);
-        w.buf
+        seal(w)
     }
 
     pub fn decode(b: &[u8]) -> Result<Catalog> {
         let what = CATALOG_FILE;
-        if b.len() < 28 {
-            return Err(BlockError::corrupt(what, "too short"));
-        }
-        let (body, tail) = b.split_at(b.len() - 4);
-        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-        if crc32c::crc32c(body) != stored {
-            return Err(BlockError::corrupt(what, "checksum mismatch"));
-        }
-        let mut r = Reader::new(body, what);
-        if r.bytes(8)? != MAGIC {
-            return Err(BlockError::corrupt(what, "bad magic"));
-        }
-        let version = r.u32()?;
-        if version != CATALOG_FORMAT_VERSION {
-            return Err(BlockError::UnsupportedVersion {
-                what: "snapshot catalog",
-                version,
-            });
-        }
+        let mut r = unseal(b, MAGIC, "snapshot catalog", CATALOG_FORMAT_VERSION)?;
         let count = r.u32()? as usize;
         if count > MAX_SNAPSHOTS {
             return Err(BlockError::corrupt(what, format!("{count} snapshots")));

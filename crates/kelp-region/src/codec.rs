@@ -142,3 +142,38 @@ impl Writer {
         self
     }
 }
+
+/// Ends a file body with the CRC32-C of every byte before it.
+pub fn seal(mut w: Writer) -> Vec<u8> {
+    let c = crc32c::crc32c(&w.buf);
+    w.u32(c);
+    w.buf
+}
+
+/// Opens a sealed file (`seal`) that starts with `magic` and a u32 format
+/// `version`: checks the trailing CRC, the magic and the version, and
+/// returns a reader of the body after them (the CRC not included).
+pub fn unseal<'a>(
+    b: &'a [u8],
+    magic: &[u8; 8],
+    what: &'static str,
+    version: u32,
+) -> Result<Reader<'a>> {
+    if b.len() < 16 {
+        return Err(BlockError::corrupt(what, "too short"));
+    }
+    let (body, tail) = b.split_at(b.len() - 4);
+    let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+    if crc32c::crc32c(body) != stored {
+        return Err(BlockError::corrupt(what, "checksum mismatch"));
+    }
+    let mut r = Reader::new(body, what);
+    if r.bytes(8)? != magic {
+        return Err(BlockError::corrupt(what, "bad magic"));
+    }
+    let v = r.u32()?;
+    if v != version {
+        return Err(BlockError::UnsupportedVersion { what, version: v });
+    }
+    Ok(r)
+}

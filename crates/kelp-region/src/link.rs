@@ -64,7 +64,7 @@ use std::sync::Mutex;
 
 use kelp_storage::Storage;
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{Reader, Writer, seal, unseal};
 use crate::context::BlockContext;
 use crate::error::{BlockError, Result};
 use crate::extent::{Extent, ExtentImage, ExtentVersion};
@@ -108,34 +108,6 @@ fn path_str<'a>(p: &'a Path, what: &str) -> Result<&'a str> {
     Ok(s)
 }
 
-fn seal(mut w: Writer) -> Vec<u8> {
-    let c = crc32c::crc32c(&w.buf);
-    w.u32(c);
-    w.buf
-}
-
-/// Checks the trailing crc and the magic and version; returns a reader
-/// positioned after them.
-fn open_sealed<'a>(b: &'a [u8], magic: &[u8; 8], what: &'static str) -> Result<Reader<'a>> {
-    if b.len() < 16 {
-        return Err(BlockError::corrupt(what, "too short"));
-    }
-    let (body, tail) = b.split_at(b.len() - 4);
-    let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-    if crc32c::crc32c(body) != stored {
-        return Err(BlockError::corrupt(what, "checksum mismatch"));
-    }
-    let mut r = Reader::new(body, what);
-    if r.bytes(8)? != magic {
-        return Err(BlockError::corrupt(what, "bad magic"));
-    }
-    let version = r.u32()?;
-    if version != LINK_FORMAT_VERSION {
-        return Err(BlockError::UnsupportedVersion { what, version });
-    }
-    Ok(r)
-}
-
 fn string(r: &mut Reader, what: &'static str) -> Result<String> {
     let n = r.u16()? as usize;
     String::from_utf8(r.bytes(n)?.to_vec()).map_err(|_| BlockError::corrupt(what, "not UTF-8"))
@@ -159,7 +131,7 @@ impl Origin {
     }
 
     pub fn decode(b: &[u8]) -> Result<Origin> {
-        let mut r = open_sealed(b, ORIGIN_MAGIC, ORIGIN_FILE)?;
+        let mut r = unseal(b, ORIGIN_MAGIC, ORIGIN_FILE, LINK_FORMAT_VERSION)?;
         let o = Origin {
             clone_id: u128::from_le_bytes(r.array()?),
             origin_uuid: r.array()?,
@@ -216,7 +188,7 @@ impl Hold {
 
     pub fn decode(b: &[u8]) -> Result<Hold> {
         const WHAT: &str = "clone hold";
-        let mut r = open_sealed(b, HOLD_MAGIC, WHAT)?;
+        let mut r = unseal(b, HOLD_MAGIC, WHAT, LINK_FORMAT_VERSION)?;
         let clone_id = u128::from_le_bytes(r.array()?);
         let guid = u128::from_le_bytes(r.array()?);
         let n = r.count(2, MAX_REPLICAS)?;
