@@ -49,10 +49,13 @@
 //! durable (format-1 extents read as birth 0). A snapshot at flush `s` reads, per block, the
 //! newest version born at or before `s`. The live slot serves it when its
 //! birth is old enough; when a write replaces a flushed version that the
-//! newest snapshot still reads, the old version is first appended to the
-//! extent's saved-version file (saved.rs), which every flush syncs before
-//! stamping the header. The replaced slot is reused only after the next
-//! flush, so the saved copy is durable before the only other copy can go.
+//! newest snapshot still reads, the old version is noted as pending in the
+//! extent's saved-version store (saved.rs) and stays in its slot. The next
+//! flush copies every pending version of the extent into the saved-version
+//! file in one write and syncs it before it syncs and stamps the extent
+//! (`FlushHandle::sync`); the replaced slot is reused only after that
+//! flush has ended, so the saved copy is durable before the only other copy
+//! can go. The write path itself reads and writes nothing more.
 //!
 //! # File layout (little-endian)
 //!
@@ -83,7 +86,7 @@ use kelp_storage::{File, Open, Storage};
 use crate::context::{BlockContext, SLOT_DATA, SLOT_ZERO, SlotCtx, block_crc};
 use crate::error::{BlockError, Result};
 use crate::link::Link;
-use crate::saved::{SavedStore, SavedVersion};
+use crate::saved::{CopyOut, SavedStore, SavedVersion};
 
 pub const EXTENT_MAGIC: &[u8; 8] = b"KELPEXT1";
 pub const EXTENT_FORMAT_VERSION: u32 = 2;
@@ -179,8 +182,9 @@ struct FlushFlight {
 pub struct FlushHandle {
     file: File,
     path: PathBuf,
-    /// The saved-version file, when it has appends to make durable.
-    saved: Option<File>,
+    /// The saved-version file's copy-out, when it has versions to copy or
+    /// appends to make durable.
+    saved: Option<CopyOut>,
 }
 
 impl FlushHandle {
@@ -193,15 +197,11 @@ impl FlushHandle {
             .map_err(|e| BlockError::io(self.path.display().to_string(), e))
     }
 
-    /// Makes everything written to the extent's files so far durable.
+    /// Copies out the versions the flush took and makes them durable, then
+    /// everything written to the extent file so far.
     pub fn sync(&self) -> Result<()> {
-        if let Some(f) = &self.saved {
-            f.sync_data().map_err(|e| {
-                BlockError::io(
-                    crate::saved::saved_path(&self.path).display().to_string(),
-                    e,
-                )
-            })?;
+        if let Some(c) = &self.saved {
+            c.write_and_sync()?;
         }
         self.file
             .sync_data()
@@ -393,6 +393,9 @@ impl Extent {
             }
         };
         let mut saved = SavedStore::open(storage, path, id, block_size, n, read_only)?;
+        if let Some(s) = saved.as_mut() {
+            s.set_source(file.try_clone().map_err(io)?);
+        }
         if version.dirty
             && !read_only
             && let Some(s) = saved.as_mut()
@@ -532,6 +535,20 @@ impl Extent {
                 self.write_at(&[0u8; SlotCtx::LEN], self.slot_ctx_off(s, b))?;
             }
             self.recover_saved(keep)?;
+        } else {
+            // A view beside a running downstairs: versions it has not
+            // copied out yet are read from their slots, as it reads them.
+            let keep: Vec<_> = keep
+                .into_iter()
+                .map(|(b, s, c)| (b, c, self.slot_data_off(s, b)))
+                .collect();
+            if let Some(st) = self.saved.as_mut() {
+                for (b, c, off) in keep {
+                    if !st.has(b, c.birth) {
+                        st.pend(b, c.birth, c.context(), off);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -571,7 +588,8 @@ impl Extent {
         if let Some(s) = self.saved.take() {
             return Ok(self.saved.insert(s));
         }
-        let s = SavedStore::create(&self.storage, &self.path, self.id, self.block_size)?;
+        let mut s = SavedStore::create(&self.storage, &self.path, self.id, self.block_size)?;
+        s.set_source(self.file.try_clone().map_err(|e| self.io_err(e))?);
         Ok(self.saved.insert(s))
     }
 
@@ -833,8 +851,9 @@ impl Extent {
         Ok(freed)
     }
 
-    /// Saves block `b`'s flushed version before a write replaces it, if
-    /// the newest snapshot reads it (see "Births and snapshots").
+    /// Notes block `b`'s flushed version for the next flush to save before
+    /// a write replaces it, if the newest snapshot reads it (see "Births
+    /// and snapshots"). Its slot is not reused before that flush ends.
     fn save_before_write(&mut self, b: u32, birth: Birth) -> Result<()> {
         let st = self.blocks[b as usize];
         let Some((slot, c)) = st.cur else {
@@ -847,17 +866,8 @@ impl Extent {
             return Ok(());
         }
         let off = self.slot_data_off(slot, b);
-        self.saved_store()?;
-        // The old version is read straight into the record appended
-        // (`saved` is set just above; the fields are borrowed apart).
-        let (file, path) = (&self.file, &self.path);
-        let Some(store) = self.saved.as_mut() else {
-            return Ok(());
-        };
-        store.append_with(b, c.birth, c.context(), |buf| {
-            file.read_exact_at(buf, off)
-                .map_err(|e| BlockError::io(path.display().to_string(), e))
-        })
+        self.saved_store()?.pend(b, c.birth, c.context(), off);
+        Ok(())
     }
 
     /// Writes one block's version back with its original birth (rollback).
@@ -1082,7 +1092,7 @@ impl Extent {
         self.materialize()?;
         let file = self.file.try_clone().map_err(|e| self.io_err(e))?;
         let saved = match self.saved.as_mut() {
-            Some(s) => s.sync_handle()?,
+            Some(s) => s.copy_out()?,
             None => None,
         };
         for b in &mut self.blocks {
@@ -1132,12 +1142,12 @@ impl Extent {
             }
             b.flushing = false;
         }
+        if let Some(s) = self.saved.as_mut() {
+            s.copy_done(ok);
+        }
         if ok {
             self.format = EXTENT_FORMAT_VERSION;
             return Ok(());
-        }
-        if let Some(s) = self.saved.as_mut() {
-            s.mark_unsynced();
         }
         self.version = ExtentVersion {
             dirty: true,

@@ -337,8 +337,19 @@ impl Link {
             Err(p) => p.into_inner(),
         };
         if reload || g.is_none() {
-            let e = Extent::open(&self.storage, &self.path, id, block_size, n, true, &[])
-                .map_err(|e| origin_err(&self.path, e))?;
+            // Told the snapshot, the view also finds a version the running
+            // origin replaced but has not copied out yet (saved.rs): it is
+            // still in its slot.
+            let e = Extent::open(
+                &self.storage,
+                &self.path,
+                id,
+                block_size,
+                n,
+                true,
+                &[self.at],
+            )
+            .map_err(|e| origin_err(&self.path, e))?;
             if e.format() == crate::extent::LINKED_FORMAT {
                 return Err(BlockError::corrupt(
                     self.path.display().to_string(),

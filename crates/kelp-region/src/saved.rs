@@ -3,13 +3,31 @@
 //!
 //! A block's live version lives in one of its two slots (extent.rs). When
 //! a write replaces a flushed version that some snapshot still reads (its
-//! birth is at or before that snapshot's flush), the extent first appends
-//! the old version here. The append is not synced at once: the old slot is
-//! reused only after the *next* flush, and that flush syncs this file
-//! before it stamps the extent, so the saved copy is durable before the
-//! only other copy can go. A crash before that flush leaves the old version
-//! in its slot, and a dirty extent's open saves it again if the copy here
-//! was lost (`Extent::open`).
+//! birth is at or before that snapshot's flush), the old version is not
+//! copied at once: it stays in its slot, which no write may reuse before
+//! the *next* flush has ended, and the store only notes it as *pending*
+//! (`pend`): an entry of the index that reads from the extent file.
+//!
+//! # Copy-out at flush time
+//!
+//! The next flush takes every pending version (`copy_out`, under the region
+//! lock, when it begins) and, on its flusher thread, copies them into this
+//! file in one write and syncs it (`CopyOut::write_and_sync`) before it
+//! syncs and stamps the extent. The slots they come from hold still all
+//! the while: their blocks are being flushed, so writes to them wait for
+//! the flush to end. When it ends well the entries read from this file
+//! (`copy_done`); when it fails they stay pending, for the next flush. So
+//! the saved copy is durable before the only other copy can go, as when
+//! each write copied its block out itself, but the serial write path pays
+//! for a note in memory instead of a read and a buffered append (a fresh
+//! page-cache page per block, partly zeroed: most of the copy-on-write
+//! cost; docs/benchmarks.md, issue 16).
+//!
+//! A crash before that flush leaves the old version in its slot and the
+//! extent dirty, and a dirty extent's open saves it again if the copy here
+//! was lost or never made (`Extent::open`); a read-only open (a send
+//! beside a running downstairs) notes it as pending instead, so it reads
+//! what the live process would.
 //!
 //! # File layout (`extents/<id:08x>.snap`, little-endian)
 //!
@@ -54,8 +72,18 @@ pub struct Saved {
     pub birth: u64,
     pub kind: u8,
     pub crc: u32,
-    /// Where its data starts in the file (data records only).
-    off: u64,
+    /// Where its data is (data records only).
+    at: At,
+}
+
+/// Where a saved version's data is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// In this file, from this offset.
+    File(u64),
+    /// Pending: still in the extent file's slot at this offset, to be
+    /// copied out by the next flush.
+    Slot(u64),
 }
 
 impl Saved {
@@ -91,6 +119,58 @@ pub struct SavedStore {
     index: BTreeMap<u32, Vec<Saved>>,
     /// A record being appended (kept to spare an allocation per append).
     scratch: Vec<u8>,
+    /// The extent file, which pending versions are read from.
+    source: Option<File>,
+    /// Pending versions (block, version), in the order they were noted.
+    pending: Vec<(u32, Saved)>,
+    /// The versions a flush under way is copying out, and where.
+    copying: Option<(u64, Vec<(u32, Saved)>)>,
+}
+
+/// A flush's copy-out of pending versions, run outside the region lock
+/// (see "Copy-out at flush time").
+pub struct CopyOut {
+    file: File,
+    source: Option<File>,
+    path: PathBuf,
+    block_size: u32,
+    /// Where the records go: the end of the file when the flush began.
+    at: u64,
+    records: Vec<(u32, Saved)>,
+}
+
+impl CopyOut {
+    /// Writes the records (one write) and syncs the file, with whatever
+    /// was appended before.
+    pub fn write_and_sync(&self) -> Result<()> {
+        let io = |e| BlockError::io(self.path.display().to_string(), e);
+        if !self.records.is_empty() {
+            let bs = self.block_size as usize;
+            let len: usize = self
+                .records
+                .iter()
+                .map(|(_, s)| record_len(s.kind, bs))
+                .sum();
+            let mut buf = Vec::with_capacity(len);
+            for (b, s) in &self.records {
+                buf.extend_from_slice(&encode_record(*b, s.kind, s.birth, s.crc));
+                if let (SLOT_DATA, At::Slot(off)) = (s.kind, s.at) {
+                    let Some(src) = &self.source else {
+                        return Err(BlockError::protocol("pending version without its extent"));
+                    };
+                    let from = buf.len();
+                    buf.resize(from + bs, 0);
+                    src.read_exact_at(&mut buf[from..], off).map_err(io)?;
+                }
+            }
+            self.file.write_all_at(&buf, self.at).map_err(io)?;
+        }
+        self.file.sync_data().map_err(io)
+    }
+}
+
+fn record_len(kind: u8, block_size: usize) -> usize {
+    RECORD_HEAD + if kind == SLOT_DATA { block_size } else { 0 }
 }
 
 pub fn saved_path(extent_path: &Path) -> PathBuf {
@@ -224,7 +304,7 @@ impl SavedStore {
                     birth,
                     kind,
                     crc,
-                    off: data_off,
+                    at: At::File(data_off),
                 },
             );
             off = next;
@@ -281,7 +361,15 @@ impl SavedStore {
             unsynced: false,
             index: BTreeMap::new(),
             scratch: Vec::new(),
+            source: None,
+            pending: Vec::new(),
+            copying: None,
         }
+    }
+
+    /// Gives the store the extent file that pending versions are read from.
+    pub fn set_source(&mut self, extent: File) {
+        self.source = Some(extent);
     }
 
     /// Whether version `birth` of `block` is saved.
@@ -291,51 +379,32 @@ impl SavedStore {
             .is_some_and(|v| v.binary_search_by_key(&birth, |x| x.birth).is_ok())
     }
 
-    /// Appends a version (not synced; see the module comment).
+    /// Appends a version and indexes it (not synced: `sync`, or the next
+    /// flush, makes it durable). For a data context `data` is one block.
     pub fn append(&mut self, block: u32, birth: u64, ctx: BlockContext, data: &[u8]) -> Result<()> {
-        if matches!(ctx, BlockContext::Data(_)) && data.len() != self.block_size as usize {
+        let (kind, crc) = match ctx {
+            BlockContext::Data(c) => (SLOT_DATA, c),
+            BlockContext::Zero => (SLOT_ZERO, 0),
+            BlockContext::Unwritten => return Ok(()),
+        };
+        if kind == SLOT_DATA && data.len() != self.block_size as usize {
             return Err(BlockError::BadLength {
                 len: data.len(),
                 blocks: 1,
                 block_size: self.block_size,
             });
         }
-        self.append_with(block, birth, ctx, |buf| {
-            buf.copy_from_slice(data);
-            Ok(())
-        })
-    }
-
-    /// Appends a version whose data `fill` writes into the record (one
-    /// block; not called for a zero version): one write, no allocation.
-    pub fn append_with(
-        &mut self,
-        block: u32,
-        birth: u64,
-        ctx: BlockContext,
-        fill: impl FnOnce(&mut [u8]) -> Result<()>,
-    ) -> Result<()> {
-        let (kind, crc) = match ctx {
-            BlockContext::Data(c) => (SLOT_DATA, c),
-            BlockContext::Zero => (SLOT_ZERO, 0),
-            BlockContext::Unwritten => return Ok(()),
-        };
-        let len = RECORD_HEAD
-            + if kind == SLOT_DATA {
-                self.block_size as usize
-            } else {
-                0
-            };
-        self.scratch.resize(len, 0);
-        self.scratch[..RECORD_HEAD].copy_from_slice(&encode_record(block, kind, birth, crc));
+        self.scratch.clear();
+        self.scratch
+            .extend_from_slice(&encode_record(block, kind, birth, crc));
         if kind == SLOT_DATA {
-            fill(&mut self.scratch[RECORD_HEAD..])?;
+            self.scratch.extend_from_slice(data);
         }
         let at = self.end;
         self.file
             .write_all_at(&self.scratch, at)
             .map_err(|e| BlockError::io(self.path.display().to_string(), e))?;
-        self.end += len as u64;
+        self.end += self.scratch.len() as u64;
         self.unsynced = true;
         self.insert(
             block,
@@ -343,28 +412,94 @@ impl SavedStore {
                 birth,
                 kind,
                 crc,
-                off: at + RECORD_HEAD as u64,
+                at: At::File(at + RECORD_HEAD as u64),
             },
         );
         Ok(())
     }
 
-    /// A handle to sync the appends so far outside the region lock, if
-    /// there are any.
-    pub fn sync_handle(&mut self) -> Result<Option<File>> {
-        if !self.unsynced {
-            return Ok(None);
-        }
-        self.unsynced = false;
-        self.file
-            .try_clone()
-            .map(Some)
-            .map_err(|e| BlockError::io(self.path.display().to_string(), e))
+    /// Notes that version `birth` of `block` is to be saved from the
+    /// extent's slot whose data starts at `slot_off` (see "Copy-out at
+    /// flush time"). Nothing is written.
+    pub fn pend(&mut self, block: u32, birth: u64, ctx: BlockContext, slot_off: u64) {
+        let (kind, crc) = match ctx {
+            BlockContext::Data(c) => (SLOT_DATA, c),
+            BlockContext::Zero => (SLOT_ZERO, 0),
+            BlockContext::Unwritten => return,
+        };
+        let s = Saved {
+            birth,
+            kind,
+            crc,
+            at: At::Slot(slot_off),
+        };
+        self.insert(block, s);
+        self.pending.push((block, s));
     }
 
-    /// Forgets that appends were synced (a flush that failed).
-    pub fn mark_unsynced(&mut self) {
-        self.unsynced = true;
+    /// Versions noted and not yet copied out (nor being copied).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Begins a flush's copy-out: takes the pending versions and reserves
+    /// their room at the end of the file. None if there is nothing to copy
+    /// or sync.
+    pub fn copy_out(&mut self) -> Result<Option<CopyOut>> {
+        if self.copying.is_some() {
+            return Err(BlockError::protocol("a copy-out is already under way"));
+        }
+        if self.pending.is_empty() && !self.unsynced {
+            return Ok(None);
+        }
+        let io = |e| BlockError::io(self.path.display().to_string(), e);
+        let records = std::mem::take(&mut self.pending);
+        let at = self.end;
+        let bs = self.block_size as usize;
+        self.end += records
+            .iter()
+            .map(|(_, s)| record_len(s.kind, bs) as u64)
+            .sum::<u64>();
+        self.unsynced = false;
+        self.copying = Some((at, records.clone()));
+        Ok(Some(CopyOut {
+            file: self.file.try_clone().map_err(io)?,
+            source: match &self.source {
+                Some(f) => Some(f.try_clone().map_err(io)?),
+                None => None,
+            },
+            path: self.path.clone(),
+            block_size: self.block_size,
+            at,
+            records,
+        }))
+    }
+
+    /// Ends the copy-out begun by `copy_out`. Once it is durable (`ok`) its
+    /// versions read from this file; otherwise they stay pending, their
+    /// room is given back, and the file counts as unsynced.
+    pub fn copy_done(&mut self, ok: bool) {
+        let Some((at, records)) = self.copying.take() else {
+            return;
+        };
+        if !ok {
+            self.end = at;
+            self.unsynced = true;
+            let later = std::mem::replace(&mut self.pending, records);
+            self.pending.extend(later);
+            return;
+        }
+        let bs = self.block_size as usize;
+        let mut off = at;
+        for (b, s) in records {
+            let data = off + RECORD_HEAD as u64;
+            off += record_len(s.kind, bs) as u64;
+            if let Some(v) = self.index.get_mut(&b)
+                && let Ok(i) = v.binary_search_by_key(&s.birth, |x| x.birth)
+            {
+                v[i].at = At::File(data);
+            }
+        }
     }
 
     pub fn sync(&mut self) -> Result<()> {
@@ -382,15 +517,21 @@ impl SavedStore {
         (i > 0).then(|| v[i - 1])
     }
 
-    /// Reads a saved version's data into `out` (zeros for a zero record).
+    /// Reads a saved version's data into `out` (zeros for a zero record),
+    /// from this file or, while it is pending, from its slot.
     pub fn read(&self, s: &Saved, out: &mut [u8]) -> Result<()> {
         if s.kind != SLOT_DATA {
             out.fill(0);
             return Ok(());
         }
-        self.file
-            .read_exact_at(out, s.off)
-            .map_err(|e| BlockError::io(self.path.display().to_string(), e))
+        let io = |e| BlockError::io(self.path.display().to_string(), e);
+        match s.at {
+            At::File(off) => self.file.read_exact_at(out, off).map_err(io),
+            At::Slot(off) => match &self.source {
+                Some(f) => f.read_exact_at(out, off).map_err(io),
+                None => Err(BlockError::protocol("pending version without its extent")),
+            },
+        }
     }
 
     /// Every saved version, by block then birth.
@@ -411,8 +552,14 @@ impl SavedStore {
 
     /// Keeps only the versions `keep(block, saved)` says yes to. If any goes,
     /// the file is rewritten beside itself, synced and renamed over (a crash
-    /// leaves the old or the new file whole). Returns the bytes freed.
+    /// leaves the old or the new file whole); pending versions kept stay
+    /// pending. Returns the bytes freed. Not while a flush copies out.
     pub fn retain(&mut self, keep: impl Fn(u32, &Saved) -> bool) -> Result<u64> {
+        if self.copying.is_some() {
+            return Err(BlockError::protocol(
+                "saved versions pruned while a flush copies them out",
+            ));
+        }
         let live: Vec<(u32, Saved)> = self
             .iter()
             .filter(|(b, s)| keep(*b, s))
@@ -422,6 +569,7 @@ impl SavedStore {
         if live.len() == total {
             return Ok(0);
         }
+        self.pending.retain(|(b, s)| keep(*b, s));
         let before = self.end;
         let tmp = self.path.with_extension("snap-new");
         let io = |e| BlockError::io(tmp.display().to_string(), e);
@@ -434,6 +582,10 @@ impl SavedStore {
         let mut end = HEADER_LEN;
         let mut index: BTreeMap<u32, Vec<Saved>> = BTreeMap::new();
         for (b, s) in live {
+            if let At::Slot(_) = s.at {
+                index.entry(b).or_default().push(s);
+                continue;
+            }
             out.extend_from_slice(&encode_record(b, s.kind, s.birth, s.crc));
             let off = end + RECORD_HEAD as u64;
             if s.kind == SLOT_DATA {
@@ -441,7 +593,10 @@ impl SavedStore {
                 out.extend_from_slice(&data);
             }
             end = HEADER_LEN + out.len() as u64;
-            index.entry(b).or_default().push(Saved { off, ..s });
+            index.entry(b).or_default().push(Saved {
+                at: At::File(off),
+                ..s
+            });
         }
         file.write_all_at(&out, HEADER_LEN).map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -533,5 +688,48 @@ mod tests {
         assert!(!s.has(1, 9) && s.has(2, 3));
         // Another extent's or geometry's file is refused.
         assert!(SavedStore::open(&st, ext, 1, 512, 8, true).is_err());
+    }
+
+    #[test]
+    fn pending_versions_are_copied_out_by_a_flush() {
+        let st = st();
+        let ext = Path::new("e.ext");
+        let src = st.open(ext, Open::CREATE_NEW).unwrap();
+        let a = vec![3u8; 512];
+        src.write_all_at(&a, 4096).unwrap();
+        let mut s = SavedStore::create(&st, ext, 0, 512).unwrap();
+        s.set_source(src.try_clone().unwrap());
+        let ctx = BlockContext::Data(block_crc(&a));
+        s.pend(1, 5, ctx, 4096);
+        s.pend(2, 6, BlockContext::Zero, 0);
+        assert!(s.has(1, 5) && s.has(2, 6));
+        assert_eq!(s.len(), HEADER_LEN, "noting writes nothing");
+        let mut out = vec![0u8; 512];
+        s.read(&s.at(1, 5).unwrap(), &mut out).unwrap();
+        assert_eq!(out, a, "a pending version reads from its slot");
+        // A failed flush leaves them pending, and the next copies them.
+        let c = s.copy_out().unwrap().unwrap();
+        assert!(s.copy_out().is_err(), "one copy-out at a time");
+        assert!(s.retain(|_, _| false).is_err(), "no pruning meanwhile");
+        s.copy_done(false);
+        assert_eq!((s.pending(), s.len()), (2, HEADER_LEN));
+        drop(c);
+        let c = s.copy_out().unwrap().unwrap();
+        assert_eq!(s.pending(), 0);
+        c.write_and_sync().unwrap();
+        s.copy_done(true);
+        // The slot may be reused now: the copy reads from the file.
+        src.write_all_at(&[9u8; 512], 4096).unwrap();
+        s.read(&s.at(1, 5).unwrap(), &mut out).unwrap();
+        assert_eq!(out, a);
+        assert!(s.copy_out().unwrap().is_none(), "nothing left to copy");
+        drop(s);
+        let s = SavedStore::open(&st, ext, 0, 512, 8, true)
+            .unwrap()
+            .unwrap();
+        assert!(s.has(1, 5) && s.has(2, 6));
+        assert_eq!(s.at(2, 9).unwrap().context(), BlockContext::Zero);
+        s.read(&s.at(1, 5).unwrap(), &mut out).unwrap();
+        assert_eq!(out, a);
     }
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use kelp_region::context::block_crc;
 use kelp_region::{BlockContext, Region};
-use kelp_storage::{Memory, for_each_seed};
+use kelp_storage::{Fault, FaultKind, FaultOp, Memory, for_each_seed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -461,6 +461,9 @@ fn linked_clone_reads_a_running_origin_and_holds_its_snapshot() {
     // reused, under the clone's loaded view.
     for round in [3, 4, 5] {
         write_blocks(&mut r, 0..64, round);
+        // Before the flush copies s1's versions out they are only in their
+        // slots: a view opened now must find them there.
+        expect(&Region::open_in(st.clone(), c, true).unwrap(), &[]);
         r.flush(r.flush_mark() + 1, 1).unwrap();
     }
     expect(&cl, &[]);
@@ -567,4 +570,103 @@ fn linked_extents_repair_like_copied_ones() {
         filled.snapshot_versions(u64::MAX, 0, 48).unwrap(),
         linked.snapshot_versions(u64::MAX, 0, 48).unwrap()
     );
+}
+
+/// A write after a snapshot only notes the version it replaces; the next
+/// flush copies it out. A power cut after that copy was written but before
+/// it was synced (here the sync fails, so the flush fails and the header is
+/// never stamped) keeps the snapshot whole: the old versions are still in
+/// their slots, and the dirty extents' open saves them again.
+fn crash_between_copy_out_and_its_sync(seed: u64) {
+    let mem = Memory::new();
+    let fault = Fault::new(mem.storage());
+    let dir = Path::new("/r");
+    drop(Region::create_in(mem.storage(), dir, BS as u32, ES, EC, false).unwrap());
+    let mut r = Region::open_in(fault.storage(), dir, false).unwrap();
+    let old: Vec<Vec<u8>> = (0..TOTAL).map(|b| vec![b as u8 * 2 + 1; BS]).collect();
+    let new: Vec<Vec<u8>> = (0..TOTAL).map(|b| vec![b as u8 * 2 + 2; BS]).collect();
+    for (b, d) in old.iter().enumerate() {
+        r.write(b as u64, d, &[block_crc(d)]).unwrap();
+    }
+    r.flush(1, 1).unwrap();
+    r.snapshot_take(r.next_snapshot("s")).unwrap();
+    for (b, d) in new.iter().enumerate() {
+        r.write(b as u64, d, &[block_crc(d)]).unwrap();
+    }
+    // The saved-version files are created, headers only.
+    assert_eq!(
+        r.saved_bytes(),
+        EC as u64 * 32,
+        "seed {seed}: a write copies nothing"
+    );
+    // Pending versions read from their slots meanwhile.
+    let (_, data) = r.read_snapshot("s", 0, TOTAL).unwrap();
+    assert!(
+        data == old.concat(),
+        "seed {seed}: snapshot before the flush"
+    );
+    fault.fail_on(FaultOp::Sync, ".snap", 0, FaultKind::Eio);
+    let f = r.flush_mark() + 1;
+    assert!(
+        r.flush(f, 1).is_err(),
+        "seed {seed}: the copy-out's sync fails"
+    );
+    drop(r);
+    mem.crash(seed);
+    let r = Region::open_in(mem.storage(), dir, false)
+        .unwrap_or_else(|e| panic!("seed {seed}: reopen after a power cut: {e}"));
+    let (_, data) = r.read_snapshot("s", 0, TOTAL).unwrap();
+    for b in 0..TOTAL as usize {
+        assert!(
+            data[b * BS..(b + 1) * BS] == old[b][..],
+            "seed {seed}: snapshot block {b} after the power cut"
+        );
+    }
+    let (_, live) = r.read(0, TOTAL).unwrap();
+    for b in 0..TOTAL as usize {
+        let got = &live[b * BS..(b + 1) * BS];
+        assert!(
+            got == &old[b][..] || got == &new[b][..],
+            "seed {seed}: live block {b}"
+        );
+    }
+}
+
+#[test]
+fn a_crash_between_the_copy_out_and_its_sync_keeps_the_snapshot() {
+    for_each_seed(
+        "a_crash_between_the_copy_out_and_its_sync_keeps_the_snapshot",
+        100,
+        crash_between_copy_out_and_its_sync,
+    );
+}
+
+/// A read-only view opened beside a writer (a send from a running
+/// downstairs) reads a snapshot's versions that the writer has noted but
+/// not yet copied out from their slots, and from the saved-version file
+/// once a flush has.
+#[test]
+fn a_view_reads_versions_not_yet_copied_out() {
+    let d = tempfile::tempdir().unwrap();
+    let mut r = Region::create(d.path(), 4096, 16, 2).unwrap();
+    write_blocks(&mut r, 0..32, 1);
+    r.flush(1, 1).unwrap();
+    r.snapshot_take(r.next_snapshot("s")).unwrap();
+    write_blocks(&mut r, 0..32, 2);
+    let check = |when: &str| {
+        let view = Region::open(d.path(), true).unwrap();
+        let (_, data) = view.read_snapshot("s", 0, 32).unwrap();
+        for b in 0..32u64 {
+            assert!(
+                data[b as usize * 4096..][..4096] == pattern(b, 1)[..],
+                "{when}: block {b}"
+            );
+        }
+        let (_, live) = view.read(5, 1).unwrap();
+        assert_eq!(live, pattern(5, 2), "{when}: live");
+    };
+    check("pending");
+    r.flush(r.flush_mark() + 1, 1).unwrap();
+    assert!(r.saved_bytes() >= 32 * 4096);
+    check("copied out");
 }
