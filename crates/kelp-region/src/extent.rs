@@ -433,7 +433,8 @@ impl Extent {
     }
 
     /// Creates a linked clone's extent: a header of format 3 labelled
-    /// `version`, whose blocks are its origin's (link.rs).
+    /// `version`, whose blocks are its origin's (link.rs). Returns the file,
+    /// not yet synced: the caller syncs every extent's at once.
     pub fn create_linked(
         storage: &Storage,
         path: &Path,
@@ -441,7 +442,7 @@ impl Extent {
         block_size: u32,
         n: u32,
         version: &ExtentVersion,
-    ) -> Result<()> {
+    ) -> Result<File> {
         let io = |e| BlockError::io(path.display().to_string(), e);
         let file = storage.open(path, Open::CREATE_NEW).map_err(io)?;
         file.set_len(data_offset(n)).map_err(io)?;
@@ -450,7 +451,7 @@ impl Extent {
             0,
         )
         .map_err(io)?;
-        file.sync_all().map_err(io)
+        Ok(file)
     }
 
     /// Gives a linked extent its way to the origin.

@@ -370,11 +370,18 @@ impl Region {
             dirty: false,
         };
         let def = src.def;
+        let mut files = Vec::with_capacity(def.extent_count as usize);
         for id in 0..def.extent_count {
             let p = extent_path(dir, id);
             st.remove_if_exists(&p).map_err(io)?;
-            Extent::create_linked(st, &p, id, def.block_size, def.extent_size, &label)?;
+            let f = Extent::create_linked(st, &p, id, def.block_size, def.extent_size, &label)?;
+            files.push((p, f));
         }
+        // One header per extent: synced side by side, not in turn.
+        parallel(&mut files, |(p, f)| {
+            f.sync_all()
+                .map_err(|e| BlockError::io(p.display().to_string(), e))
+        })?;
         sync_dir(st, &dir.join("extents"))?;
         write_generation(st, dir, src.generation())?;
         let catalog = Catalog {
