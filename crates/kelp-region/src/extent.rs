@@ -483,7 +483,7 @@ impl Extent {
         if !self.is_linked() {
             return Ok(());
         }
-        let image = self.linked()?.image(self.geometry(), self.version)?;
+        let image = self.linked()?.image(self.version)?;
         self.replace(&image)?;
         tracing::debug!(extent = self.id, "copied from the clone's origin");
         Ok(())
@@ -684,8 +684,7 @@ impl Extent {
     /// nothing from disk.
     pub fn version_at(&self, b: u32, at: u64) -> Result<Option<(u64, BlockContext)>> {
         if self.is_linked() {
-            let (id, bs, n) = self.geometry();
-            return self.linked()?.version(id, bs, n, b);
+            return self.linked()?.version(b);
         }
         Ok(self.stored_version_at(b, at))
     }
@@ -722,9 +721,7 @@ impl Extent {
         if self.is_linked() {
             // A clone's snapshots and live volume all read its origin's
             // snapshot until the extent is copied.
-            return self
-                .linked()?
-                .read(self.geometry(), first, count, out, ctxs);
+            return self.linked()?.read(first, count, out, ctxs);
         }
         // The live slot of block b when the snapshot reads it as data.
         let live_data = |b: u32| match self.blocks[b as usize].cur {
@@ -786,8 +783,7 @@ impl Extent {
     /// The births of the live blocks (0 for never written).
     pub fn births(&self) -> Result<Vec<u64>> {
         if self.is_linked() {
-            let (id, bs, n) = self.geometry();
-            return self.linked()?.births(id, bs, n);
+            return self.linked()?.births();
         }
         Ok(self
             .blocks
@@ -1194,7 +1190,7 @@ impl Extent {
     /// The whole extent, for copying to another replica.
     pub fn image(&self) -> Result<ExtentImage> {
         if self.is_linked() {
-            return self.linked()?.image(self.geometry(), self.version);
+            return self.linked()?.image(self.version);
         }
         let mut data = vec![0u8; self.n as usize * self.block_size as usize];
         let mut contexts = Vec::with_capacity(self.n as usize);

@@ -299,6 +299,8 @@ pub fn check_holds(st: &Storage, dir: &Path, guids: &[(u128, &str)], writable: b
 pub struct Link {
     storage: Storage,
     path: PathBuf,
+    /// The extent's id, block size and blocks (the origin's are the same).
+    geometry: (u32, u32, u32),
     at: u64,
     view: Mutex<Option<Extent>>,
 }
@@ -310,10 +312,11 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    pub fn new(storage: &Storage, path: PathBuf, at: u64) -> Link {
+    pub fn new(storage: &Storage, path: PathBuf, geometry: (u32, u32, u32), at: u64) -> Link {
         Link {
             storage: storage.clone(),
             path,
+            geometry,
             at,
             view: Mutex::new(None),
         }
@@ -324,14 +327,7 @@ impl Link {
         self.at
     }
 
-    fn with<T>(
-        &self,
-        id: u32,
-        block_size: u32,
-        n: u32,
-        reload: bool,
-        f: impl FnOnce(&Extent) -> Result<T>,
-    ) -> Result<T> {
+    fn with<T>(&self, reload: bool, f: impl FnOnce(&Extent) -> Result<T>) -> Result<T> {
         let mut g = match self.view.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -340,6 +336,7 @@ impl Link {
             // Told the snapshot, the view also finds a version the running
             // origin replaced but has not copied out yet (saved.rs): it is
             // still in its slot.
+            let (id, block_size, n) = self.geometry;
             let e = Extent::open(
                 &self.storage,
                 &self.path,
@@ -365,14 +362,14 @@ impl Link {
     }
 
     /// The origin's version of block `b` at the snapshot.
-    pub fn version(&self, id: u32, bs: u32, n: u32, b: u32) -> Result<Option<(u64, BlockContext)>> {
-        self.with(id, bs, n, false, |e| Ok(e.stored_version_at(b, self.at)))
+    pub fn version(&self, b: u32) -> Result<Option<(u64, BlockContext)>> {
+        self.with(false, |e| Ok(e.stored_version_at(b, self.at)))
     }
 
     /// Every block's birth at the snapshot (0 for never written).
-    pub fn births(&self, id: u32, bs: u32, n: u32) -> Result<Vec<u64>> {
-        self.with(id, bs, n, false, |e| {
-            Ok((0..n)
+    pub fn births(&self) -> Result<Vec<u64>> {
+        self.with(false, |e| {
+            Ok((0..self.geometry.2)
                 .map(|b| {
                     e.stored_version_at(b, self.at)
                         .map_or(0, |(birth, _)| birth)
@@ -384,7 +381,6 @@ impl Link {
     /// Reads blocks at the snapshot, each checked against its context.
     pub fn read(
         &self,
-        (id, bs, n): (u32, u32, u32),
         first: u32,
         count: u32,
         out: &mut [u8],
@@ -394,12 +390,12 @@ impl Link {
         let mut bad = None;
         for attempt in 0..READ_TRIES {
             ctxs.truncate(start);
-            self.with(id, bs, n, attempt > 0, |e| {
+            self.with(attempt > 0, |e| {
                 e.read_at_flush(first, count, self.at, out, ctxs)
             })?;
             bad = ctxs[start..]
                 .iter()
-                .zip(out.chunks_exact(bs as usize))
+                .zip(out.chunks_exact(self.geometry.1 as usize))
                 .position(|(c, d)| !c.verify(d));
             if bad.is_none() {
                 return Ok(());
@@ -416,18 +412,15 @@ impl Link {
 
     /// The whole extent at the snapshot, labelled `version`: what a linked
     /// extent is materialized from, and copied to other replicas as.
-    pub fn image(
-        &self,
-        (id, bs, n): (u32, u32, u32),
-        version: ExtentVersion,
-    ) -> Result<ExtentImage> {
+    pub fn image(&self, version: ExtentVersion) -> Result<ExtentImage> {
+        let (_, bs, n) = self.geometry;
         let mut data = vec![0u8; n as usize * bs as usize];
         let mut contexts = Vec::with_capacity(n as usize);
-        self.read((id, bs, n), 0, n, &mut data, &mut contexts)?;
+        self.read(0, n, &mut data, &mut contexts)?;
         Ok(ExtentImage {
             version,
             contexts,
-            births: self.births(id, bs, n)?,
+            births: self.births()?,
             data,
             saved: Vec::new(),
         })

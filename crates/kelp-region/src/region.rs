@@ -316,7 +316,12 @@ impl Region {
                         format!("a linked clone's extent, but {ORIGIN_FILE} is missing"),
                     ));
                 };
-                e.attach(Link::new(&st, o.extent_path(id), o.flush));
+                e.attach(Link::new(
+                    &st,
+                    o.extent_path(id),
+                    (id, def.block_size, def.extent_size),
+                    o.flush,
+                ));
             }
             extents.push(e);
         }
@@ -852,8 +857,8 @@ pub struct FillJob {
 impl FillJob {
     /// Writes the extent's copy beside it; returns the staged file.
     pub fn stage(&self) -> Result<PathBuf> {
-        let link = Link::new(&self.storage, self.origin.clone(), self.at);
-        let image = link.image(self.geometry, self.label)?;
+        let link = Link::new(&self.storage, self.origin.clone(), self.geometry, self.at);
+        let image = link.image(self.label)?;
         Extent::stage_fill(&self.storage, &self.path, self.geometry, &image)
     }
 }

@@ -427,6 +427,15 @@ fn clone_is_a_writable_copy_of_the_snapshot() {
     assert!(kelp_region::snapshot::clone_region(&a, &d.path().join("x"), "nope").is_err());
 }
 
+/// An origin region of `extents` × 16 blocks, every block written (round
+/// 1), with snapshot s1 of it.
+fn origin_with_s1(st: &kelp_storage::Storage, dir: &Path, extents: u32) -> Region {
+    let mut r = Region::create_in(st.clone(), dir, 4096, 16, extents, false).unwrap();
+    write_blocks(&mut r, 0..16 * extents as u64, 1);
+    r.snapshot_take(r.next_snapshot("s1")).unwrap();
+    r
+}
+
 /// A linked clone (the Memory backend cannot reflink) reads its origin's
 /// snapshot while the origin keeps writing over it, copies an extent at
 /// its first write, and holds the snapshot until it has copied everything.
@@ -435,9 +444,7 @@ fn linked_clone_reads_a_running_origin_and_holds_its_snapshot() {
     let mem = Memory::new();
     let st = mem.storage();
     let (a, c) = (Path::new("/a"), Path::new("/c"));
-    let mut r = Region::create_in(st.clone(), a, 4096, 16, 4, false).unwrap();
-    write_blocks(&mut r, 0..64, 1);
-    r.snapshot_take(r.next_snapshot("s1")).unwrap();
+    let mut r = origin_with_s1(&st, a, 4);
     write_blocks(&mut r, 0..8, 2);
     r.snapshot_take(r.next_snapshot("s2")).unwrap();
     let report = kelp_region::snapshot::clone_region_in(&st, a, c, "s1").unwrap();
@@ -519,9 +526,7 @@ fn a_linked_extent_without_its_origin_is_refused() {
     let mem = Memory::new();
     let st = mem.storage();
     let (a, c) = (Path::new("/a"), Path::new("/c"));
-    let mut r = Region::create_in(st.clone(), a, 4096, 16, 2, false).unwrap();
-    write_blocks(&mut r, 0..32, 1);
-    r.snapshot_take(r.next_snapshot("s1")).unwrap();
+    let _r = origin_with_s1(&st, a, 2);
     kelp_region::snapshot::clone_region_in(&st, a, c, "s1").unwrap();
     st.remove(&c.join("origin.kelp")).unwrap();
     let e = Region::open_in(st.clone(), c, true).err().expect("refused");

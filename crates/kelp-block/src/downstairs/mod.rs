@@ -186,11 +186,12 @@ impl Filler {
 
     fn start(shared: Arc<Shared>) -> Filler {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let left = lock(&shared.region).linked_extents();
-        if left == 0 {
-            return Filler { stop, thread: None };
-        }
-        if let Some(o) = lock(&shared.region).origin() {
+        {
+            let region = lock(&shared.region);
+            let left = region.linked_extents();
+            let Some(o) = region.origin().filter(|_| left > 0) else {
+                return Filler { stop, thread: None };
+            };
             tracing::info!(
                 origin = %o.dir.display(),
                 snapshot = %o.name,
