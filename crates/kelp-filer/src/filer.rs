@@ -455,6 +455,22 @@ impl Filer {
         self.inner.committed.subscribe()
     }
 
+    /// Rows waiting in the collector's queue and leases open (up to
+    /// `limit` each), for `/__kelp/status`.
+    pub async fn pending(&self, limit: usize) -> Result<(usize, usize), FilerError> {
+        let g = self
+            .inner
+            .store
+            .range(Table::Garbage, Vec::new(), vec![0xff; 9], limit)
+            .await?;
+        let l = self
+            .inner
+            .store
+            .range(Table::Leases, Vec::new(), vec![0xff; 9], limit)
+            .await?;
+        Ok((g.len(), l.len()))
+    }
+
     /// Bytes written and bytes stored for them since start.
     pub fn compression(&self) -> (u64, u64) {
         (
@@ -488,8 +504,16 @@ impl Filer {
                 continue;
             }
             match self.inner.client.delete(&fid).await {
-                Ok(()) => done.push(id),
-                Err(e) if e.is_not_found() => done.push(id),
+                Ok(()) => {
+                    tracing::debug!(%fid, row = id, "garbage chunk deleted");
+                    done.push(id)
+                }
+                // Only a volume server's 404 says the chunk is gone; a
+                // master that does not know the volume yet says nothing.
+                Err(e) if e.is_missing_file() => {
+                    tracing::debug!(%fid, row = id, "garbage chunk was already gone");
+                    done.push(id)
+                }
                 Err(e) => tracing::warn!(%fid, error = %e, "cannot delete a garbage chunk yet"),
             }
         }

@@ -84,9 +84,30 @@ fn push_zeros(pieces: &mut Vec<Piece>, mut n: u64) {
     }
 }
 
+/// Tries per chunk read: a cluster that just started may not know the
+/// chunk's volume yet (its volume server has not sent its first
+/// heartbeat), and a replica may be restarting.
+const READ_TRIES: u32 = 6;
+
 async fn fetch(client: &Client, p: Piece) -> Result<Bytes, FilerError> {
+    let mut wait = std::time::Duration::from_millis(100);
+    let mut tries = 1;
+    loop {
+        match fetch_once(client, &p).await {
+            Err(FilerError::Blob(e)) if !e.is_missing_file() && tries < READ_TRIES => {
+                tracing::debug!(error = %e, "chunk read failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn fetch_once(client: &Client, p: &Piece) -> Result<Bytes, FilerError> {
     match p {
-        Piece::Zeros(n) => Ok(Bytes::from(vec![0u8; n as usize])),
+        Piece::Zeros(n) => Ok(Bytes::from(vec![0u8; *n as usize])),
         Piece::Chunk(c, r) if c.zstd => {
             let stored = client.read(&c.fid).await?;
             let plain = zstd::bulk::decompress(&stored, c.size as usize)

@@ -21,7 +21,7 @@ use crate::lease::Ticket;
 
 /// Attempts per chunk: a failed upload is retried on a fresh file id
 /// (and so, usually, another volume).
-const ATTEMPTS: usize = 3;
+const ATTEMPTS: u32 = 3;
 
 /// How chunks are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,9 +196,19 @@ async fn upload_chunk(inner: &Arc<Inner>, data: Bytes, offset: u64, compress: bo
     };
     let mut failed = Vec::new();
     let mut last = None;
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            // A volume server restarting or a cluster still starting.
+            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+        }
         let t = match inner.leases.take(crate::filer::now_ns()).await {
             Ok(t) => t,
+            // The master has no writable volume yet, or cannot be reached.
+            Err(e @ FilerError::Blob(_)) => {
+                tracing::warn!(error = %e, "cannot reserve a file id; retrying");
+                last = Some(e);
+                continue;
+            }
             Err(e) => return Err((e, failed)),
         };
         let target = UploadTarget {
@@ -226,12 +236,10 @@ async fn upload_chunk(inner: &Arc<Inner>, data: Bytes, offset: u64, compress: bo
                 tracing::warn!(fid = %t.fid, server = %t.url, error = %e, "chunk upload failed; trying another file id");
                 inner.leases.abandon(t.lease);
                 failed.push(t);
-                last = Some(e);
+                last = Some(FilerError::Blob(e));
             }
         }
     }
-    Err((
-        FilerError::Blob(last.expect("at least one attempt")),
-        failed,
-    ))
+    let e = last.unwrap_or_else(|| FilerError::Store("no upload attempt was made".into()));
+    Err((e, failed))
 }

@@ -119,7 +119,13 @@ async fn handle(
 
 async fn status(State(filer): State<Filer>) -> Response {
     let (logical, stored) = filer.compression();
+    let (garbage, leases) = match filer.pending(10_000).await {
+        Ok(p) => p,
+        Err(e) => return error(e),
+    };
     axum::Json(serde_json::json!({
+        "garbage_pending": garbage,
+        "leases_open": leases,
         "version": format!("kelp {}", env!("CARGO_PKG_VERSION")),
         "store": filer.store().describe(),
         "chunk_size": filer.options().chunk_size,

@@ -13,6 +13,7 @@ use crate::error::FilerError;
 use crate::path::FullPath;
 
 const LAST_EVENT: &[u8] = b"events.last";
+const LAST_GARBAGE: &[u8] = b"garbage.last";
 
 /// Rows read per range call while walking a subtree.
 const PAGE: usize = 1024;
@@ -106,40 +107,56 @@ pub async fn apply<T: KvTxn>(t: &mut T, txn: &Txn, now_ns: i64) -> Result<Replac
     }
     // A chunk moved between entries in this transaction (a multipart
     // upload's parts becoming the object) still has its reference.
-    let mut next = next_seq(cx.t, Table::Garbage).await?;
     let dropped = std::mem::take(&mut cx.dropped);
+    let mut garbage = Vec::new();
     for fid in dropped {
         if cx.t.get(Table::Refs, fid.as_bytes()).await?.is_none() {
-            cx.t.put(Table::Garbage, &keys::seq_key(next), fid.as_bytes())
-                .await?;
-            next += 1;
+            garbage.push(fid.into_bytes());
         }
     }
-    // The last event number lives in `meta`: trimming old events never
-    // makes a number come back.
-    let events = std::mem::take(&mut cx.events);
-    if !events.is_empty() {
-        let mut seq = match cx.t.get(Table::Meta, LAST_EVENT).await? {
-            Some(v) => keys::seq_of(&v).unwrap_or(0),
-            None => 0,
-        };
-        for mut ev in events {
-            seq += 1;
+    append(cx.t, Table::Garbage, LAST_GARBAGE, garbage).await?;
+    let first = last_seq(cx.t, LAST_EVENT).await? + 1;
+    let events: Vec<Vec<u8>> = std::mem::take(&mut cx.events)
+        .into_iter()
+        .zip(first..)
+        .map(|(mut ev, seq)| {
             ev.seq = seq;
-            cx.t.put(Table::Events, &keys::seq_key(seq), &ev.encode())
-                .await?;
-        }
-        cx.t.put(Table::Meta, LAST_EVENT, &keys::seq_key(seq))
-            .await?;
-    }
+            ev.encode()
+        })
+        .collect();
+    append(cx.t, Table::Events, LAST_EVENT, events).await?;
     Ok(replaced)
 }
 
-async fn next_seq<T: KvTxn>(t: &mut T, table: Table) -> Result<u64, FilerError> {
-    Ok(t.last_key(table)
-        .await?
-        .and_then(|k| keys::seq_of(&k))
-        .map_or(1, |n| n + 1))
+/// The last number handed out in a numbered table.
+async fn last_seq<T: KvTxn>(t: &mut T, counter: &[u8]) -> Result<u64, FilerError> {
+    Ok(match t.get(Table::Meta, counter).await? {
+        Some(v) => keys::seq_of(&v).unwrap_or(0),
+        None => 0,
+    })
+}
+
+/// Appends `rows` to a numbered table (`Events`, `Garbage`). The last
+/// number lives in `meta` under `counter`, so that dropping rows never
+/// makes a number come back: whoever holds number N (the collector
+/// deleting a chunk, a subscriber's cursor) never meets another row under
+/// it. (Numbering from the table's last key did: the collector dropped a
+/// new garbage row that took an old row's number, and its chunk leaked.)
+async fn append<T: KvTxn>(
+    t: &mut T,
+    table: Table,
+    counter: &[u8],
+    rows: Vec<Vec<u8>>,
+) -> Result<(), FilerError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut seq = last_seq(t, counter).await?;
+    for row in rows {
+        seq += 1;
+        t.put(table, &keys::seq_key(seq), &row).await?;
+    }
+    t.put(Table::Meta, counter, &keys::seq_key(seq)).await
 }
 
 pub async fn get_entry<T: KvTxn>(t: &mut T, path: &FullPath) -> Result<Option<Entry>, FilerError> {

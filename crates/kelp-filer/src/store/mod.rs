@@ -111,11 +111,6 @@ pub trait KvTxn: Send {
         end: &[u8],
         limit: usize,
     ) -> impl Future<Output = Result<Rows, FilerError>> + Send;
-    /// The largest key of `t`.
-    fn last_key(
-        &mut self,
-        t: Table,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, FilerError>> + Send;
 }
 
 /// A metadata store.

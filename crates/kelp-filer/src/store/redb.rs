@@ -57,6 +57,12 @@ impl RedbBackend {
         let path = dir.join("filer.redb");
         let db = Database::create(&path)
             .map_err(|e| FilerError::Store(format!("cannot open {}: {e}", path.display())))?;
+        // The file's name must survive a power cut as its contents do.
+        let storage = kelp_storage::Storage::real();
+        storage
+            .sync_dir(dir)
+            .and_then(|()| storage.sync_parent(dir))
+            .map_err(|e| FilerError::Store(format!("cannot sync {}: {e}", dir.display())))?;
         let w = db.begin_write().map_err(FilerError::store)?;
         {
             for t in Table::ALL {
@@ -218,14 +224,6 @@ impl KvTxn for RedbTxn<'_> {
         limit: usize,
     ) -> Result<Rows, FilerError> {
         collect_range(&self.table(t)?, start, end, limit)
-    }
-
-    async fn last_key(&mut self, t: Table) -> Result<Option<Vec<u8>>, FilerError> {
-        Ok(self
-            .table(t)?
-            .last()
-            .map_err(FilerError::store)?
-            .map(|(k, _)| k.value().to_vec()))
     }
 }
 
