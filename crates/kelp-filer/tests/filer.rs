@@ -386,3 +386,81 @@ async fn the_change_log_lists_creates_updates_moves_and_deletes() {
     assert_eq!(mid.len(), 2);
     assert_eq!(s.filer.seq_at(evs[3].ts_ns).await.unwrap(), evs[3].seq - 1);
 }
+
+/// Two filers over one PostgreSQL database and one blob cluster: what one
+/// writes the other reads and lists, a delete through one is collected by
+/// the other, creates racing for one path with `Cond::Absent` leave one
+/// winner, and both read one change log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_filers_share_one_postgres_namespace() {
+    use kelp_filer::store::postgres::PostgresBackend;
+    let Some(pg) = kelp_testkit::Postgres::start_or_skip() else {
+        return;
+    };
+    let cluster = Cluster::start(1, kelp_core::SecurityConfig::default()).await;
+    let mut filers = Vec::new();
+    for owner in ["filer-a", "filer-b"] {
+        let store = std::sync::Arc::new(PostgresBackend::connect(&pg.url()).await.unwrap());
+        let opts = FilerOptions {
+            owner: owner.into(),
+            ..small_chunks()
+        };
+        filers.push(
+            kelp_filer::Filer::open(store, client(&cluster), opts)
+                .await
+                .unwrap(),
+        );
+    }
+    let (a, b) = (&filers[0], &filers[1]);
+    assert!(
+        a.store()
+            .describe()
+            .starts_with("postgres postgres@127.0.0.1:")
+    );
+    let data = kelp_testkit::blob(7, 200_000);
+    let e = write(a, "/shared/x", &data).await;
+    assert!(e.chunks.len() > 1);
+    assert_eq!(read_all(b, "/shared/x").await, data);
+    write(b, "/shared/y", b"from b").await;
+    let names: Vec<String> = a
+        .list(&p("/shared"), "", "", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["x", "y"]);
+    b.delete(&p("/shared/x"), false).await.unwrap();
+    assert_eq!(a.lookup(&p("/shared/x")).await.unwrap(), None);
+    assert_eq!(a.collect_garbage(1000).await.unwrap(), e.chunks.len());
+    let c = client(&cluster);
+    for ch in &e.chunks {
+        assert!(c.read(&ch.fid).await.unwrap_err().is_not_found());
+    }
+    // mkdir through both at once: one creates, the other finds it made.
+    let one = p("/one");
+    let (ra, rb) = tokio::join!(a.mkdir(&one), b.mkdir(&one));
+    assert_eq!(ra.unwrap(), rb.unwrap());
+    // Creates racing with `Cond::Absent`: one wins.
+    use kelp_filer::store::{Cond, Op, Txn};
+    let create = || {
+        Txn::one(Op::Put {
+            path: p("/one/f"),
+            entry: kelp_filer::Entry::default(),
+            cond: Cond::Absent,
+        })
+    };
+    let (ra, rb) = tokio::join!(a.commit(create()), b.commit(create()));
+    assert!(ra.is_ok() != rb.is_ok(), "{ra:?} {rb:?}");
+    // Both see one change log, numbered once.
+    let ea = a.events(0, 100).await.unwrap();
+    let eb = b.events(0, 100).await.unwrap();
+    let seqs: Vec<u64> = ea.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=ea.len() as u64).collect::<Vec<_>>());
+    assert_eq!(seqs, eb.iter().map(|e| e.seq).collect::<Vec<_>>());
+    let made_one = ea
+        .iter()
+        .filter(|e| e.old.is_none() && e.new.as_ref().is_some_and(|(p, _)| p.as_str() == "/one"))
+        .count();
+    assert_eq!(made_one, 1, "/one was created once");
+}
