@@ -82,6 +82,7 @@ conformance!(
     rename_moves_directories_with_children,
     quotas_count_and_refuse,
     chunk_refs_and_garbage,
+    garbage_ids_are_never_reused,
     events_are_numbered_without_gaps_and_never_reused,
     leases_put_and_drop,
     a_failed_txn_leaves_nothing,
@@ -619,6 +620,34 @@ async fn chunk_refs_and_garbage(s: &Store) {
         .await
         .unwrap();
     assert!(garbage(s).await.is_empty());
+}
+
+/// Two collectors (two filers on one database, or two calls of one) may
+/// read the same garbage rows; the one that drops them second must not
+/// drop newer rows given the same ids.
+async fn garbage_ids_are_never_reused(s: &Store) {
+    let ids = async || -> Vec<u64> {
+        dump(s, Table::Garbage)
+            .await
+            .iter()
+            .map(|(k, _)| keys::seq_of(k).unwrap())
+            .collect()
+    };
+    commit(s, vec![Op::AddGarbage(vec!["13,01".into()])])
+        .await
+        .unwrap();
+    let seen = ids().await;
+    assert_eq!(seen, [1]);
+    commit(s, vec![Op::DropGarbage(seen.clone())])
+        .await
+        .unwrap();
+    commit(s, vec![Op::AddGarbage(vec!["13,02".into()])])
+        .await
+        .unwrap();
+    assert_eq!(ids().await, [2]);
+    // The second collector's late drop of what it read.
+    commit(s, vec![Op::DropGarbage(seen)]).await.unwrap();
+    assert_eq!(garbage(s).await, ["13,02".to_string()].into());
 }
 
 async fn events_are_numbered_without_gaps_and_never_reused(s: &Store) {

@@ -13,6 +13,7 @@ use crate::error::FilerError;
 use crate::path::FullPath;
 
 const LAST_EVENT: &[u8] = b"events.last";
+const LAST_GARBAGE: &[u8] = b"garbage.last";
 
 /// Rows read per range call while walking a subtree.
 const PAGE: usize = 1024;
@@ -106,13 +107,29 @@ pub async fn apply<T: KvTxn>(t: &mut T, txn: &Txn, now_ns: i64) -> Result<Replac
     }
     // A chunk moved between entries in this transaction (a multipart
     // upload's parts becoming the object) still has its reference.
-    let mut next = next_seq(cx.t, Table::Garbage).await?;
     let dropped = std::mem::take(&mut cx.dropped);
-    for fid in dropped {
-        if cx.t.get(Table::Refs, fid.as_bytes()).await?.is_none() {
-            cx.t.put(Table::Garbage, &keys::seq_key(next), fid.as_bytes())
+    if !dropped.is_empty() {
+        // Like events, garbage numbers never come back (the last one is
+        // kept in `meta`): a collector that read rows and drops them late
+        // (another filer's, on a shared store) must not drop newer rows
+        // that were given the same numbers.
+        let last_row = last_seq(cx.t, Table::Garbage).await?;
+        let last_given = match cx.t.get(Table::Meta, LAST_GARBAGE).await? {
+            Some(v) => keys::seq_of(&v).unwrap_or(0),
+            None => 0,
+        };
+        let first = last_row.max(last_given) + 1;
+        let mut next = first;
+        for fid in dropped {
+            if cx.t.get(Table::Refs, fid.as_bytes()).await?.is_none() {
+                cx.t.put(Table::Garbage, &keys::seq_key(next), fid.as_bytes())
+                    .await?;
+                next += 1;
+            }
+        }
+        if next > first {
+            cx.t.put(Table::Meta, LAST_GARBAGE, &keys::seq_key(next - 1))
                 .await?;
-            next += 1;
         }
     }
     // The last event number lives in `meta`: trimming old events never
@@ -135,11 +152,12 @@ pub async fn apply<T: KvTxn>(t: &mut T, txn: &Txn, now_ns: i64) -> Result<Replac
     Ok(replaced)
 }
 
-async fn next_seq<T: KvTxn>(t: &mut T, table: Table) -> Result<u64, FilerError> {
+/// The largest sequence key of `table`, 0 when empty.
+async fn last_seq<T: KvTxn>(t: &mut T, table: Table) -> Result<u64, FilerError> {
     Ok(t.last_key(table)
         .await?
         .and_then(|k| keys::seq_of(&k))
-        .map_or(1, |n| n + 1))
+        .unwrap_or(0))
 }
 
 pub async fn get_entry<T: KvTxn>(t: &mut T, path: &FullPath) -> Result<Option<Entry>, FilerError> {
