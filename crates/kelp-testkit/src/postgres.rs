@@ -2,8 +2,9 @@
 //! (Debian's `postgresql`: binaries under `/usr/lib/postgresql/NN/bin`).
 //!
 //! Each [`Postgres`] is its own cluster in a fresh directory
-//! (`$TMPDIR/kelp-pg-<pid>-<n>/`: `data/`, the server's log `log`, and its
-//! Unix socket), listening on 127.0.0.1 on a free port, with trust
+//! (`$TMPDIR/kelp-pg-<pid>-<n>/`, `/tmp/…` when root: `data/`, the
+//! server's log `log`, and its Unix socket; a directory left by a test
+//! process that died is stopped and removed by the next start), listening on 127.0.0.1 on a free port, with trust
 //! authentication for the `postgres` user and `fsync=on` (the filer's
 //! commits are meant to be durable, so tests see the real cost).
 //! PostgreSQL refuses to run as root: when the test runs as root, the
@@ -64,7 +65,9 @@ impl Postgres {
         static N: AtomicU32 = AtomicU32::new(0);
         let bin =
             bin_dir().expect("PostgreSQL is not installed (Debian: apt-get install postgresql)");
-        let root = std::env::temp_dir().join(format!(
+        let base = base_dir();
+        sweep_orphans(&bin, &base);
+        let root = base.join(format!(
             "kelp-pg-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
@@ -217,6 +220,49 @@ impl Drop for Postgres {
             self.stop();
         }
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Where servers' directories go: `$TMPDIR`, but `/tmp` when root (the
+/// `postgres` user must be able to reach its directory, and root's
+/// `$TMPDIR` may be private).
+fn base_dir() -> PathBuf {
+    if is_root() {
+        PathBuf::from("/tmp")
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Stops and removes the servers of test processes that died without
+/// dropping them (killed, or aborted): their directory names carry the
+/// test process's pid.
+fn sweep_orphans(bin: &std::path::Path, base: &std::path::Path) {
+    let Ok(dirs) = std::fs::read_dir(base) else {
+        return;
+    };
+    for d in dirs.flatten() {
+        let name = d.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("kelp-pg-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if alive {
+            continue;
+        }
+        let orphan = Postgres {
+            bin: bin.to_path_buf(),
+            root: d.path(),
+            port: 1,
+        };
+        drop(orphan); // pg_ctl stop -m immediate, then remove the directory
     }
 }
 
