@@ -814,8 +814,10 @@ async fn postgres_two_filers_share_one_namespace() {
     let Some(pg) = Postgres::start_or_skip() else {
         return;
     };
-    let a: Arc<dyn Backend> = Arc::new(PostgresBackend::connect(&pg.url()).await.unwrap());
-    let b: Arc<dyn Backend> = Arc::new(PostgresBackend::connect(&pg.url()).await.unwrap());
+    let pa = Arc::new(PostgresBackend::connect(&pg.url()).await.unwrap());
+    let pb = Arc::new(PostgresBackend::connect(&pg.url()).await.unwrap());
+    let a: Arc<dyn Backend> = pa.clone();
+    let b: Arc<dyn Backend> = pb.clone();
     for round in 0..10 {
         let path = format!("/race/{round}");
         let mut tasks = Vec::new();
@@ -865,6 +867,11 @@ async fn postgres_two_filers_share_one_namespace() {
             .unwrap()
             .len(),
         200
+    );
+    println!(
+        "group commits tried again after a conflict: {} and {}",
+        pa.retries(),
+        pb.retries()
     );
 }
 

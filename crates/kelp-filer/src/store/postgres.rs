@@ -48,7 +48,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -93,6 +93,8 @@ pub struct PostgresBackend {
     next: AtomicUsize,
     commits: mpsc::Sender<Pending>,
     describe: String,
+    /// Group commits tried again after a serialization failure or deadlock.
+    retries: Arc<AtomicU64>,
 }
 
 impl PostgresBackend {
@@ -121,10 +123,12 @@ impl PostgresBackend {
             readers.push(Mutex::new(Arc::new(Conn::new(c, &describe).await?)));
         }
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+        let retries = Arc::new(AtomicU64::new(0));
         let committer = Committer {
             config: config.clone(),
             describe: describe.clone(),
             conn: Some(writer),
+            retries: retries.clone(),
         };
         tokio::spawn(committer.run(rx));
         Ok(Self {
@@ -133,7 +137,15 @@ impl PostgresBackend {
             next: AtomicUsize::new(0),
             commits: tx,
             describe,
+            retries,
         })
+    }
+
+    /// How many times a group commit was tried again after conflicting
+    /// with another filer's transactions (serialization failure or
+    /// deadlock), since connecting.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// A read connection, opened again if it was closed.
@@ -461,6 +473,7 @@ struct Committer {
     describe: String,
     /// `None` after the connection failed: opened again for the next group.
     conn: Option<Conn>,
+    retries: Arc<AtomicU64>,
 }
 
 impl Committer {
@@ -533,6 +546,7 @@ impl Committer {
                     ),
                 );
             }
+            self.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(attempt, error = %why, "filer commit conflicted; trying again");
             tokio::time::sleep(backoff(attempt)).await;
         }
