@@ -387,42 +387,80 @@ async fn the_change_log_lists_creates_updates_moves_and_deletes() {
     assert_eq!(s.filer.seq_at(evs[3].ts_ns).await.unwrap(), evs[3].seq - 1);
 }
 
-/// A garbage row's number is never reused after the collector drops rows:
-/// the collector drops by number, and a reused number made it drop a row
-/// it never collected (found by the kill -9 test: its chunk leaked).
+/// Two filers over one PostgreSQL database and one blob cluster: what one
+/// writes the other reads and lists, a delete through one is collected by
+/// the other, creates racing for one path with `Cond::Absent` leave one
+/// winner, and both read one change log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_numbers_are_never_reused() {
-    use kelp_filer::store::{Op, Table, Txn};
-    let s = setup(small_chunks()).await;
-    let store = s.filer.store().clone();
-    let rows = |store: std::sync::Arc<dyn kelp_filer::store::Backend>| async move {
-        store
-            .range(Table::Garbage, vec![], vec![0xff; 9], 100)
-            .await
-            .unwrap()
+async fn two_filers_share_one_postgres_namespace() {
+    use kelp_filer::store::postgres::PostgresBackend;
+    let Some(pg) = kelp_testkit::Postgres::start_or_skip() else {
+        return;
     };
-    store
-        .commit(Txn::one(Op::AddGarbage(vec!["9,01aa".into()])), 1)
+    let cluster = Cluster::start(1, kelp_core::SecurityConfig::default()).await;
+    let mut filers = Vec::new();
+    for owner in ["filer-a", "filer-b"] {
+        let store = std::sync::Arc::new(PostgresBackend::connect(&pg.url()).await.unwrap());
+        let opts = FilerOptions {
+            owner: owner.into(),
+            ..small_chunks()
+        };
+        filers.push(
+            kelp_filer::Filer::open(store, client(&cluster), opts)
+                .await
+                .unwrap(),
+        );
+    }
+    let (a, b) = (&filers[0], &filers[1]);
+    assert!(
+        a.store()
+            .describe()
+            .starts_with("postgres postgres@127.0.0.1:")
+    );
+    let data = kelp_testkit::blob(7, 200_000);
+    let e = write(a, "/shared/x", &data).await;
+    assert!(e.chunks.len() > 1);
+    assert_eq!(read_all(b, "/shared/x").await, data);
+    write(b, "/shared/y", b"from b").await;
+    let names: Vec<String> = a
+        .list(&p("/shared"), "", "", 10)
         .await
-        .unwrap();
-    let first = rows(store.clone()).await;
-    assert_eq!(first.len(), 1);
-    let n = u64::from_be_bytes(first[0].0[..].try_into().unwrap());
-    store
-        .commit(Txn::one(Op::DropGarbage(vec![n])), 1)
-        .await
-        .unwrap();
-    store
-        .commit(Txn::one(Op::AddGarbage(vec!["9,02bb".into()])), 1)
-        .await
-        .unwrap();
-    let second = rows(store.clone()).await;
-    assert_eq!(second.len(), 1);
-    assert!(u64::from_be_bytes(second[0].0[..].try_into().unwrap()) > n);
-    // A late drop of the old number leaves the new row alone.
-    store
-        .commit(Txn::one(Op::DropGarbage(vec![n])), 1)
-        .await
-        .unwrap();
-    assert_eq!(rows(store.clone()).await, second);
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["x", "y"]);
+    b.delete(&p("/shared/x"), false).await.unwrap();
+    assert_eq!(a.lookup(&p("/shared/x")).await.unwrap(), None);
+    assert_eq!(a.collect_garbage(1000).await.unwrap(), e.chunks.len());
+    let c = client(&cluster);
+    for ch in &e.chunks {
+        assert!(c.read(&ch.fid).await.unwrap_err().is_not_found());
+    }
+    // mkdir through both at once: one creates, the other finds it made.
+    let one = p("/one");
+    let (ra, rb) = tokio::join!(a.mkdir(&one), b.mkdir(&one));
+    assert_eq!(ra.unwrap(), rb.unwrap());
+    // Creates racing with `Cond::Absent`: one wins.
+    use kelp_filer::store::{Cond, Op, Txn};
+    let create = || {
+        Txn::one(Op::Put {
+            path: p("/one/f"),
+            entry: kelp_filer::Entry::default(),
+            cond: Cond::Absent,
+        })
+    };
+    let (ra, rb) = tokio::join!(a.commit(create()), b.commit(create()));
+    assert!(ra.is_ok() != rb.is_ok(), "{ra:?} {rb:?}");
+    // Both see one change log, numbered once.
+    let ea = a.events(0, 100).await.unwrap();
+    let eb = b.events(0, 100).await.unwrap();
+    let seqs: Vec<u64> = ea.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=ea.len() as u64).collect::<Vec<_>>());
+    assert_eq!(seqs, eb.iter().map(|e| e.seq).collect::<Vec<_>>());
+    let made_one = ea
+        .iter()
+        .filter(|e| e.old.is_none() && e.new.as_ref().is_some_and(|(p, _)| p.as_str() == "/one"))
+        .count();
+    assert_eq!(made_one, 1, "/one was created once");
 }

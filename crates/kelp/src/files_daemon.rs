@@ -26,8 +26,10 @@ async fn open_store(dir: &std::path::Path, t: &FilerTuning) -> anyhow::Result<Ar
     })
 }
 
-async fn postgres_store(_url: &str) -> anyhow::Result<Arc<dyn Backend>> {
-    anyhow::bail!("the PostgreSQL store is not in this build yet")
+async fn postgres_store(url: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(Arc::new(
+        kelp_filer::store::postgres::PostgresBackend::connect(url).await?,
+    ))
 }
 
 /// A stable name for this filer's file-id leases, kept in its directory.

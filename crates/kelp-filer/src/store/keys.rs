@@ -17,7 +17,9 @@
 //!   and not yet all committed or collected).
 //! - `Usage`: directory path → u64 bytes, u64 entries (directories with a
 //!   quota only).
-//! - `Meta`: name → value (the store format version).
+//! - `Meta`: name → value: `format` (the store format version, u64 LE),
+//!   `events.last` and `garbage.last` (the last event and garbage numbers
+//!   given, u64 BE: numbers never come back after their rows are dropped).
 
 use crate::path::FullPath;
 

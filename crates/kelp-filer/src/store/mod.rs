@@ -5,11 +5,13 @@
 //! it in `apply.rs`.
 //!
 //! Backends: [`redb::RedbBackend`] (embedded, the default) and
-//! `postgres` (a real external database; several filers may share it).
+//! [`postgres::PostgresBackend`] (a real external database; several filers
+//! may share it).
 //! The same conformance suite (`tests/store.rs`) runs against each.
 
 pub(crate) mod apply;
 pub mod keys;
+pub mod postgres;
 mod records;
 pub mod redb;
 
@@ -22,6 +24,11 @@ use crate::error::FilerError;
 use crate::path::FullPath;
 pub use keys::Table;
 pub use records::{Event, Lease};
+
+/// The store layout this release writes, kept in `Meta` under
+/// [`FORMAT_KEY`] as a u64 LE; a store with another one is refused.
+pub(crate) const STORE_FORMAT: u64 = 1;
+pub(crate) const FORMAT_KEY: &[u8] = b"format";
 
 /// What must hold before an operation changes an entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

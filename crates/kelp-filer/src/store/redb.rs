@@ -17,11 +17,9 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::keys::Table;
-use super::{Backend, KvTxn, Replaced, Rows, Txn, apply};
+use super::{Backend, FORMAT_KEY, KvTxn, Replaced, Rows, STORE_FORMAT, Txn, apply};
 use crate::error::FilerError;
 
-/// The store layout this release writes (`meta` table, key `format`).
-const STORE_FORMAT: u64 = 1;
 /// Transactions one group commit takes at most.
 const MAX_GROUP: usize = 512;
 
@@ -70,12 +68,12 @@ impl RedbBackend {
             }
             let mut meta = w.open_table(def(Table::Meta)).map_err(FilerError::store)?;
             let found = meta
-                .get(&b"format"[..])
+                .get(FORMAT_KEY)
                 .map_err(FilerError::store)?
                 .map(|v| v.value().to_vec());
             match found {
                 None => {
-                    meta.insert(&b"format"[..], &STORE_FORMAT.to_le_bytes()[..])
+                    meta.insert(FORMAT_KEY, &STORE_FORMAT.to_le_bytes()[..])
                         .map_err(FilerError::store)?;
                 }
                 Some(v) if v == STORE_FORMAT.to_le_bytes() => {}
