@@ -16,6 +16,8 @@
 mod entry;
 mod error;
 mod filer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 mod lease;
 mod path;
