@@ -1,0 +1,21 @@
+//! The S3 protocol layer: pure code between HTTP and the S3 handlers.
+//!
+//! stub
+pub mod checksum;
+pub mod chunked;
+pub mod error;
+pub mod etag;
+mod hex;
+pub mod names;
+pub mod sigv4;
+pub mod time;
+pub mod uri;
+pub mod xml {
+    pub fn escape(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&apos;")
+    }
+}
