@@ -10,12 +10,4 @@ pub mod names;
 pub mod sigv4;
 pub mod time;
 pub mod uri;
-pub mod xml {
-    pub fn escape(s: &str) -> String {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-            .replace('\'', "&apos;")
-    }
-}
+pub mod xml;
