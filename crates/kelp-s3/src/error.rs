@@ -41,6 +41,7 @@ pub enum S3ErrorCode {
     InvalidArgument,
     InvalidRequest,
     InvalidTag,
+    MetadataTooLarge,
     InvalidRange,
     PreconditionFailed,
     NotModified,
@@ -90,6 +91,7 @@ impl S3ErrorCode {
             | InvalidArgument
             | InvalidRequest
             | InvalidTag
+            | MetadataTooLarge
             | XAmzContentSHA256Mismatch
             | BadDigest
             | InvalidDigest
@@ -135,6 +137,7 @@ impl S3ErrorCode {
             InvalidArgument => "InvalidArgument",
             InvalidRequest => "InvalidRequest",
             InvalidTag => "InvalidTag",
+            MetadataTooLarge => "MetadataTooLarge",
             InvalidRange => "InvalidRange",
             PreconditionFailed => "PreconditionFailed",
             NotModified => "NotModified",
@@ -194,6 +197,7 @@ impl S3ErrorCode {
             InvalidArgument => "Invalid Argument",
             InvalidRequest => "Invalid Request",
             InvalidTag => "The tag provided was not a valid tag.",
+            MetadataTooLarge => "Your metadata headers exceed the maximum allowed metadata size.",
             InvalidRange => "The requested range is not satisfiable",
             PreconditionFailed => "At least one of the pre-conditions you specified did not hold",
             NotModified => "Not Modified",

@@ -7,6 +7,7 @@ pub mod error;
 pub mod etag;
 mod hex;
 pub mod names;
+pub mod request;
 pub mod sigv4;
 pub mod time;
 pub mod uri;

@@ -54,6 +54,17 @@ fn looks_like_ipv4(name: &str) -> bool {
             .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit()))
 }
 
+/// Whether a bucket name is safe to address (any existing bucket, also
+/// ones made before the strict rules): 1–255 bytes, no `/`, not `.` or
+/// `..`, no control characters. Strict rules apply at CreateBucket.
+pub fn is_addressable_bucket_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.chars().any(char::is_control)
+}
+
 /// Checks an object key: non-empty and at most [`MAX_KEY_LEN`] bytes.
 pub fn validate_key(key: &str) -> S3Result<()> {
     if key.is_empty() {
