@@ -100,7 +100,7 @@ impl Checksum {
 pub enum Checksummer {
     Crc32(crc32fast::Hasher),
     Crc32c(u32),
-    Digest(ChecksumAlgorithm, digest::Context),
+    Digest(ChecksumAlgorithm, Box<digest::Context>),
     /// Not computed (CRC64NVME).
     Unsupported(ChecksumAlgorithm),
 }
@@ -110,10 +110,13 @@ impl Checksummer {
         match a {
             ChecksumAlgorithm::Crc32 => Self::Crc32(crc32fast::Hasher::new()),
             ChecksumAlgorithm::Crc32c => Self::Crc32c(0),
-            ChecksumAlgorithm::Sha1 => {
-                Self::Digest(a, digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY))
+            ChecksumAlgorithm::Sha1 => Self::Digest(
+                a,
+                Box::new(digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY)),
+            ),
+            ChecksumAlgorithm::Sha256 => {
+                Self::Digest(a, Box::new(digest::Context::new(&digest::SHA256)))
             }
-            ChecksumAlgorithm::Sha256 => Self::Digest(a, digest::Context::new(&digest::SHA256)),
             ChecksumAlgorithm::Crc64Nvme => Self::Unsupported(a),
         }
     }

@@ -62,7 +62,7 @@ enum State {
 }
 
 /// The push decoder under [`AwsChunked`]: feed input with `push`, take
-/// decoded data with `next`.
+/// decoded data with `decode_next`.
 pub struct ChunkedDecoder {
     signing: Option<SigningContext>,
     prev_sig: String,
@@ -122,7 +122,7 @@ impl ChunkedDecoder {
         })
     }
 
-    /// Adds input. Call only when `next` returned `Ok(None)`.
+    /// Adds input. Call only when `decode_next` returned `Ok(None)`.
     pub fn push(&mut self, input: &[u8]) {
         self.buf.extend_from_slice(input);
     }
@@ -143,7 +143,7 @@ impl ChunkedDecoder {
 
     /// The next decoded data, `Ok(None)` when more input is needed or the
     /// body is done (see `is_done`).
-    pub fn next(&mut self) -> S3Result<Option<Bytes>> {
+    pub fn decode_next(&mut self) -> S3Result<Option<Bytes>> {
         loop {
             match self.state {
                 State::Header => {
@@ -379,7 +379,7 @@ where
             if this.failed {
                 return Poll::Ready(None);
             }
-            let step = match this.dec.next() {
+            let step = match this.dec.decode_next() {
                 Ok(Some(b)) => return Poll::Ready(Some(Ok(b))),
                 Ok(None) if this.dec.is_done() => return Poll::Ready(None),
                 Ok(None) if this.inner_done => this.dec.finish().map(|_| ()),

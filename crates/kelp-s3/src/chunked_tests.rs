@@ -65,7 +65,7 @@ fn decode_pieces(c: &ChunkedConfig, body: &[u8], cuts: &[usize]) -> S3Result<Vec
     for &end in cuts.iter().chain(std::iter::once(&body.len())) {
         d.push(&body[start..end]);
         start = end;
-        while let Some(b) = d.next()? {
+        while let Some(b) = d.decode_next()? {
             out.extend_from_slice(&b);
         }
     }
