@@ -38,7 +38,7 @@ pub fn request_parse(data: &[u8]) {
         if let Some((n, v)) = l.split_once(':')
             && let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(n.trim().as_bytes()),
-                HeaderValue::from_str(v.trim()),
+                HeaderValue::from_bytes(v.trim().as_bytes()),
             )
         {
             headers.append(n, v);
