@@ -402,6 +402,49 @@ where
     }
 }
 
+/// Encodes `chunks` as an aws-chunked body the way clients do: signed
+/// when `signing` is given (chained from its seed), with an optional
+/// trailer line (signed too in the signed mode). For tests and fuzzing.
+pub fn encode(
+    chunks: &[&[u8]],
+    signing: Option<&SigningContext>,
+    trailer: Option<(&str, &str)>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut prev = signing
+        .map(|s| s.seed_signature.clone())
+        .unwrap_or_default();
+    for c in chunks
+        .iter()
+        .copied()
+        .filter(|c| !c.is_empty())
+        .chain(std::iter::once(&b""[..]))
+    {
+        match signing {
+            Some(s) => {
+                prev = s.chunk_signature(&prev, &crate::sigv4::sha256_hex(c));
+                out.extend_from_slice(
+                    format!("{:x};chunk-signature={prev}\r\n", c.len()).as_bytes(),
+                );
+            }
+            None => out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes()),
+        }
+        if !c.is_empty() {
+            out.extend_from_slice(c);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if let Some((n, v)) = trailer {
+        out.extend_from_slice(format!("{n}:{v}\r\n").as_bytes());
+        if let Some(s) = signing {
+            let sig = s.trailer_signature(&prev, format!("{n}:{v}\n").as_bytes());
+            out.extend_from_slice(format!("x-amz-trailer-signature:{sig}\r\n").as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 #[cfg(test)]
 #[path = "chunked_tests.rs"]
 mod tests;

@@ -2,7 +2,7 @@
 //! trailer variants, and every split of the input.
 
 use super::*;
-use crate::sigv4::{EMPTY_SHA256, sha256_hex};
+use crate::sigv4::EMPTY_SHA256;
 use futures::StreamExt;
 
 const SK: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
@@ -10,42 +10,6 @@ const SEED: &str = "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80
 
 fn ctx() -> SigningContext {
     SigningContext::new(SK, "20130524T000000Z", "us-east-1", SEED)
-}
-
-/// Encodes `chunks` as a client would, with the trailer (if any) after.
-pub(super) fn encode(
-    chunks: &[&[u8]],
-    signing: Option<&SigningContext>,
-    trailer: Option<(&str, &str)>,
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut prev = signing
-        .map(|s| s.seed_signature.clone())
-        .unwrap_or_default();
-    for c in chunks.iter().copied().chain(std::iter::once(&b""[..])) {
-        match signing {
-            Some(s) => {
-                prev = s.chunk_signature(&prev, &sha256_hex(c));
-                out.extend_from_slice(
-                    format!("{:x};chunk-signature={prev}\r\n", c.len()).as_bytes(),
-                );
-            }
-            None => out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes()),
-        }
-        if !c.is_empty() {
-            out.extend_from_slice(c);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    if let Some((n, v)) = trailer {
-        out.extend_from_slice(format!("{n}:{v}\r\n").as_bytes());
-        if let Some(s) = signing {
-            let sig = s.trailer_signature(&prev, format!("{n}:{v}\n").as_bytes());
-            out.extend_from_slice(format!("x-amz-trailer-signature:{sig}\r\n").as_bytes());
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    out
 }
 
 fn cfg(mode: PayloadMode, len: Option<u64>, trailer: Option<ChecksumAlgorithm>) -> ChunkedConfig {

@@ -116,12 +116,18 @@ fn decode(
     Ok(out)
 }
 
-/// Byte 0: mode (bits 0-1), trailer checksum (bits 2-3), declared length (bit 5); bytes 1..5: split points; rest: the body.
-/// Decoding whole and decoding in pieces must agree.
+/// Byte 0: mode (bits 0-1), trailer checksum (bits 2-3), declared length
+/// (bit 5), round trip (bit 4); bytes 1..5: split points; rest: the body.
+/// Decoding whole and decoding in pieces must agree. In a round trip the
+/// rest is data, cut into chunks at the split points and encoded validly
+/// (signed, with its checksum trailer): it must decode to itself.
 pub fn chunked_decode(data: &[u8]) {
     let [sel, c1, c2, c3, c4, body @ ..] = data else {
         return;
     };
+    if sel & 0x10 != 0 {
+        return chunked_round_trip(*sel, [*c1, *c2, *c3, *c4], body);
+    }
     let mode = match (sel & 3) % 3 {
         0 => PayloadMode::StreamingSigned,
         1 => PayloadMode::StreamingSignedTrailer,
@@ -155,6 +161,53 @@ pub fn chunked_decode(data: &[u8]) {
     };
     assert_eq!(whole, pieces, "split at {cuts:?} changed the result");
     assert_eq!(whole, single, "byte-at-a-time changed the result");
+}
+
+fn chunked_round_trip(sel: u8, cuts: [u8; 4], data: &[u8]) {
+    let mode = [
+        PayloadMode::StreamingSigned,
+        PayloadMode::StreamingSignedTrailer,
+        PayloadMode::StreamingUnsignedTrailer,
+    ][((sel & 3) % 3) as usize];
+    let alg = [
+        ChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc32c,
+        ChecksumAlgorithm::Sha1,
+        ChecksumAlgorithm::Sha256,
+    ][((sel >> 2) & 3) as usize];
+    let n = data.len();
+    let mut at: Vec<usize> = cuts.iter().map(|&c| c as usize * n / 256).collect();
+    at.sort();
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for &end in at.iter().chain(std::iter::once(&n)) {
+        chunks.push(&data[start..end]);
+        start = end;
+    }
+    let ctx = chunked_context();
+    let with_trailer = mode != PayloadMode::StreamingSigned;
+    let mut sum = crate::checksum::Checksummer::new(alg);
+    sum.update(data);
+    let value = sum.finish().map(|c| c.to_base64()).unwrap_or_default();
+    let trailer = with_trailer.then_some((alg.header_name(), value.as_str()));
+    let signing = (mode != PayloadMode::StreamingUnsignedTrailer).then_some(&ctx);
+    let body = crate::chunked::encode(&chunks, signing, trailer);
+    let cfg = ChunkedConfig {
+        mode,
+        signing: Some(ctx.clone()),
+        decoded_length: Some(n as u64),
+        trailer: with_trailer.then_some(alg),
+    };
+    let mut body_cuts: Vec<usize> = cuts
+        .iter()
+        .map(|&c| c as usize * body.len() / 256)
+        .collect();
+    body_cuts.sort();
+    assert_eq!(
+        decode(&cfg, &body, &body_cuts).as_deref(),
+        Ok(data),
+        "round trip"
+    );
 }
 
 /// Policy JSON and a POST form built from the input.

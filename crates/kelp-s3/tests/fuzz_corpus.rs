@@ -40,6 +40,9 @@ fn chunked_seeds_are_valid_bodies() {
     use kelp_s3::sigv4::PayloadMode;
     for (name, d) in seeds("s3_chunked_decode") {
         kelp_s3::fuzzing::chunked_decode(&d);
+        if d[0] & 0x10 != 0 {
+            continue; // a round-trip seed: data, not an encoded body
+        }
         // The seeds are well-formed: decoding must succeed.
         let sel = d[0];
         let mode = [
