@@ -20,6 +20,9 @@ command -v qemu-io >/dev/null 2>&1 || need_apt+=(qemu-utils)
 # NBD over TLS-PSK links the system's OpenSSL (openssl-sys finds it with pkg-config).
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; } || need_apt+=(libssl-dev)
+# The filer's PostgreSQL store is tested against a real server (kelp-testkit
+# starts one per test from /usr/lib/postgresql/*/bin, as the postgres user).
+{ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1; } || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -119,6 +119,19 @@ impl ClientError {
         self.status() == Some(StatusCode::NOT_FOUND)
     }
 
+    /// A volume server holding the file's volume answered 404: the file is
+    /// not there. (A master's 404 only says it does not know the volume
+    /// yet, say before the volume server's first heartbeat.)
+    pub fn is_missing_file(&self) -> bool {
+        match self {
+            Self::Status { status, server, .. } => {
+                *status == StatusCode::NOT_FOUND && matches!(server, Server::Volume(_))
+            }
+            Self::Exhausted { errors, .. } => errors.iter().all(ClientError::is_missing_file),
+            _ => false,
+        }
+    }
+
     /// The server the failure came from, when there is one.
     pub fn server(&self) -> Option<&Server> {
         match self {

@@ -33,6 +33,9 @@ pub enum Command {
     Master(MasterArgs),
     /// Run a volume server: stores blobs in volume files, heartbeats to a master.
     Volume(VolumeArgs),
+    /// Run a filer: a namespace of directories and files whose contents are chunks on
+    /// volume servers, served over the SeaweedFS filer HTTP API (docs/filer.md).
+    Filer(crate::files_cli::FilerArgs),
     /// Load-test a cluster through the SeaweedFS HTTP API (the `weed benchmark` workload).
     Benchmark(BenchmarkArgs),
     /// Print a token minted from this host's security settings: a peer token for admin
@@ -363,6 +366,22 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub volume: VolumeTuning,
+
+    /// Also run a filer (as `weed server -filer`): files and directories over this
+    /// cluster, on -filer.port.
+    #[arg(long = "filer", num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    pub filer: bool,
+
+    /// Filer HTTP port.
+    #[arg(long = "filer.port", default_value_t = 8888)]
+    pub filer_port: u16,
+
+    /// Filer metadata directory (default: <dir>/filer).
+    #[arg(long = "filer.dir")]
+    pub filer_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub filer_tuning: crate::files_cli::FilerTuning,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -20,6 +20,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Server(args) => server(args).await,
         Command::Master(args) => master(args).await,
         Command::Volume(args) => volume(args).await,
+        Command::Filer(args) => crate::files_daemon::filer(args).await,
         Command::Benchmark(args) => benchmark(args).await,
         Command::Token(args) => token(args),
         // Block volumes live in block_daemon.rs.
@@ -169,7 +170,7 @@ pub(crate) fn write_ready_file(path: Option<&Path>, body: serde_json::Value) -> 
 /// Keys, white list and TLS: `security.toml` (searched like `weed` does),
 /// then the `WEED_JWT_SIGNING_*` and `KELP_CLUSTER_KEY` environment, then
 /// the command-line flags.
-fn security(common: &CommonArgs) -> anyhow::Result<kelp_core::SecurityConfig> {
+pub(crate) fn security(common: &CommonArgs) -> anyhow::Result<kelp_core::SecurityConfig> {
     let mut sec = kelp_core::SecurityConfig::load()?;
     sec.override_keys(
         common.jwt_signing_key.as_deref(),
@@ -339,7 +340,26 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         rack: args.rack.clone(),
         masters: vec![format!("{}:{}.{}", args.common.ip, mports.0, mports.1)],
     };
-    let vcfg = volume_config(&args.common, place, &args.volume, security);
+    let vcfg = volume_config(&args.common, place, &args.volume, security.clone());
+    let filer = if args.filer {
+        let l = TcpListener::bind((host.as_str(), args.filer_port))
+            .await
+            .with_context(|| format!("cannot listen on {host}:{} (filer)", args.filer_port))?;
+        let dir = args
+            .filer_dir
+            .clone()
+            .unwrap_or_else(|| args.dir.join("filer"));
+        let masters = vec![format!("{}:{}", args.common.ip, mports.0)];
+        let f =
+            crate::files_daemon::open_filer(&dir, &masters, &args.filer_tuning, &security).await?;
+        Some((l, f))
+    } else {
+        None
+    };
+    let filer_port = match &filer {
+        Some((l, _)) => Some(l.local_addr()?.port()),
+        None => None,
+    };
     let stop = shutdown_signal();
     tracing::info!(
         master = mports.0,
@@ -349,10 +369,14 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         dir = %args.dir.display(),
         "server starting (master and volume server in one process)"
     );
-    write_ready_file(
-        args.common.ready_file.as_deref(),
-        serde_json::json!({"master_port": mports.0, "master_grpc_port": mports.1, "volume_port": vports.0, "volume_grpc_port": vports.1}),
-    )?;
+    let mut ready = serde_json::json!({"master_port": mports.0, "master_grpc_port": mports.1, "volume_port": vports.0, "volume_grpc_port": vports.1});
+    if let Some(p) = filer_port {
+        tracing::info!(filer = p, "filer starting");
+        ready["filer_port"] = p.into();
+    }
+    write_ready_file(args.common.ready_file.as_deref(), ready)?;
+    let filer_task =
+        filer.map(|(l, f)| tokio::spawn(kelp_filer::http::run(l, f, wait_for(stop.clone()))));
     let master = tokio::spawn(kelp_master::run(
         master_listeners.http,
         master_listeners.grpc,
@@ -368,5 +392,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let (m, v) = tokio::join!(master, volume);
     m.context("master task panicked")??;
     v.context("volume task panicked")??;
+    if let Some(f) = filer_task {
+        f.await.context("filer task panicked")??;
+    }
     Ok(())
 }

@@ -7,6 +7,8 @@ mod block_daemon;
 mod block_snapshots;
 mod cli;
 mod daemon;
+mod files_cli;
+mod files_daemon;
 mod logging;
 
 use clap::Parser;

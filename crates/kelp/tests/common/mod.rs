@@ -4,6 +4,7 @@
 
 pub mod block;
 pub mod cluster;
+pub mod xfs;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,109 @@
+//! Starts the filer (`kelp filer`, and in `kelp server -filer`): opens its
+//! metadata store, connects to the masters and serves the HTTP API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kelp_filer::store::Backend;
+use kelp_filer::{Compress, Filer, FilerOptions};
+use tokio::net::TcpListener;
+
+use crate::daemon::{shutdown_signal, wait_for, write_ready_file};
+use crate::files_cli::{CompressMode, FilerArgs, FilerTuning, StoreKind};
+
+/// The filer's store, from its flags.
+async fn open_store(dir: &std::path::Path, t: &FilerTuning) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match t.store {
+        StoreKind::Redb => Arc::new(kelp_filer::store::redb::RedbBackend::open(dir)?),
+        StoreKind::Postgres => {
+            let url = t
+                .postgres_url
+                .as_deref()
+                .context("-store=postgres needs -postgres.url (or $KELP_FILER_POSTGRES_URL)")?;
+            postgres_store(url).await?
+        }
+    })
+}
+
+async fn postgres_store(url: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(Arc::new(
+        kelp_filer::store::postgres::PostgresBackend::connect(url).await?,
+    ))
+}
+
+/// A stable name for this filer's file-id leases, kept in its directory.
+fn owner_id(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("filer.id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_string();
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let id = format!("filer-{:016x}", rand::random::<u64>());
+    // Durably: leases name their filer, and a filer that lost its id in a
+    // power cut would never reap its own leases (found by the power-cut test).
+    let storage = kelp_storage::Storage::real();
+    storage
+        .write_atomic(&path, format!("{id}\n").as_bytes())
+        .and_then(|()| storage.sync_parent(dir))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+/// A filer from its flags, over the cluster of `masters`.
+pub async fn open_filer(
+    dir: &std::path::Path,
+    masters: &[String],
+    t: &FilerTuning,
+    security: &kelp_core::SecurityConfig,
+) -> anyhow::Result<Filer> {
+    let store = open_store(dir, t).await?;
+    let client =
+        kelp_client::Client::new(masters, security, kelp_client::ClientOptions::default())?;
+    let opts = FilerOptions {
+        chunk_size: (t.max_mb as usize) << 20,
+        concurrency: t.concurrency.max(1),
+        inline_limit: t.inline_limit,
+        compress: match t.compress {
+            CompressMode::Off => Compress::Off,
+            CompressMode::Auto => Compress::Auto,
+            CompressMode::Always => Compress::Always,
+        },
+        assign: kelp_client::AssignRequest {
+            collection: t.collection.clone(),
+            replication: t.replication.clone(),
+            ..Default::default()
+        },
+        owner: owner_id(dir)?,
+        gc_interval: Duration::from_secs(t.gc_seconds.max(1)),
+        event_retention: Duration::from_secs(t.event_retention_hours.saturating_mul(3600)),
+        ..FilerOptions::default()
+    };
+    tracing::info!(store = %store.describe(), owner = %opts.owner, chunk_mib = t.max_mb, "filer opening");
+    Ok(Filer::open(store, client, opts).await?)
+}
+
+pub async fn filer(args: FilerArgs) -> anyhow::Result<()> {
+    let host = args
+        .common
+        .bind
+        .clone()
+        .unwrap_or_else(|| args.common.ip.clone());
+    let listener = TcpListener::bind((host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {host}:{}", args.port))?;
+    let port = listener.local_addr()?.port();
+    let security = crate::daemon::security(&args.common)?;
+    let filer = open_filer(&args.dir, &args.master, &args.tuning, &security).await?;
+    let stop = shutdown_signal();
+    tracing::info!(http = port, masters = ?args.master, dir = %args.dir.display(), "filer starting");
+    write_ready_file(
+        args.common.ready_file.as_deref(),
+        serde_json::json!({ "filer_port": port }),
+    )?;
+    kelp_filer::http::run(listener, filer, wait_for(stop)).await?;
+    Ok(())
+}
