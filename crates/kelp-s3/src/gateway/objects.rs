@@ -154,12 +154,6 @@ pub async fn put(
     if key.ends_with('/') {
         return put_folder(gw, cx, &path, body).await;
     }
-    if length.content_length.is_none()
-        && !cx.auth.payload.is_chunked()
-        && cx.headers.get(http::header::TRANSFER_ENCODING).is_none()
-    {
-        return Err(S3Error::new(S3ErrorCode::MissingContentLength));
-    }
     let failure = Failure::default();
     let stream = body_stream(
         cx,

@@ -202,14 +202,19 @@ fn body_length(req: &HttpRequest<'_>) -> S3Result<BodyLength> {
             }),
         }
     };
-    let l = BodyLength {
+    let mut l = BodyLength {
         content_length: num("content-length")?,
         decoded_length: num("x-amz-decoded-content-length")?,
     };
+    // Without Content-Length or Transfer-Encoding an HTTP/1.1 request has
+    // no body; with `Transfer-Encoding: chunked` the length is learnt at
+    // its end (the store streams it either way).
+    if l.object_size().is_none() && header(req.headers, "transfer-encoding").is_none() {
+        l.content_length = Some(0);
+    }
     match l.object_size() {
-        None => Err(S3Error::new(S3ErrorCode::MissingContentLength)),
         Some(n) if n > MAX_PUT_SIZE => Err(S3Error::new(S3ErrorCode::EntityTooLarge)),
-        Some(_) => Ok(l),
+        _ => Ok(l),
     }
 }
 
