@@ -227,7 +227,13 @@ async fn listings_match_a_sorted_set() {
             0 => String::new(),
             1 => "a".into(),
             2 => "a/".into(),
-            _ => keys.iter().nth(rng.random_range(0..keys.len())).unwrap().chars().take(1).collect(),
+            _ => keys
+                .iter()
+                .nth(rng.random_range(0..keys.len()))
+                .unwrap()
+                .chars()
+                .take(1)
+                .collect(),
         };
         let delim = match rng.random_range(0..3) {
             0 => None,

@@ -130,10 +130,19 @@ fn bad_input_gets_s3_errors_and_changes_nothing() {
     let ids = tmp.path().join("ids.json");
     std::fs::write(&ids, IDS).unwrap();
     let cfg = format!("-s3.config={}", ids.display());
-    let k = kelp_server(&tmp.path().join("data"), &["-s3", "-s3.port=0", "-filer.port=0", cfg.as_str()]);
+    let k = kelp_server(
+        &tmp.path().join("data"),
+        &["-s3", "-s3.port=0", "-filer.port=0", cfg.as_str()],
+    );
     let url = format!("http://127.0.0.1:{}", k.port("s3_port"));
-    let out = Command::new(python).arg("-c").arg(SCRIPT).arg(&url).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&url)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     eprintln!("{text}");
     assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }
@@ -141,6 +150,10 @@ fn bad_input_gets_s3_errors_and_changes_nothing() {
 /// python3, when it can import boto3.
 fn boto3() -> Option<std::path::PathBuf> {
     let p = which("python3")?;
-    let ok = Command::new(&p).args(["-c", "import boto3"]).status().ok()?.success();
+    let ok = Command::new(&p)
+        .args(["-c", "import boto3"])
+        .status()
+        .ok()?
+        .success();
     ok.then_some(p)
 }
