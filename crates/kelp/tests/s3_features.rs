@@ -366,6 +366,8 @@ done = alice.complete_multipart_upload(Bucket="ver", Key="old", UploadId=mp["Upl
     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
 eq(body(alice.get_object(Bucket="ver", Key="old")), b"multi", "multipart current")
 eq(body(alice.get_object(Bucket="ver", Key="old", VersionId=v)), b"after", "replaced by multipart")
+alice.copy_object(Bucket="ver", Key="old", CopySource={"Bucket": "ver", "Key": "old", "VersionId": v})
+eq(body(alice.get_object(Bucket="ver", Key="old")), b"after", "a version restored by copying it onto its key")
 
 # Order: keys, then newest first; paging with key and version markers.
 for i in range(3):

@@ -553,7 +553,9 @@ pub async fn copy(
     let src = copy_source(gw, cx, &copy).await?;
     let b = gw.bucket(cx, bucket, Action::Write).await?;
     let path = paths::object_path(bucket, key)?;
-    let same = copy.source.bucket == bucket && copy.source.key == key;
+    // Copying an older version onto its key restores it: not "to itself".
+    let same =
+        copy.source.bucket == bucket && copy.source.key == key && copy.source.version_id.is_none();
     if same
         && copy.metadata_directive == Directive::Copy
         && copy.tagging_directive == Directive::Copy
