@@ -130,7 +130,7 @@ pub async fn read_post_form<S, E>(
     content_type: &str,
     bucket: &str,
     now: SystemTime,
-    creds: &dyn Credentials,
+    creds: &(dyn Credentials + Sync),
 ) -> S3Result<PostUpload>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
@@ -186,7 +186,7 @@ fn check_form(
     file_name: String,
     bucket: &str,
     now: SystemTime,
-    creds: &dyn Credentials,
+    creds: &(dyn Credentials + Sync),
     file: multer::Field<'static>,
 ) -> S3Result<PostUpload> {
     let get = |fields: &[(String, String)], n: &str| {

@@ -170,10 +170,11 @@ pub async fn delete(gw: &Gateway, cx: &Ctx, bucket: &str) -> S3Result<Response> 
         cond: Cond::Unchanged(Box::new(b.entry.clone())),
         recursive: false,
     }];
-    // Unfinished uploads and old versions go with the bucket.
+    // Unfinished uploads, old versions and staged writes go with the bucket.
     for extra in [
         paths::uploads_dir(bucket),
         paths::versions_dir_of_bucket(bucket),
+        paths::staging_dir(bucket),
     ] {
         if gw
             .filer

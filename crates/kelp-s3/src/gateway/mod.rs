@@ -3,17 +3,23 @@
 //! A request is authenticated ([`crate::sigv4`]), classified
 //! ([`crate::request`]), authorised ([`identities`]) and dispatched to the
 //! module that owns the operation: [`buckets`], [`objects`], [`listing`],
-//! [`multipart`]. Where things live in the namespace is in [`paths`];
+//! [`multipart`], [`versions`], [`tagging`], [`cors`], [`acl`], [`post`].
+//! Where things live in the namespace is in [`paths`];
 //! bodies are decoded and checked in [`body`]. See `docs/s3.md`.
 
+mod acl;
 pub mod body;
 mod buckets;
+mod cors;
 pub mod identities;
 mod listing;
 mod multipart;
 mod objects;
 pub mod paths;
+mod post;
 mod reply;
+mod tagging;
+mod versions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,18 +136,31 @@ async fn serve(gw: &Gateway, req: Request<Body>, request_id: &str) -> S3Result<R
         &gw.cfg.addressing,
     )?;
     let resource = op.resource();
+    // An actual cross-origin request: its answer gets the bucket's CORS
+    // headers (a preflight answers its own).
+    let cors = match (parts.headers.get(http::header::ORIGIN), op.bucket()) {
+        (Some(o), Some(b)) if !matches!(op, S3Op::Preflight { .. }) => o
+            .to_str()
+            .ok()
+            .map(|o| (b.to_string(), o.to_string(), parts.method.to_string())),
+        _ => None,
+    };
     let cx = Ctx {
         auth,
         headers: parts.headers,
         request_id: request_id.to_string(),
     };
-    dispatch(gw, &cx, op, body).await.map_err(|e| {
+    let mut r = dispatch(gw, &cx, op, body).await.map_err(|e| {
         if e.resource.is_none() {
             e.with_resource(resource)
         } else {
             e
         }
-    })
+    })?;
+    if let Some((bucket, origin, method)) = cors {
+        cors::decorate(gw, &bucket, &origin, &method, &mut r).await;
+    }
+    Ok(r)
 }
 
 fn authenticate(
@@ -294,6 +313,46 @@ async fn dispatch(gw: &Gateway, cx: &Ctx, op: S3Op, body: Body) -> S3Result<Resp
         ListMultipartUploads { bucket, params } => {
             multipart::list_uploads(gw, cx, &bucket, params).await
         }
+        ListObjectVersions { bucket, params } => versions::list(gw, cx, &bucket, params).await,
+        GetBucketVersioning { bucket } => versions::get_versioning(gw, cx, &bucket).await,
+        PutBucketVersioning { bucket } => versions::put_versioning(gw, cx, &bucket, body).await,
+        GetBucketCors { bucket } => cors::get(gw, cx, &bucket).await,
+        PutBucketCors { bucket } => cors::put(gw, cx, &bucket, body).await,
+        DeleteBucketCors { bucket } => cors::delete(gw, cx, &bucket).await,
+        Preflight {
+            bucket, preflight, ..
+        } => cors::preflight(gw, &bucket, &preflight).await,
+        GetBucketTagging { bucket } => tagging::get_bucket(gw, cx, &bucket).await,
+        PutBucketTagging { bucket } => tagging::put_bucket(gw, cx, &bucket, body).await,
+        DeleteBucketTagging { bucket } => tagging::delete_bucket(gw, cx, &bucket).await,
+        GetObjectTagging {
+            bucket,
+            key,
+            version_id,
+        } => tagging::get_object(gw, cx, &bucket, &key, version_id).await,
+        PutObjectTagging {
+            bucket,
+            key,
+            version_id,
+        } => tagging::put_object(gw, cx, &bucket, &key, version_id, body).await,
+        DeleteObjectTagging {
+            bucket,
+            key,
+            version_id,
+        } => tagging::delete_object(gw, cx, &bucket, &key, version_id).await,
+        GetObjectAcl {
+            bucket,
+            key,
+            version_id,
+        } => acl::get(gw, cx, &bucket, &key, version_id).await,
+        PutObjectAcl {
+            bucket,
+            key,
+            version_id,
+            acl,
+        } => acl::put(gw, cx, &bucket, &key, version_id, acl, body).await,
+        PostObject { bucket } => post::post(gw, cx, &bucket, body).await,
+        #[allow(unreachable_patterns)]
         other => Err(S3Error::with_message(
             S3ErrorCode::NotImplemented,
             format!("{} is not implemented yet", op_name(&other)),

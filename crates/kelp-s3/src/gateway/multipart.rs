@@ -162,7 +162,7 @@ pub async fn complete(
     upload_id: &str,
     body: Body,
 ) -> S3Result<Response> {
-    gw.bucket(cx, bucket, Action::Write).await?;
+    let b = gw.bucket(cx, bucket, Action::Write).await?;
     let path = paths::object_path(bucket, key)?;
     let (dir, up) = upload(gw, bucket, key, upload_id).await?;
     let asked = requests::parse_complete_multipart_upload(&small_body(cx, body).await?)?;
@@ -255,31 +255,45 @@ pub async fn complete(
     // The upload goes first: its parts' chunks then belong to the object
     // (their references are written again by the put, so none is
     // collected); parts left out are.
-    let txn = Txn {
-        ops: vec![
-            Op::Delete {
-                path: dir,
-                cond: Cond::Unchanged(Box::new(up)),
-                recursive: true,
-            },
-            Op::Put {
+    let release = Op::Delete {
+        path: dir,
+        cond: Cond::Unchanged(Box::new(up)),
+        recursive: true,
+    };
+    // A versioned bucket keeps the replaced object as a version.
+    let committed = match super::versions::status(&b) {
+        None => {
+            let put = Op::Put {
                 path: path.clone(),
                 entry: object,
                 cond: Cond::Any,
-            },
-        ],
+            };
+            let txn = Txn {
+                ops: vec![release, put],
+            };
+            gw.filer.commit(txn).await.map(|_| None)
+        }
+        Some(_) => {
+            super::versions::commit_current(gw, &b, bucket, key, &path, object, vec![release])
+                .await
+                .map(Some)
+        }
     };
-    match gw.filer.commit(txn).await {
-        Ok(_) => {}
+    let vid = match committed {
+        Ok(v) => v,
         Err(FilerError::Precondition(_)) | Err(FilerError::NotFound(_)) => {
             return Err(S3Error::new(S3ErrorCode::NoSuchUpload));
         }
         Err(e) => return Err(filer_error(e)),
-    }
+    };
     let location = format!("/{bucket}/{}", crate::uri::encode_path(key));
-    Ok(reply::ok_xml(responses::complete_multipart_upload(
+    let mut r = reply::ok_xml(responses::complete_multipart_upload(
         &location, bucket, key, &etag,
-    )))
+    ));
+    if let Some(v) = vid {
+        reply::header(&mut r, "x-amz-version-id", &v);
+    }
+    Ok(r)
 }
 
 pub async fn abort(

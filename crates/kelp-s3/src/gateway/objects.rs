@@ -1,7 +1,8 @@
 //! Objects: put, get and head (ranges, conditions, part numbers), delete
 //! (one or many) and copy. An object is a filer file; its S3 metadata
 //! (user metadata, content headers, tags, a multipart ETag) are extended
-//! attributes of the entry.
+//! attributes of the entry. In a versioned bucket writes, reads and
+//! deletes go through [`super::versions`].
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -15,7 +16,7 @@ use kelp_filer::{Entry, FilerError, FullPath, NewFile};
 use super::body::{self, Failure, Promises};
 use super::buckets::{small_body, time_of};
 use super::identities::Action;
-use super::{Ctx, Gateway, filer_error, paths, reply};
+use super::{Ctx, Gateway, filer_error, paths, reply, versions};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::etag::ETag;
 use crate::request::{BodyLength, CopyArgs, Directive, GetArgs, ObjectMeta};
@@ -149,7 +150,7 @@ pub async fn put(
     length: BodyLength,
     body: Body,
 ) -> S3Result<Response> {
-    gw.bucket(cx, bucket, Action::Write).await?;
+    let b = gw.bucket(cx, bucket, Action::Write).await?;
     let path = paths::object_path(bucket, key)?;
     if key.ends_with('/') {
         return put_folder(gw, cx, &path, body).await;
@@ -171,13 +172,19 @@ pub async fn put(
         xattrs: attrs_of(&meta),
         ..Default::default()
     };
-    let e = gw
-        .filer
-        .write(&path, stream, f)
-        .await
-        .map_err(|e| write_error(e, &failure))?;
+    let (e, vid) = match versions::status(&b) {
+        None => (gw.filer.write(&path, stream, f).await, None),
+        Some(_) => match versions::write(gw, &b, bucket, key, &path, stream, f).await {
+            Ok((e, v)) => (Ok(e), Some(v)),
+            Err(e) => (Err(e), None),
+        },
+    };
+    let e = e.map_err(|e| write_error(e, &failure))?;
     let mut r = reply::empty(200);
     reply::header(&mut r, "etag", &etag_of(&e).quoted());
+    if let Some(v) = vid {
+        reply::header(&mut r, "x-amz-version-id", &v);
+    }
     if let Some(c) = &meta.checksum {
         reply::header(&mut r, c.algorithm.header_name(), &c.to_base64());
     }
@@ -239,7 +246,17 @@ pub async fn get(
     head: bool,
 ) -> S3Result<Response> {
     gw.bucket(cx, bucket, Action::Read).await?;
-    let (_, e) = find(gw, bucket, key).await?;
+    let (_, e) = versions::locate(gw, bucket, key, args.version_id.as_deref()).await?;
+    if versions::is_marker(&e) {
+        let mut r = reply::error(
+            &S3Error::new(S3ErrorCode::MethodNotAllowed),
+            &cx.request_id,
+            head,
+        );
+        reply::header(&mut r, "x-amz-delete-marker", "true");
+        reply::header(&mut r, "x-amz-version-id", &versions::version_of(&e));
+        return Ok(r);
+    }
     let etag = etag_of(&e);
     let modified = time_of(e.mtime_ns);
     if let Err(err) = args.conditions.evaluate(&etag, modified, true) {
@@ -346,6 +363,9 @@ pub async fn get(
     if !parts.is_empty() {
         reply::header(&mut r, "x-amz-mp-parts-count", &parts.len().to_string());
     }
+    if e.xattrs.contains_key(paths::VERSION_ID) || args.version_id.is_some() {
+        reply::header(&mut r, "x-amz-version-id", &versions::version_of(&e));
+    }
     Ok(r)
 }
 
@@ -434,7 +454,16 @@ pub async fn delete(
     key: &str,
     version_id: Option<String>,
 ) -> S3Result<Response> {
-    gw.bucket(cx, bucket, Action::Write).await?;
+    let b = gw.bucket(cx, bucket, Action::Write).await?;
+    if versions::status(&b).is_some() && !key.ends_with('/') {
+        let d = versions::delete(gw, cx, &b, bucket, key, version_id.as_deref()).await?;
+        let mut r = reply::empty(204);
+        reply::header(&mut r, "x-amz-version-id", &d.version_id);
+        if d.marker {
+            reply::header(&mut r, "x-amz-delete-marker", "true");
+        }
+        return Ok(r);
+    }
     if version_id.as_deref().is_some_and(|v| v != "null") {
         return Err(S3Error::new(S3ErrorCode::NoSuchVersion));
     }
@@ -443,22 +472,36 @@ pub async fn delete(
 }
 
 pub async fn delete_many(gw: &Gateway, cx: &Ctx, bucket: &str, body: Body) -> S3Result<Response> {
-    gw.bucket(cx, bucket, Action::Write).await?;
+    let b = gw.bucket(cx, bucket, Action::Write).await?;
+    let versioned = versions::status(&b).is_some();
     let req = requests::parse_delete(&small_body(cx, body).await?)?;
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for o in req.objects {
-        let r = if o.version_id.as_deref().is_some_and(|v| v != "null") {
+        let r = if versioned && !o.key.ends_with('/') {
+            versions::delete(gw, cx, &b, bucket, &o.key, o.version_id.as_deref())
+                .await
+                .map(Some)
+        } else if o.version_id.as_deref().is_some_and(|v| v != "null") {
             Err(S3Error::new(S3ErrorCode::NoSuchVersion))
         } else {
-            delete_one(gw, bucket, &o.key).await
+            delete_one(gw, bucket, &o.key).await.map(|()| None)
         };
         match r {
-            Ok(()) => deleted.push(responses::Deleted {
+            Ok(None) => deleted.push(responses::Deleted {
                 key: o.key,
                 version_id: o.version_id,
                 ..Default::default()
             }),
+            Ok(Some(d)) => {
+                let marker_id = d.marker.then(|| d.version_id.clone());
+                deleted.push(responses::Deleted {
+                    key: o.key,
+                    version_id: o.version_id,
+                    delete_marker: d.marker,
+                    delete_marker_version_id: marker_id,
+                })
+            }
             Err(e) => errors.push(responses::DeleteFailure {
                 key: o.key,
                 version_id: o.version_id,
@@ -475,15 +518,19 @@ pub async fn delete_many(gw: &Gateway, cx: &Ctx, bucket: &str, body: Body) -> S3
 /// The source of a copy, checked against its conditions.
 pub async fn copy_source(gw: &Gateway, cx: &Ctx, copy: &CopyArgs) -> S3Result<Entry> {
     gw.bucket(cx, &copy.source.bucket, Action::Read).await?;
-    if copy
-        .source
-        .version_id
-        .as_deref()
-        .is_some_and(|v| v != "null")
-    {
-        return Err(S3Error::new(S3ErrorCode::NoSuchVersion));
+    let (_, src) = versions::locate(
+        gw,
+        &copy.source.bucket,
+        &copy.source.key,
+        copy.source.version_id.as_deref(),
+    )
+    .await?;
+    if versions::is_marker(&src) {
+        return Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            "The source of a copy may not be a delete marker",
+        ));
     }
-    let (_, src) = find(gw, &copy.source.bucket, &copy.source.key).await?;
     copy.source_conditions
         .evaluate_copy_source(&etag_of(&src), time_of(src.mtime_ns))?;
     Ok(src)
@@ -498,9 +545,11 @@ pub async fn copy(
     copy: CopyArgs,
 ) -> S3Result<Response> {
     let src = copy_source(gw, cx, &copy).await?;
-    gw.bucket(cx, bucket, Action::Write).await?;
+    let b = gw.bucket(cx, bucket, Action::Write).await?;
     let path = paths::object_path(bucket, key)?;
-    let same = copy.source.bucket == bucket && copy.source.key == key;
+    // Copying an older version onto its key restores it: not "to itself".
+    let same =
+        copy.source.bucket == bucket && copy.source.key == key && copy.source.version_id.is_none();
     if same
         && copy.metadata_directive == Directive::Copy
         && copy.tagging_directive == Directive::Copy
@@ -558,13 +607,23 @@ pub async fn copy(
         xattrs,
         ..Default::default()
     };
-    let e = gw
-        .filer
-        .write(&path, stream, f)
-        .await
-        .map_err(filer_error)?;
-    Ok(reply::ok_xml(responses::copy_object_result(
+    let (e, vid) = match versions::status(&b) {
+        None => (gw.filer.write(&path, stream, f).await, None),
+        Some(_) => match versions::write(gw, &b, bucket, key, &path, stream, f).await {
+            Ok((e, v)) => (Ok(e), Some(v)),
+            Err(e) => (Err(e), None),
+        },
+    };
+    let e = e.map_err(filer_error)?;
+    let mut r = reply::ok_xml(responses::copy_object_result(
         &etag_of(&e),
         time_of(e.mtime_ns),
-    )))
+    ));
+    if let Some(v) = vid {
+        reply::header(&mut r, "x-amz-version-id", &v);
+    }
+    if let Some(v) = &copy.source.version_id {
+        reply::header(&mut r, "x-amz-copy-source-version-id", v);
+    }
+    Ok(r)
 }

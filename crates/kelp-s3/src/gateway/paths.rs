@@ -9,8 +9,15 @@
 //! - a multipart upload is the directory `/.s3/uploads/b/<upload id>`
 //!   holding its parts (`00001`…), outside the bucket so that listings
 //!   never see it;
-//! - a versioned bucket's older versions live in
-//!   `/.s3/versions/b/<key>/<version id>`.
+//! - a versioned bucket's older versions and delete markers live in
+//!   `/.s3/versions/b/<key>/<version id>` (the current version stays at
+//!   `/buckets/b/<key>`; ids and names are described in
+//!   [`super::versions`]); a versioned write stores its content at
+//!   `/.s3/staging/b/<random>` first, then moves it into place;
+//! - bucket settings: [`VERSIONING`] (`Enabled`/`Suspended`), [`CORS`]
+//!   (the `CORSConfiguration` document as sent), [`TAGGING`] (tags in URL
+//!   query form), [`ACL`] and [`OWNER`]; an object's [`TAGGING`] (same
+//!   form), [`ACL`] (a canned ACL's name) and [`VERSION_ID`] are its own.
 //!
 //! Keys with empty (`a//b`), `.` or `..` segments have no such path and
 //! are refused (as MinIO does).
@@ -91,6 +98,10 @@ pub fn upload_dir(bucket: &str, upload_id: &str) -> S3Result<FullPath> {
 
 pub fn part_name(n: u32) -> String {
     format!("{n:05}")
+}
+
+pub fn staging_dir(bucket: &str) -> FullPath {
+    FullPath::parse(&format!("/.s3/staging/{bucket}")).expect("checked bucket name")
 }
 
 pub fn versions_dir_of_bucket(bucket: &str) -> FullPath {

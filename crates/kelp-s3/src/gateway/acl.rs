@@ -1,0 +1,82 @@
+//! Object ACLs: a canned ACL kept in the object's `s3.acl` xattr (as
+//! PutObject's `x-amz-acl` writes it). Grants other than the owner's are
+//! not kept: an `AccessControlPolicy` document leaves the object private.
+
+use axum::body::Body;
+use axum::response::Response;
+use kelp_filer::FilerError;
+use kelp_filer::store::{Cond, Op, Txn};
+
+use super::buckets::{owner_of, small_body};
+use super::identities::Action;
+use super::versions::{self, locate};
+use super::{Ctx, Gateway, filer_error, paths, reply};
+use crate::error::{S3Error, S3ErrorCode, S3Result};
+use crate::request::CannedAcl;
+use crate::xml::{requests, responses};
+
+pub async fn get(
+    gw: &Gateway,
+    cx: &Ctx,
+    bucket: &str,
+    key: &str,
+    vid: Option<String>,
+) -> S3Result<Response> {
+    let b = gw.bucket(cx, bucket, Action::Read).await?;
+    let (_, e) = locate(gw, bucket, key, vid.as_deref()).await?;
+    if versions::is_marker(&e) {
+        return Err(S3Error::new(S3ErrorCode::MethodNotAllowed));
+    }
+    Ok(reply::ok_xml(responses::access_control_policy(&owner_of(
+        b.owner(),
+    ))))
+}
+
+pub async fn put(
+    gw: &Gateway,
+    cx: &Ctx,
+    bucket: &str,
+    key: &str,
+    vid: Option<String>,
+    acl: Option<CannedAcl>,
+    body: Body,
+) -> S3Result<Response> {
+    gw.bucket(cx, bucket, Action::Write).await?;
+    let doc = small_body(cx, body).await?;
+    let acl = match acl {
+        Some(a) => a,
+        None if !doc.is_empty() => {
+            requests::parse_access_control_policy(&doc)?;
+            CannedAcl::Private
+        }
+        None => {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                "PutObjectAcl needs x-amz-acl or an AccessControlPolicy document",
+            ));
+        }
+    };
+    for _ in 0..5 {
+        let (path, old) = locate(gw, bucket, key, vid.as_deref()).await?;
+        if versions::is_marker(&old) {
+            return Err(S3Error::new(S3ErrorCode::MethodNotAllowed));
+        }
+        let mut e = old.clone();
+        e.xattrs
+            .insert(paths::ACL.into(), acl.as_str().as_bytes().to_vec());
+        let put = Op::Put {
+            path,
+            entry: e,
+            cond: Cond::Unchanged(Box::new(old)),
+        };
+        match gw.filer.commit(Txn::one(put)).await {
+            Ok(_) => return Ok(reply::empty(200)),
+            Err(FilerError::Precondition(_)) => continue,
+            Err(err) => return Err(filer_error(err)),
+        }
+    }
+    Err(S3Error::with_message(
+        S3ErrorCode::ServiceUnavailable,
+        "The object kept changing; try again",
+    ))
+}
