@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::xfs::{LoopXfs, tools_present};
@@ -297,6 +297,7 @@ fn block_power_cut(root: &Path, downstairs_args: &[&str], snapshot: bool) -> Opt
     let mut procs = start(generation);
     let url = format!("nbd://127.0.0.1:{}", procs[3].port("nbd_port"));
     let stop = AtomicBool::new(false);
+    let flushed = AtomicUsize::new(0);
     let history = std::thread::scope(|s| {
         // Unchecked load above the slots keeps automatic flushes busy.
         let bg = s.spawn(|| {
@@ -324,12 +325,20 @@ fn block_power_cut(root: &Path, downstairs_args: &[&str], snapshot: bool) -> Opt
                 // Acknowledged only if it finished before the cut.
                 if ok && !stop.load(Ordering::Relaxed) {
                     h[slot as usize].0.last_mut().unwrap().1 = true;
+                    flushed.fetch_add(1, Ordering::Relaxed);
                 }
                 i += 1;
             }
             h
         });
-        std::thread::sleep(Duration::from_millis(3000));
+        // At least 3 s of load and 30 flushed writes (a loaded machine
+        // is slower), at most 60 s.
+        let t0 = Instant::now();
+        while (t0.elapsed() < Duration::from_secs(3) || flushed.load(Ordering::Relaxed) < 30)
+            && t0.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         for k in procs.iter_mut() {
             k.freeze();
         }
