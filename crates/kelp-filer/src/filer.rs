@@ -222,23 +222,38 @@ impl Filer {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<Entry>, FilerError> {
+        self.list_at(dir, after, false, prefix, limit).await
+    }
+
+    /// Like [`Self::list`], from `start` on: names equal to it too when
+    /// `inclusive`.
+    pub async fn list_at(
+        &self,
+        dir: &FullPath,
+        start: &str,
+        inclusive: bool,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, FilerError> {
         match self.lookup(dir).await? {
             None => return Err(FilerError::NotFound(dir.to_string())),
             Some(e) if !e.is_dir() => return Err(FilerError::NotDirectory(dir.to_string())),
             Some(_) => {}
         }
-        let (mut start, end) = keys::children_range(dir, prefix);
-        if !after.is_empty() {
-            let mut a = keys::child_key(dir, after);
-            a.push(0);
-            if a > start {
-                start = a;
+        let (mut from, end) = keys::children_range(dir, prefix);
+        if !start.is_empty() {
+            let mut a = keys::child_key(dir, start);
+            if !inclusive {
+                a.push(0);
+            }
+            if a > from {
+                from = a;
             }
         }
         let rows = self
             .inner
             .store
-            .range(Table::Entries, start, end, limit)
+            .range(Table::Entries, from, end, limit)
             .await?;
         rows.into_iter()
             .map(|(k, v)| {

@@ -29,6 +29,7 @@ pub mod error;
 pub mod etag;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gateway;
 mod hex;
 pub mod names;
 pub mod policy;

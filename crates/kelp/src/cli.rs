@@ -36,6 +36,8 @@ pub enum Command {
     /// Run a filer: a namespace of directories and files whose contents are chunks on
     /// volume servers, served over the SeaweedFS filer HTTP API (docs/filer.md).
     Filer(crate::files_cli::FilerArgs),
+    /// Run an S3 gateway: buckets and objects over a filer namespace (docs/s3.md).
+    S3(crate::files_cli::S3Args),
     /// Load-test a cluster through the SeaweedFS HTTP API (the `weed benchmark` workload),
     /// or an S3 gateway with -s3.
     Benchmark(BenchmarkArgs),
@@ -383,6 +385,17 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub filer_tuning: crate::files_cli::FilerTuning,
+
+    /// Also run an S3 gateway over the filer (implies -filer), on -s3.port.
+    #[arg(long = "s3", num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    pub s3: bool,
+
+    /// S3 gateway port.
+    #[arg(long = "s3.port", default_value_t = 8333)]
+    pub s3_port: u16,
+
+    #[command(flatten)]
+    pub s3_tuning: crate::files_cli::S3Tuning,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -21,6 +21,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Master(args) => master(args).await,
         Command::Volume(args) => volume(args).await,
         Command::Filer(args) => crate::files_daemon::filer(args).await,
+        Command::S3(args) => crate::files_daemon::s3(args).await,
         Command::Benchmark(args) => benchmark(args).await,
         Command::Token(args) => token(args),
         // Block volumes live in block_daemon.rs.
@@ -375,7 +376,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         masters: vec![format!("{}:{}.{}", args.common.ip, mports.0, mports.1)],
     };
     let vcfg = volume_config(&args.common, place, &args.volume, security.clone());
-    let filer = if args.filer {
+    let filer = if args.filer || args.s3 {
         let l = TcpListener::bind((host.as_str(), args.filer_port))
             .await
             .with_context(|| format!("cannot listen on {host}:{} (filer)", args.filer_port))?;
@@ -394,6 +395,19 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         Some((l, _)) => Some(l.local_addr()?.port()),
         None => None,
     };
+    let s3 = match (&filer, args.s3) {
+        (Some((_, f)), true) => {
+            let l = TcpListener::bind((host.as_str(), args.s3_port))
+                .await
+                .with_context(|| format!("cannot listen on {host}:{} (S3)", args.s3_port))?;
+            let gw = kelp_s3::gateway::Gateway::new(
+                f.clone(),
+                crate::files_daemon::gateway_config(&args.s3_tuning)?,
+            );
+            Some((l, gw))
+        }
+        _ => None,
+    };
     let stop = shutdown_signal();
     tracing::info!(
         master = mports.0,
@@ -408,9 +422,16 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         tracing::info!(filer = p, "filer starting");
         ready["filer_port"] = p.into();
     }
+    if let Some((l, _)) = &s3 {
+        let p = l.local_addr()?.port();
+        tracing::info!(s3 = p, "S3 gateway starting");
+        ready["s3_port"] = p.into();
+    }
     write_ready_file(args.common.ready_file.as_deref(), ready)?;
     let filer_task =
         filer.map(|(l, f)| tokio::spawn(kelp_filer::http::run(l, f, wait_for(stop.clone()))));
+    let s3_task =
+        s3.map(|(l, gw)| tokio::spawn(kelp_s3::gateway::run(l, gw, wait_for(stop.clone()))));
     let master = tokio::spawn(kelp_master::run(
         master_listeners.http,
         master_listeners.grpc,
@@ -428,6 +449,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     v.context("volume task panicked")??;
     if let Some(f) = filer_task {
         f.await.context("filer task panicked")??;
+    }
+    if let Some(t) = s3_task {
+        t.await.context("S3 task panicked")??;
     }
     Ok(())
 }

@@ -137,3 +137,54 @@ pub struct FilerTuning {
     )]
     pub event_retention_hours: u64,
 }
+
+/// S3 gateway settings `kelp s3` and `kelp server -s3` share.
+#[derive(Args, Debug, Clone)]
+pub struct S3Tuning {
+    /// Identities and their keys, in SeaweedFS's s3.json format
+    /// ({"identities":[{"name":..,"credentials":[{"accessKey":..,"secretKey":..}],"actions":["Admin"|"Read"|"Write"|"List"|"Tagging"]}]}).
+    /// Without it every request is allowed, anonymous ones included.
+    #[arg(long = "s3.config", alias = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Domain for virtual-host-style requests (bucket.DOMAIN); path style always works.
+    #[arg(long = "s3.domainName", alias = "domainName", value_delimiter = ',')]
+    pub domains: Vec<String>,
+
+    /// Region answered by GetBucketLocation.
+    #[arg(long = "s3.region", default_value = "us-east-1")]
+    pub region: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct S3Args {
+    #[command(flatten)]
+    pub common: crate::cli::CommonArgs,
+
+    /// Masters, comma separated (host:port).
+    #[arg(
+        long = "master",
+        default_value = "localhost:9333",
+        value_delimiter = ','
+    )]
+    pub master: Vec<String>,
+
+    /// S3 port.
+    #[arg(long = "port", default_value_t = 8333)]
+    pub port: u16,
+
+    /// Also serve the filer HTTP API of the same namespace on this port.
+    #[arg(long = "filer.port")]
+    pub filer_port: Option<u16>,
+
+    /// Directory of the gateway's filer metadata (with -store=redb, the namespace
+    /// itself; with -store=postgres, only this gateway's id).
+    #[arg(long = "dir", default_value = "./kelp-data/filer")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub s3: S3Tuning,
+
+    #[command(flatten)]
+    pub filer: FilerTuning,
+}

@@ -10,7 +10,7 @@ use kelp_filer::{Compress, Filer, FilerOptions};
 use tokio::net::TcpListener;
 
 use crate::daemon::{shutdown_signal, wait_for, write_ready_file};
-use crate::files_cli::{CompressMode, FilerArgs, FilerTuning, StoreKind};
+use crate::files_cli::{CompressMode, FilerArgs, FilerTuning, S3Args, S3Tuning, StoreKind};
 
 /// The filer's store, from its flags.
 async fn open_store(dir: &std::path::Path, t: &FilerTuning) -> anyhow::Result<Arc<dyn Backend>> {
@@ -105,5 +105,80 @@ pub async fn filer(args: FilerArgs) -> anyhow::Result<()> {
         serde_json::json!({ "filer_port": port }),
     )?;
     kelp_filer::http::run(listener, filer, wait_for(stop)).await?;
+    Ok(())
+}
+
+/// The S3 gateway's settings from its flags.
+pub fn gateway_config(t: &S3Tuning) -> anyhow::Result<kelp_s3::gateway::GatewayConfig> {
+    let identities = match &t.config {
+        Some(p) => {
+            kelp_s3::gateway::identities::Identities::load(p).map_err(|e| anyhow::anyhow!(e))?
+        }
+        None => {
+            tracing::warn!(
+                "no -s3.config: the S3 gateway allows every request, anonymous ones included"
+            );
+            kelp_s3::gateway::identities::Identities::open()
+        }
+    };
+    Ok(kelp_s3::gateway::GatewayConfig {
+        identities,
+        addressing: kelp_s3::request::Addressing {
+            domains: t.domains.clone(),
+        },
+        region: t.region.clone(),
+    })
+}
+
+/// `kelp s3`: an S3 gateway with its own filer over the cluster (sharing a
+/// namespace with other filers and gateways through -store=postgres).
+pub async fn s3(args: S3Args) -> anyhow::Result<()> {
+    let host = args
+        .common
+        .bind
+        .clone()
+        .unwrap_or_else(|| args.common.ip.clone());
+    let listener = TcpListener::bind((host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {host}:{} (S3)", args.port))?;
+    let port = listener.local_addr()?.port();
+    let filer_listener = match args.filer_port {
+        Some(p) => Some(
+            TcpListener::bind((host.as_str(), p))
+                .await
+                .with_context(|| format!("cannot listen on {host}:{p} (filer)"))?,
+        ),
+        None => None,
+    };
+    let security = crate::daemon::security(&args.common)?;
+    let filer = open_filer(&args.dir, &args.master, &args.filer, &security).await?;
+    let gw = kelp_s3::gateway::Gateway::new(filer.clone(), gateway_config(&args.s3)?);
+    let stop = shutdown_signal();
+    let mut ready = serde_json::json!({ "s3_port": port });
+    let filer_task = match filer_listener {
+        Some(l) => {
+            ready["filer_port"] = l.local_addr()?.port().into();
+            Some(tokio::spawn(kelp_filer::http::run(
+                l,
+                filer.clone(),
+                wait_for(stop.clone()),
+            )))
+        }
+        // The collector runs with the filer API, or here without it.
+        None => Some(tokio::spawn({
+            let f = filer.clone();
+            let stop = stop.clone();
+            async move {
+                f.run_collector(wait_for(stop)).await;
+                Ok(())
+            }
+        })),
+    };
+    tracing::info!(s3 = port, masters = ?args.master, "S3 gateway starting");
+    write_ready_file(args.common.ready_file.as_deref(), ready)?;
+    kelp_s3::gateway::run(listener, gw, wait_for(stop)).await?;
+    if let Some(t) = filer_task {
+        t.await.context("filer task panicked")??;
+    }
     Ok(())
 }

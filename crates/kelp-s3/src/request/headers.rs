@@ -47,6 +47,20 @@ impl CannedAcl {
         })
     }
 
+    /// The header value, as [`CannedAcl::parse`] reads it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Private => "private",
+            Self::PublicRead => "public-read",
+            Self::PublicReadWrite => "public-read-write",
+            Self::AuthenticatedRead => "authenticated-read",
+            Self::AwsExecRead => "aws-exec-read",
+            Self::BucketOwnerRead => "bucket-owner-read",
+            Self::BucketOwnerFullControl => "bucket-owner-full-control",
+            Self::LogDeliveryWrite => "log-delivery-write",
+        }
+    }
+
     pub(crate) fn from_headers(h: &HeaderMap) -> S3Result<Option<Self>> {
         header(h, "x-amz-acl").map(Self::parse).transpose()
     }
