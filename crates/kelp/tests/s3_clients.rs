@@ -10,7 +10,8 @@
 //! `KELP_S3_TEST_ENDPOINT=http://127.0.0.1:PORT` runs the same tests against
 //! a gateway that is already running (SeaweedFS's `weed s3`, say, with an
 //! identity holding the keys below): how the tests were checked against
-//! the reference before Kelp's gateway existed.
+//! the reference before Kelp's gateway existed. Against `weed` 4.48 all
+//! pass but s3cmd's last listing (see there).
 
 mod common;
 
@@ -498,6 +499,8 @@ fn s3cmd_mb_put_get_ls_del() {
     );
     s3cmd(&["del", "s3://s3c/a/file.bin"]);
     s3cmd(&["del", "s3://s3c/a/b c&d.bin"]);
+    // Nothing is left under a/ (SeaweedFS 4.48 still lists a directory
+    // marker `s3://s3c/a/` here; S3 and Kelp list nothing).
     let ls = s3cmd(&["ls", "s3://s3c/a/"]);
     assert!(ls.trim().is_empty(), "{ls}");
     s3cmd(&["rb", "s3://s3c"]);
