@@ -142,7 +142,10 @@ async fn list_all(
         let truncated = xml.contains("<IsTruncated>true</IsTruncated>");
         // Every page moves forward: no item comes twice.
         if let (Some(prev), Some(first)) = (out.last(), items.first()) {
-            assert!(first > prev, "a page went back: {first:?} after {prev:?} ({q})");
+            assert!(
+                first > prev,
+                "a page went back: {first:?} after {prev:?} ({q})"
+            );
         }
         out.extend(items.iter().cloned());
         if !truncated {
