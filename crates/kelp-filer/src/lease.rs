@@ -118,17 +118,24 @@ impl LeasePool {
         self.store
             .commit(Txn::one(Op::PutLease(lease.clone())), now_ns)
             .await?;
+        // The first id is this caller's, taken under the same lock that
+        // publishes the lease: another task may take the others at once.
+        let ticket = Ticket {
+            fid: lease.fid.clone(),
+            url: a.url.clone(),
+            auth: a.auth.clone(),
+            lease: lease.id,
+        };
         let mut active = self.active.lock();
         active.push(Active {
             lease,
             url: a.url,
             auth: a.auth,
-            next: 0,
+            next: 1,
             settled: 0,
         });
         self.retire_locked(&mut active);
-        drop(active);
-        Ok(self.take_from_current().expect("a fresh lease has an id"))
+        Ok(ticket)
     }
 
     /// The ticket's id is committed in an entry or queued as garbage.

@@ -20,8 +20,9 @@ use crate::filer::Inner;
 use crate::lease::Ticket;
 
 /// Attempts per chunk: a failed upload is retried on a fresh file id
-/// (and so, usually, another volume).
-const ATTEMPTS: u32 = 3;
+/// (and so, usually, another volume), after 0.4, 0.8, 1.6 and 3.2 s: long
+/// enough for a cluster that is still starting to have a writable volume.
+const ATTEMPTS: u32 = 5;
 
 /// How chunks are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
