@@ -54,6 +54,13 @@ pub async fn http(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let Some(tls) = tls else {
+        // No Nagle: a streamed answer goes out as headers, then body
+        // pieces, and Nagle held each small piece for the client's delayed
+        // ACK (40 ms per small S3 GET).
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         return axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
