@@ -15,6 +15,28 @@ use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::request::CannedAcl;
 use crate::xml::{requests, responses};
 
+/// The ACL a Put*Acl request asks for: `x-amz-acl`, or a policy document,
+/// whose grants are not kept (it leaves the object or bucket private).
+pub async fn requested(
+    cx: &Ctx,
+    acl: Option<CannedAcl>,
+    body: Body,
+    op: &str,
+) -> S3Result<CannedAcl> {
+    let doc = small_body(cx, body).await?;
+    match acl {
+        Some(a) => Ok(a),
+        None if !doc.is_empty() => {
+            requests::parse_access_control_policy(&doc)?;
+            Ok(CannedAcl::Private)
+        }
+        None => Err(S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            format!("{op} needs x-amz-acl or an AccessControlPolicy document"),
+        )),
+    }
+}
+
 pub async fn get(
     gw: &Gateway,
     cx: &Ctx,
@@ -42,20 +64,7 @@ pub async fn put(
     body: Body,
 ) -> S3Result<Response> {
     gw.bucket(cx, bucket, Action::Write).await?;
-    let doc = small_body(cx, body).await?;
-    let acl = match acl {
-        Some(a) => a,
-        None if !doc.is_empty() => {
-            requests::parse_access_control_policy(&doc)?;
-            CannedAcl::Private
-        }
-        None => {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidRequest,
-                "PutObjectAcl needs x-amz-acl or an AccessControlPolicy document",
-            ));
-        }
-    };
+    let acl = requested(cx, acl, body, "PutObjectAcl").await?;
     for _ in 0..5 {
         let (path, old) = locate(gw, bucket, key, vid.as_deref()).await?;
         if versions::is_marker(&old) {

@@ -228,21 +228,7 @@ pub async fn put_acl(
     body: Body,
 ) -> S3Result<Response> {
     let b = gw.bucket(cx, bucket, Action::Admin).await?;
-    let doc = small_body(cx, body).await?;
-    let acl = match acl {
-        Some(a) => a,
-        None if !doc.is_empty() => {
-            // Grants are not kept: a document leaves the bucket private.
-            requests::parse_access_control_policy(&doc)?;
-            CannedAcl::Private
-        }
-        None => {
-            return Err(S3Error::with_message(
-                S3ErrorCode::InvalidRequest,
-                "PutBucketAcl needs x-amz-acl or an AccessControlPolicy document",
-            ));
-        }
-    };
+    let acl = super::acl::requested(cx, acl, body, "PutBucketAcl").await?;
     let mut e = b.entry.clone();
     e.xattrs
         .insert(paths::ACL.into(), acl.as_str().as_bytes().to_vec());
