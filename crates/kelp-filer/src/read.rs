@@ -1,6 +1,8 @@
-//! Reading a file's content: the chunks that cover a byte range, fetched
-//! in order with one chunk read ahead, decompressed when stored with zstd.
-//! Bytes no chunk covers read as zeros.
+//! Reading a file's content: the chunks that cover a byte range, in order,
+//! with the next chunks' reads already started. A whole plain chunk is
+//! streamed from its volume server into the answer as it arrives (no
+//! copy, no buffering of the chunk); a part of one, or a zstd chunk, is
+//! fetched whole first. Bytes no chunk covers read as zeros.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -13,8 +15,8 @@ use kelp_client::Client;
 use crate::entry::{Chunk, Entry};
 use crate::error::FilerError;
 
-/// Chunks fetched ahead of the one being sent.
-const READ_AHEAD: usize = 2;
+/// Chunk reads in flight: the one being sent and those started ahead.
+const READ_AHEAD: usize = 3;
 
 enum Piece {
     Chunk(Chunk, Range<u64>),
@@ -67,11 +69,54 @@ pub fn content(
     stream::iter(pieces)
         .map(move |p| {
             let client = client.clone();
-            async move { fetch(&client, p).await }
+            async move { open(&client, p).await }
         })
         .buffered(READ_AHEAD)
+        .try_flatten()
         .try_filter(|b| std::future::ready(!b.is_empty()))
         .boxed()
+}
+
+/// A piece's bytes: a whole plain chunk as its volume server sends it,
+/// anything else fetched first.
+async fn open(
+    client: &Client,
+    p: Piece,
+) -> Result<BoxStream<'static, Result<Bytes, FilerError>>, FilerError> {
+    match p {
+        Piece::Chunk(c, r) if !c.zstd && r.start == 0 && r.end == c.size => {
+            let s = retrying(|| async { Ok(client.read_stream(&c.fid).await?) }).await?;
+            Ok(exactly(c, s.map_err(FilerError::from)))
+        }
+        p => Ok(stream::once(std::future::ready(fetch(client, p).await)).boxed()),
+    }
+}
+
+/// `s`, ended with an error when it does not carry exactly the chunk's
+/// size in bytes (a volume server that sent less than its header said).
+fn exactly(
+    c: Chunk,
+    s: impl futures::Stream<Item = Result<Bytes, FilerError>> + Send + 'static,
+) -> BoxStream<'static, Result<Bytes, FilerError>> {
+    stream::unfold(Some((s.boxed(), c, 0u64)), |state| async move {
+        let (mut s, c, seen) = state?;
+        match s.next().await {
+            Some(Ok(b)) => {
+                let seen = seen + b.len() as u64;
+                Some((Ok(b), Some((s, c, seen))))
+            }
+            Some(Err(e)) => Some((Err(e), None)),
+            None if seen == c.size => None,
+            None => Some((
+                Err(FilerError::Corrupt(format!(
+                    "chunk {} gave {seen} bytes of {}",
+                    c.fid, c.size
+                ))),
+                None,
+            )),
+        }
+    })
+    .boxed()
 }
 
 /// A hole, in pieces of at most 1 MiB so that a sparse file never makes a
@@ -90,10 +135,20 @@ fn push_zeros(pieces: &mut Vec<Piece>, mut n: u64) {
 const READ_TRIES: u32 = 6;
 
 async fn fetch(client: &Client, p: Piece) -> Result<Bytes, FilerError> {
+    retrying(|| fetch_once(client, &p)).await
+}
+
+/// `attempt` until it succeeds, fails for good (a missing file), or has
+/// been tried [`READ_TRIES`] times.
+async fn retrying<T, F, Fut>(attempt: F) -> Result<T, FilerError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, FilerError>>,
+{
     let mut wait = std::time::Duration::from_millis(100);
     let mut tries = 1;
     loop {
-        match fetch_once(client, &p).await {
+        match attempt().await {
             Err(FilerError::Blob(e)) if !e.is_missing_file() && tries < READ_TRIES => {
                 tracing::debug!(error = %e, "chunk read failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -138,5 +193,40 @@ async fn fetch_once(client: &Client, p: &Piece) -> Result<Bytes, FilerError> {
             }
             Ok(b)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(size: u64) -> Chunk {
+        Chunk {
+            fid: "3,01637037d6".into(),
+            offset: 0,
+            size,
+            stored: size,
+            zstd: false,
+            mtime_ns: 0,
+        }
+    }
+
+    async fn collect(size: u64, parts: Vec<&'static [u8]>) -> Result<Vec<u8>, FilerError> {
+        let s = stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p))));
+        let mut out = Vec::new();
+        let mut s = exactly(chunk(size), s);
+        while let Some(b) = s.next().await {
+            out.extend_from_slice(&b?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_chunk_must_carry_exactly_its_size() {
+        assert_eq!(collect(6, vec![b"abc", b"def"]).await.unwrap(), b"abcdef");
+        let short = collect(7, vec![b"abc", b"def"]).await.unwrap_err();
+        assert!(short.to_string().contains("gave 6 bytes of 7"), "{short}");
+        let long = collect(5, vec![b"abc", b"def"]).await.unwrap_err();
+        assert!(long.to_string().contains("gave 6 bytes of 5"), "{long}");
     }
 }

@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n = Needle {
             cookie: key as u32 ^ 0x5a5a_5a5a,
             id: key,
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             checksum: crc32c(&data),
             append_at_ns: 1_700_000_000_000_000_000 + key,
             ..Needle::default()
@@ -82,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let v = Volume::open(dir.path(), "", 1, &OpenOptions::default())?;
     let ckpt = t.elapsed();
     assert_eq!(v.info().live_count, count);
-    assert_eq!(v.read(count / 2)?.data, [(count / 2) as u8]);
+    assert_eq!(v.read(count / 2)?.data[..], [(count / 2) as u8]);
     println!("open from checkpoint: {ckpt:?}");
     Ok(())
 }

@@ -33,7 +33,8 @@ pub const MAX_BODY_SIZE: u64 = i32::MAX as u64;
 pub struct Needle {
     pub cookie: u32,
     pub id: u64,
-    pub data: Vec<u8>,
+    /// Shares the buffer it was read into: a read slices, never copies.
+    pub data: bytes::Bytes,
     pub name: Vec<u8>,
     pub mime: Vec<u8>,
     /// Unix seconds; 0 means absent. Only the low 40 bits are stored.
@@ -268,7 +269,7 @@ impl Needle {
     /// least its actual size. Verifies the checksum of non-empty needles.
     pub fn decode(bytes: &[u8], version: u8) -> Result<Needle, NeedleError> {
         let (mut n, range, _) = Self::decode_meta(bytes, version)?;
-        n.data = bytes[range].to_vec();
+        n.data = bytes::Bytes::copy_from_slice(&bytes[range]);
         Ok(n)
     }
 
@@ -285,7 +286,7 @@ impl Needle {
                 "body is longer than its fields (a torn write?)",
             ));
         }
-        n.data = bytes[range].to_vec();
+        n.data = bytes::Bytes::copy_from_slice(&bytes[range]);
         Ok(n)
     }
 
@@ -293,8 +294,7 @@ impl Needle {
     pub fn decode_vec(mut buf: Vec<u8>, version: u8) -> Result<Needle, NeedleError> {
         let (mut n, range, _) = Self::decode_meta(&buf, version)?;
         buf.truncate(range.end);
-        buf.drain(..range.start);
-        n.data = buf;
+        n.data = bytes::Bytes::from(buf).slice(range.start..);
         Ok(n)
     }
 
@@ -463,7 +463,7 @@ mod tests {
         let n = Needle {
             id: 7,
             cookie: 9,
-            data: vec![5; 300],
+            data: vec![5; 300].into(),
             checksum: crc32c(&[5; 300]),
             name: b"a.txt".to_vec(),
             ..Needle::default()
@@ -472,7 +472,7 @@ mod tests {
             let mut b = n.encode(version).unwrap();
             assert_eq!(Needle::decode_exact(&b, version).unwrap().data, n.data);
             let empty = Needle {
-                data: vec![],
+                data: Default::default(),
                 checksum: 0,
                 ..n.clone()
             }
@@ -496,7 +496,7 @@ mod tests {
         Needle {
             cookie: 0x1848da59,
             id: 1,
-            data: b"hello seaweed world\n".to_vec(),
+            data: b"hello seaweed world\n".to_vec().into(),
             name: b"hello.txt".to_vec(),
             mime: b"text/plain".to_vec(),
             last_modified: 0x006b03ab8e,
@@ -651,7 +651,7 @@ mod tests {
                         cookie,
                         id,
                         checksum: crc32c(&data),
-                        data,
+                        data: data.into(),
                         name: name.into_iter().take(255).collect(),
                         mime,
                         last_modified: lm,

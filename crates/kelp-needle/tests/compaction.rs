@@ -26,7 +26,7 @@ fn needle(key: u64, generation: u64) -> Needle {
     Needle {
         id: key,
         cookie: COOKIE,
-        data: data_for(key, generation),
+        data: data_for(key, generation).into(),
         name: format!("k{key}").into_bytes(),
         mime: b"application/x-test".to_vec(),
         ..Needle::default()
@@ -46,7 +46,7 @@ impl Expect {
     fn write(&mut self, v: &Volume, key: u64, generation: u64) -> u64 {
         let mut n = needle(key, generation);
         let out = v.write(&mut n).unwrap();
-        self.live.insert(key, n.data);
+        self.live.insert(key, n.data.to_vec());
         self.deleted.remove(&key);
         out.seq
     }
@@ -603,7 +603,7 @@ fn five_byte_offsets_in_the_diff() {
     for ext in ["kwm", "knm"] {
         let _ = fs::remove_file(d.path().join(format!("1.{ext}")));
     }
-    e.live.insert(2, n.data.clone());
+    e.live.insert(2, n.data.to_vec());
     let v = open(d.path());
     e.check(&v, "sparse volume");
     v.compact(None).unwrap();

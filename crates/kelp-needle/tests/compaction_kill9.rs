@@ -81,7 +81,7 @@ fn child_process_helper() {
                     let mut n = Needle {
                         id: key,
                         cookie: COOKIE,
-                        data: data_for(key),
+                        data: data_for(key).into(),
                         ..Needle::default()
                     };
                     seq = v.write(&mut n).expect("child: write").seq;

@@ -69,7 +69,7 @@ fn needle(key: u64, data: Vec<u8>) -> Needle {
     Needle {
         id: key,
         cookie: key as u32,
-        data,
+        data: data.into(),
         ..Needle::default()
     }
 }
@@ -139,7 +139,7 @@ fn verify(v: &Volume, model: &mut Model, seed: u64) {
     for key in 1..=KEYS {
         let k = model.keys.get(&key).cloned().unwrap_or_default();
         let got = match v.read(key) {
-            Ok(n) => Some(n.data),
+            Ok(n) => Some(n.data.to_vec()),
             Err(VolumeError::NotFound { .. }) => None,
             Err(e) => panic!("seed {seed}: key {key}: read failed after recovery: {e}"),
         };

@@ -8,7 +8,7 @@ fn needle(key: u64, data: &[u8]) -> Needle {
     Needle {
         id: key,
         cookie: 0x1234_5678,
-        data: data.to_vec(),
+        data: data.to_vec().into(),
         name: b"n.txt".to_vec(),
         mime: b"text/plain".to_vec(),
         last_modified: 1_700_000_000,
@@ -49,7 +49,7 @@ fn digest_lists_live_and_deleted_keys_and_copies_make_replicas_equal() {
     }
     assert_eq!(b.digest().unwrap(), d);
     let copy = b.read(1).unwrap();
-    assert_eq!(copy.data, b"one");
+    assert_eq!(&copy.data[..], b"one");
     assert_eq!(copy.name, b"n.txt");
     assert_eq!(copy.last_modified, 1_700_000_000);
 

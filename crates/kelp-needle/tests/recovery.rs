@@ -12,7 +12,7 @@ fn needle(id: u64, data: &[u8]) -> Needle {
     Needle {
         id,
         cookie: 0xc0ffee,
-        data: data.to_vec(),
+        data: data.to_vec().into(),
         name: b"n".to_vec(),
         ..Needle::default()
     }
@@ -121,7 +121,7 @@ fn check(t: &Template, dir: &Path, what: &str) {
     v.sync_through(out.seq).unwrap();
     drop(v);
     let v = Volume::open(dir, "", 1, &OpenOptions::default()).unwrap();
-    assert_eq!(v.read(100).unwrap().data, b"after recovery", "{what}");
+    assert_eq!(&v.read(100).unwrap().data[..], b"after recovery", "{what}");
     for (k, data) in &t.acked {
         assert_eq!(
             &v.read(*k).unwrap().data,

@@ -6,7 +6,7 @@ fn needle(id: u64, cookie: u32, data: &[u8]) -> Needle {
     Needle {
         id,
         cookie,
-        data: data.to_vec(),
+        data: data.to_vec().into(),
         name: b"f.txt".to_vec(),
         mime: b"text/plain".to_vec(),
         last_modified: 1_700_000_000,
@@ -81,7 +81,7 @@ fn write_read_delete_reopen() {
                 assert_eq!(n.cookie, i as u32);
                 assert_eq!(n.name, b"f.txt");
             }
-            assert_eq!(v.read(60).unwrap().data, b"");
+            assert_eq!(&v.read(60).unwrap().data[..], b"");
         };
         check(&v);
         let size = v.info().size;
@@ -124,7 +124,7 @@ fn seaweedfs_layout_and_vif() {
     let mut n = Needle {
         cookie: 0x1848da59,
         id: 1,
-        data: b"hello seaweed world\n".to_vec(),
+        data: b"hello seaweed world\n".to_vec().into(),
         name: b"hello.txt".to_vec(),
         mime: b"text/plain".to_vec(),
         last_modified: 0x006b03ab8e,
@@ -171,7 +171,7 @@ fn concurrent_writers_share_syncs() {
                     let key = t * 1000 + i + 1;
                     let out = v.write(&mut needle(key, 1, &key.to_be_bytes())).unwrap();
                     v.sync_through(out.seq).unwrap();
-                    assert_eq!(v.read(key).unwrap().data, key.to_be_bytes());
+                    assert_eq!(v.read(key).unwrap().data[..], key.to_be_bytes());
                 }
             })
         })
@@ -236,7 +236,7 @@ fn read_only_and_sync_none() {
     drop(v);
     let v = Volume::open(d.path(), "", 2, &OpenOptions::default()).unwrap();
     assert!(v.is_read_only());
-    assert_eq!(v.read(1).unwrap().data, b"a");
+    assert_eq!(&v.read(1).unwrap().data[..], b"a");
 }
 
 #[test]
@@ -331,7 +331,7 @@ fn sorted_idx_after_seaweedfs_compaction() {
     assert!(!v.is_read_only());
     assert_eq!(v.info().size, size);
     for k in [9u64, 5, 3, 7, 1] {
-        assert_eq!(v.read(k).unwrap().data, [k as u8; 10]);
+        assert_eq!(v.read(k).unwrap().data[..], [k as u8; 10]);
     }
     v.write(&mut needle(11, 1, b"z")).unwrap();
     assert!(v.read(11).unwrap().append_at_ns > tail_ns);

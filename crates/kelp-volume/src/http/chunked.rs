@@ -211,9 +211,9 @@ async fn read_chunk(st: &HttpState, chunk: &Chunk, range: Range<u64>) -> Result<
             .map_err(|e| ApiError::Internal(format!("chunk {}: {e}", chunk.fid_text)))?;
         let data = if n.compressed {
             if n.data.len() > INLINE_INFLATE {
-                blocking(move || inflate(&n.data)).await??
+                Bytes::from(blocking(move || inflate(&n.data)).await??)
             } else {
-                inflate(&n.data)?
+                Bytes::from(inflate(&n.data)?)
             }
         } else {
             n.data
@@ -226,7 +226,7 @@ async fn read_chunk(st: &HttpState, chunk: &Chunk, range: Range<u64>) -> Result<
                 chunk.size
             )));
         }
-        return Ok(Bytes::from(data).slice(range.start as usize..range.end as usize));
+        return Ok(data.slice(range.start as usize..range.end as usize));
     }
     let locations = st.peers.locate(fid.volume_id).await?;
     let mut errors = Vec::new();

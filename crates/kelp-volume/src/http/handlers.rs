@@ -166,7 +166,7 @@ async fn upload(
     let needle = Needle {
         cookie: fid.cookie,
         id: fid.key,
-        data: up.data,
+        data: up.data.into(),
         name: up.name.clone().into_bytes(),
         mime: up.mime.clone().into_bytes(),
         last_modified: params.ts.unwrap_or_else(now_secs),

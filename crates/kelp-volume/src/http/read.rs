@@ -67,7 +67,7 @@ pub fn needle_response(n: Needle, ctx: &ReadContext<'_>) -> Result<Response, Api
     }
     add_pairs(&mut headers, &n.pairs);
 
-    let mut data = Bytes::from(n.data);
+    let mut data = n.data;
     if n.compressed {
         if accepts_gzip(ctx.headers) {
             set(&mut headers, header::CONTENT_ENCODING, "gzip");
