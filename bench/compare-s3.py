@@ -11,6 +11,10 @@ client, `kelp benchmark -s3`:
 - ListObjectsV2 (pages of 1000) over a bucket of --list-objects objects
   (filled first with 16 clients; only the listing is timed).
 
+Both run with the same `-filer.saveToFilerLimit` (--inline, 4096 by
+default: Kelp's default; SeaweedFS's is 0): objects up to that size live in
+the filer's metadata on both sides.
+
 It prints each figure (median over rounds), the ratio Kelp/SeaweedFS with
 its min-max, and the asymmetries: Kelp answers a write after its chunks and
 metadata are fsynced; SeaweedFS's filer (leveldb) and volume servers do not
@@ -77,7 +81,7 @@ def wait_filer(port, deadline=90):
     raise RuntimeError(f"filer on :{port} never answered")
 
 
-def start_system(system, kelp, weed, d):
+def start_system(system, kelp, weed, d, inline):
     """`server -filer -s3` of either system on fresh ports; returns (server, s3 port)."""
     mp, vp, fp, sp = (free_port_pair() for _ in range(4))
     ident = d / "identities.json"
@@ -87,12 +91,14 @@ def start_system(system, kelp, weed, d):
     if system == "kelp":
         argv = [kelp, "server", f"-dir={data}", "-ip=127.0.0.1", f"-master.port={mp}",
                 f"-volume.port={vp}", "-volume.max=100", "-filer", f"-filer.port={fp}",
-                "-s3", f"-s3.port={sp}", f"-s3.config={ident}"]
+                "-s3", f"-s3.port={sp}", f"-s3.config={ident}",
+                f"-filer.saveToFilerLimit={inline}"]
     else:
         argv = [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-master.port={mp}", f"-volume.port={vp}", "-volume.max=100",
                 f"-master.dir={data}", "-master.telemetry=false", "-filer", f"-filer.port={fp}",
-                "-s3", f"-s3.port={sp}", f"-s3.config={ident}"]
+                "-s3", f"-s3.port={sp}", f"-s3.config={ident}",
+                f"-filer.saveToFilerLimit={inline}"]
     s = Server(argv, d / "server.log")
     try:
         wait_assign(f"127.0.0.1:{mp}")
@@ -121,7 +127,7 @@ def pct(phase, p):
 def one_round(system, kelp, weed, args):
     row = {}
     with tempfile.TemporaryDirectory(prefix=f"bench-s3-{system}-", dir=args.tmp) as d:
-        server, port = start_system(system, kelp, weed, Path(d))
+        server, port = start_system(system, kelp, weed, Path(d), args.inline)
         try:
             for name, n, size, c in WORKLOADS:
                 n = args.n_small if name == "4k" else args.n_large
@@ -164,7 +170,7 @@ def print_rounds(k, w, args):
     print(f"\n### S3: Kelp vs SeaweedFS, `kelp benchmark -s3`, {args.rounds} alternating rounds\n")
     print("Kelp: every PUT answered after its chunks (volume fdatasync) and its entry (redb "
           "commit) are durable. SeaweedFS: defaults, no fsync in the filer's leveldb nor in the "
-          "volume servers.\n")
+          f"volume servers. Both with -filer.saveToFilerLimit={args.inline}.\n")
     print("| figure | Kelp (median, min–max) | SeaweedFS (median, min–max) | Kelp/SeaweedFS (median, min–max) |")
     print("|---|---|---|---|")
     labels = []
@@ -247,7 +253,8 @@ def rss_one(system, kelp, weed, args, standalone):
                                         d / "volume.log"))
                     wait_assign(f"127.0.0.1:{mp}")
                     filer = Server([kelp, "filer", f"-master=127.0.0.1:{mp}", f"-port={fp}",
-                                    f"-dir={d / 'f'}", "-ip=127.0.0.1"], d / "filer.log")
+                                    f"-dir={d / 'f'}", "-ip=127.0.0.1",
+                                    f"-saveToFilerLimit={args.inline}"], d / "filer.log")
                 else:
                     procs.append(Server([weed, "master", f"-port={mp}", f"-mdir={d / 'm'}",
                                          "-ip=127.0.0.1", "-telemetry=false"], d / "master.log"))
@@ -256,12 +263,14 @@ def rss_one(system, kelp, weed, args, standalone):
                                         d / "volume.log"))
                     wait_assign(f"127.0.0.1:{mp}")
                     filer = Server([weed, "filer", f"-master=127.0.0.1:{mp}", f"-port={fp}",
-                                    f"-defaultStoreDir={d / 'f'}", "-ip=127.0.0.1"],
+                                    f"-defaultStoreDir={d / 'f'}", "-ip=127.0.0.1",
+                                    f"-saveToFilerLimit={args.inline}"],
                                    d / "filer.log")
             else:
                 filer = Server([kelp, "server", f"-dir={d / 'v'}", "-ip=127.0.0.1",
                                 f"-master.port={mp}", f"-volume.port={vp}", "-volume.max=100",
-                                "-filer", f"-filer.port={fp}"], d / "server.log")
+                                "-filer", f"-filer.port={fp}",
+                                f"-filer.saveToFilerLimit={args.inline}"], d / "server.log")
                 wait_assign(f"127.0.0.1:{mp}")
             procs.append(filer)
             wait_filer(fp)
@@ -299,6 +308,9 @@ def main():
     ap.add_argument("--n-large", type=int, default=200, help="8 MiB objects per round")
     ap.add_argument("--list-objects", type=int, default=100000,
                     help="objects in the listed bucket (0: no listing)")
+    ap.add_argument("--inline", type=int, default=4096,
+                    help="-filer.saveToFilerLimit for both systems: files up to this size live in "
+                         "the filer's metadata (Kelp's default 4096, SeaweedFS's 0)")
     ap.add_argument("--only", choices=["rounds", "rss"], default="rounds")
     ap.add_argument("--rss-files", type=int, default=1000000)
     ap.add_argument("--kelp", help="kelp binary (default: build target/release/kelp)")

@@ -70,6 +70,9 @@ pub struct NewFile {
     pub ttl_sec: u32,
     pub xattrs: std::collections::BTreeMap<String, Vec<u8>>,
     pub cond: Cond,
+    /// Content always goes to volume servers, however small (an S3
+    /// multipart part, which CompleteMultipartUpload assembles by chunk).
+    pub chunked: bool,
 }
 
 /// A filer. Cheap to clone.
@@ -290,7 +293,12 @@ impl Filer {
                 return Err(FilerError::Exists(path.to_string()));
             }
         }
-        let stored = upload::store(&self.inner, body, &f.mime).await?;
+        let inline_limit = if f.chunked {
+            0
+        } else {
+            self.inner.opts.inline_limit
+        };
+        let stored = upload::store(&self.inner, body, &f.mime, inline_limit).await?;
         let now = now_ns();
         let entry = Entry {
             name: path.name().to_string(),

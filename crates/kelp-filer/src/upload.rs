@@ -70,7 +70,14 @@ pub struct Stored {
     pub md5: [u8; 16],
 }
 
-pub async fn store<S, E>(inner: &Arc<Inner>, body: S, mime: &str) -> Result<Stored, FilerError>
+/// Stores `body`: in the entry when it has at most `inline_limit` bytes,
+/// else as chunks on volume servers.
+pub async fn store<S, E>(
+    inner: &Arc<Inner>,
+    body: S,
+    mime: &str,
+    inline_limit: usize,
+) -> Result<Stored, FilerError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: std::fmt::Display,
@@ -123,7 +130,7 @@ where
         }
     }
     if failure.is_none() {
-        if offset == 0 && buf.len() <= opts.inline_limit {
+        if offset == 0 && buf.len() <= inline_limit {
             // Small enough to live in the entry itself.
             return Ok(Stored {
                 chunks: Vec::new(),

@@ -64,6 +64,53 @@ async fn files_round_trip_across_chunk_boundaries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_live_in_their_entry_unless_asked_for_chunks() {
+    let limit = 4096;
+    let s = setup(FilerOptions {
+        inline_limit: limit,
+        ..small_chunks()
+    })
+    .await;
+    for len in [1usize, 100, limit] {
+        let data = kelp_testkit::blob(len as u64, len);
+        let path = format!("/i/f{len}");
+        let e = write(&s.filer, &path, &data).await;
+        assert!(e.chunks.is_empty(), "{len} bytes: {:?}", e.chunks);
+        assert_eq!(e.inline, data, "{len} bytes");
+        assert_eq!(e.md5, Some(md5(&data)));
+        assert_eq!(read_all(&s.filer, &path).await, data);
+        assert_eq!(read_range(&s.filer, &path, 1..len as u64).await, &data[1..]);
+    }
+    // One byte over the limit goes to a volume server.
+    let data = kelp_testkit::blob(7, limit + 1);
+    let e = write(&s.filer, "/i/big", &data).await;
+    assert!(e.inline.is_empty());
+    assert_eq!(e.chunks.len(), 1);
+    assert_eq!(read_all(&s.filer, "/i/big").await, data);
+    // So does a small file written `chunked` (an S3 multipart part).
+    let e = s
+        .filer
+        .write(
+            &p("/i/part"),
+            body(b"tiny"),
+            NewFile {
+                chunked: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(e.inline.is_empty());
+    assert_eq!(e.chunks.len(), 1);
+    assert_eq!(read_all(&s.filer, "/i/part").await, b"tiny");
+    // An inline file replaced by a chunked one, and back, reads right.
+    write(&s.filer, "/i/f1", &data).await;
+    assert_eq!(read_all(&s.filer, "/i/f1").await, data);
+    write(&s.filer, "/i/f1", b"x").await;
+    assert_eq!(read_all(&s.filer, "/i/f1").await, b"x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_pages_in_name_order_with_prefix() {
     let s = setup(small_chunks()).await;
     let mut names: Vec<String> = (0..57).map(|i| format!("k{i:03}")).collect();

@@ -82,15 +82,28 @@ pub struct FilerTuning {
     )]
     pub replication: String,
 
-    /// Files up to this many bytes are kept in the metadata store, not on a
-    /// volume server (0: none).
+    /// Files up to this many bytes are kept in their metadata entry, not on a
+    /// volume server: one durable write instead of two, and a read that
+    /// never leaves the filer (0: none; SeaweedFS's default is 0). S3
+    /// multipart parts always go to volume servers.
     #[arg(
         long = "saveToFilerLimit",
         visible_alias = "filer.saveToFilerLimit",
         alias = "save-to-filer-limit",
-        default_value_t = 0
+        default_value_t = 4096
     )]
     pub inline_limit: usize,
+
+    /// Memory for the redb store's page cache, in MiB: the filer's resident
+    /// memory grows to about this much as the namespace grows (the kernel's
+    /// page cache keeps the rest of the file warm).
+    #[arg(
+        long = "cacheMB",
+        visible_alias = "filer.cacheMB",
+        alias = "cache-mb",
+        default_value_t = 256
+    )]
+    pub cache_mb: u64,
 
     /// Chunks of one file uploaded at once.
     #[arg(

@@ -15,7 +15,10 @@ use crate::files_cli::{CompressMode, FilerArgs, FilerTuning, S3Args, S3Tuning, S
 /// The filer's store, from its flags.
 async fn open_store(dir: &std::path::Path, t: &FilerTuning) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(match t.store {
-        StoreKind::Redb => Arc::new(kelp_filer::store::redb::RedbBackend::open(dir)?),
+        StoreKind::Redb => Arc::new(kelp_filer::store::redb::RedbBackend::open_with_cache(
+            dir,
+            (t.cache_mb as usize) << 20,
+        )?),
         StoreKind::Postgres => {
             let url = t
                 .postgres_url

@@ -29,6 +29,9 @@ fn def(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
 
 type Pending = (Txn, i64, oneshot::Sender<Result<Replaced, FilerError>>);
 
+/// The page cache of [`RedbBackend::open`] (redb's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
 pub struct RedbBackend {
     db: Arc<Database>,
     path: PathBuf,
@@ -48,12 +51,23 @@ impl Drop for RedbBackend {
 }
 
 impl RedbBackend {
-    /// Opens (or creates) `<dir>/filer.redb`.
+    /// Opens (or creates) `<dir>/filer.redb` with a page cache of
+    /// [`DEFAULT_CACHE_BYTES`].
     pub fn open(dir: &Path) -> Result<Self, FilerError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) `<dir>/filer.redb`, caching up to `cache_bytes`
+    /// of its pages in memory (the filer's resident memory grows to about
+    /// that much as the namespace does; the kernel's page cache holds the
+    /// rest of the file).
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, FilerError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| FilerError::Store(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("filer.redb");
-        let db = Database::create(&path)
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
             .map_err(|e| FilerError::Store(format!("cannot open {}: {e}", path.display())))?;
         // The file's name must survive a power cut as its contents do.
         let storage = kelp_storage::Storage::real();

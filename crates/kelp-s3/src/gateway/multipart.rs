@@ -109,7 +109,10 @@ pub async fn upload_part(
         .write(
             &dir.child(&paths::part_name(t.part_number)),
             stream,
-            NewFile::default(),
+            NewFile {
+                chunked: true,
+                ..NewFile::default()
+            },
         )
         .await
         .map_err(|e| write_error(e, &failure))?;
@@ -144,7 +147,10 @@ pub async fn upload_part_copy(
         .write(
             &dir.child(&paths::part_name(t.part_number)),
             stream,
-            NewFile::default(),
+            NewFile {
+                chunked: true,
+                ..NewFile::default()
+            },
         )
         .await
         .map_err(filer_error)?;
@@ -210,9 +216,13 @@ pub async fn complete(
             ));
         }
         if !part.inline.is_empty() {
+            // Parts are written chunked; only a store from before that could hold one.
             return Err(S3Error::with_message(
                 S3ErrorCode::InternalError,
-                "a part kept inline in the filer cannot be assembled; run the filer with -saveToFilerLimit=0",
+                format!(
+                    "Part {} is kept inline in the filer and cannot be assembled; upload it again.",
+                    want.part_number
+                ),
             ));
         }
         let mut pc = part.chunks.clone();
