@@ -104,7 +104,7 @@ impl LeasePool {
         } else {
             a.count.clamp(1, u64::from(self.size)) as u32
         };
-        let lease = Lease {
+        let mut lease = Lease {
             id: lease_id(now_ns),
             fid: a
                 .fid
@@ -115,9 +115,22 @@ impl LeasePool {
             created_ns: now_ns,
             owner: self.owner.clone(),
         };
-        self.store
-            .commit(Txn::one(Op::PutLease(lease.clone())), now_ns)
-            .await?;
+        let mut tries = 0;
+        loop {
+            match self
+                .store
+                .commit(Txn::one(Op::PutLease(lease.clone())), now_ns)
+                .await
+            {
+                Ok(_) => break,
+                // Another filer of the store took this id: take the next.
+                Err(FilerError::Exists(_)) if tries < 8 => {
+                    tries += 1;
+                    lease.id = lease_id(now_ns);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         // The first id is this caller's, taken under the same lock that
         // publishes the lease: another task may take the others at once.
         let ticket = Ticket {
@@ -175,7 +188,8 @@ impl LeasePool {
     }
 }
 
-/// Lease ids are their creation time in nanoseconds, made unique.
+/// Lease ids are their creation time in nanoseconds, made unique in this
+/// process (the store refuses an id another filer already holds).
 fn lease_id(now_ns: i64) -> u64 {
     static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let want = now_ns.max(0) as u64;

@@ -700,6 +700,15 @@ async fn leases_put_and_drop(s: &Store) {
         .map(|(k, v)| Lease::decode(keys::seq_of(k).unwrap(), v).unwrap())
         .collect();
     assert_eq!(got, [lease(1), lease(2)]);
+    // Another filer picking a taken id is refused; the first lease stays.
+    let theirs = Lease {
+        owner: "filer-b".into(),
+        ..lease(2)
+    };
+    let e = commit(s, vec![Op::PutLease(theirs)]).await;
+    assert!(matches!(e, Err(FilerError::Exists(_))), "{e:?}");
+    let rows = dump(s, Table::Leases).await;
+    assert_eq!(Lease::decode(2, &rows[1].1).unwrap(), lease(2));
     commit(s, vec![Op::DropLease(1)]).await.unwrap();
     let rows = dump(s, Table::Leases).await;
     assert_eq!(rows.len(), 1);

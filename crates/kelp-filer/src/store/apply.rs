@@ -79,8 +79,13 @@ pub async fn apply<T: KvTxn>(t: &mut T, txn: &Txn, now_ns: i64) -> Result<Replac
             } => Some(cx.delete(path, cond, *recursive).await?),
             Op::Rename { from, to } => cx.rename(from, to).await?,
             Op::PutLease(l) => {
-                cx.t.put(Table::Leases, &keys::seq_key(l.id), &l.encode())
-                    .await?;
+                // Filers sharing a store name leases by time: two may pick
+                // one id, and the second must not replace the first's record.
+                let k = keys::seq_key(l.id);
+                if cx.t.get(Table::Leases, &k).await?.is_some() {
+                    return Err(FilerError::Exists(format!("lease {}", l.id)));
+                }
+                cx.t.put(Table::Leases, &k, &l.encode()).await?;
                 None
             }
             Op::DropLease(id) => {
