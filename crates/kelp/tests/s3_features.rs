@@ -223,6 +223,15 @@ with urllib.request.urlopen(urllib.request.Request(url, headers={"Origin": "http
     eq(r.headers.get("Access-Control-Allow-Origin"), None, "no rule for GET from evil.test")
 with urllib.request.urlopen(url) as r:
     eq(r.headers.get("Access-Control-Allow-Origin"), None, "no Origin, no CORS headers")
+# An error answer carries the headers too, so the page can read it.
+missing = alice.generate_presigned_url("get_object", Params={"Bucket": "web", "Key": "gone.html"})
+try:
+    urllib.request.urlopen(urllib.request.Request(missing, headers={"Origin": "https://app.example.com"}))
+    raise AssertionError("GET of a missing key succeeded")
+except urllib.error.HTTPError as e:
+    eq(e.code, 404, "missing key")
+    eq(e.headers.get("Access-Control-Allow-Origin"), "https://app.example.com", "CORS headers on an error")
+    eq(b"<Code>NoSuchKey</Code>" in e.read(), True, "the error body")
 
 alice.delete_bucket_cors(Bucket="web")
 eq(code(alice.get_bucket_cors, Bucket="web"), "NoSuchCORSConfiguration", "deleted")
@@ -400,6 +409,20 @@ eq(body(alice.get_object(Bucket="ver", Key="s")), b"s2", "replaced")
 eq(code(bob.list_object_versions, Bucket="ver"), "AccessDenied", "bob lists versions")
 eq(code(bob.get_object, Bucket="ver", Key="old", VersionId=v), "AccessDenied", "bob reads a version")
 eq(code(bob.delete_object, Bucket="ver", Key="old", VersionId=v), "AccessDenied", "bob deletes a version")
+
+# A bucket holding only old versions and delete markers is not empty.
+alice.create_bucket(Bucket="ver2")
+alice.put_bucket_versioning(Bucket="ver2", VersioningConfiguration={"Status": "Enabled"})
+alice.put_object(Bucket="ver2", Key="deep/k", Body=b"1")
+alice.put_object(Bucket="ver2", Key="deep/k", Body=b"2")
+alice.delete_object(Bucket="ver2", Key="deep/k")
+eq(alice.list_objects_v2(Bucket="ver2")["KeyCount"], 0, "no current object")
+eq(code(alice.delete_bucket, Bucket="ver2"), "BucketNotEmpty", "versions keep a bucket")
+for x in alice.list_object_versions(Bucket="ver2").get("Versions", []) + alice.list_object_versions(Bucket="ver2").get("DeleteMarkers", []):
+    alice.delete_object(Bucket="ver2", Key=x["Key"], VersionId=x["VersionId"])
+eq(alice.list_object_versions(Bucket="ver2").get("Versions", []), [], "every version removed")
+alice.delete_bucket(Bucket="ver2")
+eq(code(alice.head_bucket, Bucket="ver2"), "404", "bucket gone")
 "#,
     );
 }

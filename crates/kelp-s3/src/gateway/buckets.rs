@@ -162,6 +162,7 @@ pub async fn delete(gw: &Gateway, cx: &Ctx, bucket: &str) -> S3Result<Response> 
         .await
         .map_err(filer_error)?
         .is_empty()
+        || holds_a_file(gw, &paths::versions_dir_of_bucket(bucket)).await?
     {
         return Err(S3Error::new(S3ErrorCode::BucketNotEmpty));
     }
@@ -197,6 +198,35 @@ pub async fn delete(gw: &Gateway, cx: &Ctx, bucket: &str) -> S3Result<Response> 
         }
         Err(e) => Err(filer_error(e)),
     }
+}
+
+/// Whether any file lies under `dir` (an old version or a delete marker
+/// under a bucket's versions directory); the empty directories removed
+/// versions leave behind do not count.
+async fn holds_a_file(gw: &Gateway, dir: &FullPath) -> S3Result<bool> {
+    const PAGE: usize = 1000;
+    let mut dirs = vec![dir.clone()];
+    while let Some(d) = dirs.pop() {
+        let mut after = String::new();
+        loop {
+            let page = match gw.filer.list(&d, &after, "", PAGE).await {
+                Ok(page) => page,
+                Err(FilerError::NotFound(_)) => break,
+                Err(e) => return Err(filer_error(e)),
+            };
+            for e in &page {
+                if !e.is_dir() {
+                    return Ok(true);
+                }
+                dirs.push(d.child(&e.name));
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = last.name.clone(),
+                _ => break,
+            }
+        }
+    }
+    Ok(false)
 }
 
 pub async fn head(gw: &Gateway, cx: &Ctx, bucket: &str) -> S3Result<Response> {

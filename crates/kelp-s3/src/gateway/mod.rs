@@ -145,18 +145,26 @@ async fn serve(gw: &Gateway, req: Request<Body>, request_id: &str) -> S3Result<R
             .map(|o| (b.to_string(), o.to_string(), parts.method.to_string())),
         _ => None,
     };
+    let head = parts.method == http::Method::HEAD;
     let cx = Ctx {
         auth,
         headers: parts.headers,
         request_id: request_id.to_string(),
     };
-    let mut r = dispatch(gw, &cx, op, body).await.map_err(|e| {
+    let answer = dispatch(gw, &cx, op, body).await.map_err(|e| {
         if e.resource.is_none() {
             e.with_resource(resource)
         } else {
             e
         }
-    })?;
+    });
+    let mut r = match answer {
+        Ok(r) => r,
+        // An error to a cross-origin request gets the CORS headers too, so
+        // that the page may read it.
+        Err(e) if cors.is_some() => reply::error(&e, request_id, head),
+        Err(e) => return Err(e),
+    };
     if let Some((bucket, origin, method)) = cors {
         cors::decorate(gw, &bucket, &origin, &method, &mut r).await;
     }
