@@ -1167,6 +1167,56 @@ async fn remote_dead_filer_is_an_error_not_a_hang() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
 
+/// A filer that takes a request and dies before answering: a read is
+/// tried again (it is idempotent), a commit is not — its outcome is
+/// unknown, and the error says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_commit_with_an_unknown_outcome_is_not_sent_twice() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn({
+        let requests = requests.clone();
+        move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = [0u8; 4096];
+                // The request reached it; then the connection is cut.
+                if conn.read(&mut buf).is_ok_and(|n| n > 0) {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    let b = RemoteBackend::new(&addr.to_string()).unwrap();
+    let e = b
+        .commit(Txn::one(put_op("/a", file(1, &[]), Cond::Any)), NOW)
+        .await
+        .expect_err("a commit without an answer");
+    assert!(matches!(e, FilerError::Store(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("may or may not have been applied"),
+        "{e}"
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "the commit was sent again"
+    );
+    let e = b
+        .get(Table::Entries, keys::entry_key(&p("/a")))
+        .await
+        .expect_err("a get without an answer");
+    assert!(matches!(e, FilerError::Store(_)), "{e:?}");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1 + kelp_filer::store::remote::ATTEMPTS as usize,
+        "a get is tried again"
+    );
+}
+
 /// A commit through the remote store is the filer's own commit: the
 /// filer's subscribers are woken at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
