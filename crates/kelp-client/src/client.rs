@@ -132,6 +132,11 @@ impl Client {
         })
     }
 
+    /// The masters' HTTP addresses (`host:port`), as given.
+    pub fn masters(&self) -> &[String] {
+        self.inner.masters.addrs()
+    }
+
     /// Reserves a file id on a writable volume.
     pub async fn assign(&self, req: &AssignRequest) -> Result<Assignment, ClientError> {
         self.inner.masters.assign(req).await

@@ -103,6 +103,10 @@ impl Masters {
         }
     }
 
+    pub(crate) fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
     /// GET `path?query` from the masters in turn, parsed as `T`, with the
     /// reply's bearer token.
     async fn get<T: serde::de::DeserializeOwned>(

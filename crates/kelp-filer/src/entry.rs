@@ -249,7 +249,7 @@ fn put32(w: &mut Vec<u8>, b: &[u8]) {
 }
 
 /// A bounds-checked cursor: every read returns `None` past the end.
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     pub b: &'a [u8],
     pub at: usize,
 }

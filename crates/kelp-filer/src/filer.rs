@@ -104,8 +104,17 @@ impl Inner {
     pub async fn commit(&self, mut txn: Txn) -> Result<Replaced, FilerError> {
         let drops = self.leases.drain_done();
         let n = txn.ops.len();
-        txn.ops.extend(drops);
-        let mut r = self.store.commit(txn, now_ns()).await?;
+        txn.ops.extend(drops.iter().copied().map(Op::DropLease));
+        let mut r = match self.store.commit(txn, now_ns()).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Not lost with a refused transaction: the next commit
+                // drops them (a filer over this one fails commits often:
+                // every conditional S3 write that loses a race).
+                self.leases.undrain(drops);
+                return Err(e);
+            }
+        };
         r.truncate(n);
         self.committed.send_modify(|v| *v += 1);
         Ok(r)

@@ -182,9 +182,15 @@ impl LeasePool {
         });
     }
 
-    /// Lease drops to add to the next commit.
-    pub fn drain_done(&self) -> Vec<Op> {
-        self.done.lock().drain(..).map(Op::DropLease).collect()
+    /// Leases to drop with the next commit.
+    pub fn drain_done(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.done.lock())
+    }
+
+    /// Leases [`Self::drain_done`] gave whose commit failed: they ride on
+    /// a later one. (Dropping a lease twice is harmless.)
+    pub fn undrain(&self, ids: Vec<u64>) {
+        self.done.lock().extend(ids);
     }
 }
 

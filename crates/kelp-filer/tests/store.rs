@@ -1,14 +1,17 @@
 //! One conformance suite for every metadata backend: each test below runs
-//! the same assertions against `RedbBackend` (in a temp dir) and
+//! the same assertions against `RedbBackend` (in a temp dir),
 //! `PostgresBackend` (a real PostgreSQL server started for the test by
 //! `kelp_testkit::Postgres`; missing PostgreSQL skips loudly, and fails
-//! under CI). They call the `Backend` trait directly: `commit` of `Txn`s of
-//! `Op`s, `get` and `range`.
+//! under CI) and `RemoteBackend` (a filer over redb served in-process on
+//! a loopback port, reached over HTTP as `kelp s3 -filer` reaches one).
+//! They call the `Backend` trait directly: `commit` of `Txn`s of `Op`s,
+//! `get` and `range`.
 //!
 //! After the shared suite: what only a shared database has (two filers on
-//! one database, the format check, a dead server), and a differential test
-//! running one random history against both backends and comparing every
-//! table.
+//! one database, the format check, a dead server), what only a remote
+//! filer has (another wire version, a dead filer), and a differential test
+//! running one random history against redb and PostgreSQL and comparing
+//! every table.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,15 +20,20 @@ use std::time::{Duration, Instant};
 use kelp_filer::store::keys::{self, Table};
 use kelp_filer::store::postgres::PostgresBackend;
 use kelp_filer::store::redb::RedbBackend;
+use kelp_filer::store::remote::RemoteBackend;
 use kelp_filer::store::{Backend, Cond, Event, Lease, Op, Txn};
-use kelp_filer::{Chunk, Entry, FilerError, FullPath, Kind};
+use kelp_filer::{Chunk, Entry, Filer, FilerError, FilerOptions, FullPath, Kind};
 use kelp_testkit::Postgres;
 
 /// A backend under test and what keeps it alive.
 struct Store {
     b: Arc<dyn Backend>,
+    /// The backend stamps events with its own clock, not the caller's
+    /// `now_ns` (a remote filer).
+    own_clock: bool,
     _dir: Option<tempfile::TempDir>,
     _pg: Option<Postgres>,
+    _filer: Option<InProcessFiler>,
 }
 
 fn redb_store() -> Store {
@@ -33,8 +41,10 @@ fn redb_store() -> Store {
     let b = RedbBackend::open(dir.path()).unwrap();
     Store {
         b: Arc::new(b),
+        own_clock: false,
         _dir: Some(dir),
         _pg: None,
+        _filer: None,
     }
 }
 
@@ -43,9 +53,90 @@ async fn pg_store() -> Option<Store> {
     let b = PostgresBackend::connect(&pg.url()).await.unwrap();
     Some(Store {
         b: Arc::new(b),
+        own_clock: false,
         _dir: None,
         _pg: Some(pg),
+        _filer: None,
     })
+}
+
+/// A filer over redb serving its HTTP API on a loopback port, stopped
+/// when dropped. Metadata only: its blob client points at a master that
+/// is not there, which only chunk uploads and the collector would ask.
+struct InProcessFiler {
+    addr: std::net::SocketAddr,
+    filer: Filer,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcessFiler {
+    async fn start() -> InProcessFiler {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbBackend::open(dir.path()).unwrap());
+        let client = kelp_client::Client::new(
+            &["127.0.0.1:1"],
+            &kelp_core::SecurityConfig::default(),
+            kelp_client::ClientOptions::default(),
+        )
+        .unwrap();
+        let opts = FilerOptions {
+            owner: "the-filer".into(),
+            // The suite looks at garbage rows: no collector pass during it.
+            gc_interval: Duration::from_secs(3600),
+            ..FilerOptions::default()
+        };
+        let filer = Filer::open(store, client, opts).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(kelp_filer::http::run(listener, filer.clone(), async move {
+            let _ = rx.await;
+        }));
+        InProcessFiler {
+            addr,
+            filer,
+            stop: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    fn remote(&self) -> RemoteBackend {
+        RemoteBackend::new(&self.addr.to_string()).unwrap()
+    }
+
+    /// Stops serving and waits until the port is closed.
+    async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for InProcessFiler {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn remote_store() -> Store {
+    let f = InProcessFiler::start().await;
+    let b = f.remote();
+    b.status().await.expect("the in-process filer's status");
+    Store {
+        b: Arc::new(b),
+        own_clock: true,
+        _dir: None,
+        _pg: None,
+        _filer: Some(f),
+    }
 }
 
 /// Every test of the shared suite, once per backend.
@@ -65,6 +156,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let Some(s) = super::pg_store().await else { return };
+                    super::$name(&s).await;
+                }
+            )*
+        }
+        mod remote {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let s = super::remote_store().await;
                     super::$name(&s).await;
                 }
             )*
@@ -657,7 +757,21 @@ async fn events_are_numbered_without_gaps_and_never_reused(s: &Store) {
     let ev = events(s).await;
     assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert!(ev[3].new.is_none() && ev[3].old.as_ref().unwrap().0 == p("/ev/1"));
-    assert!(ev.iter().all(|e| e.ts_ns == NOW));
+    if s.own_clock {
+        // Stamped by the filer when it committed: within this test.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        let ts: Vec<i64> = ev.iter().map(|e| e.ts_ns).collect();
+        assert!(
+            ts.iter().all(|t| (now - 60_000_000_000..=now).contains(t)),
+            "{ts:?}"
+        );
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+    } else {
+        assert!(ev.iter().all(|e| e.ts_ns == NOW));
+    }
     commit(s, vec![Op::DropEvents(vec![1, 2, 3, 4])])
         .await
         .unwrap();
@@ -964,6 +1078,170 @@ async fn postgres_dead_server_is_an_error_not_a_hang() {
     let r = b.get(Table::Entries, keys::entry_key(&p("/a"))).await;
     assert!(matches!(r, Err(FilerError::Store(_))), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+}
+
+// ---- what only a remote filer has ----------------------------------------------
+
+/// A filer refuses a request of another wire version with 400, naming the
+/// version it speaks; a `RemoteBackend` speaking another version gets that
+/// as a store error, and nothing is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_filer_refuses_another_wire_version() {
+    let f = InProcessFiler::start().await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/__kelp/store/get", f.addr))
+        .body(vec![9u8, 0, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let msg = r.text().await.unwrap();
+    assert!(
+        msg.contains("version 9") && msg.contains("speaks version 1"),
+        "{msg}"
+    );
+
+    let future = f.remote().with_wire_version(2);
+    let e = future
+        .commit(Txn::one(put_op("/v2", file(1, &[]), Cond::Any)), NOW)
+        .await
+        .expect_err("a version 2 commit was taken");
+    assert!(matches!(e, FilerError::Store(_)), "{e:?}");
+    let m = e.to_string();
+    assert!(
+        m.contains("version 2") && m.contains("speaks version 1"),
+        "{m}"
+    );
+    let e = future
+        .get(Table::Entries, keys::entry_key(&p("/v2")))
+        .await
+        .expect_err("a version 2 get was answered");
+    assert!(e.to_string().contains("speaks version 1"), "{e}");
+    let now = f.remote();
+    assert_eq!(
+        now.get(Table::Entries, keys::entry_key(&p("/v2")))
+            .await
+            .unwrap(),
+        None,
+        "the refused commit changed the store"
+    );
+}
+
+/// A filer that is not there, or goes away: every call fails with a store
+/// error naming it, after a few quick tries, never a panic or a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_dead_filer_is_an_error_not_a_hang() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let b = RemoteBackend::new(&format!("127.0.0.1:{port}")).unwrap();
+    let t = Instant::now();
+    let e = b.status().await.expect_err("status of nothing");
+    assert!(e.to_string().contains("cannot reach the filer"), "{e}");
+    let e = b
+        .get(Table::Entries, keys::entry_key(&p("/a")))
+        .await
+        .expect_err("get from nothing");
+    assert!(matches!(e, FilerError::Store(_)), "{e:?}");
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    let e = b
+        .range(Table::Entries, vec![], vec![0xff], 10)
+        .await
+        .expect_err("range from nothing");
+    assert!(e.to_string().contains("cannot reach the filer"), "{e}");
+    let e = b
+        .commit(Txn::one(put_op("/a", file(1, &[]), Cond::Any)), NOW)
+        .await
+        .expect_err("commit to nothing");
+    assert!(e.to_string().contains("cannot reach the filer"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+
+    // A filer that stops under its gateway.
+    let mut f = InProcessFiler::start().await;
+    let b = f.remote();
+    b.commit(Txn::one(put_op("/a", file(1, &[]), Cond::Any)), NOW)
+        .await
+        .unwrap();
+    f.stop().await;
+    let t = Instant::now();
+    let e = b
+        .commit(Txn::one(put_op("/b", file(1, &[]), Cond::Any)), NOW)
+        .await
+        .expect_err("committed to a stopped filer");
+    assert!(matches!(e, FilerError::Store(_)), "{e:?}");
+    let r = b.get(Table::Entries, keys::entry_key(&p("/a"))).await;
+    assert!(matches!(r, Err(FilerError::Store(_))), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+/// A filer that takes a request and dies before answering: a read is
+/// tried again (it is idempotent), a commit is not — its outcome is
+/// unknown, and the error says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_commit_with_an_unknown_outcome_is_not_sent_twice() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn({
+        let requests = requests.clone();
+        move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = [0u8; 4096];
+                // The request reached it; then the connection is cut.
+                if conn.read(&mut buf).is_ok_and(|n| n > 0) {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    let b = RemoteBackend::new(&addr.to_string()).unwrap();
+    let e = b
+        .commit(Txn::one(put_op("/a", file(1, &[]), Cond::Any)), NOW)
+        .await
+        .expect_err("a commit without an answer");
+    assert!(matches!(e, FilerError::Store(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("may or may not have been applied"),
+        "{e}"
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "the commit was sent again"
+    );
+    let e = b
+        .get(Table::Entries, keys::entry_key(&p("/a")))
+        .await
+        .expect_err("a get without an answer");
+    assert!(matches!(e, FilerError::Store(_)), "{e:?}");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1 + kelp_filer::store::remote::ATTEMPTS as usize,
+        "a get is tried again"
+    );
+}
+
+/// A commit through the remote store is the filer's own commit: the
+/// filer's subscribers are woken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_commits_wake_the_filers_subscribers() {
+    let f = InProcessFiler::start().await;
+    let mut watch = f.filer.watch();
+    let b = f.remote();
+    b.commit(Txn::one(put_op("/w/a", file(1, &[]), Cond::Any)), NOW)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), watch.changed())
+        .await
+        .expect("the filer's watch did not fire")
+        .unwrap();
+    let ev = f.filer.events(0, 10).await.unwrap();
+    assert_eq!(ev.len(), 2, "/w and /w/a: {ev:?}");
 }
 
 // ---- one random history against both backends ------------------------------

@@ -174,24 +174,29 @@ pub struct S3Args {
     #[command(flatten)]
     pub common: crate::cli::CommonArgs,
 
-    /// Masters, comma separated (host:port).
-    #[arg(
-        long = "master",
-        default_value = "localhost:9333",
-        value_delimiter = ','
-    )]
-    pub master: Vec<String>,
+    /// Masters, comma separated (host:port) [default: localhost:9333; with
+    /// -filer, the masters that filer reports].
+    #[arg(long = "master", value_delimiter = ',')]
+    pub master: Option<Vec<String>>,
+
+    /// Serve the namespace of the running `kelp filer` at HOST:PORT instead
+    /// of opening a store here (as `weed s3 -filer`): entries are read and
+    /// committed through that filer, chunks go straight to the volume
+    /// servers, and that filer collects garbage.
+    #[arg(long = "filer", value_name = "HOST:PORT")]
+    pub remote_filer: Option<String>,
 
     /// S3 port.
     #[arg(long = "port", default_value_t = 8333)]
     pub port: u16,
 
-    /// Also serve the filer HTTP API of the same namespace on this port.
+    /// Also serve the filer HTTP API of the same namespace on this port
+    /// (not with -filer: that filer serves it).
     #[arg(long = "filer.port")]
     pub filer_port: Option<u16>,
 
     /// Directory of the gateway's filer metadata (with -store=redb, the namespace
-    /// itself; with -store=postgres, only this gateway's id).
+    /// itself; with -store=postgres or -filer, only this gateway's id).
     #[arg(long = "dir", default_value = "./kelp-data/filer")]
     pub dir: PathBuf,
 

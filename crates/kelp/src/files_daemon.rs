@@ -56,17 +56,9 @@ fn owner_id(dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
-/// A filer from its flags, over the cluster of `masters`.
-pub async fn open_filer(
-    dir: &std::path::Path,
-    masters: &[String],
-    t: &FilerTuning,
-    security: &kelp_core::SecurityConfig,
-) -> anyhow::Result<Filer> {
-    let store = open_store(dir, t).await?;
-    let client =
-        kelp_client::Client::new(masters, security, kelp_client::ClientOptions::default())?;
-    let opts = FilerOptions {
+/// A filer's options from its flags.
+fn filer_options(dir: &std::path::Path, t: &FilerTuning) -> anyhow::Result<FilerOptions> {
+    Ok(FilerOptions {
         chunk_size: (t.max_mb as usize) << 20,
         concurrency: t.concurrency.max(1),
         inline_limit: t.inline_limit,
@@ -84,9 +76,61 @@ pub async fn open_filer(
         gc_interval: Duration::from_secs(t.gc_seconds.max(1)),
         event_retention: Duration::from_secs(t.event_retention_hours.saturating_mul(3600)),
         ..FilerOptions::default()
-    };
+    })
+}
+
+/// A filer from its flags, over the cluster of `masters`.
+pub async fn open_filer(
+    dir: &std::path::Path,
+    masters: &[String],
+    t: &FilerTuning,
+    security: &kelp_core::SecurityConfig,
+) -> anyhow::Result<Filer> {
+    let store = open_store(dir, t).await?;
+    let client =
+        kelp_client::Client::new(masters, security, kelp_client::ClientOptions::default())?;
+    let opts = filer_options(dir, t)?;
     tracing::info!(store = %store.describe(), owner = %opts.owner, chunk_mib = t.max_mb, "filer opening");
     Ok(Filer::open(store, client, opts).await?)
+}
+
+/// How long a gateway waits for its remote filer to answer at start.
+const REMOTE_FILER_WAIT: Duration = Duration::from_secs(30);
+
+/// A filer over the store of the running filer at `addr` (`kelp s3
+/// -filer`), writing chunks through `masters`, or through the masters that
+/// filer reports. Its leases are recorded in that store under this
+/// gateway's id (`<dir>/filer.id`), so reaping at open works as for a
+/// filer of its own.
+pub async fn open_remote_filer(
+    dir: &std::path::Path,
+    addr: &str,
+    masters: Option<&[String]>,
+    t: &FilerTuning,
+    security: &kelp_core::SecurityConfig,
+) -> anyhow::Result<Filer> {
+    if t.store != StoreKind::Redb {
+        anyhow::bail!(
+            "-store selects a store of the gateway's own; with -filer={addr} the namespace is that filer's store"
+        );
+    }
+    let remote = kelp_filer::store::remote::RemoteBackend::new(addr)?;
+    let status = remote
+        .status_within(REMOTE_FILER_WAIT)
+        .await
+        .with_context(|| format!("-filer={addr}"))?;
+    let masters = match masters {
+        Some(m) if !m.is_empty() => m.to_vec(),
+        _ if status.masters.is_empty() => {
+            anyhow::bail!("the filer at {addr} reports no masters: give them with -master")
+        }
+        _ => status.masters.clone(),
+    };
+    let client =
+        kelp_client::Client::new(&masters, security, kelp_client::ClientOptions::default())?;
+    let opts = filer_options(dir, t)?;
+    tracing::info!(filer = %addr, filer_store = %status.store, masters = ?masters, owner = %opts.owner, chunk_mib = t.max_mb, "filer opening over a remote filer");
+    Ok(Filer::open(Arc::new(remote), client, opts).await?)
 }
 
 pub async fn filer(args: FilerArgs) -> anyhow::Result<()> {
@@ -134,8 +178,14 @@ pub fn gateway_config(t: &S3Tuning) -> anyhow::Result<kelp_s3::gateway::GatewayC
 }
 
 /// `kelp s3`: an S3 gateway with its own filer over the cluster (sharing a
-/// namespace with other filers and gateways through -store=postgres).
+/// namespace with other filers and gateways through -store=postgres), or
+/// over the namespace of a running filer (`-filer=HOST:PORT`).
 pub async fn s3(args: S3Args) -> anyhow::Result<()> {
+    if let (Some(addr), Some(p)) = (&args.remote_filer, args.filer_port) {
+        anyhow::bail!(
+            "-filer.port={p} cannot be used with -filer={addr}: the filer at {addr} already serves the filer API of this namespace"
+        );
+    }
     let host = args
         .common
         .bind
@@ -154,7 +204,25 @@ pub async fn s3(args: S3Args) -> anyhow::Result<()> {
         None => None,
     };
     let security = crate::daemon::security(&args.common)?;
-    let filer = open_filer(&args.dir, &args.master, &args.filer, &security).await?;
+    let filer = match &args.remote_filer {
+        Some(addr) => {
+            open_remote_filer(
+                &args.dir,
+                addr,
+                args.master.as_deref(),
+                &args.filer,
+                &security,
+            )
+            .await?
+        }
+        None => {
+            let masters = args
+                .master
+                .clone()
+                .unwrap_or_else(|| vec!["localhost:9333".to_string()]);
+            open_filer(&args.dir, &masters, &args.filer, &security).await?
+        }
+    };
     let gw = kelp_s3::gateway::Gateway::new(filer.clone(), gateway_config(&args.s3)?);
     let stop = shutdown_signal();
     let mut ready = serde_json::json!({ "s3_port": port });
@@ -167,6 +235,8 @@ pub async fn s3(args: S3Args) -> anyhow::Result<()> {
                 wait_for(stop.clone()),
             )))
         }
+        // A remote filer collects its namespace's garbage itself.
+        None if args.remote_filer.is_some() => None,
         // The collector runs with the filer API, or here without it.
         None => Some(tokio::spawn({
             let f = filer.clone();
@@ -177,7 +247,7 @@ pub async fn s3(args: S3Args) -> anyhow::Result<()> {
             }
         })),
     };
-    tracing::info!(s3 = port, masters = ?args.master, "S3 gateway starting");
+    tracing::info!(s3 = port, filer = ?args.remote_filer, "S3 gateway starting");
     write_ready_file(args.common.ready_file.as_deref(), ready)?;
     kelp_s3::gateway::run(listener, gw, wait_for(stop)).await?;
     if let Some(t) = filer_task {

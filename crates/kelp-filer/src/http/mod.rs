@@ -12,11 +12,14 @@
 //!   directory's quota (Kelp);
 //! - `DELETE /path` (`?recursive=true` for a non-empty directory);
 //! - `GET /__kelp/events?prefix=&after=&since_ns=&follow=true`: the change
-//!   log as JSON lines (Kelp); `GET /__kelp/status`.
+//!   log as JSON lines (Kelp); `GET /__kelp/status`;
+//! - `POST /__kelp/store/{get,range,commit}`: the store itself, for
+//!   gateways running over this filer (`store_rpc.rs`; Kelp).
 
 mod events;
 pub mod json;
 mod read;
+mod store_rpc;
 mod write;
 
 use std::collections::HashMap;
@@ -36,6 +39,7 @@ pub fn router(filer: Filer) -> Router {
     Router::new()
         .route("/__kelp/status", axum::routing::get(status))
         .route("/__kelp/events", axum::routing::get(events::stream))
+        .merge(store_rpc::routes())
         .fallback(handle)
         .with_state(filer)
 }
@@ -128,6 +132,8 @@ async fn status(State(filer): State<Filer>) -> Response {
         "leases_open": leases,
         "version": format!("kelp {}", env!("CARGO_PKG_VERSION")),
         "store": filer.store().describe(),
+        "store_wire": crate::store::wire::WIRE_VERSION,
+        "masters": filer.client().masters(),
         "chunk_size": filer.options().chunk_size,
         "bytes_written": logical,
         "bytes_stored": stored,

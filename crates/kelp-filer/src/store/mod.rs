@@ -4,9 +4,10 @@
 //! quotas, chunk references, garbage, the change log) written once above
 //! it in `apply.rs`.
 //!
-//! Backends: [`redb::RedbBackend`] (embedded, the default) and
+//! Backends: [`redb::RedbBackend`] (embedded, the default),
 //! [`postgres::PostgresBackend`] (a real external database; several filers
-//! may share it).
+//! may share it) and [`remote::RemoteBackend`] (the store of a running
+//! filer, over HTTP in the layout of [`wire`]; `kelp s3 -filer`).
 //! The same conformance suite (`tests/store.rs`) runs against each.
 
 pub(crate) mod apply;
@@ -14,6 +15,8 @@ pub mod keys;
 pub mod postgres;
 mod records;
 pub mod redb;
+pub mod remote;
+pub mod wire;
 
 use std::future::Future;
 
