@@ -99,17 +99,24 @@ async fn handle(State(gw): State<Gateway>, req: Request<Body>) -> Response {
     let n = gw.requests.fetch_add(1, Ordering::Relaxed);
     let request_id = format!("{:016X}", (n << 20) ^ u64::from(std::process::id()));
     let head = req.method() == http::Method::HEAD;
-    // botocore sends `Expect: 100-continue` even with an empty body; hyper
-    // sends no 100 then, and botocore would wait on the connection: close it.
-    let close = req.headers().get(http::header::EXPECT).is_some()
-        && req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v == "0");
+    // A request with `Expect: 100-continue` whose body is never read gets
+    // no 100, and its client may or may not send the body after our
+    // answer: the connection's next bytes are unknown, so it is closed.
+    // That is every error answered before the body (a bad key, a missing
+    // bucket: once, hyper took the next request's first bytes for the old
+    // body and answered it 400), and botocore's empty bodies, which it
+    // sends with `Expect` and waits on.
+    let expects = req.headers().get(http::header::EXPECT).is_some();
+    let empty = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v == "0");
     let mut resp = match serve(&gw, req, &request_id).await {
         Ok(r) => r,
         Err(e) => reply::error(&e, &request_id, head),
     };
+    let close =
+        expects && (empty || resp.status().is_client_error() || resp.status().is_server_error());
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-amz-request-id", v);
