@@ -57,20 +57,6 @@ def body(r):
     return r["Body"].read()
 "#;
 
-/// `python3` with boto3, or a skip (a failure under CI).
-fn python() -> Option<()> {
-    require_tool("python3", which("python3"))?;
-    let ok = Command::new("python3")
-        .args(["-c", "import boto3"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skip("boto3 is not installed (python3 -m pip install boto3)");
-        return None;
-    }
-    Some(())
-}
-
 /// A `kelp server -s3` with the two users; its S3 endpoint.
 fn server(tmp: &Path) -> (Kelp, String) {
     let ids = tmp.join("ids.json");
@@ -108,7 +94,7 @@ fn run(tmp: &Path, name: &str, ep: &str, script: &str) {
 
 /// Starts a server and runs one script against it.
 fn scenario(name: &str, script: &str) {
-    if python().is_none() {
+    if python_with_boto3().is_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -448,6 +434,31 @@ eq(body(bob.get_object(Bucket="public", Key="k")), b"open", "bob reads a public-
 eq([o["Key"] for o in bob.list_objects_v2(Bucket="public")["Contents"]], ["k"], "bob lists it")
 eq(code(bob.put_object, Bucket="public", Key="x", Body=b"x"), "AccessDenied", "but may not write")
 eq(body(alice.get_object(Bucket="private", Key="k")), b"secret", "alice still reads hers")
+
+# An object's own ACL opens it in a private bucket; the others stay shut.
+alice.put_object(Bucket="private", Key="shared", Body=b"for all", ACL="public-read")
+alice.put_object(Bucket="private", Key="members", Body=b"for users", ACL="authenticated-read")
+eq(body(bob.get_object(Bucket="private", Key="shared")), b"for all", "bob reads a public-read object")
+eq(bob.head_object(Bucket="private", Key="shared")["ContentLength"], 7, "and heads it")
+eq(body(bob.get_object(Bucket="private", Key="members")), b"for users", "bob reads an authenticated-read object")
+def anonymous(key):
+    try:
+        with urllib.request.urlopen(f"{EP}/private/{key}") as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+eq(anonymous("shared"), (200, b"for all"), "anonymous reads a public-read object")
+eq(anonymous("members")[0], 403, "anonymous may not read an authenticated-read object")
+eq(anonymous("k")[0], 403, "nor a private one")
+eq(anonymous("no-such-key")[0], 403, "nor learn what does not exist")
+eq(code(bob.get_object, Bucket="private", Key="k"), "AccessDenied", "bob still cannot read the private one")
+eq(code(bob.put_object, Bucket="private", Key="shared", Body=b"x"), "AccessDenied", "a public-read object is not writable")
+grants = alice.get_object_acl(Bucket="private", Key="shared")["Grants"]
+eq(sorted((g["Grantee"].get("URI", g["Grantee"].get("ID")), g["Permission"]) for g in grants),
+   [("alice", "FULL_CONTROL"), ("http://acs.amazonaws.com/groups/global/AllUsers", "READ")], "public-read grants")
+alice.put_object_acl(Bucket="private", Key="shared", ACL="private")
+eq(code(bob.get_object, Bucket="private", Key="shared"), "AccessDenied", "shut again")
+eq(len(alice.get_object_acl(Bucket="private", Key="shared")["Grants"]), 1, "the owner's grant only")
 "#,
     );
 }

@@ -1,6 +1,9 @@
 //! Object ACLs: a canned ACL kept in the object's `s3.acl` xattr (as
-//! PutObject's `x-amz-acl` writes it). Grants other than the owner's are
-//! not kept: an `AccessControlPolicy` document leaves the object private.
+//! PutObject's `x-amz-acl` writes it), reported as its grants. A
+//! public-read or authenticated-read object can be read where its bucket
+//! is private ([`Gateway::readable_object`]). Grants other than canned
+//! ones are not kept: an `AccessControlPolicy` document leaves the object
+//! private.
 
 use axum::body::Body;
 use axum::response::Response;
@@ -10,7 +13,7 @@ use kelp_filer::store::{Cond, Op, Txn};
 use super::buckets::{owner_of, small_body};
 use super::identities::Action;
 use super::versions::{self, locate};
-use super::{Ctx, Gateway, filer_error, paths, reply};
+use super::{Ctx, Gateway, acl_of, filer_error, paths, reply};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::request::CannedAcl;
 use crate::xml::{requests, responses};
@@ -49,9 +52,10 @@ pub async fn get(
     if versions::is_marker(&e) {
         return Err(S3Error::new(S3ErrorCode::MethodNotAllowed));
     }
-    Ok(reply::ok_xml(responses::access_control_policy(&owner_of(
-        b.owner(),
-    ))))
+    Ok(reply::ok_xml(responses::access_control_policy(
+        &owner_of(b.owner()),
+        acl_of(&e),
+    )))
 }
 
 pub async fn put(

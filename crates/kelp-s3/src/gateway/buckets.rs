@@ -245,9 +245,10 @@ pub async fn location(gw: &Gateway, cx: &Ctx, bucket: &str) -> S3Result<Response
 
 pub async fn get_acl(gw: &Gateway, cx: &Ctx, bucket: &str) -> S3Result<Response> {
     let b = gw.bucket(cx, bucket, Action::Admin).await?;
-    Ok(reply::ok_xml(responses::access_control_policy(&owner_of(
-        b.owner(),
-    ))))
+    Ok(reply::ok_xml(responses::access_control_policy(
+        &owner_of(b.owner()),
+        b.acl(),
+    )))
 }
 
 pub async fn put_acl(

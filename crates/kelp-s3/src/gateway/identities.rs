@@ -143,6 +143,17 @@ impl Identities {
         }
     }
 
+    /// Whether an object's own canned ACL lets `identity` read it where
+    /// its bucket does not: public-read and public-read-write open it to
+    /// everyone, authenticated-read to every known user.
+    pub fn object_acl_allows_read(&self, identity: &Identity, acl: Option<CannedAcl>) -> bool {
+        match acl {
+            Some(CannedAcl::PublicRead | CannedAcl::PublicReadWrite) => true,
+            Some(CannedAcl::AuthenticatedRead) => self.user(identity).is_some(),
+            _ => false,
+        }
+    }
+
     /// Whether `identity` may do `action` on `bucket` (owned by `owner`,
     /// with `acl`; `None` for a request without a bucket or a bucket that
     /// does not exist yet).

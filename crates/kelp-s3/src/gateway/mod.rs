@@ -398,12 +398,16 @@ impl BucketInfo {
     }
 
     pub fn acl(&self) -> Option<CannedAcl> {
-        self.entry
-            .xattrs
-            .get(paths::ACL)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|s| CannedAcl::parse(s).ok())
+        acl_of(&self.entry)
     }
+}
+
+/// The canned ACL kept on a bucket's directory or an object's entry.
+pub(crate) fn acl_of(e: &Entry) -> Option<CannedAcl> {
+    e.xattrs
+        .get(paths::ACL)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| CannedAcl::parse(s).ok())
 }
 
 impl Gateway {
@@ -430,6 +434,43 @@ impl Gateway {
             return Err(S3Error::new(S3ErrorCode::AccessDenied));
         }
         Ok(info)
+    }
+
+    /// The object `key` (its version `vid`) for a reader: allowed by its
+    /// bucket, or else by the object's own ACL. A denied caller learns
+    /// nothing of whether the object exists.
+    pub(crate) async fn readable_object(
+        &self,
+        cx: &Ctx,
+        bucket: &str,
+        key: &str,
+        vid: Option<&str>,
+    ) -> S3Result<(BucketInfo, FullPath, Entry)> {
+        match self.bucket(cx, bucket, Action::Read).await {
+            Ok(b) => {
+                let (path, e) = versions::locate(self, bucket, key, vid).await?;
+                Ok((b, path, e))
+            }
+            Err(denied) if denied.code == S3ErrorCode::AccessDenied => {
+                let dir = paths::bucket_dir(bucket);
+                let b = match self.filer.lookup(&dir).await.map_err(filer_error)? {
+                    Some(entry) => BucketInfo { dir, entry },
+                    None => return Err(denied),
+                };
+                match versions::locate(self, bucket, key, vid).await {
+                    Ok((path, e))
+                        if self
+                            .cfg
+                            .identities
+                            .object_acl_allows_read(&cx.auth.identity, acl_of(&e)) =>
+                    {
+                        Ok((b, path, e))
+                    }
+                    _ => Err(denied),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The caller's name for ownership (`None`: anonymous or open).

@@ -245,8 +245,9 @@ pub async fn get(
     args: GetArgs,
     head: bool,
 ) -> S3Result<Response> {
-    gw.bucket(cx, bucket, Action::Read).await?;
-    let (_, e) = versions::locate(gw, bucket, key, args.version_id.as_deref()).await?;
+    let (_, _, e) = gw
+        .readable_object(cx, bucket, key, args.version_id.as_deref())
+        .await?;
     if versions::is_marker(&e) {
         let mut r = reply::error(
             &S3Error::new(S3ErrorCode::MethodNotAllowed),

@@ -8,6 +8,7 @@
 use std::time::SystemTime;
 
 use crate::etag::ETag;
+use crate::request::CannedAcl;
 use crate::time::format_iso8601;
 use crate::uri::encode_path;
 use crate::xml::Writer;
@@ -426,7 +427,17 @@ pub fn location_constraint(region: &str) -> String {
 }
 
 /// The owner with FULL_CONTROL, the only grant Kelp reports.
-pub fn access_control_policy(o: &Owner) -> String {
+/// The owner's FULL_CONTROL, then the grants `acl` adds: READ (and WRITE
+/// for public-read-write) to all users, or READ to authenticated users.
+pub fn access_control_policy(o: &Owner, acl: Option<CannedAcl>) -> String {
+    const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+    const AUTHENTICATED: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
+    let groups: &[(&str, &str)] = match acl {
+        Some(CannedAcl::PublicRead) => &[(ALL_USERS, "READ")],
+        Some(CannedAcl::PublicReadWrite) => &[(ALL_USERS, "READ"), (ALL_USERS, "WRITE")],
+        Some(CannedAcl::AuthenticatedRead) => &[(AUTHENTICATED, "READ")],
+        _ => &[],
+    };
     let mut w = Writer::new("AccessControlPolicy");
     owner(&mut w, "Owner", o);
     w.open("AccessControlList")
@@ -435,8 +446,15 @@ pub fn access_control_policy(o: &Owner) -> String {
         .elem("DisplayName", &o.display_name)
         .close("Grantee")
         .elem("Permission", "FULL_CONTROL")
-        .close("Grant")
-        .close("AccessControlList");
+        .close("Grant");
+    for (uri, permission) in groups {
+        w.raw(r#"<Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="Group">"#)
+            .elem("URI", uri)
+            .close("Grantee")
+            .elem("Permission", permission)
+            .close("Grant");
+    }
+    w.close("AccessControlList");
     w.finish("AccessControlPolicy")
 }
 

@@ -248,7 +248,7 @@ fn small_documents() {
     }
     assert_eq!(read(&location_constraint("us-east-1")).text, "");
     assert_eq!(read(&location_constraint("eu-west-1")).text, "eu-west-1");
-    let acl = read(&access_control_policy(&me()));
+    let acl = read(&access_control_policy(&me(), None));
     assert_eq!(
         acl.child("AccessControlList")
             .unwrap()
@@ -256,6 +256,19 @@ fn small_documents() {
             .unwrap()
             .text_of("Permission"),
         Some("FULL_CONTROL")
+    );
+    let public = access_control_policy(&me(), Some(CannedAcl::PublicRead));
+    assert!(
+        public.contains("<URI>http://acs.amazonaws.com/groups/global/AllUsers</URI></Grantee><Permission>READ</Permission>"),
+        "{public}"
+    );
+    assert_eq!(
+        read(&public)
+            .child("AccessControlList")
+            .unwrap()
+            .children
+            .len(),
+        2
     );
     let p = read(&post_response("http://h/b/k", "b", "k", &e));
     assert_eq!(p.name, "PostResponse");

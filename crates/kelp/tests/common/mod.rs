@@ -24,6 +24,20 @@ pub fn wait_until<T>(what: &str, deadline: Duration, f: impl FnMut() -> Option<T
     kelp_testkit::until(what, deadline, f)
 }
 
+/// `python3` with boto3, or a skip (a failure under `CI`).
+pub fn python_with_boto3() -> Option<()> {
+    require_tool("python3", which("python3"))?;
+    let ok = Command::new("python3")
+        .args(["-c", "import boto3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip("boto3 is not installed (python3 -m pip install boto3)");
+        return None;
+    }
+    Some(())
+}
+
 /// The kelp binary under test.
 pub fn kelp_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_kelp"))
