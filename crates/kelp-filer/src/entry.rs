@@ -238,12 +238,12 @@ fn put8(w: &mut Vec<u8>, b: &[u8]) {
     w.extend_from_slice(b);
 }
 
-fn put16(w: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put16(w: &mut Vec<u8>, b: &[u8]) {
     w.extend_from_slice(&(b.len() as u16).to_le_bytes());
     w.extend_from_slice(b);
 }
 
-fn put32(w: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put32(w: &mut Vec<u8>, b: &[u8]) {
     w.extend_from_slice(&(b.len() as u32).to_le_bytes());
     w.extend_from_slice(b);
 }

@@ -541,12 +541,7 @@ print(json.dumps(out))
 
 #[test]
 fn boto3_presigned_urls() {
-    let ok = Command::new("python3")
-        .args(["-c", "import boto3"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip("python3 with boto3 is not installed (python3 -m pip install boto3)");
+    if python_with_boto3().is_none() {
         return;
     }
     let g = Gateway::start();

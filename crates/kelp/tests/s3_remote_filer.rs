@@ -99,20 +99,6 @@ for i in [int(x) for x in sys.argv[1].split(",")]:
     eq(via_filer(f"/buckets/load/k{i}"), body, f"filer GET k{i}")
 "#;
 
-/// `python3` with boto3, or a skip (a failure under CI).
-fn python() -> Option<()> {
-    require_tool("python3", which("python3"))?;
-    let ok = Command::new("python3")
-        .args(["-c", "import boto3"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skip("boto3 is not installed (python3 -m pip install boto3)");
-        return None;
-    }
-    Some(())
-}
-
 fn script(tmp: &Path, name: &str, body: &str) -> std::path::PathBuf {
     let f = tmp.join(format!("{name}.py"));
     std::fs::write(&f, format!("{PRELUDE}\n{body}\nprint('ok')\n")).unwrap();
@@ -213,7 +199,7 @@ fn live_needles(k: &Kelp) -> Option<u64> {
 
 #[test]
 fn s3_gateway_over_a_remote_filer() {
-    if python().is_none() {
+    if python_with_boto3().is_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

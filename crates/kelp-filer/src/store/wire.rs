@@ -50,7 +50,7 @@ use std::fmt;
 use super::keys::Table;
 use super::records::Lease;
 use super::{Cond, Op, Replaced, Rows, Txn};
-use crate::entry::{Entry, Reader};
+use crate::entry::{Entry, Reader, put16, put32};
 use crate::error::FilerError;
 use crate::path::FullPath;
 
@@ -85,16 +85,6 @@ fn bad(what: &str) -> WireError {
 }
 
 // ---- writing ---------------------------------------------------------------
-
-fn put16(w: &mut Vec<u8>, b: &[u8]) {
-    w.extend_from_slice(&(b.len() as u16).to_le_bytes());
-    w.extend_from_slice(b);
-}
-
-fn put32(w: &mut Vec<u8>, b: &[u8]) {
-    w.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    w.extend_from_slice(b);
-}
 
 fn put_u32(w: &mut Vec<u8>, n: usize) {
     w.extend_from_slice(&(n as u32).to_le_bytes());
