@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use kelp_core::{ReplicaPlacement, Ttl};
 use kelp_storage::{File, Open, Storage};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::compaction::{self, Pending};
@@ -172,6 +172,10 @@ pub struct Volume {
     pub(crate) writer: Mutex<WriterState>,
     pub(crate) map: RwLock<NeedleMap>,
     pub(crate) sync: Mutex<SyncState>,
+    /// Whether a caller is leading a group commit; the others wait on
+    /// `sync_done` instead of queueing on `sync` (see `group_commit.rs`).
+    pub(crate) sync_leader: Mutex<bool>,
+    pub(crate) sync_done: Condvar,
     pub(crate) synced_seq: AtomicU64,
     pub(crate) written_seq: AtomicU64,
     pub(crate) sync_count: AtomicU64,
@@ -432,6 +436,8 @@ impl Volume {
                 last_watermark: None,
                 watermark_idx_len: wm.as_ref().map_or(0, |w| w.idx_len),
             }),
+            sync_leader: Mutex::new(false),
+            sync_done: Condvar::new(),
             synced_seq: AtomicU64::new(0),
             written_seq: AtomicU64::new(0),
             sync_count: AtomicU64::new(0),
