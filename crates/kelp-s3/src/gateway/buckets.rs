@@ -204,26 +204,13 @@ pub async fn delete(gw: &Gateway, cx: &Ctx, bucket: &str) -> S3Result<Response> 
 /// under a bucket's versions directory); the empty directories removed
 /// versions leave behind do not count.
 async fn holds_a_file(gw: &Gateway, dir: &FullPath) -> S3Result<bool> {
-    const PAGE: usize = 1000;
     let mut dirs = vec![dir.clone()];
     while let Some(d) = dirs.pop() {
-        let mut after = String::new();
-        loop {
-            let page = match gw.filer.list(&d, &after, "", PAGE).await {
-                Ok(page) => page,
-                Err(FilerError::NotFound(_)) => break,
-                Err(e) => return Err(filer_error(e)),
-            };
-            for e in &page {
-                if !e.is_dir() {
-                    return Ok(true);
-                }
-                dirs.push(d.child(&e.name));
+        for e in gw.children(&d).await? {
+            if !e.is_dir() {
+                return Ok(true);
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = last.name.clone(),
-                _ => break,
-            }
+            dirs.push(d.child(&e.name));
         }
     }
     Ok(false)

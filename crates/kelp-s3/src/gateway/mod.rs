@@ -473,6 +473,30 @@ impl Gateway {
         }
     }
 
+    /// Every child of `dir`, read page by page; a directory that is not
+    /// there (or is a file) has none.
+    pub(crate) async fn children(&self, dir: &FullPath) -> S3Result<Vec<Entry>> {
+        const PAGE: usize = 1000;
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = match self.filer.list(dir, &after, "", PAGE).await {
+                Ok(p) => p,
+                Err(FilerError::NotFound(_)) | Err(FilerError::NotDirectory(_)) => break,
+                Err(e) => return Err(filer_error(e)),
+            };
+            let n = page.len();
+            if let Some(last) = page.last() {
+                after = last.name.clone();
+            }
+            out.extend(page);
+            if n < PAGE {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// The caller's name for ownership (`None`: anonymous or open).
     pub(crate) fn caller(&self, cx: &Ctx) -> Option<String> {
         self.cfg

@@ -94,25 +94,12 @@ fn stored_name(e: &Entry) -> String {
 /// The versions of `key` kept in its versions directory, newest first.
 async fn older(gw: &Gateway, bucket: &str, key: &str) -> S3Result<(FullPath, Vec<Entry>)> {
     let dir = paths::versions_dir(bucket, key)?;
-    let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = match gw.filer.list(&dir, &after, "", 1000).await {
-            Ok(p) => p,
-            Err(FilerError::NotFound(_)) | Err(FilerError::NotDirectory(_)) => break,
-            Err(e) => return Err(filer_error(e)),
-        };
-        let n = page.len();
-        for e in page {
-            after = e.name.clone();
-            if !e.is_dir() {
-                out.push(e);
-            }
-        }
-        if n < 1000 {
-            break;
-        }
-    }
+    let out = gw
+        .children(&dir)
+        .await?
+        .into_iter()
+        .filter(|e| !e.is_dir())
+        .collect();
     Ok((dir, out))
 }
 
@@ -503,34 +490,21 @@ async fn walk(gw: &Gateway, dir: &FullPath, prefix: &str) -> S3Result<Vec<(Strin
     let mut out = Vec::new();
     let mut stack = vec![(dir.clone(), String::new())];
     while let Some((d, rel)) = stack.pop() {
-        let mut after = String::new();
-        loop {
-            let page = match gw.filer.list(&d, &after, "", 1000).await {
-                Ok(p) => p,
-                Err(FilerError::NotFound(_)) | Err(FilerError::NotDirectory(_)) => break,
-                Err(e) => return Err(filer_error(e)),
+        for e in gw.children(&d).await? {
+            let r = if rel.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{rel}/{}", e.name)
             };
-            let n = page.len();
-            for e in page {
-                after = e.name.clone();
-                let r = if rel.is_empty() {
-                    e.name.clone()
-                } else {
-                    format!("{rel}/{}", e.name)
-                };
-                // Only what can hold keys with `prefix`.
-                let cmp = r.len().min(prefix.len());
-                if r.as_bytes()[..cmp] != prefix.as_bytes()[..cmp] {
-                    continue;
-                }
-                if e.is_dir() {
-                    stack.push((d.child(&e.name), r.clone()));
-                }
-                out.push((r, e));
+            // Only what can hold keys with `prefix`.
+            let cmp = r.len().min(prefix.len());
+            if r.as_bytes()[..cmp] != prefix.as_bytes()[..cmp] {
+                continue;
             }
-            if n < 1000 {
-                break;
+            if e.is_dir() {
+                stack.push((d.child(&e.name), r.clone()));
             }
+            out.push((r, e));
         }
     }
     Ok(out)
