@@ -12,7 +12,7 @@ use kelp_filer::store::{Cond, Op, Txn};
 
 use super::buckets::{owner_of, small_body};
 use super::identities::Action;
-use super::versions::{self, locate};
+use super::versions::locate_object;
 use super::{Ctx, Gateway, acl_of, filer_error, paths, reply};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::request::CannedAcl;
@@ -48,10 +48,7 @@ pub async fn get(
     vid: Option<String>,
 ) -> S3Result<Response> {
     let b = gw.bucket(cx, bucket, Action::Read).await?;
-    let (_, e) = locate(gw, bucket, key, vid.as_deref()).await?;
-    if versions::is_marker(&e) {
-        return Err(S3Error::new(S3ErrorCode::MethodNotAllowed));
-    }
+    let (_, e) = locate_object(gw, bucket, key, vid.as_deref()).await?;
     Ok(reply::ok_xml(responses::access_control_policy(
         &owner_of(b.owner()),
         acl_of(&e),
@@ -70,10 +67,7 @@ pub async fn put(
     gw.bucket(cx, bucket, Action::Write).await?;
     let acl = requested(cx, acl, body, "PutObjectAcl").await?;
     for _ in 0..5 {
-        let (path, old) = locate(gw, bucket, key, vid.as_deref()).await?;
-        if versions::is_marker(&old) {
-            return Err(S3Error::new(S3ErrorCode::MethodNotAllowed));
-        }
+        let (path, old) = locate_object(gw, bucket, key, vid.as_deref()).await?;
         let mut e = old.clone();
         e.xattrs
             .insert(paths::ACL.into(), acl.as_str().as_bytes().to_vec());

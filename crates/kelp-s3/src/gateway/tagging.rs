@@ -7,12 +7,12 @@
 use axum::body::Body;
 use axum::response::Response;
 use kelp_filer::store::{Cond, Op, Txn};
-use kelp_filer::{Entry, FilerError, FullPath};
+use kelp_filer::{Entry, FilerError};
 
 use super::buckets::small_body;
 use super::identities::Action;
 use super::objects::{decode_tags, encode_tags};
-use super::versions::{self, locate};
+use super::versions;
 use super::{Ctx, Gateway, filer_error, paths, reply};
 use crate::error::{S3Error, S3ErrorCode, S3Result};
 use crate::xml::requests::{self, MAX_BUCKET_TAGS, MAX_OBJECT_TAGS, Tag};
@@ -29,21 +29,6 @@ fn with_version(mut r: Response, e: &Entry) -> Response {
     r
 }
 
-/// The version (or current object) tags are about; a delete marker has
-/// none to give.
-async fn target(
-    gw: &Gateway,
-    bucket: &str,
-    key: &str,
-    vid: Option<&str>,
-) -> S3Result<(FullPath, Entry)> {
-    let (p, e) = locate(gw, bucket, key, vid).await?;
-    if versions::is_marker(&e) {
-        return Err(S3Error::new(S3ErrorCode::MethodNotAllowed));
-    }
-    Ok((p, e))
-}
-
 pub async fn get_object(
     gw: &Gateway,
     cx: &Ctx,
@@ -52,7 +37,7 @@ pub async fn get_object(
     vid: Option<String>,
 ) -> S3Result<Response> {
     gw.bucket(cx, bucket, Action::Read).await?;
-    let (_, e) = target(gw, bucket, key, vid.as_deref()).await?;
+    let (_, e) = versions::locate_object(gw, bucket, key, vid.as_deref()).await?;
     Ok(with_version(
         reply::ok_xml(responses::tagging(&decode_tags(&e))),
         &e,
@@ -70,7 +55,7 @@ async fn set_object(
 ) -> S3Result<Entry> {
     gw.bucket(cx, bucket, Action::Tagging).await?;
     for _ in 0..ATTEMPTS {
-        let (path, old) = target(gw, bucket, key, vid).await?;
+        let (path, old) = versions::locate_object(gw, bucket, key, vid).await?;
         let mut e = old.clone();
         match &tags {
             Some(t) if !t.is_empty() => {

@@ -113,6 +113,21 @@ async fn current(gw: &Gateway, path: &FullPath) -> S3Result<Option<Entry>> {
         .filter(|e| !e.is_dir()))
 }
 
+/// Like [`locate`], for what only an object has (tags, an ACL): a
+/// delete marker is MethodNotAllowed.
+pub async fn locate_object(
+    gw: &Gateway,
+    bucket: &str,
+    key: &str,
+    vid: Option<&str>,
+) -> S3Result<(FullPath, Entry)> {
+    let (p, e) = locate(gw, bucket, key, vid).await?;
+    if is_marker(&e) {
+        return Err(S3Error::new(S3ErrorCode::MethodNotAllowed));
+    }
+    Ok((p, e))
+}
+
 /// Where version `vid` of `key` is and what it is (maybe a delete
 /// marker); `None` for the current object.
 pub async fn locate(
