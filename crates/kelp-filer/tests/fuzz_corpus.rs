@@ -70,20 +70,7 @@ fn seeds_are_valid_records() {
         ("entry_truncated", [&[0u8][..], &e.encode()[..20]].concat()),
         ("empty", vec![]),
     ];
-    let d = dir("filer_records_decode");
-    for (name, bytes) in seeds {
-        let path = d.join(name);
-        if std::env::var_os("KELP_WRITE_SEEDS").is_some() {
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(&path, &bytes).unwrap();
-        }
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            bytes,
-            "{} is stale",
-            path.display()
-        );
-    }
+    check_seeds("filer_records_decode", seeds);
 }
 
 /// The store wire format's seeds: each request and answer once.
@@ -157,7 +144,13 @@ fn wire_seeds_are_valid_bodies() {
         ("answer_commit", with(5, wire::encode_answer(&replaced))),
         ("answer_quota", with(5, wire::encode_answer(&quota))),
     ];
-    let d = dir("filer_store_wire_decode");
+    check_seeds("filer_store_wire_decode", seeds);
+}
+
+/// Each seed is in the target's corpus with exactly these bytes (written
+/// there with `KELP_WRITE_SEEDS=1`).
+fn check_seeds(target: &str, seeds: Vec<(&str, Vec<u8>)>) {
+    let d = dir(target);
     for (name, bytes) in seeds {
         let path = d.join(name);
         if std::env::var_os("KELP_WRITE_SEEDS").is_some() {
