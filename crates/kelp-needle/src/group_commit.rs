@@ -11,6 +11,10 @@
 //! a profile of 1 KiB writes put at a tenth of the server's samples.)
 //! At most about once a second the leader also advances the `.kwm`
 //! watermark, which bounds crash-recovery verification work.
+//!
+//! The volume server does not block a thread per write here: it awaits
+//! `Volume::durable(seq)` (`syncer.rs`), whose per-volume syncer thread
+//! is the one caller of `force_sync_through` under write load.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -18,6 +18,7 @@ pub mod needle;
 pub mod needle_map;
 mod recovery;
 pub mod superblock;
+mod syncer;
 pub mod vif;
 pub mod volume;
 mod volume_ops;
@@ -30,6 +31,7 @@ pub use idx::{IdxEntry, OffsetWidth};
 pub use needle::Needle;
 pub use needle_map::{MapCounters, NeedleMap, NeedleValue};
 pub use superblock::SuperBlock;
+pub use syncer::Durable;
 pub use vif::VolumeInfoFile;
 pub use volume::{
     DeleteOutcome, OpenOptions, SyncMode, SyncStats, Volume, VolumeOptions, VolumeStats,

@@ -176,6 +176,8 @@ pub struct Volume {
     /// `sync_done` instead of queueing on `sync` (see `group_commit.rs`).
     pub(crate) sync_leader: Mutex<bool>,
     pub(crate) sync_done: Condvar,
+    /// Parks `durable()` waiters and runs their group commits.
+    pub(crate) syncer: Arc<crate::syncer::Syncer>,
     pub(crate) synced_seq: AtomicU64,
     pub(crate) written_seq: AtomicU64,
     pub(crate) sync_count: AtomicU64,
@@ -438,6 +440,7 @@ impl Volume {
             }),
             sync_leader: Mutex::new(false),
             sync_done: Condvar::new(),
+            syncer: Arc::default(),
             synced_seq: AtomicU64::new(0),
             written_seq: AtomicU64::new(0),
             sync_count: AtomicU64::new(0),

@@ -296,3 +296,65 @@ fn concurrent_writers_share_a_failed_sync() {
         }
     }
 }
+
+/// The async wait (`Volume::durable`, what the volume server awaits):
+/// writes from many threads are acknowledged only once durable, so they
+/// all survive a crash; a failed fdatasync fails every waiter; and the
+/// syncer thread never keeps the volume from being closed.
+#[test]
+fn durable_futures_acknowledge_only_synced_writes() {
+    let (mem, fault, v) = setup();
+    let v = std::sync::Arc::new(v);
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let v = v.clone();
+            s.spawn(move || {
+                for i in 0..25u64 {
+                    let key = 1 + t * 100 + i;
+                    let out = v.write(&mut needle(key, 300)).unwrap();
+                    futures::executor::block_on(v.durable(out.seq)).unwrap();
+                }
+            });
+        }
+    });
+    let stats = v.sync_stats();
+    assert_eq!(stats.synced_seq, 200, "every acknowledged write is synced");
+    // Acknowledged, then a write that never was: a crash keeps the former.
+    v.write(&mut needle(9999, 10)).unwrap();
+    let v = std::sync::Arc::try_unwrap(v)
+        .unwrap_or_else(|_| panic!("the syncer thread still holds the volume"));
+    drop(v);
+    for seed in 0..5 {
+        let v = reopen(&mem, seed);
+        for t in 0..8u64 {
+            for i in 0..25u64 {
+                assert_reads(&v, 1 + t * 100 + i, 300);
+            }
+        }
+    }
+
+    let v = std::sync::Arc::new(
+        Volume::open_in(
+            fault.storage(),
+            Path::new(DIR),
+            "",
+            1,
+            &OpenOptions::default(),
+        )
+        .unwrap(),
+    );
+    let a = v.write(&mut needle(5000, 10)).unwrap();
+    let b = v.write(&mut needle(5001, 10)).unwrap();
+    fault.fail_on(FaultOp::Sync, ".dat", 0, FaultKind::Eio);
+    assert!(matches!(
+        futures::executor::block_on(v.durable(b.seq)),
+        Err(VolumeError::SyncFailed(_))
+    ));
+    assert!(
+        matches!(
+            futures::executor::block_on(v.durable(a.seq)),
+            Err(VolumeError::SyncFailed(_))
+        ),
+        "a retried fdatasync is not trusted"
+    );
+}

@@ -370,7 +370,7 @@ impl Store {
         // CPU on a read-heavy load. Large needles still go to the pool.
         let small = vol
             .lookup(key)
-            .is_some_and(|v| u64::from(v.size) <= INLINE_READ_BYTES);
+            .is_some_and(|v| u64::from(v.size) <= INLINE_IO_BYTES);
         let n = if small {
             vol.read(key)
         } else {
@@ -387,7 +387,9 @@ impl Store {
     }
 
     /// Appends a needle and returns once it is durable (durable server or
-    /// `force_sync`).
+    /// `force_sync`). A small needle is appended on the async worker (a
+    /// page-cache write of microseconds); the fdatasync is the volume's
+    /// syncer thread's, shared with every write that arrived meanwhile.
     pub async fn write(
         &self,
         vid: VolumeId,
@@ -395,18 +397,20 @@ impl Store {
         force_sync: bool,
     ) -> Result<WriteResult, StoreError> {
         let vol = self.writable(vid)?;
-        let held = vol.clone();
-        let durable = self.durable;
-        blocking(move || -> Result<WriteResult, VolumeError> {
-            let out = vol.write(&mut needle)?;
-            sync_after(&vol, out.seq, durable, force_sync)?;
-            Ok(WriteResult {
-                checksum: needle.checksum,
-                unchanged: out.unchanged,
-            })
+        let (out, needle) = if needle.data.len() as u64 <= INLINE_IO_BYTES {
+            (vol.write(&mut needle), needle)
+        } else {
+            let v = vol.clone();
+            blocking(move || (v.write(&mut needle), needle)).await?
+        };
+        let out = out.map_err(|e| self.write_failed(&vol, e))?;
+        durable_after(&vol, out.seq, force_sync)
+            .await
+            .map_err(|e| self.write_failed(&vol, e))?;
+        Ok(WriteResult {
+            checksum: needle.checksum,
+            unchanged: out.unchanged,
         })
-        .await?
-        .map_err(|e| self.write_failed(&held, e))
     }
 
     /// Deletes a needle (durably on a durable server). Returns the deleted
@@ -419,18 +423,15 @@ impl Store {
         force_sync: bool,
     ) -> Result<u32, StoreError> {
         let vol = self.writable(vid)?;
-        let held = vol.clone();
-        let durable = self.durable;
-        blocking(move || -> Result<u32, VolumeError> {
+        let out = async {
             let out = vol.delete(key, cookie)?;
-            sync_after(&vol, out.seq, durable, force_sync)?;
+            durable_after(&vol, out.seq, force_sync).await?;
             Ok(out.size)
-        })
-        .await?
-        .map_err(|e| match e {
+        };
+        out.await.map_err(|e| match e {
             VolumeError::CookieMismatch { .. } => StoreError::DeleteCookieMismatch,
             VolumeError::NotFound { .. } => StoreError::NeedleNotFound,
-            e => self.write_failed(&held, e),
+            e => self.write_failed(&vol, e),
         })
     }
 
@@ -658,15 +659,14 @@ fn sync_mode(durable: bool) -> SyncMode {
     }
 }
 
-fn sync_after(vol: &Volume, seq: u64, durable: bool, force: bool) -> Result<(), VolumeError> {
-    let started = Instant::now();
-    if durable {
-        vol.sync_through(seq)?;
-    } else if force {
-        vol.sync()?;
-    } else {
+/// Waits until write `seq` is durable: on a durable server always, on
+/// another only when the client asked (`force`).
+async fn durable_after(vol: &Arc<Volume>, seq: u64, force: bool) -> Result<(), VolumeError> {
+    if vol.sync_mode() == SyncMode::None && !force {
         return Ok(());
     }
+    let started = Instant::now();
+    vol.synced(seq).await?;
     metrics::histogram!(crate::metrics::SYNC_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -692,10 +692,12 @@ fn remove_volume_files(base: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Runs blocking disk work on tokio's blocking pool.
-/// Needles up to this size are read on the async worker (see `read`).
-const INLINE_READ_BYTES: u64 = 64 * 1024;
+/// Needles up to this size are read and written on the async worker (see
+/// `read` and `write`): a page-cache copy costs less than a hand-off to
+/// the blocking pool.
+const INLINE_IO_BYTES: u64 = 64 * 1024;
 
+/// Runs blocking disk work on tokio's blocking pool.
 pub async fn blocking<T, F>(f: F) -> Result<T, StoreError>
 where
     F: FnOnce() -> T + Send + 'static,
