@@ -3,14 +3,15 @@
 //!
 //! Concurrent callers share one fdatasync. One caller at a time leads: it
 //! takes the sync mutex, snapshots the newest written seq, fdatasyncs
-//! `.dat` then `.idx`, and publishes the snapshot as `synced_seq`. The
+//! `.dat` (only: recovery rebuilds the `.idx` entries a crash lost from
+//! the needles in `.dat`), and publishes the snapshot as `synced_seq`. The
 //! others wait on a condition variable until the leader is done, then
 //! return if its fdatasync covered their `seq` (it usually did) or lead
 //! the next one. (They used to queue on the sync mutex itself and wake one
 //! after another, each spinning in `sched_yield` first: a lock convoy that
 //! a profile of 1 KiB writes put at a tenth of the server's samples.)
-//! At most about once a second the leader also advances the `.kwm`
-//! watermark, which bounds crash-recovery verification work.
+//! At most about once a second the leader fdatasyncs `.idx` too and
+//! advances the `.kwm` watermark, which bounds crash-recovery work.
 //!
 //! The volume server does not block a thread per write here: it awaits
 //! `Volume::durable(seq)` (`syncer.rs`), whose per-volume syncer thread
@@ -78,15 +79,19 @@ impl Volume {
         };
         // Stable while `sync` is held: a compaction commit takes it first.
         let f = self.files();
-        self.sync_files(&f)?;
+        let watermark_due = idx_len != s.watermark_idx_len
+            && s.last_watermark
+                .is_none_or(|t| t.elapsed() >= WATERMARK_EVERY);
+        if watermark_due {
+            self.sync_files(&f)?;
+        } else {
+            self.sync_dat(&f)?;
+        }
         self.synced_seq.store(target, Ordering::Release);
         self.sync_count.fetch_add(1, Ordering::Relaxed);
         self.last_batch
             .store(target.saturating_sub(prev), Ordering::Relaxed);
-        let due = s
-            .last_watermark
-            .is_none_or(|t| t.elapsed() >= WATERMARK_EVERY);
-        if due && idx_len != s.watermark_idx_len {
+        if watermark_due {
             let wm = Watermark {
                 generation: 0,
                 dat_len,
@@ -102,15 +107,27 @@ impl Volume {
         Ok(())
     }
 
-    /// fdatasyncs `.dat` and `.idx`. The first failure poisons the volume
-    /// for good (see `sync_failure`): every later call fails too, so no
-    /// write is acknowledged on the strength of a retried fsync. The
-    /// caller holds `sync`.
+    /// fdatasyncs `.dat` and `.idx`, as a watermark, a checkpoint or a
+    /// close needs. The first failure poisons the volume for good (see
+    /// `sync_failure`): every later call fails too, so no write is
+    /// acknowledged on the strength of a retried fsync. The caller holds
+    /// `sync`.
     pub(crate) fn sync_files(&self, f: &Files) -> Result<(), VolumeError> {
+        self.checked_sync(|| sync_both(&f.dat, &f.idx))
+    }
+
+    /// fdatasyncs `.dat` only: enough to acknowledge a batch, since
+    /// recovery re-indexes the needles of `.dat` that `.idx` lost
+    /// (`recovery::index_tail`). Fails and poisons as `sync_files`.
+    fn sync_dat(&self, f: &Files) -> Result<(), VolumeError> {
+        self.checked_sync(|| f.dat.sync_data())
+    }
+
+    fn checked_sync(&self, sync: impl FnOnce() -> std::io::Result<()>) -> Result<(), VolumeError> {
         if let Some(why) = self.sync_failure.lock().clone() {
             return Err(VolumeError::SyncFailed(why));
         }
-        if let Err(e) = sync_both(&f.dat, &f.idx) {
+        if let Err(e) = sync() {
             let why = format!("fdatasync failed: {e}");
             self.poison(why.clone());
             // A full disk is still reported as such (delayed allocation

@@ -3,29 +3,35 @@
 //! and nothing acknowledged is lost.
 //!
 //! Writers append the needle to `.dat`, then its entry to `.idx`; a write
-//! is acknowledged only after `sync_through` fdatasyncs both. A *trusted
-//! point* (the `.kwm` watermark or the `.knm` checkpoint, both written only
-//! for fsynced state) says `.idx` up to `idx_len` and `.dat` up to
-//! `dat_len` are durable. At open:
+//! is acknowledged only after group commit fdatasyncs `.dat` (`.idx` is
+//! fdatasynced only before a watermark, a checkpoint or a close). A
+//! *trusted point* (the `.kwm` watermark or the `.knm` checkpoint, both
+//! written only after both files were fdatasynced) says `.idx` up to
+//! `idx_len` and `.dat` up to `dat_len` are durable. At open:
 //!
 //! 1. `.idx` is cut to a whole number of entries.
 //! 2. With a trusted point, every entry after it is verified in order
 //!    (needle inside `.dat`, header id and size match, CRC valid,
-//!    tombstones read with Size 0). At the first bad entry `.idx` is cut:
-//!    later entries cannot have been acknowledged, since a sync covering
-//!    them would have covered the bad one too.
+//!    tombstones read with Size 0). At the first bad entry `.idx` is cut;
+//!    the needles of later entries are after it in `.dat`, where step 3
+//!    finds them again.
 //!    Without one (a SeaweedFS volume, or a first crash), the tail is cut
 //!    at the first of the last 1024 entries that points outside `.dat`,
 //!    then entries are verified backwards from there until one is valid.
-//! 3. After the map is loaded, `.dat` is cut to the end of the furthest
-//!    needle any entry references (trailing garbage, unindexed needles).
-//! 4. A `.dat` with an empty `.idx` and no trusted point gets its `.idx`
-//!    rebuilt by scanning needles (like `weed fix`), stopping at the first
-//!    invalid one. A Size-0 needle is taken as a tombstone.
+//! 3. After the map is loaded, the needles in `.dat` after the furthest
+//!    one any entry references are scanned: each whole, checksum-valid
+//!    needle gets its `.idx` entry back (a Size-0 needle is a tombstone),
+//!    up to the first invalid one, where `.dat` is cut (trailing garbage).
+//!    Group commit fdatasyncs only `.dat` per batch, so this is how the
+//!    `.idx` entries of acknowledged writes that a crash lost come back;
+//!    with an empty `.idx` it rebuilds the whole index (like `weed fix`).
 //!
-//! Residual risk: a bit flip in an acknowledged needle after the trusted
+//! Residual risks: a bit flip in an acknowledged needle after the trusted
 //! point cuts that needle and everything after it; the watermark moves at
-//! least every second under load, which bounds that window.
+//! least every second under load, which bounds that window. Without a
+//! trusted point (both `.kwm` slots lost; one is written at every open,
+//! before any write) a lost `.idx` entry followed by one that survived is
+//! not noticed, and that needle is not re-indexed.
 
 use std::io;
 
@@ -243,23 +249,74 @@ pub(crate) fn append_at_ns(dat: &File, l: &Layout, e: &IdxEntry) -> u64 {
     }
 }
 
-/// Step 4: rebuilds `.idx` from the needles in `.dat`; returns its length.
-pub(crate) fn rebuild_idx(dat: &File, idx: &File, l: &Layout) -> io::Result<u64> {
+/// The cookie SeaweedFS gives the tombstones its compaction appends for
+/// deletes made while it ran (`makeupDiff`).
+const COMPACTION_TOMBSTONE_COOKIE: u32 = 0x1234_5678;
+
+/// Whether a Size-0 needle found by `index_tail` is a real tombstone: it
+/// must delete a needle that is live at that point, with that needle's
+/// cookie (or SeaweedFS's compaction cookie). A Size-0 needle carries no
+/// checksum of its own, so without this a run of zeros (a torn write) or
+/// stray bytes would parse as a chain of deletes.
+fn deletes_live_needle(dat: &File, map: &NeedleMap, cookie: u32, id: u64) -> io::Result<bool> {
+    let Some(live) = map.get(id) else {
+        return Ok(false);
+    };
+    if cookie == COMPACTION_TOMBSTONE_COOKIE {
+        return Ok(true);
+    }
+    let mut head = [0u8; 16];
+    dat.read_exact_at(&mut head, live.offset)?;
+    Ok(needle::parse_header(&head).0 == cookie)
+}
+
+/// What `index_tail` added.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    /// `.idx` length after the appended entries.
+    pub idx_len: u64,
+    /// End of the last needle scanned (where `.dat` should end).
+    pub dat_end: u64,
+    pub last: Option<IdxEntry>,
+}
+
+/// Step 3: indexes the needles in `.dat` from `from` (the end of the
+/// furthest indexed needle) up to the first one that is not whole and
+/// checksum-valid, appending their entries to `.idx` at `idx_len` and
+/// applying them to `map`. A Size-0 needle is a tombstone, taken only
+/// when it deletes a live needle (`deletes_live_needle`).
+///
+/// Group commit fdatasyncs only `.dat` for a batch, so after a crash
+/// `.idx` can lack entries of acknowledged writes; their needles are in
+/// `.dat`, contiguous after the last entry kept, and come back here. It
+/// also rebuilds a missing `.idx` whole (`from` = the superblock's end),
+/// like `weed fix`.
+pub(crate) fn index_tail(
+    dat: &File,
+    idx: &File,
+    l: &Layout,
+    from: u64,
+    idx_len: u64,
+    map: &mut NeedleMap,
+) -> io::Result<Tail> {
     let dat_len = file_len(dat)?;
-    let mut pos = l.sb_size;
+    let mut pos = from.max(l.sb_size);
     let mut out = Vec::new();
+    let mut last = None;
     let mut count = 0u64;
     while pos + 16 <= dat_len {
         let mut head = [0u8; 16];
         dat.read_exact_at(&mut head, pos)?;
-        let (_, id, size) = needle::parse_header(&head);
+        let (cookie, id, size) = needle::parse_header(&head);
         let total = needle::actual_size(size, l.version);
         if size as u64 > needle::MAX_BODY_SIZE || pos + total > dat_len {
             break;
         }
         let mut buf = vec![0u8; total as usize];
         dat.read_exact_at(&mut buf, pos)?;
-        if Needle::decode_exact(&buf, l.version).is_err() {
+        if Needle::decode_exact(&buf, l.version).is_err()
+            || (size == 0 && !deletes_live_needle(dat, map, cookie, id)?)
+        {
             break;
         }
         let size = if size == 0 {
@@ -271,17 +328,26 @@ pub(crate) fn rebuild_idx(dat: &File, idx: &File, l: &Layout) -> io::Result<u64>
         if e.encode(l.width, &mut out).is_err() {
             break;
         }
+        map.apply(&e);
+        last = Some(e);
         count += 1;
         pos += total;
     }
-    tracing::warn!(
-        needles = count,
-        scanned_to = pos,
-        dat_len,
-        "rebuilt missing .idx by scanning .dat"
-    );
-    idx.set_len(0)?;
-    idx.write_all_at(&out, 0)?;
-    idx.sync_all()?;
-    Ok(out.len() as u64)
+    if count > 0 {
+        tracing::warn!(
+            needles = count,
+            from,
+            scanned_to = pos,
+            dat_len,
+            "indexed needles of .dat that .idx did not list"
+        );
+        idx.set_len(idx_len)?;
+        idx.write_all_at(&out, idx_len)?;
+        idx.sync_all()?;
+    }
+    Ok(Tail {
+        idx_len: idx_len + out.len() as u64,
+        dat_end: pos,
+        last,
+    })
 }

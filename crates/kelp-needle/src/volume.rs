@@ -352,15 +352,14 @@ impl Volume {
         .flatten()
         .max();
 
-        let mut changed = false;
-        let good_idx = if whole == 0 && trusted.is_none() && dat_len > layout.sb_size {
-            changed = true;
-            recovery::rebuild_idx(&dat, &idx, &layout)?
-        } else {
-            let g = recovery::cut_idx(&dat, &idx, &layout, trusted)?;
-            changed |= g != idx_len;
-            g
-        };
+        eprintln!(
+            "OPEN dat_len {dat_len} idx_len {idx_len} trusted {trusted:?} wm {:?} ckpt {:?}",
+            wm.as_ref().map(|w| (w.idx_len, w.dat_len)),
+            ckpt.as_ref().map(|c| (c.0.idx_len, c.0.dat_len))
+        );
+        let mut good_idx = recovery::cut_idx(&dat, &idx, &layout, trusted)?;
+        eprintln!("  good_idx {good_idx}");
+        let mut changed = good_idx != idx_len;
 
         let (mut map, mut max_end, mut last_ns, replay) = match ckpt {
             Some((meta, map)) if meta.idx_len <= good_idx => {
@@ -380,6 +379,17 @@ impl Volume {
         {
             max_end = replay.max_end;
             last_ns = recovery::append_at_ns(&dat, &layout, &tail);
+        }
+        eprintln!("  max_end {max_end}");
+        if dat_len > max_end {
+            let tail = recovery::index_tail(&dat, &idx, &layout, max_end, good_idx, &mut map)?;
+            eprintln!("  tail {tail:?}");
+            if let Some(last) = tail.last {
+                last_ns = recovery::append_at_ns(&dat, &layout, &last);
+                good_idx = tail.idx_len;
+                max_end = tail.dat_end;
+                changed = true;
+            }
         }
         if let Some(w) = &wm {
             last_ns = last_ns.max(w.last_append_at_ns);
@@ -652,7 +662,7 @@ impl Volume {
     /// Writes a checkpoint of everything written so far (fsyncing it first).
     pub fn checkpoint(&self) -> Result<(), VolumeError> {
         let mut last = self.checkpoint_lock.lock();
-        let (bytes, seq, idx_end) = {
+        let (bytes, idx_end) = {
             let w = self.writer.lock();
             let map = self.map.read();
             let f = self.files();
@@ -664,12 +674,13 @@ impl Volume {
                 last_append_at_ns: w.last_append_at_ns,
                 fingerprint: recovery::fingerprint(&f.idx, self.layout.width, w.idx_end)?,
             };
-            (checkpoint::encode(&meta, &map), w.seq, w.idx_end)
+            (checkpoint::encode(&meta, &map), w.idx_end)
         };
-        self.force_sync_through(seq)?;
+        // Both files fdatasynced through (at least) the snapshot before
+        // the checkpoint that trusts them is written.
+        self.write_watermark()?;
         self.storage
             .write_atomic(&with_ext(&self.base, "knm"), &bytes)?;
-        self.write_watermark()?;
         *last = idx_end;
         Ok(())
     }

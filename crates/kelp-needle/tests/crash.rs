@@ -8,7 +8,8 @@
 //! commit or the recovery at open. Every acknowledged write or delete
 //! (its `sync_through` returned) must read back exactly; a key changed
 //! after its last acknowledgement reads as one of the values it had since
-//! (or not found, if one of them was a delete); no read ever returns wrong
+//! (or not found, if one of them was a delete), a failed write or delete
+//! included; no read ever returns wrong
 //! bytes or a corrupt needle. Each case runs two crash rounds, so recovery's
 //! own writes are crashed too.
 //!
@@ -23,6 +24,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const KEYS: u64 = 6;
+
+/// The sequence recorded for a write or delete that returned an error:
+/// never acknowledged, but it may have reached `.dat` (the `.idx` write or
+/// the fdatasync is what failed), and recovery may then keep it, as a
+/// client must expect of any failed request.
+const FAILED: u64 = u64::MAX;
 
 /// Per key: the acknowledged value (None = absent) and the values written
 /// since, any of which a crash may leave.
@@ -89,15 +96,23 @@ fn run_ops(v: &Volume, rng: &mut StdRng, model: &mut Model) -> Result<(), Volume
             0..10 => {
                 let key = rng.random_range(1..=KEYS);
                 let d = data(rng);
-                let out = v.write(&mut needle(key, d.clone()))?;
-                model.record(key, out.seq, Some(d));
+                match v.write(&mut needle(key, d.clone())) {
+                    Ok(out) => model.record(key, out.seq, Some(d)),
+                    Err(e) => {
+                        model.record(key, FAILED, Some(d));
+                        return Err(e);
+                    }
+                }
             }
             10..12 => {
                 let key = rng.random_range(1..=KEYS);
                 match v.delete(key, key as u32) {
                     Ok(out) => model.record(key, out.seq, None),
                     Err(VolumeError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        model.record(key, FAILED, None);
+                        return Err(e);
+                    }
                 }
             }
             12..17 => {
