@@ -352,13 +352,7 @@ impl Volume {
         .flatten()
         .max();
 
-        eprintln!(
-            "OPEN dat_len {dat_len} idx_len {idx_len} trusted {trusted:?} wm {:?} ckpt {:?}",
-            wm.as_ref().map(|w| (w.idx_len, w.dat_len)),
-            ckpt.as_ref().map(|c| (c.0.idx_len, c.0.dat_len))
-        );
         let mut good_idx = recovery::cut_idx(&dat, &idx, &layout, trusted)?;
-        eprintln!("  good_idx {good_idx}");
         let mut changed = good_idx != idx_len;
 
         let (mut map, mut max_end, mut last_ns, replay) = match ckpt {
@@ -380,10 +374,8 @@ impl Volume {
             max_end = replay.max_end;
             last_ns = recovery::append_at_ns(&dat, &layout, &tail);
         }
-        eprintln!("  max_end {max_end}");
         if dat_len > max_end {
             let tail = recovery::index_tail(&dat, &idx, &layout, max_end, good_idx, &mut map)?;
-            eprintln!("  tail {tail:?}");
             if let Some(last) = tail.last {
                 last_ns = recovery::append_at_ns(&dat, &layout, &last);
                 good_idx = tail.idx_len;
