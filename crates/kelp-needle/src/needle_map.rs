@@ -312,15 +312,23 @@ impl NeedleMap {
 
     /// Live entries in increasing key order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, NeedleValue)> + '_ {
-        let mut main = self
-            .main
+        self.range_from(0)
+    }
+
+    /// Live entries with keys ≥ `start`, in increasing key order (so a
+    /// walk over a big volume can go in bounded pieces).
+    pub fn range_from(&self, start: u64) -> impl Iterator<Item = (u64, NeedleValue)> + '_ {
+        let from = match self.find_main(start) {
+            Ok(i) | Err(i) => i,
+        };
+        let mut main = self.main[from..]
             .iter()
             .filter(|s| s.size != DEAD)
             .map(|s| (s.key, self.slot_value(s)))
             .peekable();
         let mut ov = self
             .overlay
-            .iter()
+            .range(start..)
             .map(|(k, (u, s))| {
                 (
                     *k,
@@ -406,6 +414,11 @@ mod tests {
             let got: Vec<_> = m.iter().collect();
             let want: Vec<_> = oracle.iter().map(|(k, v)| (*k, *v)).collect();
             prop_assert_eq!(got, want);
+            for start in [0, seq_start + 25, 2048, u64::MAX] {
+                let got: Vec<_> = m.range_from(start).take(30).collect();
+                let want: Vec<_> = oracle.range(start..).take(30).map(|(k, v)| (*k, *v)).collect();
+                prop_assert_eq!(got, want, "range_from({})", start);
+            }
             prop_assert_eq!(m.max_offset_entry().map(|e| e.1.offset), oracle.values().map(|v| v.offset).max());
         }
     }

@@ -612,6 +612,12 @@ impl Volume {
         self.map.read().iter().collect()
     }
 
+    /// Up to `max` live entries with keys ≥ `start`, in key order: a walk
+    /// over every needle that holds a bounded piece of the map at a time.
+    pub fn entries_from(&self, start: u64, max: usize) -> Vec<(u64, crate::NeedleValue)> {
+        self.map.read().range_from(start).take(max).collect()
+    }
+
     /// Syncs and writes a checkpoint so the next open is fast.
     pub fn close(self) -> Result<(), VolumeError> {
         if self.compaction.lock().take().is_some() {

@@ -25,6 +25,9 @@ pub const CHECKED_BYTES: &str = "kelp_volume_scrub_bytes_total";
 pub const CORRUPT: &str = "kelp_volume_scrub_corrupt_total";
 pub const REPAIRED: &str = "kelp_volume_scrub_repaired_total";
 
+/// Needles listed at a time during a pass.
+const SCRUB_PAGE: usize = 1024;
+
 /// Totals since the server started.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -88,44 +91,76 @@ impl Scrubber {
     }
 
     async fn volume(&self, vol: &Arc<Volume>, stop: &CancellationToken) {
-        let mut entries = vol.entries();
-        entries.sort_unstable_by_key(|(k, _)| *k);
         let started = Instant::now();
         let mut budget_used = 0u64;
-        for (key, value) in entries {
-            if stop.is_cancelled() {
+        // The needles are listed a page at a time, not all at once: a
+        // listing of a big volume would cost 24 bytes a needle for the
+        // whole (hours-long) pass.
+        let mut next = 0u64;
+        loop {
+            let page = vol.entries_from(next, SCRUB_PAGE);
+            let Some(&(last, _)) = page.last() else {
                 return;
+            };
+            for (key, value) in page {
+                if !self
+                    .needle(vol, key, value, started, &mut budget_used, stop)
+                    .await
+                {
+                    return;
+                }
             }
-            let v = vol.clone();
-            let checked = blocking(move || v.read(key)).await;
-            let bytes = u64::from(value.size);
-            self.stats.needles.fetch_add(1, Ordering::Relaxed);
-            self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
-            metrics::counter!(CHECKED_BYTES).increment(bytes);
-            match checked {
-                Ok(Err(e @ (VolumeError::Corrupt { .. } | VolumeError::Format(_)))) => {
-                    self.corrupt(vol, key, &e.to_string()).await;
-                }
-                // Deleted or compacted away since the listing: fine.
-                Ok(Err(VolumeError::NotFound { .. })) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(volume = vol.id(), key, error = %e, "scrub read failed")
-                }
-                Ok(Ok(_)) => {}
-                Err(e) => tracing::warn!(volume = vol.id(), error = %e, "scrub task failed"),
-            }
-            // Keep to the byte budget (a needle costs at least a page, so
-            // millions of tiny needles do not flood the blocking pool):
-            // sleep off any lead over it.
-            budget_used += bytes.max(4096);
-            let due = Duration::from_secs_f64(budget_used as f64 / self.bytes_per_second as f64);
-            if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(ahead) => {}
-                }
+            match last.checked_add(1) {
+                Some(k) => next = k,
+                None => return,
             }
         }
+    }
+
+    /// Checks one needle, then sleeps off any lead over the byte budget.
+    /// Returns false when the scrub is to stop.
+    async fn needle(
+        &self,
+        vol: &Arc<Volume>,
+        key: u64,
+        value: kelp_needle::NeedleValue,
+        started: Instant,
+        budget_used: &mut u64,
+        stop: &CancellationToken,
+    ) -> bool {
+        if stop.is_cancelled() {
+            return false;
+        }
+        let v = vol.clone();
+        let checked = blocking(move || v.read(key)).await;
+        let bytes = u64::from(value.size);
+        self.stats.needles.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        metrics::counter!(CHECKED_BYTES).increment(bytes);
+        match checked {
+            Ok(Err(e @ (VolumeError::Corrupt { .. } | VolumeError::Format(_)))) => {
+                self.corrupt(vol, key, &e.to_string()).await;
+            }
+            // Deleted or compacted away since the listing: fine.
+            Ok(Err(VolumeError::NotFound { .. })) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(volume = vol.id(), key, error = %e, "scrub read failed")
+            }
+            Ok(Ok(_)) => {}
+            Err(e) => tracing::warn!(volume = vol.id(), error = %e, "scrub task failed"),
+        }
+        // Keep to the byte budget (a needle costs at least a page, so
+        // millions of tiny needles do not flood the blocking pool):
+        // sleep off any lead over it.
+        *budget_used += bytes.max(4096);
+        let due = Duration::from_secs_f64(*budget_used as f64 / self.bytes_per_second as f64);
+        if let Some(ahead) = due.checked_sub(started.elapsed()) {
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(ahead) => {}
+            }
+        }
+        true
     }
 
     async fn corrupt(&self, vol: &Arc<Volume>, key: u64, why: &str) {
