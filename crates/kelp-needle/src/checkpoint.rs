@@ -4,6 +4,8 @@
 //! crash recovery. It is trusted only if the `.idx` still holds the entry
 //! it ends at (the fingerprint) and the compaction revision matches.
 
+use std::io;
+
 use crate::error::NeedleError;
 use crate::idx::{IdxEntry, OffsetWidth};
 use crate::needle_map::{MapCounters, NeedleMap};
@@ -47,8 +49,26 @@ pub struct CheckpointMeta {
 /// end  4  CRC32-C of all preceding bytes
 /// ```
 pub fn encode(meta: &CheckpointMeta, map: &NeedleMap) -> Vec<u8> {
-    let n = map.len();
-    let mut out = Vec::with_capacity(HEADER_LEN + n * ENTRY_LEN + 4);
+    let mut out = Vec::with_capacity(HEADER_LEN + map.len() * ENTRY_LEN + 4);
+    let r: io::Result<()> = encode_to(meta, map, &mut |b| {
+        out.extend_from_slice(b);
+        Ok(())
+    });
+    debug_assert!(r.is_ok(), "a Vec sink does not fail");
+    out
+}
+
+/// Entries encoded per piece handed to the sink.
+const PIECE_ENTRIES: usize = 4096;
+
+/// `encode`, handing the bytes to `sink` in pieces of at most about 70
+/// KiB, so a checkpoint of a big map is written without a copy of it.
+pub fn encode_to(
+    meta: &CheckpointMeta,
+    map: &NeedleMap,
+    sink: &mut kelp_storage::Sink<'_>,
+) -> io::Result<()> {
+    let mut out = Vec::with_capacity(HEADER_LEN + PIECE_ENTRIES * ENTRY_LEN + 4);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
     out.push(meta.width_bytes);
@@ -64,7 +84,7 @@ pub fn encode(meta: &CheckpointMeta, map: &NeedleMap) -> Vec<u8> {
         c.deleted_bytes,
         c.content_bytes,
         c.max_file_key,
-        n as u64,
+        map.len() as u64,
     ] {
         out.extend_from_slice(&v.to_be_bytes());
     }
@@ -72,14 +92,20 @@ pub fn encode(meta: &CheckpointMeta, map: &NeedleMap) -> Vec<u8> {
     let l = meta.fingerprint.len().min(17);
     fp[..l].copy_from_slice(&meta.fingerprint[..l]);
     out.extend_from_slice(&fp);
-    for (key, v) in map.iter() {
+    let mut crc = 0u32;
+    for (i, (key, v)) in map.iter().enumerate() {
+        if i > 0 && i % PIECE_ENTRIES == 0 {
+            crc = crc32c::crc32c_append(crc, &out);
+            sink(&out)?;
+            out.clear();
+        }
         let e = IdxEntry::new(key, v.offset / crate::needle::PADDING, v.size);
         // Map offsets never exceed 40 bits: they came from .idx entries.
         let _ = e.encode(OffsetWidth::Five, &mut out);
     }
-    let crc = crc32c::crc32c(&out);
+    crc = crc32c::crc32c_append(crc, &out);
     out.extend_from_slice(&crc.to_be_bytes());
-    out
+    sink(&out)
 }
 
 fn be64(b: &[u8], at: usize) -> u64 {
@@ -89,61 +115,85 @@ fn be64(b: &[u8], at: usize) -> u64 {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<(CheckpointMeta, NeedleMap), NeedleError> {
+    decode_from(&mut &bytes[..], bytes.len() as u64)
+}
+
+/// `decode` from a reader of a `len`-byte checkpoint, a piece at a time:
+/// memory is the map being built, not a copy of the file. The map is
+/// returned only once the CRC of the whole file checked.
+pub fn decode_from(
+    r: &mut dyn io::Read,
+    len: u64,
+) -> Result<(CheckpointMeta, NeedleMap), NeedleError> {
     let bad = |m: &str| NeedleError::Checkpoint(m.to_string());
-    if bytes.len() < HEADER_LEN + 4 {
+    let read_err = |e: io::Error| NeedleError::Checkpoint(format!("reading: {e}"));
+    if len < (HEADER_LEN + 4) as u64 {
         return Err(bad("too short"));
     }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if &body[..8] != MAGIC {
+    let mut head = [0u8; HEADER_LEN];
+    r.read_exact(&mut head).map_err(read_err)?;
+    if &head[..8] != MAGIC {
         return Err(bad("bad magic"));
     }
-    if crc32c::crc32c(body) != u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-        return Err(bad("checksum mismatch"));
+    let n = be64(&head, 80);
+    if n.checked_mul(ENTRY_LEN as u64) != Some(len - (HEADER_LEN + 4) as u64) {
+        return Err(bad("entry count does not match length"));
     }
-    if u32::from_be_bytes([body[8], body[9], body[10], body[11]]) != FORMAT_VERSION {
+    if u32::from_be_bytes([head[8], head[9], head[10], head[11]]) != FORMAT_VERSION {
         return Err(bad("unknown format version"));
     }
-    let width_bytes = body[12];
+    let width_bytes = head[12];
     let es = OffsetWidth::from_bytes_offset(width_bytes as u32)
         .ok_or_else(|| bad("bad offset width"))?
         .entry_size();
-    let n = be64(body, 80);
-    if n.checked_mul(ENTRY_LEN as u64) != Some((body.len() - HEADER_LEN) as u64) {
-        return Err(bad("entry count does not match length"));
-    }
-    let idx_len = be64(body, 16);
+    let idx_len = be64(&head, 16);
     let meta = CheckpointMeta {
         width_bytes,
-        compaction_revision: u16::from_be_bytes([body[14], body[15]]),
+        compaction_revision: u16::from_be_bytes([head[14], head[15]]),
         idx_len,
-        dat_len: be64(body, 24),
-        last_append_at_ns: be64(body, 32),
+        dat_len: be64(&head, 24),
+        last_append_at_ns: be64(&head, 32),
         fingerprint: if idx_len == 0 {
             Vec::new()
         } else {
-            body[88..88 + es].to_vec()
+            head[88..88 + es].to_vec()
         },
     };
     let counters = MapCounters {
-        file_count: be64(body, 40),
-        delete_count: be64(body, 48),
-        deleted_bytes: be64(body, 56),
-        content_bytes: be64(body, 64),
-        max_file_key: be64(body, 72),
+        file_count: be64(&head, 40),
+        delete_count: be64(&head, 48),
+        deleted_bytes: be64(&head, 56),
+        content_bytes: be64(&head, 64),
+        max_file_key: be64(&head, 72),
     };
+    let mut crc = crc32c::crc32c(&head);
     let mut map = NeedleMap::new();
-    map.reserve_exact(n as usize);
+    map.reserve_exact(usize::try_from(n).map_err(|_| bad("too many entries"))?);
     let mut prev: Option<u64> = None;
-    for chunk in body[HEADER_LEN..].chunks_exact(ENTRY_LEN) {
-        let e = IdxEntry::decode(chunk, OffsetWidth::Five)?;
-        if prev.is_some_and(|p| p >= e.key) {
-            return Err(bad("keys not increasing"));
+    let mut piece = vec![0u8; PIECE_ENTRIES * ENTRY_LEN];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(PIECE_ENTRIES as u64) as usize;
+        let piece = &mut piece[..k * ENTRY_LEN];
+        r.read_exact(piece).map_err(read_err)?;
+        crc = crc32c::crc32c_append(crc, piece);
+        for chunk in piece.chunks_exact(ENTRY_LEN) {
+            let e = IdxEntry::decode(chunk, OffsetWidth::Five)?;
+            if prev.is_some_and(|p| p >= e.key) {
+                return Err(bad("keys not increasing"));
+            }
+            if e.is_deletion() {
+                return Err(bad("deleted entry in map"));
+            }
+            prev = Some(e.key);
+            map.apply(&e);
         }
-        if e.is_deletion() {
-            return Err(bad("deleted entry in map"));
-        }
-        prev = Some(e.key);
-        map.apply(&e);
+        left -= k as u64;
+    }
+    let mut stored = [0u8; 4];
+    r.read_exact(&mut stored).map_err(read_err)?;
+    if crc != u32::from_be_bytes(stored) {
+        return Err(bad("checksum mismatch"));
     }
     map.set_counters(counters);
     Ok((meta, map))

@@ -355,17 +355,19 @@ impl Volume {
         let mut good_idx = recovery::cut_idx(&dat, &idx, &layout, trusted)?;
         let mut changed = good_idx != idx_len;
 
-        let (mut map, mut max_end, mut last_ns, replay) = match ckpt {
+        // `checkpointed`: the `.idx` length the checkpoint on disk covers,
+        // so the next one is written only once `.idx` grew past it again.
+        let (mut map, mut max_end, mut last_ns, replay, checkpointed) = match ckpt {
             Some((meta, map)) if meta.idx_len <= good_idx => {
                 let mut map = map;
                 let r = recovery::replay(&idx, &layout, meta.idx_len, good_idx, &mut map)?;
-                (map, meta.dat_len, meta.last_append_at_ns, r)
+                (map, meta.dat_len, meta.last_append_at_ns, r, meta.idx_len)
             }
             _ => {
                 storage.remove_if_exists(&knm_path)?;
                 let mut map = NeedleMap::new();
                 let r = recovery::replay(&idx, &layout, 0, good_idx, &mut map)?;
-                (map, layout.sb_size, 0, r)
+                (map, layout.sb_size, 0, r, 0)
             }
         };
         if let Some(tail) = replay.tail
@@ -452,7 +454,7 @@ impl Volume {
             read_only: AtomicBool::new(read_only),
             modified_at: AtomicU64::new(modified),
             vif: Mutex::new(vif),
-            checkpoint_lock: Mutex::new(0),
+            checkpoint_lock: Mutex::new(checkpointed),
             checkpoint_every: opts.checkpoint_every_idx_bytes.max(1),
             damaged,
             compaction: Mutex::new(None),
@@ -660,9 +662,13 @@ impl Volume {
     /// Writes a checkpoint of everything written so far (fsyncing it first).
     pub fn checkpoint(&self) -> Result<(), VolumeError> {
         let mut last = self.checkpoint_lock.lock();
-        let (bytes, idx_end) = {
+        // A copy of the map (a memcpy of its blocks, taken under the locks
+        // for a consistent point) is encoded to the file piece by piece
+        // with no lock held: writers wait for the copy only, and memory
+        // grows by one map, not by the encoded file.
+        let (meta, map) = {
             let w = self.writer.lock();
-            let map = self.map.read();
+            let map = self.map.read().clone();
             let f = self.files();
             let meta = CheckpointMeta {
                 width_bytes: self.layout.width.bytes_offset() as u8,
@@ -672,14 +678,16 @@ impl Volume {
                 last_append_at_ns: w.last_append_at_ns,
                 fingerprint: recovery::fingerprint(&f.idx, self.layout.width, w.idx_end)?,
             };
-            (checkpoint::encode(&meta, &map), w.idx_end)
+            (meta, map)
         };
         // Both files fdatasynced through (at least) the snapshot before
         // the checkpoint that trusts them is written.
         self.write_watermark()?;
         self.storage
-            .write_atomic(&with_ext(&self.base, "knm"), &bytes)?;
-        *last = idx_end;
+            .write_atomic_with(&with_ext(&self.base, "knm"), &mut |sink| {
+                checkpoint::encode_to(&meta, &map, sink)
+            })?;
+        *last = meta.idx_len;
         Ok(())
     }
 
@@ -732,15 +740,15 @@ pub(crate) fn read_superblock(dat: &File) -> Result<SuperBlock, VolumeError> {
 }
 
 fn load_checkpoint(storage: &Storage, path: &Path) -> Option<(CheckpointMeta, NeedleMap)> {
-    let bytes = match storage.read(path) {
-        Ok(b) => b,
+    let (mut reader, len) = match storage.reader(path) {
+        Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot read checkpoint");
             return None;
         }
     };
-    match checkpoint::decode(&bytes) {
+    match checkpoint::decode_from(&mut reader, len) {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring invalid checkpoint");

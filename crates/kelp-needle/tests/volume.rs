@@ -305,6 +305,24 @@ fn maybe_checkpoint_threshold() {
     v.write(&mut needle(10, 1, b"x")).unwrap();
     assert!(v.maybe_checkpoint().unwrap());
     assert!(!v.maybe_checkpoint().unwrap());
+    // Opened from that checkpoint, a volume does not write it again (a
+    // needless copy of a big map right after every restart).
+    v.close().unwrap();
+    let opts = OpenOptions {
+        checkpoint_every_idx_bytes: 17 * 10,
+        ..OpenOptions::default()
+    };
+    let v = Volume::open(d.path(), "", 1, &opts).unwrap();
+    assert!(!v.maybe_checkpoint().unwrap());
+    for i in 11..=20u64 {
+        v.write(&mut needle(i, 1, b"x")).unwrap();
+    }
+    assert!(v.maybe_checkpoint().unwrap());
+    drop(v);
+    let v = Volume::open(d.path(), "", 1, &opts).unwrap();
+    for i in 1..=20u64 {
+        assert_eq!(&v.read(i).unwrap().data[..], b"x");
+    }
 }
 
 #[test]

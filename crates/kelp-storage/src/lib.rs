@@ -43,6 +43,7 @@ mod unsynced;
 
 pub use fault::{Fault, FaultKind, FaultOp};
 pub use file::{File, FileOps};
+pub use helpers::{FileReader, Sink};
 pub use memory::Memory;
 pub use real::Real;
 pub use seeds::for_each_seed;
