@@ -185,9 +185,9 @@ def fmt_dip(rows, label):
     return f"{d:.2f} ({share * 100:.0f}%)"
 
 
-def table(rows, a, b, pairs, joblist, names):
-    """Markdown table of system `a` against each system in `pairs`
-    (read from `b`'s rows)."""
+def table(rows, a, pairs, joblist, names):
+    """Markdown table of system `a` against each (system, pairing label)
+    in `pairs`."""
     print(f"| job | pairing | {names[0]} (median) | {names[1]} (median) | "
           f"{names[0]}/{names[1]} (median, min–max) | p99 ms {names[0]} / {names[1]} | "
           f"min 50 ms bucket / mean (share < ½ mean) {names[0]} / {names[1]} |")
@@ -263,13 +263,13 @@ def main():
           f"volume written {args.precondition}× before measuring\n")
     pairs = [(f"qemu-{m}", QEMU_MODES[m][1]) for m in modes]
     if pairs:
-        table(rows, "kelp", None, pairs, joblist, ("Kelp", "qemu-nbd"))
+        table(rows, "kelp", pairs, joblist, ("Kelp", "qemu-nbd"))
     if args.kelp_b:
         print("\n### Kelp B vs Kelp A (same rounds)\n")
-        table(rows, "kelp-b", None, [("kelp", "B vs A")], joblist, ("B", "A"))
+        table(rows, "kelp-b", [("kelp", "B vs A")], joblist, ("B", "A"))
         for m in modes:
             print(f"\n### Kelp B vs qemu-nbd ({m})\n")
-            table(rows, "kelp-b", None, [(f"qemu-{m}", QEMU_MODES[m][1])], joblist,
+            table(rows, "kelp-b", [(f"qemu-{m}", QEMU_MODES[m][1])], joblist,
                   ("Kelp B", "qemu-nbd"))
 
 
