@@ -98,6 +98,10 @@ pub const EXTENT_FORMATS_READ: [u32; 3] = [1, 2, LINKED_FORMAT];
 /// its origin's at a snapshot (link.rs).
 pub const LINKED_FORMAT: u32 = 3;
 
+/// The largest piece of block data written in one call (see
+/// `Extent::write_data`).
+const DATA_WRITE_CHUNK: usize = 16 * 1024;
+
 /// What a write needs to know beyond its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Birth {
@@ -633,6 +637,24 @@ impl Extent {
         self.file.write_all_at(buf, off).map_err(|e| self.io_err(e))
     }
 
+    /// Writes block data in pieces of at most `DATA_WRITE_CHUNK` bytes.
+    ///
+    /// Why: the page cache (ext4 on Linux 6.x) caches a buffered write in
+    /// folios as large as the write, and a later small write into a large
+    /// folio walks all of that folio's buffer heads (`ext4_block_write_begin`,
+    /// and `mpage_process_page_bufs` at writeback). After 1 MiB guest writes,
+    /// that walk was 40% of a downstairs worker's CPU under 4 KiB random
+    /// writes. Smaller pieces keep the folios small; much smaller ones cost
+    /// a syscall each on large writes (docs/benchmarks.md, 2026-12-07).
+    fn write_data(&self, buf: &[u8], off: u64) -> Result<()> {
+        let mut done = 0;
+        for piece in buf.chunks(DATA_WRITE_CHUNK) {
+            self.write_at(piece, off + done)?;
+            done += piece.len() as u64;
+        }
+        Ok(())
+    }
+
     fn slot_data_off(&self, slot: u8, b: u32) -> u64 {
         self.data_off + (slot as u64 * self.n as u64 + b as u64) * self.block_size as u64
     }
@@ -965,7 +987,7 @@ impl Extent {
                 j += 1;
             }
             let b0 = first + i as u32;
-            self.write_at(&data[i * bs..j * bs], self.slot_data_off(s, b0))?;
+            self.write_data(&data[i * bs..j * bs], self.slot_data_off(s, b0))?;
             let mut ctxbuf = Vec::with_capacity((j - i) * SlotCtx::LEN);
             for k in i..j {
                 let c = SlotCtx {
@@ -1461,6 +1483,31 @@ mod tests {
         assert!(out[..512].iter().all(|&b| b == 0));
         assert_eq!(ctx[0], BlockContext::Unwritten);
         assert_eq!(ctx[1], BlockContext::Data(block_crc(&data[..512])));
+    }
+
+    /// A write longer than one data piece lands whole, in both slots, and
+    /// survives a reopen.
+    #[test]
+    fn write_larger_than_a_piece() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("e");
+        let n = (3 * DATA_WRITE_CHUNK / 512 + 5) as u32;
+        let mut e = Extent::create(&Storage::real(), &p, 0, 512, n, false).unwrap();
+        let data: Vec<u8> = (0..(n as usize - 2) * 512)
+            .map(|i| (i / 512) as u8)
+            .collect();
+        e.write(1, &data, &crcs(&data, 512), Birth::NONE).unwrap();
+        e.flush(1, 1).unwrap();
+        // The second write goes to the other slot of every block.
+        let again: Vec<u8> = data.iter().map(|b| b.wrapping_add(1)).collect();
+        e.write(1, &again, &crcs(&again, 512), Birth::NONE).unwrap();
+        e.flush(2, 1).unwrap();
+        drop(e);
+        let e = Extent::open(&Storage::real(), &p, 0, 512, n, true, &[]).unwrap();
+        let mut out = vec![0u8; again.len()];
+        let mut ctx = vec![];
+        e.read(1, n - 2, &mut out, &mut ctx).unwrap();
+        assert!(out == again, "data read back differs");
     }
 
     #[test]
