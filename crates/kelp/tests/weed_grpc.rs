@@ -635,12 +635,16 @@ fn weed_tools_with_jwt_signing_key() {
     let client = http();
     let vurl = format!("127.0.0.1:{}", kelp.port("volume_port"));
 
-    // A plain client gets an assignment but cannot use it without the token.
-    let r = client
-        .get(format!("{}/dir/assign", kelp.master_url()))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    // A plain client gets an assignment but cannot use it without the token
+    // (retried while the master still waits for the volume server's first
+    // heartbeat: 406 right after start).
+    let r = wait_until("an assign to succeed", Duration::from_secs(30), || {
+        client
+            .get(format!("{}/dir/assign", kelp.master_url()))
+            .send()
+            .ok()
+            .filter(|r| r.status() == StatusCode::OK)
+    });
     let auth = r
         .headers()
         .get("authorization")
