@@ -169,27 +169,14 @@ fn varint_len(v: u128) -> usize {
     (128 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+/// A varint that fits 64 bits (offsets, sizes).
 #[inline]
 fn get_varint(d: &[u8], pos: &mut usize) -> u64 {
-    let b = d[*pos];
-    *pos += 1;
-    if b < 0x80 {
-        return b as u64;
-    }
-    let mut v = (b & 0x7f) as u64;
-    let mut shift = 7;
-    loop {
-        let b = d[*pos];
-        *pos += 1;
-        v |= ((b & 0x7f) as u64) << shift;
-        if b < 0x80 {
-            return v;
-        }
-        shift += 7;
-    }
+    get_varint128(d, pos) as u64
 }
 
-/// The entry header can hold a 64-bit key gap plus two flag bits.
+/// Decodes a LEB128 varint at `*pos`. The entry header needs 128 bits: a
+/// 64-bit key gap plus two flag bits.
 #[inline]
 fn get_varint128(d: &[u8], pos: &mut usize) -> u128 {
     let b = d[*pos];
