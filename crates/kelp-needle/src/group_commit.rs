@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::VolumeError;
-use crate::volume::{Files, SyncMode, SyncStats, Volume};
+use crate::volume::{Files, SyncMode, SyncState, SyncStats, Volume};
 use crate::watermark::Watermark;
 
 const WATERMARK_EVERY: Duration = Duration::from_secs(1);
@@ -92,18 +92,32 @@ impl Volume {
         self.last_batch
             .store(target.saturating_sub(prev), Ordering::Relaxed);
         if watermark_due {
-            let wm = Watermark {
-                generation: 0,
-                dat_len,
-                idx_len,
-                last_append_at_ns: last_ns,
-                compaction_revision: f.superblock.compaction_revision,
-                fingerprint: crate::recovery::fingerprint(&f.idx, self.layout.width, idx_len)?,
-            };
-            s.watermark.write(&wm)?;
-            s.last_watermark = Some(Instant::now());
-            s.watermark_idx_len = idx_len;
+            self.record_watermark(&mut s, &f, dat_len, idx_len, last_ns)?;
         }
+        Ok(())
+    }
+
+    /// Writes the `.kwm` watermark for lengths both files were just
+    /// fdatasynced through. The caller holds `sync` (passed as `s`).
+    pub(crate) fn record_watermark(
+        &self,
+        s: &mut SyncState,
+        f: &Files,
+        dat_len: u64,
+        idx_len: u64,
+        last_append_at_ns: u64,
+    ) -> Result<(), VolumeError> {
+        let wm = Watermark {
+            generation: 0,
+            dat_len,
+            idx_len,
+            last_append_at_ns,
+            compaction_revision: f.superblock.compaction_revision,
+            fingerprint: crate::recovery::fingerprint(&f.idx, self.layout.width, idx_len)?,
+        };
+        s.watermark.write(&wm)?;
+        s.last_watermark = Some(Instant::now());
+        s.watermark_idx_len = idx_len;
         Ok(())
     }
 

@@ -30,7 +30,7 @@ use crate::needle_map::NeedleMap;
 use crate::recovery::{self, Layout};
 use crate::superblock::SuperBlock;
 use crate::vif::VolumeInfoFile;
-use crate::watermark::{Watermark, WatermarkFile};
+use crate::watermark::WatermarkFile;
 
 /// Whether `sync_through` makes writes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -702,18 +702,7 @@ impl Volume {
         let f = self.files();
         self.sync_files(&f)?;
         self.synced_seq.fetch_max(seq, Ordering::AcqRel);
-        let wm = Watermark {
-            generation: 0,
-            dat_len,
-            idx_len,
-            last_append_at_ns,
-            compaction_revision: f.superblock.compaction_revision,
-            fingerprint: recovery::fingerprint(&f.idx, self.layout.width, idx_len)?,
-        };
-        s.watermark.write(&wm)?;
-        s.last_watermark = Some(Instant::now());
-        s.watermark_idx_len = idx_len;
-        Ok(())
+        self.record_watermark(&mut s, &f, dat_len, idx_len, last_append_at_ns)
     }
 }
 
