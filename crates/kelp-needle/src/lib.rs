@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod compaction;
+mod data_stream;
 pub mod digest;
 pub mod dir;
 pub mod error;
@@ -25,6 +26,7 @@ mod volume_ops;
 pub mod watermark;
 
 pub use compaction::{CommitReport, CompactionReport};
+pub use data_stream::{DataStream, Piece};
 pub use dir::scan_dir;
 pub use error::{NeedleError, VolumeError};
 pub use idx::{IdxEntry, OffsetWidth};

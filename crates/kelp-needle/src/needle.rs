@@ -63,6 +63,33 @@ pub fn checksum_matches(stored: u32, computed: u32) -> bool {
     stored == computed || stored == legacy_checksum(computed)
 }
 
+/// Bytes before a needle's data: the header, and DataSize in versions 2
+/// and 3.
+pub fn data_prefix_len(version: u8) -> usize {
+    if version == VERSION1 {
+        HEADER_SIZE
+    } else {
+        HEADER_SIZE + 4
+    }
+}
+
+/// Where a needle's data lies (`Needle::data_span`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataSpan {
+    /// The needle's Size field.
+    pub size: u32,
+    /// Offset of the data from the needle start.
+    pub start: u64,
+    pub len: u64,
+}
+
+impl DataSpan {
+    /// Offset, from the needle start, of the bytes after the data.
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+}
+
 /// Padding after a needle: `8 - ((16 + size + 4 [+8 in v3]) % 8)`, so 1..=8, never 0.
 pub fn padding_len(size: u32, version: u8) -> u64 {
     let unpadded = HEADER_SIZE as u64 + size as u64 + CHECKSUM_SIZE as u64 + ts_len(version);
@@ -357,6 +384,93 @@ impl Needle {
         Ok((n, range, exact))
     }
 
+    /// Where a needle's data lies, from its first `data_prefix_len`
+    /// bytes: the needle's Size and the data's offset and length relative
+    /// to the needle start. For reading the data in pieces (a large
+    /// needle) with `decode_without_data`.
+    pub fn data_span(prefix: &[u8], version: u8) -> Result<DataSpan, NeedleError> {
+        if !(VERSION1..=VERSION3).contains(&version) {
+            return Err(NeedleError::UnsupportedVersion(version));
+        }
+        let need = data_prefix_len(version);
+        let prefix = prefix.get(..need).ok_or(NeedleError::Truncated {
+            what: "needle header and DataSize",
+            need: need as u64,
+            have: prefix.len() as u64,
+        })?;
+        let head: &[u8; 16] = prefix[..HEADER_SIZE]
+            .try_into()
+            .map_err(|_| NeedleError::Malformed("needle header"))?;
+        let (_, _, size) = parse_header(head);
+        if version == VERSION1 || size == 0 {
+            return Ok(DataSpan {
+                size,
+                start: HEADER_SIZE as u64,
+                len: if version == VERSION1 {
+                    u64::from(size)
+                } else {
+                    0
+                },
+            });
+        }
+        let len = u64::from(be_u32(&prefix[HEADER_SIZE..]));
+        if len + 4 > u64::from(size) {
+            return Err(NeedleError::Truncated {
+                what: "data",
+                need: len + 4,
+                have: u64::from(size),
+            });
+        }
+        Ok(DataSpan {
+            size,
+            start: (HEADER_SIZE + 4) as u64,
+            len,
+        })
+    }
+
+    /// Decodes a needle without reading its data: `prefix` is its first
+    /// `data_prefix_len` bytes and `rest` every byte after the data (the
+    /// fields, checksum and AppendAtNs; padding optional). The needle comes
+    /// back with empty data and the *stored* checksum: the caller hashes
+    /// the data as it reads it and compares with `checksum_matches`.
+    pub fn decode_without_data(
+        prefix: &[u8],
+        rest: &[u8],
+        version: u8,
+    ) -> Result<(Needle, DataSpan), NeedleError> {
+        let span = Self::data_span(prefix, version)?;
+        let head: &[u8; 16] = prefix[..HEADER_SIZE]
+            .try_into()
+            .map_err(|_| NeedleError::Malformed("needle header"))?;
+        let (cookie, id, size) = parse_header(head);
+        let fields_len = if version == VERSION1 || size == 0 {
+            0
+        } else {
+            (u64::from(size) - 4 - span.len) as usize
+        };
+        let need = fields_len + CHECKSUM_SIZE + ts_len(version) as usize;
+        if rest.len() < need {
+            return Err(NeedleError::Truncated {
+                what: "needle after its data",
+                need: need as u64,
+                have: rest.len() as u64,
+            });
+        }
+        let mut n = Needle {
+            cookie,
+            id,
+            checksum: be_u32(&rest[fields_len..]),
+            append_at_ns: if version == VERSION3 {
+                be_u64(&rest[fields_len + CHECKSUM_SIZE..])
+            } else {
+                0
+            },
+            ..Needle::default()
+        };
+        decode_fields(&rest[..fields_len], &mut n)?;
+        Ok((n, span))
+    }
+
     /// TTL counts from AppendAtNs, or from last-modified when that is 0.
     pub fn is_expired(&self, now_secs: u64) -> bool {
         if self.ttl.is_empty() {
@@ -395,8 +509,17 @@ fn decode_body(body: &[u8], n: &mut Needle) -> Result<(std::ops::Range<usize>, b
     let start = HEADER_SIZE + r.pos;
     r.take(data_size, "data")?;
     let range = start..start + data_size;
+    let exact = decode_fields(&body[r.pos..], n)?;
+    Ok((range, exact))
+}
+
+/// Parses the fields a v2/v3 body holds after its data (flags, name, mime,
+/// last modified, ttl, pairs) into `n`; returns whether they fill
+/// `fields` exactly.
+fn decode_fields(fields: &[u8], n: &mut Needle) -> Result<bool, NeedleError> {
+    let mut r = Reader { b: fields, pos: 0 };
     if r.done() {
-        return Ok((range, true));
+        return Ok(true);
     }
     let flags = r.take(1, "flags")?[0];
     n.compressed = flags & FLAG_GZIP != 0;
@@ -422,7 +545,7 @@ fn decode_body(body: &[u8], n: &mut Needle) -> Result<(std::ops::Range<usize>, b
         let len = u16::from_be_bytes([b[0], b[1]]) as usize;
         n.pairs = r.take(len, "pairs")?.to_vec();
     }
-    Ok((range, r.done()))
+    Ok(r.done())
 }
 
 struct Reader<'a> {

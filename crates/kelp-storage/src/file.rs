@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -88,6 +89,40 @@ impl File {
         Ok(())
     }
 
+    /// Fills `buf` from `off` only if every byte is in the page cache:
+    /// `Ok(false)` (and `buf` undefined) when the read would wait for the
+    /// disk, or the kernel cannot tell (`preadv2` with `RWF_NOWAIT`). For
+    /// an async worker that must not block: on `false` it hands the read
+    /// to a thread that may. A simulated file is memory: always read.
+    pub fn read_cached_at(&self, buf: &mut [u8], off: u64) -> io::Result<bool> {
+        let f = match self {
+            File::Real(f) => f,
+            File::Sim(_) => return self.read_exact_at(buf, off).map(|()| true),
+        };
+        let Ok(off) = libc::off_t::try_from(off) else {
+            return Ok(false);
+        };
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: `iov` points into `buf`, which outlives the call and is
+        // writable for `iov_len` bytes; the fd is open for `f`'s lifetime.
+        let n = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(
+                    libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS | libc::EINTR,
+                ) => Ok(false),
+                _ => Err(e),
+            };
+        }
+        // A short read: part of it was not cached, or the file ends there;
+        // the waiting read tells which.
+        Ok(n as usize == buf.len())
+    }
+
     /// Writes all of `buf` at `off`. On an error some prefix may have been
     /// written.
     pub fn write_all_at(&self, mut buf: &[u8], mut off: u64) -> io::Result<()> {
@@ -157,7 +192,6 @@ impl File {
     pub fn allocate(&self, len: u64) -> io::Result<()> {
         match self {
             File::Real(f) => {
-                use std::os::fd::AsRawFd;
                 let len = i64::try_from(len).map_err(|_| io::Error::other("file too large"))?;
                 // SAFETY: fallocate on a file descriptor we own; no memory
                 // is involved.
@@ -176,7 +210,6 @@ impl File {
     pub fn try_lock(&self) -> io::Result<()> {
         match self {
             File::Real(f) => {
-                use std::os::fd::AsRawFd;
                 // SAFETY: flock on a file descriptor we own; no memory is
                 // involved.
                 let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

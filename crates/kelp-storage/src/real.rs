@@ -88,3 +88,45 @@ mod tests {
         assert!(s.list(d.path()).unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod cached_read_tests {
+    use std::os::fd::AsRawFd;
+
+    use crate::{File, Open, Storage};
+
+    /// `read_cached_at` reads what the page cache holds and refuses, without
+    /// waiting, what it does not: here pages dropped with
+    /// `POSIX_FADV_DONTNEED` after an fsync, and bytes past the end.
+    #[test]
+    fn cached_reads_refuse_what_is_not_cached() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a");
+        let f = Storage::real().open(&p, Open::CREATE_NEW).unwrap();
+        let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+        f.write_all_at(&data, 0).unwrap();
+        let mut buf = vec![0u8; 300_000];
+        assert!(f.read_cached_at(&mut buf, 4096).unwrap());
+        assert_eq!(buf, data[4096..4096 + 300_000]);
+        assert!(
+            !f.read_cached_at(&mut buf, data.len() as u64 - 10).unwrap(),
+            "past the end"
+        );
+
+        f.sync_data().unwrap();
+        let File::Real(real) = &f else { unreachable!() };
+        // SAFETY: an advice call on a descriptor we own; no memory involved.
+        let rc = unsafe { libc::posix_fadvise(real.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        if f.read_cached_at(&mut buf, 4096).unwrap() {
+            // The kernel kept the pages anyway (allowed); nothing to check.
+            return;
+        }
+        f.read_exact_at(&mut buf, 4096).unwrap();
+        assert_eq!(buf, data[4096..4096 + 300_000]);
+        assert!(
+            f.read_cached_at(&mut buf, 4096).unwrap(),
+            "read once, now cached"
+        );
+    }
+}

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use kelp_core::{NeedleId, ReplicaPlacement, Ttl, VolumeId};
 use kelp_needle::{
-    Needle, OffsetWidth, OpenOptions, SyncMode, Volume, VolumeError, VolumeOptions, VolumeStats,
+    DataStream, Needle, OffsetWidth, OpenOptions, SyncMode, Volume, VolumeError, VolumeOptions,
+    VolumeStats,
 };
 use kelp_proto::master_pb::VolumeShortInformationMessage;
 use parking_lot::RwLock;
@@ -386,6 +387,35 @@ impl Store {
         Ok(n)
     }
 
+    /// Opens a needle larger than `STREAM_READ_BYTES` for a reader that
+    /// sends its data in pieces (`DataStream`) instead of holding it
+    /// whole; `None` for a smaller or missing needle (read it with
+    /// `read`). Checks cookie and expiry as `read` does.
+    pub async fn open_large(
+        &self,
+        vid: VolumeId,
+        key: NeedleId,
+        cookie: u32,
+    ) -> Result<Option<(Needle, DataStream)>, StoreError> {
+        let vol = self.volume(vid)?;
+        if vol
+            .lookup(key)
+            .is_none_or(|v| u64::from(v.size) <= STREAM_READ_BYTES)
+        {
+            return Ok(None);
+        }
+        // Two small reads (the header, the fields after the data), almost
+        // always from the page cache: on this worker, as small reads are.
+        let (n, data) = vol.open_data(key).map_err(|e| match e {
+            VolumeError::NotFound { .. } => StoreError::NeedleNotFound,
+            e => StoreError::Volume { vid, source: e },
+        })?;
+        if n.cookie != cookie || n.is_expired(now_secs()) {
+            return Err(StoreError::NeedleNotFound);
+        }
+        Ok(Some((n, data)))
+    }
+
     /// Appends a needle and returns once it is durable (durable server or
     /// `force_sync`). A small needle is appended on the async worker (a
     /// page-cache write of microseconds); the fdatasync is the volume's
@@ -696,6 +726,12 @@ fn remove_volume_files(base: &Path) -> Result<(), StoreError> {
 /// `read` and `write`): a page-cache copy costs less than a hand-off to
 /// the blocking pool.
 const INLINE_IO_BYTES: u64 = 64 * 1024;
+
+/// Needles larger than this are sent in pieces of `STREAM_PIECE_BYTES`
+/// (`open_large`): a server sending many large blobs at once holds a few
+/// pieces per reader, not whole blobs.
+pub const STREAM_READ_BYTES: u64 = 256 * 1024;
+pub const STREAM_PIECE_BYTES: usize = 256 * 1024;
 
 /// Runs blocking disk work on tokio's blocking pool.
 pub async fn blocking<T, F>(f: F) -> Result<T, StoreError>

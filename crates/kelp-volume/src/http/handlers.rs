@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::fid::{FidPath, parse_fid_path};
 use super::manifest::Manifest;
-use super::read::{ReadContext, etag, needle_response};
+use super::read::{self, ReadContext, etag, needle_response};
 use super::status::json_response;
 use super::upload::{UploadParams, finish_upload, parse_upload};
 use super::{HttpState, query_pairs};
@@ -71,6 +71,29 @@ async fn read(
     if st.store.volume(fid.volume_id).is_err() {
         return proxy::remote_read(st, fid.volume_id, method, uri, headers, query).await;
     }
+    let ctx = ReadContext {
+        method,
+        headers,
+        path: &path,
+        download,
+    };
+    // A large needle whose stored data is the answer is sent as it is
+    // read, a few pieces in memory at a time.
+    match st
+        .store
+        .open_large(fid.volume_id, fid.key, fid.cookie)
+        .await
+    {
+        Ok(Some((n, data))) if read::streamable(&n, &ctx) => {
+            if *method == Method::GET {
+                metrics::counter!(crate::metrics::BYTES_READ).increment(data.len());
+            }
+            return Ok(read::streamed_response(n, data, &ctx));
+        }
+        // Smaller needles, and errors (a corrupt header goes to a
+        // replica), take the whole-needle path below.
+        _ => {}
+    }
     let n = match st.store.read(fid.volume_id, fid.key, fid.cookie).await {
         Err(e) if e.is_corrupt() => {
             tracing::error!(fid = %fid, error = %e, "needle failed its checksum; reading another replica");
@@ -85,15 +108,9 @@ async fn read(
     let resp = if chunked::expand_manifest(&n, query)
         && let Some(m) = Manifest::parse(&n.data, n.compressed)
     {
-        let ctx = ReadContext {
-            method,
-            headers,
-            path: &path,
-            download,
-        };
         chunked::chunked_response(st, n, m, &ctx).await?
     } else if n.compressed && n.data.len() > INLINE_CPU_BYTES {
-        let (method, headers) = (method.clone(), headers.clone());
+        let (method, headers, path) = (method.clone(), headers.clone(), path.clone());
         blocking(move || {
             needle_response(
                 n,
@@ -107,15 +124,7 @@ async fn read(
         })
         .await??
     } else {
-        needle_response(
-            n,
-            &ReadContext {
-                method,
-                headers,
-                path: &path,
-                download,
-            },
-        )?
+        needle_response(n, &ctx)?
     };
     if *method == Method::GET {
         let len = resp

@@ -8,11 +8,12 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use kelp_needle::Needle;
+use kelp_needle::{DataStream, Needle, Piece};
 
 use super::fid::FidPath;
 use super::range::{RangeRequest, parse_range};
 use crate::error::ApiError;
+use crate::store::STREAM_PIECE_BYTES;
 
 /// Stored gzip data is inflated for clients that do not accept gzip; refuse
 /// to inflate past this (the needle was a gzip bomb, not a file).
@@ -35,38 +36,10 @@ pub fn etag(checksum: u32) -> String {
 /// Builds the full response. CPU-bound when the needle must be inflated, so
 /// callers run it on a blocking thread.
 pub fn needle_response(n: Needle, ctx: &ReadContext<'_>) -> Result<Response, ApiError> {
-    let etag = etag(n.checksum);
-    let last_modified =
-        (n.last_modified != 0).then(|| UNIX_EPOCH + Duration::from_secs(n.last_modified));
-
-    let mut headers = HeaderMap::new();
-    set(&mut headers, header::ETAG, &etag);
-    if let Some(lm) = last_modified {
-        set(
-            &mut headers,
-            header::LAST_MODIFIED,
-            &httpdate::fmt_http_date(lm),
-        );
-    }
-    if not_modified(ctx.headers, &etag, n.last_modified) {
-        return Ok(respond(
-            StatusCode::NOT_MODIFIED,
-            headers,
-            Bytes::new(),
-            false,
-        ));
-    }
-
-    set(&mut headers, header::ACCEPT_RANGES, "bytes");
-    let name = String::from_utf8_lossy(&n.name).into_owned();
-    let content_type = content_type(&n.mime, ctx.path, &name);
-    set(&mut headers, header::CONTENT_TYPE, &content_type);
-    let display_name = ctx.path.filename.clone().unwrap_or(name);
-    if let Some(v) = content_disposition(&display_name, ctx.download) {
-        set(&mut headers, header::CONTENT_DISPOSITION, &v);
-    }
-    add_pairs(&mut headers, &n.pairs);
-
+    let (mut headers, content_type) = match needle_headers(&n, ctx) {
+        Ok(h) => h,
+        Err(not_modified) => return Ok(respond_not_modified(not_modified)),
+    };
     let mut data = n.data;
     if n.compressed {
         if accepts_gzip(ctx.headers) {
@@ -121,6 +94,108 @@ pub fn needle_response(n: Needle, ctx: &ReadContext<'_>) -> Result<Response, Api
             ))
         }
     }
+}
+
+/// The headers every answer for a needle carries (ETag, Last-Modified,
+/// Accept-Ranges, Content-Type, Content-Disposition, the stored pairs) and
+/// the content type; or, as the error, the headers of the 304 answer to a
+/// conditional request it satisfies.
+fn needle_headers(n: &Needle, ctx: &ReadContext<'_>) -> Result<(HeaderMap, String), HeaderMap> {
+    let etag = etag(n.checksum);
+    let last_modified =
+        (n.last_modified != 0).then(|| UNIX_EPOCH + Duration::from_secs(n.last_modified));
+
+    let mut headers = HeaderMap::new();
+    set(&mut headers, header::ETAG, &etag);
+    if let Some(lm) = last_modified {
+        set(
+            &mut headers,
+            header::LAST_MODIFIED,
+            &httpdate::fmt_http_date(lm),
+        );
+    }
+    if not_modified(ctx.headers, &etag, n.last_modified) {
+        return Err(headers);
+    }
+
+    set(&mut headers, header::ACCEPT_RANGES, "bytes");
+    let name = String::from_utf8_lossy(&n.name).into_owned();
+    let content_type = content_type(&n.mime, ctx.path, &name);
+    set(&mut headers, header::CONTENT_TYPE, &content_type);
+    let display_name = ctx.path.filename.clone().unwrap_or(name);
+    if let Some(v) = content_disposition(&display_name, ctx.download) {
+        set(&mut headers, header::CONTENT_DISPOSITION, &v);
+    }
+    add_pairs(&mut headers, &n.pairs);
+    Ok((headers, content_type))
+}
+
+fn respond_not_modified(headers: HeaderMap) -> Response {
+    respond(StatusCode::NOT_MODIFIED, headers, Bytes::new(), false)
+}
+
+/// Whether a large needle's answer can be sent from a `DataStream`: the
+/// whole stored data as it is (no range, no inflating, no manifest to
+/// expand); other answers need the data in memory.
+pub fn streamable(n: &Needle, ctx: &ReadContext<'_>) -> bool {
+    !n.compressed && !n.chunk_manifest && !ctx.headers.contains_key(header::RANGE)
+}
+
+/// The answer for a large needle whose data is sent piece by piece as it
+/// is read (`streamable` said so). The piece that completes the data is
+/// sent only if the data's checksum matches; on a mismatch the connection
+/// is cut short of Content-Length, so no client takes a corrupt body for
+/// a whole one.
+pub fn streamed_response(n: Needle, data: DataStream, ctx: &ReadContext<'_>) -> Response {
+    let (mut headers, _) = match needle_headers(&n, ctx) {
+        Ok(h) => h,
+        Err(not_modified) => return respond_not_modified(not_modified),
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(data.len()));
+    let body = if ctx.method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from_stream(pieces(data, ctx.path.fid.to_string()))
+    };
+    let mut resp = Response::new(body);
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// The pieces of `data`: read on this worker when they are in the page
+/// cache (the usual case for a blob read again; no hand-off), else on the
+/// blocking pool.
+fn pieces(
+    data: DataStream,
+    fid: String,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    futures::stream::unfold(Some(data), move |state| {
+        let fid = fid.clone();
+        async move {
+            let mut data = state?;
+            let read = match data.next_cached_piece(STREAM_PIECE_BYTES) {
+                Ok(Piece::NotCached) => tokio::task::spawn_blocking(move || {
+                    let piece = data.next_piece(STREAM_PIECE_BYTES);
+                    (data, piece)
+                })
+                .await
+                .map_err(std::io::Error::other),
+                Ok(Piece::Data(piece)) => Ok((data, Ok(Some(piece)))),
+                Ok(Piece::End) => Ok((data, Ok(None))),
+                Err(e) => Ok((data, Err(e))),
+            };
+            match read {
+                Ok((data, Ok(Some(piece)))) => Some((Ok(piece), Some(data))),
+                Ok((_, Ok(None))) => None,
+                Ok((_, Err(e))) => {
+                    tracing::error!(fid = %fid, error = %e, "needle failed (checksum or read) while it was sent; the answer is cut short");
+                    metrics::counter!(crate::metrics::CORRUPT_READS).increment(1);
+                    Some((Err(std::io::Error::other(e)), None))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    })
 }
 
 fn respond(status: StatusCode, mut headers: HeaderMap, body: Bytes, head: bool) -> Response {
