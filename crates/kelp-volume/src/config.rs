@@ -29,6 +29,9 @@ pub struct VolumeServerConfig {
     pub durable: bool,
     /// Largest accepted upload, in bytes; larger uploads get 413.
     pub file_size_limit: u64,
+    /// Bytes of upload bodies held in memory at once (uploads past it
+    /// wait); 0 means no limit (SeaweedFS `-concurrentUploadLimitMB`).
+    pub concurrent_upload_limit: u64,
     /// Period of full heartbeats.
     pub pulse: Duration,
     /// New volumes use 5-byte `.idx` offsets (the `weed` large-disk build).
@@ -49,6 +52,9 @@ pub struct VolumeServerConfig {
     /// Pause between two scrub passes over every needle.
     pub scrub_pause: Duration,
 }
+
+/// Default budget of upload bodies in memory: 256 MiB.
+pub const DEFAULT_CONCURRENT_UPLOAD_LIMIT: u64 = 256 << 20;
 
 /// Default anti-entropy period.
 pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(60);
@@ -98,6 +104,7 @@ impl Default for VolumeServerConfig {
             masters: Vec::new(),
             durable: true,
             file_size_limit: 256 * 1024 * 1024,
+            concurrent_upload_limit: DEFAULT_CONCURRENT_UPLOAD_LIMIT,
             pulse: Duration::from_secs(5),
             offset_width_5: true,
             read_mode: ReadMode::Proxy,

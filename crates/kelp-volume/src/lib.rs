@@ -97,6 +97,7 @@ pub async fn run(
         replicator: replicate::Replicator::new(store.clone(), peers.clone()),
         health: health.clone(),
         file_size_limit: cfg.file_size_limit,
+        upload_budget: http::UploadBudget::new(cfg.concurrent_upload_limit),
         peers: peers.clone(),
         read_mode: cfg.read_mode,
         security: security.clone(),

@@ -636,3 +636,96 @@ async fn large_needles_are_streamed_with_their_crc_checked() {
     assert!(body.is_err(), "a corrupt needle was sent whole");
     srv.stop().await;
 }
+
+/// With `-concurrentUploadLimitMB` smaller than the uploads, uploads wait
+/// for room instead of all holding their bodies at once: an upload whose
+/// body is still arriving keeps the next one waiting, and once it is done
+/// every upload is stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_wait_for_the_upload_budget() {
+    use tokio::io::AsyncWriteExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path().to_path_buf(), |cfg| {
+        cfg.concurrent_upload_limit = 1 << 20;
+    })
+    .await;
+    srv.allocate(7, "").await;
+    let c = client();
+
+    // A raw upload of 2 MiB whose body is sent in two halves: it reserves
+    // the whole budget before its body is read.
+    let big: Vec<u8> = (0..2u32 << 20).map(|i| (i % 249) as u8).collect();
+    let addr = srv.http.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "PUT /7,0100000001 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    slow.write_all(&big[..1 << 20]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let small = {
+        let c = c.clone();
+        let url = srv.url("/7,0200000002");
+        tokio::spawn(async move { c.put(url).body("small").send().await.unwrap().status() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!small.is_finished(), "an upload ran past a full budget");
+    slow.write_all(&big[1 << 20..]).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = tokio::io::AsyncReadExt::read(&mut slow, &mut buf)
+            .await
+            .unwrap();
+        assert!(n > 0, "connection closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(small.await.unwrap(), StatusCode::CREATED);
+
+    // Many uploads larger than the budget, at once: each waits its turn.
+    let uploads = (3..9u64).map(|i| {
+        let c = c.clone();
+        let url = srv.url(&format!("/7,{i:02x}00000003"));
+        let data = vec![i as u8; (3 << 20) / 2];
+        async move {
+            let form = Form::new().part("file", Part::bytes(data).file_name("b.bin"));
+            c.post(url).multipart(form).send().await.unwrap().status()
+        }
+    });
+    for status in futures::future::join_all(uploads).await {
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    for i in 3..9u64 {
+        let got = c
+            .get(srv.url(&format!("/7,{i:02x}00000003")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), vec![i as u8; (3 << 20) / 2].as_slice());
+    }
+    let got = c
+        .get(srv.url("/7,0100000001"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), big.as_slice());
+    srv.stop().await;
+}

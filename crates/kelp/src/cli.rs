@@ -256,6 +256,16 @@ pub struct VolumeTuning {
     )]
     pub file_size_limit_mb: u64,
 
+    /// MiB of upload bodies held in memory at once: an upload reserves its
+    /// Content-Length before its body is read, and uploads past the budget
+    /// wait (up to 60 s, then 503). 0 means no limit.
+    #[arg(
+        long = "concurrentUploadLimitMB",
+        visible_alias = "volume.concurrentUploadLimitMB",
+        default_value_t = 256
+    )]
+    pub concurrent_upload_limit_mb: u64,
+
     /// Durability of acknowledged writes.
     #[arg(long = "sync", value_enum, default_value_t = SyncMode::Durable)]
     pub sync: SyncMode,

@@ -290,6 +290,7 @@ fn volume_config(
         masters: place.masters,
         durable: t.sync == SyncMode::Durable,
         file_size_limit: t.file_size_limit_mb.saturating_mul(1024 * 1024),
+        concurrent_upload_limit: t.concurrent_upload_limit_mb.saturating_mul(1024 * 1024),
         pulse: Duration::from_secs(t.pulse_seconds.max(1)),
         offset_width_5: t.idx_offset_bytes == 5,
         read_mode: read_mode(t.read_mode),

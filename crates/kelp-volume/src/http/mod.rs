@@ -12,6 +12,9 @@ mod read;
 mod replica;
 mod status;
 mod upload;
+mod upload_budget;
+
+pub use upload_budget::UploadBudget;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +54,8 @@ pub struct HttpState {
     pub replicator: crate::replicate::Replicator,
     pub health: Arc<Health>,
     pub file_size_limit: u64,
+    /// Memory for upload bodies being received; `None`: no limit.
+    pub upload_budget: Option<Arc<UploadBudget>>,
     /// Where other volumes live, and the client to reach them.
     pub peers: Arc<Peers>,
     pub read_mode: ReadMode,

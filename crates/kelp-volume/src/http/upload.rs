@@ -106,7 +106,7 @@ pub async fn parse_upload(
         if content_length.is_some_and(|n: u64| n > limit.saturating_add(MULTIPART_SLACK)) {
             return Err(ApiError::TooLarge { limit });
         }
-        parse_multipart(content_type, body, limit).await?
+        parse_multipart(content_type, body, limit, content_length).await?
     } else {
         if content_length.is_some_and(|n: u64| n > limit) {
             return Err(ApiError::TooLarge { limit });
@@ -186,9 +186,7 @@ async fn collect_limited(
     limit: u64,
     size_hint: Option<u64>,
 ) -> Result<Vec<u8>, ApiError> {
-    // Trust the hint only up to a modest preallocation; it is client input.
-    let prealloc = size_hint.unwrap_or(0).min(limit).min(16 << 20) as usize;
-    let mut buf = Vec::with_capacity(prealloc);
+    let mut buf = Vec::with_capacity(prealloc(size_hint, limit));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading body: {e}")))?;
@@ -200,7 +198,21 @@ async fn collect_limited(
     Ok(buf)
 }
 
-async fn parse_multipart(content_type: &str, body: Body, limit: u64) -> Result<Upload, ApiError> {
+/// Capacity to allocate for a body of `size_hint` bytes (Content-Length,
+/// which is client input) under `limit`. Only address space: pages are
+/// touched as bytes arrive, and the upload budget already reserved the
+/// hint. Growing by doubling instead would copy a 64 MiB body about twice
+/// over and leave up to half its capacity unused.
+fn prealloc(size_hint: Option<u64>, limit: u64) -> usize {
+    usize::try_from(size_hint.unwrap_or(0).min(limit)).unwrap_or(0)
+}
+
+async fn parse_multipart(
+    content_type: &str,
+    body: Body,
+    limit: u64,
+    size_hint: Option<u64>,
+) -> Result<Upload, ApiError> {
     let boundary = multer::parse_boundary(content_type)
         .map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
     let constraints = multer::Constraints::new().size_limit(
@@ -215,7 +227,7 @@ async fn parse_multipart(content_type: &str, body: Body, limit: u64) -> Result<U
         .await
         .map_err(|e| multipart_error(e, limit))?
         .ok_or_else(|| ApiError::BadRequest("multipart body has no parts".to_string()))?;
-    let mut chosen = read_part(first, limit).await?;
+    let mut chosen = read_part(first, limit, size_hint).await?;
     if chosen.name.is_empty() {
         while let Some(field) = mp
             .next_field()
@@ -223,7 +235,7 @@ async fn parse_multipart(content_type: &str, body: Body, limit: u64) -> Result<U
             .map_err(|e| multipart_error(e, limit))?
         {
             if field.file_name().is_some_and(|n| !n.is_empty()) {
-                chosen = read_part(field, limit).await?;
+                chosen = read_part(field, limit, size_hint).await?;
                 break;
             }
         }
@@ -231,7 +243,11 @@ async fn parse_multipart(content_type: &str, body: Body, limit: u64) -> Result<U
     Ok(chosen)
 }
 
-async fn read_part(mut field: multer::Field<'_>, limit: u64) -> Result<Upload, ApiError> {
+async fn read_part(
+    mut field: multer::Field<'_>,
+    limit: u64,
+    size_hint: Option<u64>,
+) -> Result<Upload, ApiError> {
     let name = field.file_name().unwrap_or("").to_string();
     let mime = field
         .content_type()
@@ -247,7 +263,8 @@ async fn read_part(mut field: multer::Field<'_>, limit: u64) -> Result<Upload, A
         .get("content-md5")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut data = Vec::new();
+    // The part is nearly all of the body (Content-Length).
+    let mut data = Vec::with_capacity(prealloc(size_hint, limit));
     while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
         if data.len() as u64 + chunk.len() as u64 > limit {
             return Err(ApiError::TooLarge { limit });
