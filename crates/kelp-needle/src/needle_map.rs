@@ -827,7 +827,10 @@ mod tests {
             m.put(n as u64 * 10 + 5, 9 * 64, 41);
             m.put((n - cap_fill) as u64 * 10 + 1, 10 * 64, 42);
             assert_eq!(m.get(n as u64 * 10 + 5).map(|v| v.size), Some(41));
-            assert_eq!(m.get((n - cap_fill) as u64 * 10 + 1).map(|v| v.size), Some(42));
+            assert_eq!(
+                m.get((n - cap_fill) as u64 * 10 + 1).map(|v| v.size),
+                Some(42)
+            );
             for k in 1..=(n - cap_fill) as u64 {
                 assert_eq!(m.get(k * 10).map(|v| v.offset), Some(k * 64), "key {k}");
             }

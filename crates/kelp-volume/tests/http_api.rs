@@ -561,9 +561,9 @@ async fn large_needles_are_streamed_with_their_crc_checked() {
     let c = client();
     let data: Vec<u8> = (0..3_000_017u32).map(|i| (i % 253) as u8).collect();
     let fid = "6,0100000abc";
-    let form = reqwest::multipart::Form::new().part(
+    let form = Form::new().part(
         "file",
-        reqwest::multipart::Part::bytes(data.clone())
+        Part::bytes(data.clone())
             .file_name("movie.mp4")
             .mime_str("video/mp4")
             .unwrap(),

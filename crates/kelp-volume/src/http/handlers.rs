@@ -165,18 +165,17 @@ async fn upload(
     } else {
         st.replicator.targets(fid.volume_id).await?
     };
-    // Held until answered: the body is in memory until then.
-    let _budget = match &st.upload_budget {
-        Some(budget) if !params.replicate => {
-            let len = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            Some(budget.reserve(len.unwrap_or(st.file_size_limit)).await?)
-        }
-        _ => None,
-    };
-    let mut up = parse_upload(method, headers, uri.path(), body, st.file_size_limit).await?;
+    // Replica writes reserve nothing (see `upload_budget.rs`).
+    let budget = st.upload_budget.as_deref().filter(|_| !params.replicate);
+    let mut up = parse_upload(
+        method,
+        headers,
+        uri.path(),
+        body,
+        st.file_size_limit,
+        budget,
+    )
+    .await?;
     if up.gzipped || (up.content_md5.is_some() && up.data.len() > INLINE_CPU_BYTES) {
         up = blocking(move || finish_upload(&mut up).map(|()| up)).await??;
     } else {

@@ -17,9 +17,11 @@ use axum::http::{HeaderMap, Method, header};
 use futures::StreamExt;
 use kelp_core::Ttl;
 
+use super::UploadBudget;
 use crate::error::ApiError;
 use base64::Engine as _;
 use md5::{Digest, Md5};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Longest name and mime a needle can hold (one length byte each).
 const MAX_NAME: usize = 255;
@@ -45,6 +47,9 @@ pub struct Upload {
     pub original_size: u64,
     /// The verified `Content-MD5`, echoed back.
     pub content_md5: Option<String>,
+    /// Room in the upload budget for the body; given back when the upload
+    /// is dropped, after it is answered.
+    pub reservation: Option<OwnedSemaphorePermit>,
 }
 
 /// Query parameters of an upload.
@@ -92,25 +97,35 @@ fn is_true(v: &str) -> bool {
 }
 
 /// Reads and parses the body of an upload to `path` (used for the default
-/// name of a raw body).
+/// name of a raw body). With a `budget`, the body's room is reserved
+/// before it is read (a body refused for its Content-Length reserves
+/// nothing) and held by the returned `Upload`.
 pub async fn parse_upload(
     method: &Method,
     headers: &HeaderMap,
     path: &str,
     body: Body,
     limit: u64,
+    budget: Option<&UploadBudget>,
 ) -> Result<Upload, ApiError> {
     let content_type = header_str(headers, header::CONTENT_TYPE).unwrap_or("");
     let content_length = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
-    let mut up = if *method == Method::POST && content_type.contains("form-data") {
-        if content_length.is_some_and(|n: u64| n > limit.saturating_add(MULTIPART_SLACK)) {
-            return Err(ApiError::TooLarge { limit });
-        }
+    let multipart = *method == Method::POST && content_type.contains("form-data");
+    let max_length = if multipart {
+        limit.saturating_add(MULTIPART_SLACK)
+    } else {
+        limit
+    };
+    if content_length.is_some_and(|n: u64| n > max_length) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let reservation = match budget {
+        Some(b) => Some(b.reserve(content_length.unwrap_or(max_length)).await?),
+        None => None,
+    };
+    let mut up = if multipart {
         parse_multipart(content_type, body, limit, content_length).await?
     } else {
-        if content_length.is_some_and(|n: u64| n > limit) {
-            return Err(ApiError::TooLarge { limit });
-        }
         let data = collect_limited(body, limit, content_length).await?;
         let name = header_str(headers, header::CONTENT_DISPOSITION)
             .and_then(disposition_filename)
@@ -125,6 +140,7 @@ pub async fn parse_upload(
             ..Upload::default()
         }
     };
+    up.reservation = reservation;
     if up.content_md5.is_none() {
         up.content_md5 = header_str(headers, "content-md5").map(str::to_string);
     }
@@ -390,15 +406,58 @@ mod tests {
             ("content-md5", "XUFAKrxLKna5cZ2REBfFkg=="),
             ("seaweed-my-key", "v1"),
         ]);
-        let mut up = parse_upload(&Method::PUT, &h, "/3,01637037d6", Body::from("hello"), 100)
-            .await
-            .unwrap();
+        let mut up = parse_upload(
+            &Method::PUT,
+            &h,
+            "/3,01637037d6",
+            Body::from("hello"),
+            100,
+            None,
+        )
+        .await
+        .unwrap();
         finish_upload(&mut up).unwrap();
         assert_eq!(up.data, b"hello");
         assert_eq!(up.name, "a.txt");
         assert_eq!(up.mime, "text/plain");
         assert_eq!(up.original_size, 5);
         assert_eq!(up.pairs, br#"{"My-Key":"v1"}"#);
+    }
+
+    /// A body refused for its Content-Length does not wait for the upload
+    /// budget; one that is taken holds its room until it is dropped.
+    #[tokio::test]
+    async fn budget_reserved_only_for_bodies_that_are_read() {
+        let budget = UploadBudget::new(4096).unwrap();
+        let full = budget.reserve(4096).await.unwrap();
+        let h = hm(&[("content-length", "10")]);
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            parse_upload(
+                &Method::PUT,
+                &h,
+                "/3,01",
+                Body::from("0123456789"),
+                5,
+                Some(&budget),
+            ),
+        )
+        .await
+        .expect("a refused body waited for the budget");
+        assert!(matches!(refused, Err(ApiError::TooLarge { .. })));
+        drop(full);
+        let up = parse_upload(
+            &Method::PUT,
+            &h,
+            "/3,01",
+            Body::from("0123456789"),
+            100,
+            Some(&budget),
+        )
+        .await
+        .unwrap();
+        assert_eq!(up.reservation.as_ref().map(|r| r.num_permits()), Some(1));
+        assert_eq!(up.data, b"0123456789");
     }
 
     #[tokio::test]
@@ -409,6 +468,7 @@ mod tests {
             "/3/01/x.bin",
             Body::from("x"),
             1,
+            None,
         )
         .await
         .unwrap();
@@ -419,6 +479,7 @@ mod tests {
             "/3,01",
             Body::from("xy"),
             1,
+            None,
         )
         .await
         .unwrap_err();
@@ -429,6 +490,7 @@ mod tests {
             "/3,01",
             Body::from("x"),
             10,
+            None,
         )
         .await
         .unwrap();
@@ -464,17 +526,31 @@ mod tests {
             ("a", None, "meta"),
             ("file", Some("C:\\p\\pic.png"), "PNGDATA"),
         ]);
-        let up = parse_upload(&Method::POST, &h, "/1,0101020304", Body::from(body), 100)
-            .await
-            .unwrap();
+        let up = parse_upload(
+            &Method::POST,
+            &h,
+            "/1,0101020304",
+            Body::from(body),
+            100,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(up.data, b"PNGDATA");
         assert_eq!(up.name, "pic.png");
         assert_eq!(up.mime, "image/png");
 
         let body = multipart(&[("a", None, "only")]);
-        let up = parse_upload(&Method::POST, &h, "/1,0101020304", Body::from(body), 100)
-            .await
-            .unwrap();
+        let up = parse_upload(
+            &Method::POST,
+            &h,
+            "/1,0101020304",
+            Body::from(body),
+            100,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(up.data, b"only");
         assert_eq!(up.name, "");
     }
@@ -484,18 +560,25 @@ mod tests {
         let h = hm(&[("content-type", "multipart/form-data; boundary=XyZ")]);
         let body = multipart(&[("file", Some("f"), "0123456789")]);
         let truncated = body[..body.len() - 20].to_string();
-        let err = parse_upload(&Method::POST, &h, "/1,01", Body::from(truncated), 100)
+        let err = parse_upload(&Method::POST, &h, "/1,01", Body::from(truncated), 100, None)
             .await
             .unwrap_err();
         assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
-        let err = parse_upload(&Method::POST, &h, "/1,01", Body::from(body), 5)
+        let err = parse_upload(&Method::POST, &h, "/1,01", Body::from(body), 5, None)
             .await
             .unwrap_err();
         assert!(matches!(err, ApiError::TooLarge { .. }), "{err}");
         let no_boundary = hm(&[("content-type", "multipart/form-data")]);
-        let err = parse_upload(&Method::POST, &no_boundary, "/1,01", Body::from("x"), 5)
-            .await
-            .unwrap_err();
+        let err = parse_upload(
+            &Method::POST,
+            &no_boundary,
+            "/1,01",
+            Body::from("x"),
+            5,
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
     }
 
