@@ -91,21 +91,19 @@ impl DataStream {
         self.len == 0
     }
 
-    /// Bytes not yet handed out.
-    pub fn remaining(&self) -> u64 {
-        self.end - self.pos
-    }
-
     /// The next piece of at most `max` bytes (`max` > 0), or `None` once
     /// all data was handed out. The piece that completes the data is
     /// returned only if the checksum of the whole data matches; otherwise
     /// `VolumeError::Corrupt`. May wait for the disk.
     pub fn next_piece(&mut self, max: usize) -> Result<Option<Bytes>, VolumeError> {
-        match self.read_piece(max, false)? {
-            Piece::Data(b) => Ok(Some(b)),
-            Piece::End => Ok(None),
-            Piece::NotCached => unreachable!("a waiting read is never refused"),
-        }
+        let Some(mut buf) = self.piece_buf(max) else {
+            return Ok(None);
+        };
+        self.files
+            .dat
+            .read_exact_at(&mut buf, self.pos)
+            .map_err(|e| self.read_failed(e))?;
+        self.consume(buf).map(Some)
     }
 
     /// `next_piece` for a thread that must not wait for the disk: the
@@ -113,36 +111,39 @@ impl DataStream {
     /// `Piece::NotCached` (nothing consumed; read it with `next_piece`
     /// where waiting is fine).
     pub fn next_cached_piece(&mut self, max: usize) -> Result<Piece, VolumeError> {
-        self.read_piece(max, true)
+        let Some(mut buf) = self.piece_buf(max) else {
+            return Ok(Piece::End);
+        };
+        let cached = self
+            .files
+            .dat
+            .read_cached_at(&mut buf, self.pos)
+            .map_err(|e| self.read_failed(e))?;
+        if !cached {
+            return Ok(Piece::NotCached);
+        }
+        self.consume(buf).map(Piece::Data)
     }
 
-    fn read_piece(&mut self, max: usize, nowait: bool) -> Result<Piece, VolumeError> {
-        if self.pos >= self.end {
-            return Ok(Piece::End);
-        }
-        let len = (self.end - self.pos).min(max.max(1) as u64) as usize;
-        let mut buf = vec![0u8; len];
-        let read = if nowait {
-            self.files.dat.read_cached_at(&mut buf, self.pos)
-        } else {
-            self.files
-                .dat
-                .read_exact_at(&mut buf, self.pos)
-                .map(|()| true)
-        };
-        match read {
-            Ok(true) => {}
-            Ok(false) => return Ok(Piece::NotCached),
-            Err(e) => {
-                return Err(Volume::corrupt(
-                    self.key,
-                    self.needle_offset,
-                    format!("reading data at {}: {e}", self.pos),
-                ));
-            }
-        }
+    /// A buffer for the next piece, `None` once all data was handed out.
+    fn piece_buf(&self, max: usize) -> Option<Vec<u8>> {
+        let left = self.end.checked_sub(self.pos).filter(|&l| l > 0)?;
+        Some(vec![0u8; left.min(max.max(1) as u64) as usize])
+    }
+
+    fn read_failed(&self, e: std::io::Error) -> VolumeError {
+        Volume::corrupt(
+            self.key,
+            self.needle_offset,
+            format!("reading data at {}: {e}", self.pos),
+        )
+    }
+
+    /// Hashes a piece just read and moves past it; the piece that
+    /// completes the data must bring the checksum to the stored one.
+    fn consume(&mut self, buf: Vec<u8>) -> Result<Bytes, VolumeError> {
         self.crc = ::crc32c::crc32c_append(self.crc, &buf);
-        self.pos += len as u64;
+        self.pos += buf.len() as u64;
         if self.pos == self.end && !needle::checksum_matches(self.stored_checksum, self.crc) {
             return Err(Volume::corrupt(
                 self.key,
@@ -153,7 +154,7 @@ impl DataStream {
                 ),
             ));
         }
-        Ok(Piece::Data(Bytes::from(buf)))
+        Ok(Bytes::from(buf))
     }
 }
 

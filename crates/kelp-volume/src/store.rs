@@ -364,56 +364,47 @@ impl Store {
         key: NeedleId,
         cookie: u32,
     ) -> Result<Needle, StoreError> {
-        let vol = self.volume(vid)?;
-        // A small needle is one pread, almost always from the page cache:
-        // read it on this worker. A hand-off to the blocking pool costs two
-        // context switches, which profiling showed to be 45% of the server's
-        // CPU on a read-heavy load. Large needles still go to the pool.
-        let small = vol
-            .lookup(key)
-            .is_some_and(|v| u64::from(v.size) <= INLINE_IO_BYTES);
-        let n = if small {
-            vol.read(key)
-        } else {
-            blocking(move || vol.read(key)).await?
-        }
-        .map_err(|e| match e {
-            VolumeError::NotFound { .. } => StoreError::NeedleNotFound,
-            e => StoreError::Volume { vid, source: e },
-        })?;
-        if n.cookie != cookie || n.is_expired(now_secs()) {
-            return Err(StoreError::NeedleNotFound);
-        }
+        let (vol, size) = self.live(vid, key)?;
+        let n = read_whole(vol, key, size)
+            .await?
+            .map_err(|e| read_error(vid, e))?;
+        check_live(&n, cookie)?;
         Ok(n)
     }
 
-    /// Opens a needle larger than `STREAM_READ_BYTES` for a reader that
-    /// sends its data in pieces (`DataStream`) instead of holding it
-    /// whole; `None` for a smaller or missing needle (read it with
-    /// `read`). Checks cookie and expiry as `read` does.
-    pub async fn open_large(
+    /// `read` for an answer to a client: a needle larger than
+    /// `STREAM_READ_BYTES` comes back opened for sending in pieces
+    /// (`DataStream`) instead of whole, so a server sending many large
+    /// blobs holds a few pieces per reader.
+    pub async fn read_or_stream(
         &self,
         vid: VolumeId,
         key: NeedleId,
         cookie: u32,
-    ) -> Result<Option<(Needle, DataStream)>, StoreError> {
+    ) -> Result<NeedleRead, StoreError> {
+        let (vol, size) = self.live(vid, key)?;
+        let read = if size > STREAM_READ_BYTES {
+            // Two small reads (the header, the fields after the data),
+            // almost always from the page cache: on this worker.
+            vol.open_data(key)
+                .map(|(n, data)| NeedleRead::Streamed(n, data))
+        } else {
+            read_whole(vol, key, size).await?.map(NeedleRead::Whole)
+        }
+        .map_err(|e| read_error(vid, e))?;
+        let (NeedleRead::Whole(n) | NeedleRead::Streamed(n, _)) = &read;
+        check_live(n, cookie)?;
+        Ok(read)
+    }
+
+    /// The volume holding `key` and the Size of its live needle.
+    fn live(&self, vid: VolumeId, key: NeedleId) -> Result<(Arc<Volume>, u64), StoreError> {
         let vol = self.volume(vid)?;
-        if vol
+        let size = vol
             .lookup(key)
-            .is_none_or(|v| u64::from(v.size) <= STREAM_READ_BYTES)
-        {
-            return Ok(None);
-        }
-        // Two small reads (the header, the fields after the data), almost
-        // always from the page cache: on this worker, as small reads are.
-        let (n, data) = vol.open_data(key).map_err(|e| match e {
-            VolumeError::NotFound { .. } => StoreError::NeedleNotFound,
-            e => StoreError::Volume { vid, source: e },
-        })?;
-        if n.cookie != cookie || n.is_expired(now_secs()) {
-            return Err(StoreError::NeedleNotFound);
-        }
-        Ok(Some((n, data)))
+            .map(|v| u64::from(v.size))
+            .ok_or(StoreError::NeedleNotFound)?;
+        Ok((vol, size))
     }
 
     /// Appends a needle and returns once it is durable (durable server or
@@ -727,9 +718,48 @@ fn remove_volume_files(base: &Path) -> Result<(), StoreError> {
 /// the blocking pool.
 const INLINE_IO_BYTES: u64 = 64 * 1024;
 
+/// Reads a needle of Size `size` whole. A small needle is one pread,
+/// almost always from the page cache: read on this worker. A hand-off to
+/// the blocking pool costs two context switches, which profiling showed
+/// to be 45% of the server's CPU on a read-heavy load. Larger needles
+/// still go to the pool.
+async fn read_whole(
+    vol: Arc<Volume>,
+    key: NeedleId,
+    size: u64,
+) -> Result<Result<Needle, VolumeError>, StoreError> {
+    if size <= INLINE_IO_BYTES {
+        Ok(vol.read(key))
+    } else {
+        blocking(move || vol.read(key)).await
+    }
+}
+
+fn read_error(vid: VolumeId, e: VolumeError) -> StoreError {
+    match e {
+        VolumeError::NotFound { .. } => StoreError::NeedleNotFound,
+        e => StoreError::Volume { vid, source: e },
+    }
+}
+
+/// A wrong cookie or an expired TTL is "not found".
+fn check_live(n: &Needle, cookie: u32) -> Result<(), StoreError> {
+    if n.cookie != cookie || n.is_expired(now_secs()) {
+        return Err(StoreError::NeedleNotFound);
+    }
+    Ok(())
+}
+
+/// What `Store::read_or_stream` found: a needle read whole, or one opened
+/// for reading its data in pieces (its `Needle` has empty data).
+pub enum NeedleRead {
+    Whole(Needle),
+    Streamed(Needle, DataStream),
+}
+
 /// Needles larger than this are sent in pieces of `STREAM_PIECE_BYTES`
-/// (`open_large`): a server sending many large blobs at once holds a few
-/// pieces per reader, not whole blobs.
+/// (`read_or_stream`): a server sending many large blobs at once holds a
+/// few pieces per reader, not whole blobs.
 pub const STREAM_READ_BYTES: u64 = 256 * 1024;
 pub const STREAM_PIECE_BYTES: usize = 256 * 1024;
 

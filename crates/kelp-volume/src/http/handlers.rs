@@ -17,7 +17,7 @@ use super::{HttpState, query_pairs};
 use super::{chunked, guard, proxy};
 use crate::error::ApiError;
 use crate::replicate::{Origin, Targets};
-use crate::store::{blocking, now_secs};
+use crate::store::{NeedleRead, blocking, now_secs};
 
 /// Inflating or hashing more than this runs on a blocking thread.
 const INLINE_CPU_BYTES: usize = 256 * 1024;
@@ -79,22 +79,24 @@ async fn read(
     };
     // A large needle whose stored data is the answer is sent as it is
     // read, a few pieces in memory at a time.
-    match st
+    let read = match st
         .store
-        .open_large(fid.volume_id, fid.key, fid.cookie)
+        .read_or_stream(fid.volume_id, fid.key, fid.cookie)
         .await
     {
-        Ok(Some((n, data))) if read::streamable(&n, &ctx) => {
+        Ok(NeedleRead::Streamed(n, data)) if read::streamable(&n, &ctx) => {
             if *method == Method::GET {
                 metrics::counter!(crate::metrics::BYTES_READ).increment(data.len());
             }
             return Ok(read::streamed_response(n, data, &ctx));
         }
-        // Smaller needles, and errors (a corrupt header goes to a
-        // replica), take the whole-needle path below.
-        _ => {}
-    }
-    let n = match st.store.read(fid.volume_id, fid.key, fid.cookie).await {
+        // A range, a gzip needle or a manifest: the answer needs the data
+        // in memory.
+        Ok(NeedleRead::Streamed(..)) => st.store.read(fid.volume_id, fid.key, fid.cookie).await,
+        Ok(NeedleRead::Whole(n)) => Ok(n),
+        Err(e) => Err(e),
+    };
+    let n = match read {
         Err(e) if e.is_corrupt() => {
             tracing::error!(fid = %fid, error = %e, "needle failed its checksum; reading another replica");
             metrics::counter!(crate::metrics::CORRUPT_READS).increment(1);

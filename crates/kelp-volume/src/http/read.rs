@@ -172,30 +172,39 @@ fn pieces(
     futures::stream::unfold(Some(data), move |state| {
         let fid = fid.clone();
         async move {
-            let mut data = state?;
-            let read = match data.next_cached_piece(STREAM_PIECE_BYTES) {
-                Ok(Piece::NotCached) => tokio::task::spawn_blocking(move || {
-                    let piece = data.next_piece(STREAM_PIECE_BYTES);
-                    (data, piece)
-                })
-                .await
-                .map_err(std::io::Error::other),
-                Ok(Piece::Data(piece)) => Ok((data, Ok(Some(piece)))),
-                Ok(Piece::End) => Ok((data, Ok(None))),
-                Err(e) => Ok((data, Err(e))),
-            };
-            match read {
-                Ok((data, Ok(Some(piece)))) => Some((Ok(piece), Some(data))),
-                Ok((_, Ok(None))) => None,
-                Ok((_, Err(e))) => {
-                    tracing::error!(fid = %fid, error = %e, "needle failed (checksum or read) while it was sent; the answer is cut short");
-                    metrics::counter!(crate::metrics::CORRUPT_READS).increment(1);
-                    Some((Err(std::io::Error::other(e)), None))
-                }
+            match next_piece(state?, &fid).await {
+                Ok(Some((piece, data))) => Some((Ok(piece), Some(data))),
+                Ok(None) => None,
                 Err(e) => Some((Err(e), None)),
             }
         }
     })
+}
+
+/// The next piece of `data` and `data` itself, `None` at the end. A read
+/// or checksum failure is logged and counted here.
+async fn next_piece(
+    mut data: DataStream,
+    fid: &str,
+) -> Result<Option<(Bytes, DataStream)>, std::io::Error> {
+    let (data, piece) = match data.next_cached_piece(STREAM_PIECE_BYTES) {
+        Ok(Piece::Data(piece)) => (data, Ok(Some(piece))),
+        Ok(Piece::End) => (data, Ok(None)),
+        Err(e) => (data, Err(e)),
+        Ok(Piece::NotCached) => tokio::task::spawn_blocking(move || {
+            let piece = data.next_piece(STREAM_PIECE_BYTES);
+            (data, piece)
+        })
+        .await
+        .map_err(std::io::Error::other)?,
+    };
+    piece
+        .map(|p| p.map(|p| (p, data)))
+        .map_err(|e| {
+            tracing::error!(fid = %fid, error = %e, "needle failed (checksum or read) while it was sent; the answer is cut short");
+            metrics::counter!(crate::metrics::CORRUPT_READS).increment(1);
+            std::io::Error::other(e)
+        })
 }
 
 fn respond(status: StatusCode, mut headers: HeaderMap, body: Bytes, head: bool) -> Response {
