@@ -4,16 +4,23 @@
 //! crash recovery. It is trusted only if the `.idx` still holds the entry
 //! it ends at (the fingerprint) and the compaction revision matches.
 
-use std::io;
+use std::io::{self, Read};
 
 use crate::error::NeedleError;
 use crate::idx::{IdxEntry, OffsetWidth};
-use crate::needle_map::{MapCounters, NeedleMap};
+use crate::needle_map::{BLOCK_ENTRIES, MapCounters, NeedleMap};
 
 const MAGIC: &[u8; 8] = b"KELPNMAP";
-const FORMAT_VERSION: u32 = 1;
+/// Version 2 stores the needle map's encoded blocks; version 1 (releases
+/// before it) stored one 17-byte entry per needle and is still read.
+const FORMAT_VERSION: u32 = 2;
+const FORMAT_V1_ENTRIES: u32 = 1;
 const HEADER_LEN: usize = 108;
 const ENTRY_LEN: usize = 17;
+/// A stored block: first key u64, data length u16.
+const BLOCK_HEAD_LEN: usize = 10;
+/// The shortest block data: count, one offset and one size byte.
+const MIN_BLOCK_DATA: usize = 3;
 
 /// What a checkpoint covers besides the map itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,11 +36,11 @@ pub struct CheckpointMeta {
     pub fingerprint: Vec<u8>,
 }
 
-/// Layout (big-endian):
+/// Layout, version 2 (big-endian):
 ///
 /// ```text
 /// 0    8  magic "KELPNMAP"
-/// 8    4  format version (1)
+/// 8    4  format version (2)
 /// 12   1  .idx offset width (4 or 5)
 /// 13   1  reserved (0)
 /// 14   2  compaction revision
@@ -44,12 +51,23 @@ pub struct CheckpointMeta {
 /// 64   8  content_bytes   72  8 max_file_key    80  8 entry count n
 /// 88   17 fingerprint: the .idx entry ending at idx_len, zero padded
 /// 105  3  reserved (0)
-/// 108  17*n live entries, increasing keys, each
-///         key u64 | offset/8 low u32 | offset/8 high u8 | size u32
+/// 108  8  block count b
+/// 116  b blocks, keys increasing across and within them, each
+///         first key u64 | data length u16 | data
 /// end  4  CRC32-C of all preceding bytes
 /// ```
+///
+/// A block's data is the needle map's in-memory block encoding (1 to 128
+/// delta-coded entries; layout in `needle_map.rs`), stored verbatim so a
+/// load copies blocks instead of re-encoding every entry: about 3 bytes
+/// per needle of sequencer keys instead of 17. Changing that encoding
+/// changes this format and needs a new version.
+///
+/// Version 1 has the same header without the block count, then `17*n`
+/// live entries in increasing key order, each `key u64 | offset/8 low
+/// u32 | offset/8 high u8 | size u32`, then the CRC.
 pub fn encode(meta: &CheckpointMeta, map: &NeedleMap) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + map.len() * ENTRY_LEN + 4);
+    let mut out = Vec::with_capacity(HEADER_LEN + map.memory_bytes() + 4);
     let r: io::Result<()> = encode_to(meta, map, &mut |b| {
         out.extend_from_slice(b);
         Ok(())
@@ -58,17 +76,17 @@ pub fn encode(meta: &CheckpointMeta, map: &NeedleMap) -> Vec<u8> {
     out
 }
 
-/// Entries encoded per piece handed to the sink.
-const PIECE_ENTRIES: usize = 4096;
+/// Bytes gathered before a piece is handed to the sink.
+const PIECE_BYTES: usize = 64 << 10;
 
-/// `encode`, handing the bytes to `sink` in pieces of at most about 70
-/// KiB, so a checkpoint of a big map is written without a copy of it.
+/// `encode`, handing the bytes to `sink` in pieces of about 64 KiB, so a
+/// checkpoint of a big map is written without a copy of it.
 pub fn encode_to(
     meta: &CheckpointMeta,
     map: &NeedleMap,
     sink: &mut kelp_storage::Sink<'_>,
 ) -> io::Result<()> {
-    let mut out = Vec::with_capacity(HEADER_LEN + PIECE_ENTRIES * ENTRY_LEN + 4);
+    let mut out = Vec::with_capacity(PIECE_BYTES + 4096);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
     out.push(meta.width_bytes);
@@ -92,17 +110,23 @@ pub fn encode_to(
     let l = meta.fingerprint.len().min(17);
     fp[..l].copy_from_slice(&meta.fingerprint[..l]);
     out.extend_from_slice(&fp);
+    out.extend_from_slice(&(map.encoded_block_count() as u64).to_be_bytes());
     let mut crc = 0u32;
-    for (i, (key, v)) in map.iter().enumerate() {
-        if i > 0 && i % PIECE_ENTRIES == 0 {
+    map.for_each_encoded_block(&mut |first_key, data| {
+        if out.len() >= PIECE_BYTES {
             crc = crc32c::crc32c_append(crc, &out);
             sink(&out)?;
             out.clear();
         }
-        let e = IdxEntry::new(key, v.offset / crate::needle::PADDING, v.size);
-        // Map offsets never exceed 40 bits: they came from .idx entries.
-        let _ = e.encode(OffsetWidth::Five, &mut out);
-    }
+        // Block data is at most about 3.2 KiB (128 entries of at most 25
+        // bytes), far below u16::MAX.
+        let len = u16::try_from(data.len())
+            .map_err(|_| io::Error::other("needle map block over 64 KiB"))?;
+        out.extend_from_slice(&first_key.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(data);
+        Ok(())
+    })?;
     crc = crc32c::crc32c_append(crc, &out);
     out.extend_from_slice(&crc.to_be_bytes());
     sink(&out)
@@ -114,19 +138,26 @@ fn be64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(a)
 }
 
+fn bad(m: &str) -> NeedleError {
+    NeedleError::Checkpoint(m.to_string())
+}
+
+fn read_err(e: io::Error) -> NeedleError {
+    NeedleError::Checkpoint(format!("reading: {e}"))
+}
+
 pub fn decode(bytes: &[u8]) -> Result<(CheckpointMeta, NeedleMap), NeedleError> {
     decode_from(&mut &bytes[..], bytes.len() as u64)
 }
 
-/// `decode` from a reader of a `len`-byte checkpoint, a piece at a time:
-/// memory is the map being built, not a copy of the file. The map is
-/// returned only once the CRC of the whole file checked.
+/// `decode` from a reader of a `len`-byte checkpoint of either version,
+/// a piece at a time: memory is the map being built, not a copy of the
+/// file. The map is returned only once the CRC of the whole file checked.
 pub fn decode_from(
     r: &mut dyn io::Read,
     len: u64,
 ) -> Result<(CheckpointMeta, NeedleMap), NeedleError> {
-    let bad = |m: &str| NeedleError::Checkpoint(m.to_string());
-    let read_err = |e: io::Error| NeedleError::Checkpoint(format!("reading: {e}"));
+    let mut r = io::BufReader::with_capacity(PIECE_BYTES, r);
     if len < (HEADER_LEN + 4) as u64 {
         return Err(bad("too short"));
     }
@@ -135,13 +166,7 @@ pub fn decode_from(
     if &head[..8] != MAGIC {
         return Err(bad("bad magic"));
     }
-    let n = be64(&head, 80);
-    if n.checked_mul(ENTRY_LEN as u64) != Some(len - (HEADER_LEN + 4) as u64) {
-        return Err(bad("entry count does not match length"));
-    }
-    if u32::from_be_bytes([head[8], head[9], head[10], head[11]]) != FORMAT_VERSION {
-        return Err(bad("unknown format version"));
-    }
+    let version = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
     let width_bytes = head[12];
     let es = OffsetWidth::from_bytes_offset(width_bytes as u32)
         .ok_or_else(|| bad("bad offset width"))?
@@ -166,7 +191,86 @@ pub fn decode_from(
         content_bytes: be64(&head, 64),
         max_file_key: be64(&head, 72),
     };
+    let n = be64(&head, 80);
     let mut crc = crc32c::crc32c(&head);
+    // Bytes between the header and the CRC.
+    let body = len - (HEADER_LEN + 4) as u64;
+    let mut map = match version {
+        FORMAT_VERSION => read_blocks(&mut r, body, n, &mut crc)?,
+        FORMAT_V1_ENTRIES => read_entries(&mut r, body, n, &mut crc)?,
+        v => {
+            return Err(NeedleError::Checkpoint(format!(
+                "unknown format version {v} (this release reads {FORMAT_V1_ENTRIES} and {FORMAT_VERSION})"
+            )));
+        }
+    };
+    let mut stored = [0u8; 4];
+    r.read_exact(&mut stored).map_err(read_err)?;
+    if crc != u32::from_be_bytes(stored) {
+        return Err(bad("checksum mismatch"));
+    }
+    map.set_counters(counters);
+    Ok((meta, map))
+}
+
+/// Version 2's body: `body` bytes holding `n` entries in blocks.
+fn read_blocks(
+    r: &mut dyn io::Read,
+    body: u64,
+    n: u64,
+    crc: &mut u32,
+) -> Result<NeedleMap, NeedleError> {
+    let mut count = [0u8; 8];
+    r.read_exact(&mut count).map_err(read_err)?;
+    *crc = crc32c::crc32c_append(*crc, &count);
+    let b = u64::from_be_bytes(count);
+    // Checked before anything is allocated for `b` blocks.
+    let blocks_len = body.checked_sub(8).ok_or_else(|| bad("too short"))?;
+    let fits = b
+        .checked_mul((BLOCK_HEAD_LEN + MIN_BLOCK_DATA) as u64)
+        .is_some_and(|min| min <= blocks_len);
+    if !fits || b > n || n > b.saturating_mul(BLOCK_ENTRIES as u64) {
+        return Err(bad("block count does not match length"));
+    }
+    let mut map = NeedleMap::new();
+    map.reserve_blocks(b as usize);
+    let mut used = 0u64;
+    let mut head = [0u8; BLOCK_HEAD_LEN];
+    for _ in 0..b {
+        r.read_exact(&mut head).map_err(read_err)?;
+        let first_key = be64(&head, 0);
+        let dlen = u16::from_be_bytes([head[8], head[9]]) as u64;
+        used += BLOCK_HEAD_LEN as u64 + dlen;
+        if used > blocks_len {
+            return Err(bad("block runs past the end"));
+        }
+        let mut data = vec![0u8; dlen as usize];
+        r.read_exact(&mut data).map_err(read_err)?;
+        *crc = crc32c::crc32c_append(*crc, &head);
+        *crc = crc32c::crc32c_append(*crc, &data);
+        map.push_encoded_block(first_key, data).map_err(bad)?;
+    }
+    if used != blocks_len {
+        return Err(bad("bytes after the last block"));
+    }
+    if map.len() as u64 != n {
+        return Err(bad("entry count does not match blocks"));
+    }
+    Ok(map)
+}
+
+/// Version 1's body: `n` 17-byte entries.
+fn read_entries(
+    r: &mut dyn io::Read,
+    body: u64,
+    n: u64,
+    crc: &mut u32,
+) -> Result<NeedleMap, NeedleError> {
+    /// Entries read at a time.
+    const PIECE_ENTRIES: usize = 4096;
+    if n.checked_mul(ENTRY_LEN as u64) != Some(body) {
+        return Err(bad("entry count does not match length"));
+    }
     let mut map = NeedleMap::new();
     map.reserve_exact(usize::try_from(n).map_err(|_| bad("too many entries"))?);
     let mut prev: Option<u64> = None;
@@ -176,7 +280,7 @@ pub fn decode_from(
         let k = left.min(PIECE_ENTRIES as u64) as usize;
         let piece = &mut piece[..k * ENTRY_LEN];
         r.read_exact(piece).map_err(read_err)?;
-        crc = crc32c::crc32c_append(crc, piece);
+        *crc = crc32c::crc32c_append(*crc, piece);
         for chunk in piece.chunks_exact(ENTRY_LEN) {
             let e = IdxEntry::decode(chunk, OffsetWidth::Five)?;
             if prev.is_some_and(|p| p >= e.key) {
@@ -190,18 +294,29 @@ pub fn decode_from(
         }
         left -= k as u64;
     }
-    let mut stored = [0u8; 4];
-    r.read_exact(&mut stored).map_err(read_err)?;
-    if crc != u32::from_be_bytes(stored) {
-        return Err(bad("checksum mismatch"));
-    }
-    map.set_counters(counters);
-    Ok((meta, map))
+    Ok(map)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta() -> CheckpointMeta {
+        CheckpointMeta {
+            width_bytes: 5,
+            compaction_revision: 2,
+            idx_len: 68,
+            dat_len: 4096,
+            last_append_at_ns: 99,
+            fingerprint: vec![7; 17],
+        }
+    }
+
+    fn assert_same(a: &NeedleMap, b: &NeedleMap) {
+        assert_eq!(a.counters(), b.counters());
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.iter().collect::<Vec<_>>(), b.iter().collect::<Vec<_>>());
+    }
 
     #[test]
     fn round_trip_and_corruption() {
@@ -210,19 +325,11 @@ mod tests {
         m.put(7, 8 << 33, 3);
         m.put(3, 800, 0);
         m.delete(3);
-        let meta = CheckpointMeta {
-            width_bytes: 5,
-            compaction_revision: 2,
-            idx_len: 68,
-            dat_len: 4096,
-            last_append_at_ns: 99,
-            fingerprint: vec![7; 17],
-        };
-        let b = encode(&meta, &m);
+        let b = encode(&meta(), &m);
+        assert_eq!(&b[8..12], &2u32.to_be_bytes());
         let (meta2, m2) = decode(&b).unwrap();
-        assert_eq!(meta2, meta);
-        assert_eq!(m2.counters(), m.counters());
-        assert_eq!(m2.iter().collect::<Vec<_>>(), m.iter().collect::<Vec<_>>());
+        assert_eq!(meta2, meta());
+        assert_same(&m, &m2);
         for i in 0..b.len() {
             let mut c = b.clone();
             c[i] ^= 0x10;
@@ -231,5 +338,112 @@ mod tests {
         for l in 0..b.len() {
             assert!(decode(&b[..l]).is_err());
         }
+    }
+
+    /// Maps shaped by sequencer runs, random keys, overwrites, deletes
+    /// and out-of-order keys (which wait in the overlay) come back equal,
+    /// and a map read back keeps taking writes.
+    #[test]
+    fn maps_of_every_shape_round_trip() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for shape in 0..6 {
+            let mut m = NeedleMap::new();
+            let mut offset = 8u64;
+            for k in 1..=5000u64 {
+                let key = match shape {
+                    0 => k,
+                    1 => k * 1000 + rand() % 300,
+                    2 => rand(),
+                    _ => k * 10,
+                };
+                let size = 40 + (rand() % 200) as u32;
+                m.put(key, offset, size);
+                offset += crate::needle::actual_size(size, crate::needle::VERSION3);
+            }
+            if shape >= 3 {
+                for k in (1..5000u64).step_by(3) {
+                    m.put(k * 10 + 5, offset, 77); // into full blocks: overlay
+                    offset += 128;
+                }
+            }
+            if shape >= 4 {
+                for k in (1..5000u64).step_by(7) {
+                    m.delete(k * 10);
+                }
+                m.put(10 * 2, 1 << 30, 5);
+            }
+            if shape == 5 {
+                m.shrink_to_fit();
+            }
+            let b = encode(&meta(), &m);
+            let (_, mut m2) = decode(&b).unwrap();
+            assert_same(&m, &m2);
+            // Keeps working as a map: appends, inserts, deletes.
+            for k in [u64::MAX, 1, 15, 10 * 3] {
+                assert_eq!(m2.put(k, 8 << 20, 9), m.put(k, 8 << 20, 9), "key {k}");
+            }
+            assert_eq!(m2.delete(10 * 3), m.delete(10 * 3));
+            assert_same(&m, &m2);
+        }
+    }
+
+    /// A checkpoint written by the previous release (format version 1, a
+    /// real volume's `.knm` from `kelp volume` at adaf09e) still loads,
+    /// and holds what replaying that volume's `.idx` gives.
+    #[test]
+    fn version_1_from_the_previous_release_loads() {
+        let knm = include_bytes!("../tests/fixtures/knm-v1/fx_1.knm");
+        let idx = include_bytes!("../tests/fixtures/knm-v1/fx_1.idx");
+        assert_eq!(&knm[8..12], &1u32.to_be_bytes());
+        let (meta, map) = decode(knm).unwrap();
+        assert_eq!(meta.idx_len, idx.len() as u64);
+        let mut replayed = NeedleMap::new();
+        for e in idx.chunks_exact(ENTRY_LEN) {
+            replayed.apply(&IdxEntry::decode(e, OffsetWidth::Five).unwrap());
+        }
+        assert_eq!(map.len(), 297);
+        assert_same(&map, &replayed);
+        // Written again, it is version 2 and equal.
+        let (meta2, map2) = decode(&encode(&meta, &map)).unwrap();
+        assert_eq!(meta2, meta);
+        assert_same(&map2, &replayed);
+    }
+
+    /// Blocks whose bytes are wrong but whose CRC was recomputed (as a
+    /// bug, not a bit flip, would write them) are refused, never a panic
+    /// or a map with keys out of order.
+    #[test]
+    fn malformed_blocks_with_a_valid_crc_are_refused() {
+        let mut m = NeedleMap::new();
+        for k in 1..=300u64 {
+            m.put(k * 3, k * 64, 40 + (k % 5) as u32);
+        }
+        let b = encode(&meta(), &m);
+        let body = HEADER_LEN + 8..b.len() - 4;
+        let mut refused = 0;
+        for i in body {
+            for bit in [0x01u8, 0x40, 0x80] {
+                let mut c = b.clone();
+                c[i] ^= bit;
+                let n = c.len();
+                let crc = crc32c::crc32c(&c[..n - 4]);
+                c[n - 4..].copy_from_slice(&crc.to_be_bytes());
+                match decode(&c) {
+                    Err(_) => refused += 1,
+                    Ok((_, m2)) => {
+                        let keys: Vec<u64> = m2.iter().map(|(k, _)| k).collect();
+                        assert!(keys.windows(2).all(|w| w[0] < w[1]), "flip at {i}");
+                        assert_eq!(m2.len(), m.len());
+                    }
+                }
+            }
+        }
+        assert!(refused > 0);
     }
 }

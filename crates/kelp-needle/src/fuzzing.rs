@@ -103,8 +103,23 @@ pub fn vif_decode(data: &[u8]) {
     }
 }
 
+/// A checkpoint from disk: decoding either fails or gives a map whose
+/// keys increase, that a lookup of each key finds, and that encodes and
+/// decodes again to the same entries and metadata.
 pub fn checkpoint_decode(data: &[u8]) {
-    let _ = crate::checkpoint::decode(data);
+    let Ok((meta, map)) = crate::checkpoint::decode(data) else {
+        return;
+    };
+    let entries: Vec<_> = map.iter().collect();
+    assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+    for (k, v) in &entries {
+        assert_eq!(map.get(*k), Some(*v));
+    }
+    let again = crate::checkpoint::decode(&crate::checkpoint::encode(&meta, &map));
+    let (meta2, map2) = again.expect("a decoded checkpoint encodes to a valid one");
+    assert_eq!(meta2, meta);
+    assert_eq!(map2.counters(), map.counters());
+    assert_eq!(map2.iter().collect::<Vec<_>>(), entries);
 }
 
 /// A digest from another server: decoding either fails or round-trips.

@@ -51,7 +51,7 @@ use crate::idx::IdxEntry;
 use crate::needle::{PADDING, VERSION3, actual_size};
 
 /// Most entries in one block (the count is one byte).
-const BLOCK_ENTRIES: usize = 128;
+pub(crate) const BLOCK_ENTRIES: usize = 128;
 /// Estimated heap bytes per overlay entry (B-tree node share).
 const OVERLAY_ENTRY_COST: usize = 48;
 
@@ -171,27 +171,33 @@ fn varint_len(v: u128) -> usize {
 
 /// A varint that fits 64 bits (offsets, sizes).
 #[inline]
-fn get_varint(d: &[u8], pos: &mut usize) -> u64 {
-    get_varint128(d, pos) as u64
+fn get_varint(d: &[u8], pos: &mut usize) -> Option<u64> {
+    u64::try_from(get_varint128(d, pos)?).ok()
 }
 
-/// Decodes a LEB128 varint at `*pos`. The entry header needs 128 bits: a
-/// 64-bit key gap plus two flag bits.
+/// Decodes a LEB128 varint at `*pos`; None if the data ends first or the
+/// value passes 128 bits (a checkpoint's blocks come from disk). The
+/// entry header needs 128 bits: a 64-bit key gap plus two flag bits.
 #[inline]
-fn get_varint128(d: &[u8], pos: &mut usize) -> u128 {
-    let b = d[*pos];
+fn get_varint128(d: &[u8], pos: &mut usize) -> Option<u128> {
+    let b = *d.get(*pos)?;
     *pos += 1;
     if b < 0x80 {
-        return b as u128;
+        return Some(b as u128);
     }
     let mut v = (b & 0x7f) as u128;
-    let mut shift = 7;
+    let mut shift: u32 = 7;
     loop {
-        let b = d[*pos];
+        let b = *d.get(*pos)?;
         *pos += 1;
-        v |= ((b & 0x7f) as u128) << shift;
+        let bits = (b & 0x7f) as u128;
+        // The 19th byte (shift 126) may carry only the top two bits.
+        if shift >= 128 || (shift > 121 && bits >> (128 - shift) != 0) {
+            return None;
+        }
+        v |= bits << shift;
         if b < 0x80 {
-            return v;
+            return Some(v);
         }
         shift += 7;
     }
@@ -267,16 +273,56 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn new(b: &'a Block) -> Self {
+        Self::over(b.first_key, &b.data)
+    }
+
+    fn over(first_key: u64, data: &'a [u8]) -> Self {
         Cursor {
-            data: &b.data,
+            data,
             pos: 0,
-            left: b.len(),
+            left: data.first().map_or(0, |&c| c as usize),
             cur: Entry {
-                key: b.first_key,
+                key: first_key,
                 units: 0,
                 size: 0,
             },
         }
+    }
+}
+
+impl Cursor<'_> {
+    /// The next entry, or None if the data is malformed (only a block
+    /// read from a checkpoint can be; `check_block` refuses it there).
+    #[inline(always)]
+    fn decode_next(&mut self) -> Option<Entry> {
+        let d = self.data;
+        if self.pos == 0 {
+            self.pos = 1;
+            let units = get_varint(d, &mut self.pos)?;
+            let size = u32::try_from(get_varint(d, &mut self.pos)?).ok()?;
+            return Some(Entry {
+                key: self.cur.key,
+                units,
+                size,
+            });
+        }
+        let h = get_varint128(d, &mut self.pos)?;
+        let p = self.cur;
+        let gap = u64::try_from(h >> 2).ok()?;
+        let key = p.key.checked_add(gap)?.checked_add(1)?;
+        let size = if h & 2 != 0 {
+            let z = u32::try_from(get_varint(d, &mut self.pos)?).ok()?;
+            p.size.wrapping_add(unzigzag32(z))
+        } else {
+            p.size
+        };
+        let predicted = p.units.wrapping_add(step(p.size));
+        let units = if h & 1 != 0 {
+            predicted.wrapping_add(unzigzag64(get_varint(d, &mut self.pos)?))
+        } else {
+            predicted
+        };
+        Some(Entry { key, units, size })
     }
 }
 
@@ -289,35 +335,22 @@ impl Iterator for Cursor<'_> {
             return None;
         }
         self.left -= 1;
-        let d = self.data;
-        if self.pos == 0 {
-            self.pos = 1;
-            self.cur.units = get_varint(d, &mut self.pos);
-            self.cur.size = get_varint(d, &mut self.pos) as u32;
-            return Some(self.cur);
+        match self.decode_next() {
+            Some(e) => {
+                self.cur = e;
+                Some(e)
+            }
+            None => {
+                self.left = 0;
+                None
+            }
         }
-        let h = get_varint128(d, &mut self.pos);
-        let p = self.cur;
-        self.cur.key = p.key + (h >> 2) as u64 + 1;
-        if h & 2 != 0 {
-            let z = get_varint(d, &mut self.pos) as u32;
-            self.cur.size = p.size.wrapping_add(unzigzag32(z));
-        }
-        let predicted = p.units.wrapping_add(step(p.size));
-        self.cur.units = if h & 1 != 0 {
-            predicted.wrapping_add(unzigzag64(get_varint(d, &mut self.pos)))
-        } else {
-            predicted
-        };
-        Some(self.cur)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
+        (0, Some(self.left))
     }
 }
-
-impl ExactSizeIterator for Cursor<'_> {}
 
 /// Moves `pending` into blocks of at most `cap` entries, as even as
 /// possible (so none is under half full unless all of `pending` is).
@@ -696,6 +729,91 @@ impl NeedleMap {
         self.blocks.reserve_exact(n.div_ceil(self.cap));
     }
 
+    /// Preallocates headers for `n` more encoded blocks (checkpoint load).
+    pub(crate) fn reserve_blocks(&mut self, n: usize) {
+        self.blocks.reserve_exact(n);
+    }
+
+    /// How many blocks `for_each_encoded_block` hands out.
+    pub(crate) fn encoded_block_count(&self) -> usize {
+        if self.overlay.is_empty() {
+            self.blocks.iter().filter(|b| b.len() > 0).count()
+        } else {
+            self.len().div_ceil(BLOCK_ENTRIES)
+        }
+    }
+
+    /// Hands every live entry to `f` as encoded blocks in key order (first
+    /// key, block data in the layout above), for a checkpoint: the blocks
+    /// themselves, verbatim, when the overlay is empty; otherwise all
+    /// entries re-encoded into full blocks.
+    pub(crate) fn for_each_encoded_block(
+        &self,
+        f: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        if self.overlay.is_empty() {
+            for b in self.blocks.iter().filter(|b| b.len() > 0) {
+                f(b.first_key, &b.data)?;
+            }
+            return Ok(());
+        }
+        let mut es = Vec::with_capacity(BLOCK_ENTRIES);
+        let mut data = Vec::new();
+        let mut all = self.iter().map(|(key, v)| Entry {
+            key,
+            units: v.offset / PADDING,
+            size: v.size,
+        });
+        loop {
+            es.clear();
+            es.extend(all.by_ref().take(BLOCK_ENTRIES));
+            let Some(first) = es.first() else {
+                return Ok(());
+            };
+            data.clear();
+            encode_block(&es, &mut data);
+            f(first.key, &data)?;
+        }
+    }
+
+    /// Appends one encoded block read from a checkpoint after every key
+    /// in the map (which must have no overlay), checking it first: at
+    /// most `BLOCK_ENTRIES` entries that decode exactly to the end of
+    /// `data`, keys above the map's last, each a live needle (offset in
+    /// 1..2^40 units, size under 2^31). Returns the block's entry count.
+    pub(crate) fn push_encoded_block(
+        &mut self,
+        first_key: u64,
+        data: Vec<u8>,
+    ) -> Result<usize, &'static str> {
+        debug_assert!(self.overlay.is_empty());
+        if self.tail.is_some_and(|t| first_key <= t.key) {
+            return Err("keys not increasing");
+        }
+        let count = data.first().map_or(0, |&c| c as usize);
+        if count == 0 || count > self.cap {
+            return Err("bad block entry count");
+        }
+        let mut cur = Cursor::over(first_key, &data);
+        let (mut decoded, mut last) = (0, None);
+        for e in cur.by_ref() {
+            if e.units == 0 || e.units >= 1 << 40 || e.size >= 0x8000_0000 {
+                return Err("entry is not a live needle");
+            }
+            decoded += 1;
+            last = Some(e);
+        }
+        // A malformed entry ends the cursor early.
+        if decoded != count || cur.pos != data.len() {
+            return Err("malformed block");
+        }
+        self.data_bytes += heap_cost(data.capacity());
+        self.in_blocks += count;
+        self.tail = last;
+        self.blocks.push(Block { first_key, data });
+        Ok(count)
+    }
+
     /// The entry whose needle starts at the highest offset.
     pub fn max_offset_entry(&self) -> Option<(u64, NeedleValue)> {
         self.iter().max_by_key(|(_, v)| v.offset)
@@ -808,6 +926,45 @@ mod tests {
             let want: Vec<_> = oracle.iter().map(|(k, v)| (*k, *v)).collect();
             prop_assert_eq!(got, want);
         }
+    }
+
+    /// Varints round-trip up to 128 bits; longer, overflowing or cut-off
+    /// ones (from a damaged checkpoint) are refused, never a panic.
+    #[test]
+    fn varints_refuse_overflow_and_truncation() {
+        for v in [
+            0u128,
+            1,
+            127,
+            128,
+            u64::MAX as u128,
+            u128::MAX >> 1,
+            u128::MAX,
+        ] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), varint_len(v));
+            let mut pos = 0;
+            assert_eq!(get_varint128(&b, &mut pos), Some(v));
+            assert_eq!(pos, b.len());
+            for cut in 0..b.len() {
+                assert_eq!(get_varint128(&b[..cut], &mut 0), None);
+            }
+        }
+        // u128::MAX with its last byte carrying a third bit, and a 20th byte.
+        let mut b = vec![0xff; 18];
+        b.push(0x07);
+        assert_eq!(get_varint128(&b, &mut 0), None);
+        let mut b = vec![0x80; 19];
+        b.push(0x00);
+        assert_eq!(get_varint128(&b, &mut 0), None);
+        assert_eq!(
+            get_varint(
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+                &mut 0
+            ),
+            None
+        );
     }
 
     /// Deleting the only entry of the last block, then appending past the

@@ -284,6 +284,56 @@ fn checkpoint_load_matches_full_replay() {
     assert_eq!(v.info().deleted_byte_count, info.deleted_byte_count);
 }
 
+/// A volume written and closed by the previous release (checkpoint
+/// format version 1; `tests/fixtures/knm-v1`, made with `kelp volume` at
+/// adaf09e from 300 multipart uploads and 3 deletes) opens, serves every
+/// blob, and is closed with a version-2 checkpoint that opens again.
+#[test]
+fn volume_with_a_version_1_checkpoint_opens() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/knm-v1");
+    let d = tempfile::tempdir().unwrap();
+    for ext in ["dat", "idx", "knm", "kwm", "vif"] {
+        std::fs::copy(
+            fixture.join(format!("fx_1.{ext}")),
+            d.path().join(format!("fx_1.{ext}")),
+        )
+        .unwrap();
+    }
+    let fids = std::fs::read_to_string(fixture.join("fids.txt")).unwrap();
+    let deleted = [10, 20, 299];
+    let check = |v: &Volume| {
+        for (i, fid) in fids.lines().enumerate() {
+            let i = i + 1;
+            let kc = fid.strip_prefix("1,").unwrap();
+            let (key, cookie) = kc.split_at(kc.len() - 8);
+            let key = u64::from_str_radix(key, 16).unwrap();
+            let cookie = u32::from_str_radix(cookie, 16).unwrap();
+            match v.read(key) {
+                Ok(n) => {
+                    assert!(!deleted.contains(&i), "blob {i} was deleted");
+                    assert_eq!(n.cookie, cookie);
+                    let want = format!("blob {i} {}", "0".repeat((i % 97).max(1)));
+                    assert_eq!(n.data.as_ref(), want.as_bytes(), "blob {i}");
+                }
+                Err(e) => assert!(deleted.contains(&i), "blob {i}: {e}"),
+            }
+        }
+    };
+    let knm = d.path().join("fx_1.knm");
+    let version = |p: &std::path::Path| std::fs::read(p).unwrap()[8..12].to_vec();
+    assert_eq!(version(&knm), 1u32.to_be_bytes());
+    let v = Volume::open(d.path(), "fx", 1, &OpenOptions::default()).unwrap();
+    check(&v);
+    assert_eq!(v.info().live_count, 297);
+    v.write(&mut needle(1000, 5, b"after")).unwrap();
+    v.close().unwrap();
+    assert_eq!(version(&knm), 2u32.to_be_bytes());
+    let v = Volume::open(d.path(), "fx", 1, &OpenOptions::default()).unwrap();
+    check(&v);
+    assert_eq!(v.read(1000).unwrap().data.as_ref(), b"after");
+    assert_eq!(v.info().live_count, 298);
+}
+
 #[test]
 fn maybe_checkpoint_threshold() {
     let d = tempfile::tempdir().unwrap();
