@@ -118,8 +118,9 @@ pub fn encode_to(
             sink(&out)?;
             out.clear();
         }
-        // Block data is at most about 3.2 KiB (128 entries of at most 25
-        // bytes), far below u16::MAX.
+        // Block data is at most about 7 KiB (128 entries of at most 57
+        // bytes, counting non-minimal varints a loaded block may hold),
+        // far below u16::MAX.
         let len = u16::try_from(data.len())
             .map_err(|_| io::Error::other("needle map block over 64 KiB"))?;
         out.extend_from_slice(&first_key.to_be_bytes());
@@ -415,6 +416,36 @@ mod tests {
         assert_same(&map2, &replayed);
     }
 
+    /// A block emptied by deletes is left out of the checkpoint (and out
+    /// of its block count), and the rest reads back.
+    #[test]
+    fn emptied_blocks_are_left_out() {
+        let mut m = NeedleMap::new();
+        for k in 1..=300u64 {
+            m.put(k, k * 64, 40);
+        }
+        for k in 129..=256u64 {
+            m.delete(k);
+        }
+        assert_eq!(m.len(), 172);
+        let b = encode(&meta(), &m);
+        assert_eq!(be64(&b, HEADER_LEN), 2, "blocks written");
+        let (_, m2) = decode(&b).unwrap();
+        assert_same(&m, &m2);
+    }
+
+    /// An entry that is not a live needle (offset 0, or a size with the
+    /// deletion bit) is refused, as a version-1 checkpoint refuses it.
+    #[test]
+    fn entries_that_are_not_live_needles_are_refused() {
+        for (offset, size) in [(0u64, 40u32), (64, 0x8000_0000), (8 << 40, 40)] {
+            let mut m = NeedleMap::new();
+            m.put(1, 64, 40);
+            m.put(2, offset, size);
+            assert!(decode(&encode(&meta(), &m)).is_err(), "{offset} {size}");
+        }
+    }
+
     /// Blocks whose bytes are wrong but whose CRC was recomputed (as a
     /// bug, not a bit flip, would write them) are refused, never a panic
     /// or a map with keys out of order.
@@ -425,21 +456,26 @@ mod tests {
             m.put(k * 3, k * 64, 40 + (k % 5) as u32);
         }
         let b = encode(&meta(), &m);
-        let body = HEADER_LEN + 8..b.len() - 4;
+        // The entry count, the block count and every block.
+        let fields = (80..88).chain(HEADER_LEN..b.len() - 4);
         let mut refused = 0;
-        for i in body {
+        for i in fields {
             for bit in [0x01u8, 0x40, 0x80] {
                 let mut c = b.clone();
                 c[i] ^= bit;
                 let n = c.len();
                 let crc = crc32c::crc32c(&c[..n - 4]);
                 c[n - 4..].copy_from_slice(&crc.to_be_bytes());
+                let counts = (80..88).contains(&i) || (HEADER_LEN..HEADER_LEN + 8).contains(&i);
                 match decode(&c) {
                     Err(_) => refused += 1,
+                    Ok(_) if counts => panic!("a changed count at {i} was accepted"),
                     Ok((_, m2)) => {
-                        let keys: Vec<u64> = m2.iter().map(|(k, _)| k).collect();
-                        assert!(keys.windows(2).all(|w| w[0] < w[1]), "flip at {i}");
-                        assert_eq!(m2.len(), m.len());
+                        // Another valid map: consistent with itself.
+                        let all: Vec<_> = m2.iter().collect();
+                        assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "flip at {i}");
+                        assert!(all.iter().all(|(k, v)| m2.get(*k) == Some(*v)));
+                        assert_eq!(all.len(), m.len());
                     }
                 }
             }

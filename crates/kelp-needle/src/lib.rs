@@ -36,8 +36,8 @@ pub use superblock::SuperBlock;
 pub use syncer::Durable;
 pub use vif::VolumeInfoFile;
 pub use volume::{
-    DeleteOutcome, OpenOptions, SyncMode, SyncStats, Volume, VolumeOptions, VolumeStats,
-    WriteOutcome,
+    DeleteOutcome, OpenOptions, OpenReport, SyncMode, SyncStats, Volume, VolumeOptions,
+    VolumeStats, WriteOutcome,
 };
 
 #[cfg(test)]

@@ -292,7 +292,7 @@ impl<'a> Cursor<'a> {
 
 impl Cursor<'_> {
     /// The next entry, or None if the data is malformed (only a block
-    /// read from a checkpoint can be; `check_block` refuses it there).
+    /// read from a checkpoint can be; `push_encoded_block` refuses it).
     #[inline(always)]
     fn decode_next(&mut self) -> Option<Entry> {
         let d = self.data;

@@ -102,6 +102,16 @@ pub struct DeleteOutcome {
     pub size: u32,
 }
 
+/// How `open` rebuilt a volume's needle map (logged at open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// `.idx` bytes the `.knm` checkpoint covered; 0 if there was no
+    /// usable checkpoint and all of `.idx` was replayed.
+    pub checkpoint_idx_bytes: u64,
+    /// `.idx` bytes replayed after the checkpoint (or from the start).
+    pub replayed_idx_bytes: u64,
+}
+
 /// What a heartbeat reports about a volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeStats {
@@ -198,6 +208,7 @@ pub struct Volume {
     /// missing, so compaction (which would drop their entries for good)
     /// is refused until an operator looks.
     pub(crate) damaged: bool,
+    pub(crate) open_report: OpenReport,
     /// Output of a finished `compact` waiting for `commit_compaction`.
     /// Held for the whole of a compact, commit or cleanup.
     pub(crate) compaction: Mutex<Option<Pending>>,
@@ -284,6 +295,7 @@ impl Volume {
         vid: u32,
         opts: &OpenOptions,
     ) -> Result<Volume, VolumeError> {
+        let started = std::time::Instant::now();
         let base = base_path(dir, collection, vid);
         // Finish (or undo) a compaction a crash interrupted, before any
         // file of the volume is looked at.
@@ -369,6 +381,10 @@ impl Volume {
                 let r = recovery::replay(&idx, &layout, 0, good_idx, &mut map)?;
                 (map, layout.sb_size, 0, r, 0)
             }
+        };
+        let open_report = OpenReport {
+            checkpoint_idx_bytes: checkpointed,
+            replayed_idx_bytes: good_idx - checkpointed,
         };
         if let Some(tail) = replay.tail
             && replay.max_end > max_end
@@ -457,6 +473,7 @@ impl Volume {
             checkpoint_lock: Mutex::new(checkpointed),
             checkpoint_every: opts.checkpoint_every_idx_bytes.max(1),
             damaged,
+            open_report,
             compaction: Mutex::new(None),
             compaction_cancel: AtomicBool::new(false),
             #[cfg(any(test, feature = "fault-injection"))]
@@ -468,7 +485,22 @@ impl Volume {
         if (changed || !wm_current) && !opts.read_only {
             vol.write_watermark()?;
         }
+        tracing::info!(
+            volume = vid,
+            collection,
+            live = vol.map.read().len(),
+            checkpoint_idx_bytes = open_report.checkpoint_idx_bytes,
+            replayed_idx_bytes = open_report.replayed_idx_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "volume opened"
+        );
         Ok(vol)
+    }
+
+    /// How `open` rebuilt the needle map: from the checkpoint, or by
+    /// replaying `.idx`.
+    pub fn open_report(&self) -> OpenReport {
+        self.open_report
     }
 
     pub fn id(&self) -> u32 {

@@ -258,6 +258,8 @@ fn checkpoint_load_matches_full_replay() {
     let info = v.info();
     drop(v); // no clean close: checkpoint covers half, tail is replayed
     let v = Volume::open(d.path(), "", 1, &OpenOptions::default()).unwrap();
+    let report = v.open_report();
+    assert!(report.checkpoint_idx_bytes > 0 && report.replayed_idx_bytes > 0);
     assert_eq!(v.entries(), want);
     let i2 = v.info();
     assert_eq!(
@@ -279,6 +281,7 @@ fn checkpoint_load_matches_full_replay() {
     drop(v);
     std::fs::remove_file(d.path().join("1.knm")).unwrap();
     let v = Volume::open(d.path(), "", 1, &OpenOptions::default()).unwrap();
+    assert_eq!(v.open_report().checkpoint_idx_bytes, 0);
     assert_eq!(v.entries(), want);
     assert_eq!(v.info().file_count, info.file_count);
     assert_eq!(v.info().deleted_byte_count, info.deleted_byte_count);
@@ -322,13 +325,24 @@ fn volume_with_a_version_1_checkpoint_opens() {
     let knm = d.path().join("fx_1.knm");
     let version = |p: &std::path::Path| std::fs::read(p).unwrap()[8..12].to_vec();
     assert_eq!(version(&knm), 1u32.to_be_bytes());
+    let idx_len = std::fs::metadata(d.path().join("fx_1.idx")).unwrap().len();
     let v = Volume::open(d.path(), "fx", 1, &OpenOptions::default()).unwrap();
+    // The map came from the version-1 checkpoint, not an .idx replay.
+    assert_eq!(
+        v.open_report(),
+        OpenReport {
+            checkpoint_idx_bytes: idx_len,
+            replayed_idx_bytes: 0
+        }
+    );
     check(&v);
     assert_eq!(v.info().live_count, 297);
     v.write(&mut needle(1000, 5, b"after")).unwrap();
     v.close().unwrap();
     assert_eq!(version(&knm), 2u32.to_be_bytes());
     let v = Volume::open(d.path(), "fx", 1, &OpenOptions::default()).unwrap();
+    assert_eq!(v.open_report().checkpoint_idx_bytes, idx_len + 17);
+    assert_eq!(v.open_report().replayed_idx_bytes, 0);
     check(&v);
     assert_eq!(v.read(1000).unwrap().data.as_ref(), b"after");
     assert_eq!(v.info().live_count, 298);
