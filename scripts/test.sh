@@ -65,15 +65,19 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-# Dependency hygiene, after clippy has fetched every crate: licences, bans
-# and sources (cargo deny; advisories need the RustSec git database, which
-# these machines cannot reach), and no unused dependencies (cargo machete).
+# Dependency hygiene: licences, bans and sources (cargo deny; advisories
+# need the RustSec git database, which these machines cannot reach), and
+# no unused dependencies (cargo machete). `cargo deny --offline` reads the
+# sources of every locked crate, for every target: clippy fetched only this
+# host's, so a fresh machine fetches the rest (Windows-only crates) first.
 for tool in cargo-deny cargo-machete; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     log "installing $tool (cargo install --locked)"
     cargo install --locked -q "$tool"
   fi
 done
+log "cargo fetch --locked (every target's crates, for cargo deny)"
+cargo fetch --locked -q
 log "cargo deny check licenses bans sources"
 cargo deny --offline check licenses bans sources
 log "cargo machete (unused dependencies)"
