@@ -398,6 +398,11 @@ mod tests {
         h
     }
 
+    /// A POST of `body` to `path` with no upload budget.
+    async fn post(h: &HeaderMap, path: &str, body: Body, limit: u64) -> Result<Upload, ApiError> {
+        parse_upload(&Method::POST, h, path, body, limit, None).await
+    }
+
     #[tokio::test]
     async fn raw_upload_with_disposition_and_md5() {
         let h = hm(&[
@@ -526,31 +531,17 @@ mod tests {
             ("a", None, "meta"),
             ("file", Some("C:\\p\\pic.png"), "PNGDATA"),
         ]);
-        let up = parse_upload(
-            &Method::POST,
-            &h,
-            "/1,0101020304",
-            Body::from(body),
-            100,
-            None,
-        )
-        .await
-        .unwrap();
+        let up = post(&h, "/1,0101020304", Body::from(body), 100)
+            .await
+            .unwrap();
         assert_eq!(up.data, b"PNGDATA");
         assert_eq!(up.name, "pic.png");
         assert_eq!(up.mime, "image/png");
 
         let body = multipart(&[("a", None, "only")]);
-        let up = parse_upload(
-            &Method::POST,
-            &h,
-            "/1,0101020304",
-            Body::from(body),
-            100,
-            None,
-        )
-        .await
-        .unwrap();
+        let up = post(&h, "/1,0101020304", Body::from(body), 100)
+            .await
+            .unwrap();
         assert_eq!(up.data, b"only");
         assert_eq!(up.name, "");
     }
@@ -560,13 +551,11 @@ mod tests {
         let h = hm(&[("content-type", "multipart/form-data; boundary=XyZ")]);
         let body = multipart(&[("file", Some("f"), "0123456789")]);
         let truncated = body[..body.len() - 20].to_string();
-        let err = parse_upload(&Method::POST, &h, "/1,01", Body::from(truncated), 100, None)
+        let err = post(&h, "/1,01", Body::from(truncated), 100)
             .await
             .unwrap_err();
         assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
-        let err = parse_upload(&Method::POST, &h, "/1,01", Body::from(body), 5, None)
-            .await
-            .unwrap_err();
+        let err = post(&h, "/1,01", Body::from(body), 5).await.unwrap_err();
         assert!(matches!(err, ApiError::TooLarge { .. }), "{err}");
         let no_boundary = hm(&[("content-type", "multipart/form-data")]);
         let err = parse_upload(
