@@ -810,6 +810,7 @@ impl Volume {
             )
         };
         w.dat_end = report.dat_size;
+        w.zeroed_end = report.dat_size;
         w.idx_end = report.idx_size;
         // Everything written so far is in the new files, fsynced.
         self.synced_seq.fetch_max(w.seq, Ordering::AcqRel);

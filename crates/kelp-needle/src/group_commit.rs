@@ -73,15 +73,33 @@ impl Volume {
         if prev >= seq {
             return Ok(());
         }
-        let (target, dat_len, idx_len, last_ns) = {
-            let w = self.writer.lock();
-            (w.seq, w.dat_end, w.idx_end, w.last_append_at_ns)
-        };
         // Stable while `sync` is held: a compaction commit takes it first.
         let f = self.files();
-        let watermark_due = idx_len != s.watermark_idx_len
-            && s.last_watermark
-                .is_none_or(|t| t.elapsed() >= WATERMARK_EVERY);
+        // A watermark (at most once a second) needs file lengths that match
+        // the seq; a plain batch needs only the seq, read without the
+        // writer lock: `written_seq` is published after a write's pwrites
+        // returned, so the fdatasync below covers every write up to it.
+        // (Taking the writer lock per batch made writers and this thread
+        // contend for it.)
+        let watermark = if s
+            .last_watermark
+            .is_none_or(|t| t.elapsed() >= WATERMARK_EVERY)
+        {
+            let w = self.writer.lock();
+            (w.idx_end != s.watermark_idx_len).then_some((
+                w.seq,
+                w.dat_end,
+                w.idx_end,
+                w.last_append_at_ns,
+            ))
+        } else {
+            None
+        };
+        let watermark_due = watermark.is_some();
+        let target = match watermark {
+            Some((seq, ..)) => seq,
+            None => self.written_seq.load(Ordering::Acquire),
+        };
         if watermark_due {
             self.sync_files(&f)?;
         } else {
@@ -91,7 +109,7 @@ impl Volume {
         self.sync_count.fetch_add(1, Ordering::Relaxed);
         self.last_batch
             .store(target.saturating_sub(prev), Ordering::Relaxed);
-        if watermark_due {
+        if let Some((_, dat_len, idx_len, last_ns)) = watermark {
             self.record_watermark(&mut s, &f, dat_len, idx_len, last_ns)?;
         }
         Ok(())

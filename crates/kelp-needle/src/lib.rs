@@ -17,6 +17,7 @@ mod group_commit;
 pub mod idx;
 pub mod needle;
 pub mod needle_map;
+mod prefill;
 mod recovery;
 pub mod superblock;
 mod syncer;

@@ -270,6 +270,21 @@ fn deletes_live_needle(dat: &File, map: &NeedleMap, cookie: u32, id: u64) -> io:
     Ok(needle::parse_header(&head).0 == cookie)
 }
 
+/// Whether `dat[from..to)` is all zero bytes (zeroed ahead of appends by
+/// `prefill.rs`, rather than a torn or damaged tail).
+pub(crate) fn all_zero(dat: &File, mut from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 << 10];
+    while from < to {
+        let n = (to - from).min(buf.len() as u64) as usize;
+        dat.read_exact_at(&mut buf[..n], from)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        from += n as u64;
+    }
+    Ok(true)
+}
+
 /// What `index_tail` added.
 #[derive(Debug)]
 pub(crate) struct Tail {

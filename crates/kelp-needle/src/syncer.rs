@@ -140,6 +140,7 @@ impl Future for Durable {
 /// The syncer thread: sync whatever is wanted, wake who it covered,
 /// repeat; exit when idle for `IDLE_EXIT` or when the volume is gone.
 fn run(syncer: &Syncer, weak: &Weak<Volume>) {
+    yield_on_wakeup();
     loop {
         {
             let mut st = syncer.state.lock();
@@ -188,5 +189,26 @@ fn run(syncer: &Syncer, weak: &Weak<Volume>) {
         if result.is_err() {
             return;
         }
+    }
+}
+
+/// Puts the calling thread in `SCHED_BATCH`: when it wakes (work arrived,
+/// or an fdatasync's I/O completed) it waits for the running thread's
+/// time slice instead of preempting it. The threads it would preempt
+/// are the ones serving requests; a syncer that runs a little later
+/// finds more writes to cover in one fdatasync. With writers and clients
+/// sharing two cores, this made 1 KiB durable writes 13–20% faster and
+/// cut the server's CPU per write by a sixth (`docs/benchmarks.md`).
+/// Best effort: where the policy is refused, the thread stays as it is.
+fn yield_on_wakeup() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid
+    // `sched_param` that outlives the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "syncer thread stays in the default scheduling policy"
+        );
     }
 }

@@ -151,6 +151,11 @@ pub(crate) struct WriterState {
     pub idx_end: u64,
     pub seq: u64,
     pub last_append_at_ns: u64,
+    /// End of the zeros written ahead of `dat_end` (`prefill.rs`); at or
+    /// below `dat_end` when there are none.
+    pub zeroed_end: u64,
+    /// Whether appends zero ahead (a durable volume, until zeroing fails).
+    pub prefilling: bool,
 }
 
 pub(crate) struct SyncState {
@@ -408,12 +413,23 @@ impl Volume {
         let mut read_only = opts.read_only || vif.read_only || superblock.version == VERSION1;
         let mut damaged = false;
         if dat_len > max_end {
-            tracing::warn!(
-                volume = vid,
-                dat_len,
-                kept = max_end,
-                "cutting .dat bytes after the last indexed needle"
-            );
+            if recovery::all_zero(&dat, max_end, dat_len)? {
+                // A durable volume zeroes ahead of its appends (prefill.rs)
+                // and was not closed.
+                tracing::info!(
+                    volume = vid,
+                    dat_len,
+                    kept = max_end,
+                    "released zero-filled space after the last needle"
+                );
+            } else {
+                tracing::warn!(
+                    volume = vid,
+                    dat_len,
+                    kept = max_end,
+                    "cutting .dat bytes after the last indexed needle"
+                );
+            }
             dat.set_len(max_end)?;
             dat.sync_all()?;
             changed = true;
@@ -451,6 +467,8 @@ impl Volume {
                 idx_end: good_idx,
                 seq: 0,
                 last_append_at_ns: last_ns,
+                zeroed_end: max_end,
+                prefilling: opts.sync_mode == SyncMode::Durable,
             }),
             map: RwLock::new(map),
             sync: Mutex::new(SyncState {
@@ -659,8 +677,11 @@ impl Volume {
                 self.storage.remove_if_exists(&with_ext(&self.base, ext))?;
             }
         }
+        let cut = self.cut_prefill()?;
         if !self.is_read_only() || self.writer.lock().seq > 0 {
             self.checkpoint()?;
+        } else if cut {
+            self.files().dat.sync_all()?;
         }
         Ok(())
     }

@@ -123,16 +123,12 @@ impl Volume {
         let total = (head.len() + n.data.len() + tail.len()) as u64;
         let offset = w.dat_end;
         self.check_room(offset, total)?;
+        self.prefill(&mut w, &f, total);
         let entry = IdxEntry::new(n.id, offset / PADDING, size);
         let mut idx_bytes = Vec::with_capacity(17);
         entry.encode(self.layout.width, &mut idx_bytes)?;
         f.dat
-            .write_all_at(&head, offset)
-            .and_then(|()| f.dat.write_all_at(&n.data, offset + head.len() as u64))
-            .and_then(|()| {
-                f.dat
-                    .write_all_at(&tail, offset + (head.len() + n.data.len()) as u64)
-            })
+            .write_all_vectored_at(&[&head, &n.data, &tail], offset)
             .and_then(|()| f.idx.write_all_at(&idx_bytes, w.idx_end))
             .map_err(|e| self.write_failed(e))?;
         self.map.write().put(n.id, offset, size);
@@ -179,6 +175,7 @@ impl Volume {
         );
         let offset = w.dat_end;
         self.check_room(offset, t.len() as u64)?;
+        self.prefill(&mut w, &f, t.len() as u64);
         let mut idx_bytes = Vec::with_capacity(17);
         IdxEntry::new(key, offset / PADDING, IdxEntry::TOMBSTONE_SIZE)
             .encode(self.layout.width, &mut idx_bytes)?;

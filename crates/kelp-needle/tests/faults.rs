@@ -358,3 +358,27 @@ fn durable_futures_acknowledge_only_synced_writes() {
         "a retried fdatasync is not trusted"
     );
 }
+
+#[test]
+fn a_full_disk_while_zeroing_ahead_is_no_space_and_appends_go_on_without_it() {
+    let (mem, fault, v) = setup();
+    // The first .dat write of the first append is the zeroing ahead of it.
+    fault.fail_on(FaultOp::Write, ".dat", 0, FaultKind::NoSpace);
+    let e = v.write(&mut needle(1, 100)).unwrap_err();
+    assert!(matches!(e, VolumeError::NoSpace(_)), "{e}");
+    assert!(v.is_read_only());
+    fault.free_space();
+    v.set_read_only(false, false).unwrap();
+    let a = v.write(&mut needle(2, 100)).unwrap();
+    v.sync_through(a.seq).unwrap();
+    // No zeroing after it failed: the file ends at the last needle.
+    let len = mem
+        .storage()
+        .len_if_exists(Path::new("/vols/1.dat"))
+        .unwrap();
+    assert_eq!(len, Some(v.info().size));
+    drop(v);
+    let v = reopen(&mem, 3);
+    assert_reads(&v, 2, 100);
+    assert!(matches!(v.read(1), Err(VolumeError::NotFound { .. })));
+}

@@ -501,3 +501,91 @@ fn open_data_streams_pieces_and_checks_the_crc() {
         assert!(handed_out < data.len());
     }
 }
+
+fn dat_len(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join("1.dat")).unwrap().len()
+}
+
+/// Whether `.dat` holds only zero bytes from `from` to its end.
+fn zeros_from(dir: &std::path::Path, from: u64) -> bool {
+    let dat = std::fs::read(dir.join("1.dat")).unwrap();
+    dat[from as usize..].iter().all(|&b| b == 0)
+}
+
+#[test]
+fn durable_volume_zeroes_ahead_and_close_cuts_the_zeros() {
+    let d = tempfile::tempdir().unwrap();
+    let v = create(d.path(), OffsetWidth::Five);
+    for i in 1..=200u64 {
+        let out = v.write(&mut needle(i, 7, &[i as u8; 1000])).unwrap();
+        v.sync_through(out.seq).unwrap();
+    }
+    v.delete(3, 7).unwrap();
+    let end = v.info().size;
+    // Zeroed ahead of the next append, a whole chunk past the last needle.
+    let len = dat_len(d.path());
+    assert!(len >= end + (512 << 10), "{len} vs {end}");
+    assert!(zeros_from(d.path(), end));
+    v.close().unwrap();
+    // A closed .dat ends at its last needle, as SeaweedFS expects.
+    assert_eq!(dat_len(d.path()), end);
+    let v = Volume::open(d.path(), "", 1, &OpenOptions::default()).unwrap();
+    assert_eq!(v.info().size, end);
+    for i in (1..=200u64).filter(|&i| i != 3) {
+        assert_eq!(&v.read(i).unwrap().data[..], &[i as u8; 1000]);
+    }
+    assert!(matches!(v.read(3), Err(VolumeError::NotFound { .. })));
+}
+
+#[test]
+fn a_volume_not_closed_releases_its_zeros_at_open() {
+    let d = tempfile::tempdir().unwrap();
+    let v = create(d.path(), OffsetWidth::Five);
+    for i in 1..=50u64 {
+        let out = v.write(&mut needle(i, 7, &[i as u8; 700])).unwrap();
+        v.sync_through(out.seq).unwrap();
+    }
+    let end = v.info().size;
+    assert!(dat_len(d.path()) > end);
+    // As after kill -9: no close, no checkpoint.
+    drop(v);
+    let v = Volume::open(d.path(), "", 1, &OpenOptions::default()).unwrap();
+    assert_eq!(v.info().size, end);
+    assert_eq!(dat_len(d.path()), end, "the zeros are cut at open");
+    for i in 1..=50u64 {
+        assert_eq!(&v.read(i).unwrap().data[..], &[i as u8; 700]);
+    }
+    // Appends go on right after the last needle, zeroing ahead again.
+    let out = v.write(&mut needle(51, 7, &[51; 700])).unwrap();
+    v.sync_through(out.seq).unwrap();
+    assert!(dat_len(d.path()) > v.info().size);
+    drop(v);
+    let v = Volume::open(d.path(), "", 1, &OpenOptions::default()).unwrap();
+    assert_eq!(&v.read(51).unwrap().data[..], &[51; 700]);
+    assert_eq!(v.info().file_count, 51);
+}
+
+#[test]
+fn large_needles_and_sync_none_are_appended_without_zeros() {
+    let d = tempfile::tempdir().unwrap();
+    let v = create(d.path(), OffsetWidth::Five);
+    v.write(&mut needle(1, 7, &vec![1; 300 << 10])).unwrap();
+    assert_eq!(dat_len(d.path()), v.info().size);
+    drop(v);
+
+    let d = tempfile::tempdir().unwrap();
+    let v = Volume::create(
+        d.path(),
+        "",
+        1,
+        VolumeOptions {
+            sync_mode: SyncMode::None,
+            ..VolumeOptions::default()
+        },
+    )
+    .unwrap();
+    for i in 1..=20u64 {
+        v.write(&mut needle(i, 7, &[1; 100])).unwrap();
+    }
+    assert_eq!(dat_len(d.path()), v.info().size);
+}

@@ -143,6 +143,48 @@ impl File {
         Ok(())
     }
 
+    /// Writes `bufs` one after another from `off`, in as few system calls
+    /// as the kernel allows (`pwritev`; one for a small needle's head,
+    /// data and tail). On an error some prefix may have been written.
+    pub fn write_all_vectored_at(&self, bufs: &[&[u8]], mut off: u64) -> io::Result<()> {
+        let File::Real(f) = self else {
+            for buf in bufs {
+                self.write_all_at(buf, off)?;
+                off += buf.len() as u64;
+            }
+            return Ok(());
+        };
+        let mut slices: Vec<io::IoSlice<'_>> = bufs
+            .iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| io::IoSlice::new(b))
+            .collect();
+        let mut rest = &mut slices[..];
+        // Linux takes at most IOV_MAX (1024) pieces per call.
+        while !rest.is_empty() {
+            let n = rest.len().min(1024);
+            let at = libc::off_t::try_from(off)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+            // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the first
+            // `n` slices point into buffers borrowed for this call.
+            let rc =
+                unsafe { libc::pwritev(f.as_raw_fd(), rest.as_ptr().cast(), n as libc::c_int, at) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if rc == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            off += rc as u64;
+            io::IoSlice::advance_slices(&mut rest, rc as usize);
+        }
+        Ok(())
+    }
+
     /// Writes `buf` at the current end of the file and returns where it
     /// went. Only for files with a single writer.
     pub fn append(&self, buf: &[u8]) -> io::Result<u64> {

@@ -626,7 +626,9 @@ impl Store {
             let id = slot.volume.id();
             let res = match wait_exclusive(slot.volume).await {
                 Ok(vol) => blocking(move || vol.close()).await,
-                Err(shared) => blocking(move || shared.checkpoint()).await,
+                Err(shared) => {
+                    blocking(move || shared.cut_prefill().and_then(|_| shared.checkpoint())).await
+                }
             };
             match res {
                 Ok(Ok(())) => {}
