@@ -19,16 +19,15 @@
 //! `CHUNK` zero bytes after its last needle. The logical end is the
 //! writer's `dat_end`; nothing reads past it. `Volume::close` cuts the
 //! zeros, so a closed `.dat` ends at its last needle as SeaweedFS
-//! expects; after a crash, recovery at open stops at the zeros (no needle
-//! has an all-zero header and a valid body there) and cuts them (logged as
-//! `released zero-filled space`).
+//! expects; after a crash, recovery at open stops at the first needle
+//! whose bytes are all zero (`recovery::index_tail`: no write is all
+//! zeros, though 32 zero bytes parse as a tombstone of key 0) and cuts
+//! the rest (logged as `released zero-filled space`).
 //!
 //! Needles of `LARGE` bytes or more are appended as before: their own
 //! write dwarfs the metadata, and zeroing them first would write them
 //! twice. If zeroing fails (a full disk), the volume stops prefilling
-//! until it is reopened and appends grow the file as before; a chunk
-//! already zeroed still takes writes, so a full disk fails later, not
-//! sooner.
+//! until it is reopened and appends grow the file as before.
 
 use crate::volume::{Files, Volume, WriterState};
 
@@ -56,37 +55,45 @@ impl Volume {
         if to <= from {
             return;
         }
-        if let Err(e) = write_zeros(&f.dat, from, to) {
+        let (reached, result) = write_zeros(&f.dat, from, to);
+        w.zeroed_end = reached;
+        if let Err(e) = result {
             tracing::warn!(
                 volume = self.id,
                 error = %e,
                 "cannot zero .dat ahead of appends; appending without it until the volume is reopened"
             );
             w.prefilling = false;
-            return;
         }
-        w.zeroed_end = to;
     }
 
-    /// Cuts the zeros after the last needle (`close` does), so the file
-    /// ends where SeaweedFS expects. Returns whether it cut; the caller
-    /// syncs the files afterwards (a checkpoint does).
-    pub fn cut_prefill(&self) -> Result<bool, crate::VolumeError> {
+    /// Stops zeroing ahead and cuts whatever lies past the last needle
+    /// (zeros, or the torn bytes of a failed append), so the file ends
+    /// where SeaweedFS expects; for a volume about to be closed (`close`
+    /// calls it). Returns whether it cut; the caller syncs the files
+    /// afterwards (a checkpoint does).
+    pub fn release_zeroed_space(&self) -> Result<bool, crate::VolumeError> {
         let mut w = self.writer.lock();
-        if w.zeroed_end <= w.dat_end {
+        w.prefilling = false;
+        let f = self.files();
+        if f.dat.len()? <= w.dat_end {
             return Ok(false);
         }
-        self.files().dat.set_len(w.dat_end)?;
+        f.dat.set_len(w.dat_end)?;
         w.zeroed_end = w.dat_end;
         Ok(true)
     }
 }
 
-fn write_zeros(dat: &kelp_storage::File, mut from: u64, to: u64) -> std::io::Result<()> {
+/// Writes zeros over `[from, to)`; returns how far it got (a full disk
+/// can stop it part-way) and how it ended.
+fn write_zeros(dat: &kelp_storage::File, mut from: u64, to: u64) -> (u64, std::io::Result<()>) {
     while from < to {
         let n = (to - from).min(ZEROS.len() as u64);
-        dat.write_all_at(&ZEROS[..n as usize], from)?;
+        if let Err(e) = dat.write_all_at(&ZEROS[..n as usize], from) {
+            return (from, Err(e));
+        }
         from += n;
     }
-    Ok(())
+    (from, Ok(()))
 }

@@ -299,7 +299,10 @@ pub(crate) struct Tail {
 /// furthest indexed needle) up to the first one that is not whole and
 /// checksum-valid, appending their entries to `.idx` at `idx_len` and
 /// applying them to `map`. A Size-0 needle is a tombstone, taken only
-/// when it deletes a live needle (`deletes_live_needle`).
+/// when it deletes a live needle (`deletes_live_needle`). A needle whose
+/// bytes are all zero ends the scan: it is the space a durable volume
+/// zeroes ahead of its appends (`prefill.rs`), never a write; read as a
+/// tombstone it would delete a live needle of key 0 and cookie 0.
 ///
 /// Group commit fdatasyncs only `.dat` for a batch, so after a crash
 /// `.idx` can lack entries of acknowledged writes; their needles are in
@@ -329,7 +332,8 @@ pub(crate) fn index_tail(
         }
         let mut buf = vec![0u8; total as usize];
         dat.read_exact_at(&mut buf, pos)?;
-        if Needle::decode_exact(&buf, l.version).is_err()
+        if buf.iter().all(|&b| b == 0)
+            || Needle::decode_exact(&buf, l.version).is_err()
             || (size == 0 && !deletes_live_needle(dat, map, cookie, id)?)
         {
             break;

@@ -413,7 +413,8 @@ impl Volume {
         let mut read_only = opts.read_only || vif.read_only || superblock.version == VERSION1;
         let mut damaged = false;
         if dat_len > max_end {
-            if recovery::all_zero(&dat, max_end, dat_len)? {
+            // Only picks the log line: an unreadable tail is cut anyway.
+            if recovery::all_zero(&dat, max_end, dat_len).unwrap_or(false) {
                 // A durable volume zeroes ahead of its appends (prefill.rs)
                 // and was not closed.
                 tracing::info!(
@@ -677,7 +678,12 @@ impl Volume {
                 self.storage.remove_if_exists(&with_ext(&self.base, ext))?;
             }
         }
-        let cut = self.cut_prefill()?;
+        // A close that cannot cut still syncs and checkpoints; the next
+        // open cuts instead.
+        let cut = self.release_zeroed_space().unwrap_or_else(|e| {
+            tracing::warn!(volume = self.id, error = %e, "cannot cut .dat after its last needle");
+            false
+        });
         if !self.is_read_only() || self.writer.lock().seq > 0 {
             self.checkpoint()?;
         } else if cut {

@@ -360,25 +360,52 @@ fn durable_futures_acknowledge_only_synced_writes() {
 }
 
 #[test]
-fn a_full_disk_while_zeroing_ahead_is_no_space_and_appends_go_on_without_it() {
+fn a_full_disk_while_zeroing_ahead_is_no_space_and_close_cuts_what_it_left() {
     let (mem, fault, v) = setup();
-    // The first .dat write of the first append is the zeroing ahead of it.
-    fault.fail_on(FaultOp::Write, ".dat", 0, FaultKind::NoSpace);
-    let e = v.write(&mut needle(1, 100)).unwrap_err();
+    let a = v.write(&mut needle(1, 100)).unwrap();
+    v.sync_through(a.seq).unwrap();
+    // Write until the next append needs more zeroed space; that zeroing
+    // stores half of its first piece, then the disk is full.
+    let mut key = 2;
+    loop {
+        let len = mem
+            .storage()
+            .len_if_exists(Path::new("/vols/1.dat"))
+            .unwrap()
+            .unwrap();
+        if v.info().size + 40_000 > len {
+            break;
+        }
+        v.write(&mut needle(key, 5000)).unwrap();
+        key += 1;
+    }
+    fault.fail_on(FaultOp::Write, ".dat", 0, FaultKind::NoSpaceHalfway);
+    // Longer than what is left of the zeroed space, so it zeroes first.
+    let e = v.write(&mut needle(key, 45_000)).unwrap_err();
     assert!(matches!(e, VolumeError::NoSpace(_)), "{e}");
     assert!(v.is_read_only());
     fault.free_space();
     v.set_read_only(false, false).unwrap();
-    let a = v.write(&mut needle(2, 100)).unwrap();
-    v.sync_through(a.seq).unwrap();
-    // No zeroing after it failed: the file ends at the last needle.
-    let len = mem
-        .storage()
-        .len_if_exists(Path::new("/vols/1.dat"))
-        .unwrap();
-    assert_eq!(len, Some(v.info().size));
-    drop(v);
+    // No more zeroing: the file grows by the appends alone.
+    let b = v.write(&mut needle(key + 1, 100)).unwrap();
+    v.sync_through(b.seq).unwrap();
+    let end = v.info().size;
+    // The half-written zeros lie past the last needle; close cuts them.
+    assert!(
+        mem.storage()
+            .len_if_exists(Path::new("/vols/1.dat"))
+            .unwrap()
+            > Some(end)
+    );
+    v.close().unwrap();
+    assert_eq!(
+        mem.storage()
+            .len_if_exists(Path::new("/vols/1.dat"))
+            .unwrap(),
+        Some(end)
+    );
     let v = reopen(&mem, 3);
-    assert_reads(&v, 2, 100);
-    assert!(matches!(v.read(1), Err(VolumeError::NotFound { .. })));
+    assert_reads(&v, 1, 100);
+    assert_reads(&v, key + 1, 100);
+    assert!(matches!(v.read(key), Err(VolumeError::NotFound { .. })));
 }

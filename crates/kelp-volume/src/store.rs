@@ -627,7 +627,12 @@ impl Store {
             let res = match wait_exclusive(slot.volume).await {
                 Ok(vol) => blocking(move || vol.close()).await,
                 Err(shared) => {
-                    blocking(move || shared.cut_prefill().and_then(|_| shared.checkpoint())).await
+                    blocking(move || {
+                        shared
+                            .release_zeroed_space()
+                            .and_then(|_| shared.checkpoint())
+                    })
+                    .await
                 }
             };
             match res {
