@@ -1,6 +1,7 @@
 //! `kelp`: one binary for the whole cluster. This file only wires flags to
 //! the library `run` functions of each daemon.
 
+mod allocator;
 mod args;
 mod block_cli;
 mod block_daemon;
@@ -29,6 +30,7 @@ fn runtime_for(command: &cli::Command) -> tokio::runtime::Builder {
 }
 
 fn main() -> std::process::ExitCode {
+    allocator::configure();
     let cli = cli::Cli::parse_from(args::normalize(std::env::args_os()));
     logging::init(cli.log_level.as_deref());
     let runtime = match runtime_for(&cli.command).enable_all().build() {
