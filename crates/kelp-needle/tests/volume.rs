@@ -27,6 +27,15 @@ fn create(dir: &std::path::Path, width: OffsetWidth) -> Volume {
     .unwrap()
 }
 
+/// A volume in `SyncMode::None` (SeaweedFS's: acknowledged from the page cache).
+fn create_unsynced(dir: &std::path::Path, vid: u32) -> Volume {
+    let opts = VolumeOptions {
+        sync_mode: SyncMode::None,
+        ..VolumeOptions::default()
+    };
+    Volume::create(dir, "", vid, opts).unwrap()
+}
+
 #[test]
 fn write_read_delete_reopen() {
     for width in [OffsetWidth::Four, OffsetWidth::Five] {
@@ -214,16 +223,7 @@ fn bit_flip_in_data_is_corrupt() {
 #[test]
 fn read_only_and_sync_none() {
     let d = tempfile::tempdir().unwrap();
-    let v = Volume::create(
-        d.path(),
-        "",
-        2,
-        VolumeOptions {
-            sync_mode: SyncMode::None,
-            ..VolumeOptions::default()
-        },
-    )
-    .unwrap();
+    let v = create_unsynced(d.path(), 2);
     let out = v.write(&mut needle(1, 1, b"a")).unwrap();
     v.sync_through(out.seq).unwrap();
     assert_eq!(v.sync_stats().syncs, 0);
@@ -574,16 +574,7 @@ fn large_needles_and_sync_none_are_appended_without_zeros() {
     drop(v);
 
     let d = tempfile::tempdir().unwrap();
-    let v = Volume::create(
-        d.path(),
-        "",
-        1,
-        VolumeOptions {
-            sync_mode: SyncMode::None,
-            ..VolumeOptions::default()
-        },
-    )
-    .unwrap();
+    let v = create_unsynced(d.path(), 1);
     for i in 1..=20u64 {
         v.write(&mut needle(i, 7, &[1; 100])).unwrap();
     }
