@@ -95,16 +95,17 @@ impl Volume {
         } else {
             None
         };
-        let watermark_due = watermark.is_some();
         let target = match watermark {
-            Some((seq, ..)) => seq,
-            None => self.written_seq.load(Ordering::Acquire),
+            Some((seq, ..)) => {
+                self.sync_files(&f)?;
+                seq
+            }
+            None => {
+                let seq = self.written_seq.load(Ordering::Acquire);
+                self.sync_dat(&f)?;
+                seq
+            }
         };
-        if watermark_due {
-            self.sync_files(&f)?;
-        } else {
-            self.sync_dat(&f)?;
-        }
         self.synced_seq.store(target, Ordering::Release);
         self.sync_count.fetch_add(1, Ordering::Relaxed);
         self.last_batch

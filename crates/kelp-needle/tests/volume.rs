@@ -512,14 +512,20 @@ fn zeros_from(dir: &std::path::Path, from: u64) -> bool {
     dat[from as usize..].iter().all(|&b| b == 0)
 }
 
+/// Writes needles `keys` (cookie 7, `len` bytes of the key's low byte),
+/// each synced before the next.
+fn write_synced(v: &Volume, keys: std::ops::RangeInclusive<u64>, len: usize) {
+    for i in keys {
+        let out = v.write(&mut needle(i, 7, &vec![i as u8; len])).unwrap();
+        v.sync_through(out.seq).unwrap();
+    }
+}
+
 #[test]
 fn durable_volume_zeroes_ahead_and_close_cuts_the_zeros() {
     let d = tempfile::tempdir().unwrap();
     let v = create(d.path(), OffsetWidth::Five);
-    for i in 1..=200u64 {
-        let out = v.write(&mut needle(i, 7, &[i as u8; 1000])).unwrap();
-        v.sync_through(out.seq).unwrap();
-    }
+    write_synced(&v, 1..=200, 1000);
     v.delete(3, 7).unwrap();
     let end = v.info().size;
     // Zeroed ahead of the next append, a whole chunk past the last needle.
@@ -541,10 +547,7 @@ fn durable_volume_zeroes_ahead_and_close_cuts_the_zeros() {
 fn a_volume_not_closed_releases_its_zeros_at_open() {
     let d = tempfile::tempdir().unwrap();
     let v = create(d.path(), OffsetWidth::Five);
-    for i in 1..=50u64 {
-        let out = v.write(&mut needle(i, 7, &[i as u8; 700])).unwrap();
-        v.sync_through(out.seq).unwrap();
-    }
+    write_synced(&v, 1..=50, 700);
     let end = v.info().size;
     assert!(dat_len(d.path()) > end);
     // As after kill -9: no close, no checkpoint.
