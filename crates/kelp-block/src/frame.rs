@@ -958,6 +958,8 @@ pub struct FrameReader<R> {
     buf: BytesMut,
     decoder: FrameDecoder,
     max_frame: usize,
+    /// Frames at least this long are read into a buffer of their own.
+    large: usize,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
@@ -967,7 +969,15 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
             buf: BytesMut::with_capacity(256 << 10),
             decoder: FrameDecoder,
             max_frame: MAX_FRAME_LEN,
+            large: crate::buffers::LARGE,
         }
+    }
+
+    /// Sets the length from which frames get a buffer of their own (for
+    /// the fuzz target, which cannot send 64 KiB frames often).
+    #[doc(hidden)]
+    pub fn set_large_frame(&mut self, len: usize) {
+        self.large = len.max(HEADER_LEN);
     }
 
     /// Bytes received but not yet decoded.
@@ -992,6 +1002,23 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
                         "frame of {len} bytes before authentication (at most {})",
                         self.max_frame
                     )));
+                }
+            }
+            if self.buf.len() >= HEADER_LEN {
+                let (_, len) = check_header(&self.buf[..HEADER_LEN])?;
+                if len >= self.large && self.buf.len() < len {
+                    // A large frame goes straight into a reused buffer of
+                    // its own length, instead of growing (and copying) the
+                    // streaming buffer as it arrives.
+                    let frame = crate::buffers::read_payload(&mut self.inner, &self.buf, len).await;
+                    self.buf.clear();
+                    let frame = frame.map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => {
+                            BlockError::protocol("connection closed mid-frame")
+                        }
+                        _ => BlockError::io("connection", e),
+                    })?;
+                    return Message::decode(frame).map(Some);
                 }
             }
             if let Some(m) = self.decoder.decode(&mut self.buf)? {
@@ -1238,6 +1265,78 @@ mod tests {
             }
             assert_eq!(got, Some(m));
         }
+    }
+
+    fn write_of(blocks: usize, fill: u8) -> Message {
+        let data = Bytes::from(
+            (0..blocks * 512)
+                .map(|i| fill ^ (i as u8))
+                .collect::<Vec<_>>(),
+        );
+        Message::Write {
+            job: 1000 + blocks as u64,
+            deps: vec![3, 4],
+            start: 9,
+            crcs: data.chunks(512).map(crate::context::block_crc).collect(),
+            data,
+        }
+    }
+
+    /// Large frames are read into buffers of their own (crate::buffers),
+    /// small ones from the streaming buffer; mixed on one stream, split
+    /// into odd-sized reads, each arrives whole and in order.
+    #[tokio::test]
+    async fn reader_takes_large_and_small_frames_in_order() {
+        let msgs = vec![
+            Message::Ping(1),
+            write_of(1, 1),
+            write_of(600, 2), // about 300 KiB: a large frame
+            Message::Pong(2),
+            write_of(257, 3), // just over 128 KiB
+            write_of(600, 4),
+            Message::Ping(5),
+        ];
+        let mut wire = Vec::new();
+        for m in &msgs {
+            wire.extend(m.to_bytes().unwrap());
+        }
+        let (mut a, b) = tokio::io::duplex(7001);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for piece in wire.chunks(4099) {
+                a.write_all(piece).await.unwrap();
+            }
+        });
+        let mut r = FrameReader::new(b);
+        for m in &msgs {
+            assert_eq!(r.next().await.unwrap().as_ref(), Some(m));
+        }
+        writer.await.unwrap();
+        assert_eq!(r.next().await.unwrap(), None, "clean end of stream");
+    }
+
+    #[tokio::test]
+    async fn reader_refuses_a_large_frame_cut_short() {
+        let mut wire = write_of(600, 7).to_bytes().unwrap();
+        wire.truncate(wire.len() - 1);
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        use tokio::io::AsyncWriteExt;
+        a.write_all(&wire).await.unwrap();
+        drop(a);
+        let e = FrameReader::new(b).next().await.unwrap_err();
+        assert!(e.to_string().contains("mid-frame"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn reader_refuses_a_large_frame_before_authentication() {
+        let wire = write_of(600, 8).to_bytes().unwrap();
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        use tokio::io::AsyncWriteExt;
+        a.write_all(&wire).await.unwrap();
+        let mut r = FrameReader::new(b);
+        r.set_max_frame(64 << 10);
+        let e = r.next().await.unwrap_err();
+        assert!(e.to_string().contains("before authentication"), "{e}");
     }
 
     #[test]

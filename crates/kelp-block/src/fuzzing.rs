@@ -3,12 +3,15 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::frame::{FrameDecoder, Message};
+use crate::frame::{FrameDecoder, FrameReader, Message};
 use crate::nbd::proto;
 
 /// Feeds bytes to the streaming frame decoder in chunks whose sizes come
 /// from the first byte; every decoded message must re-encode to a frame
-/// that decodes to the same message.
+/// that decodes to the same message. Then reads the same bytes with the
+/// async `FrameReader`, in pieces of that size and with the threshold for
+/// reading a frame into its own buffer taken from the first byte too: it
+/// must yield the same messages, and fail where the decoder failed.
 pub fn frame_decode(data: &[u8]) {
     let Some((&chunk, rest)) = data.split_first() else {
         return;
@@ -16,19 +19,55 @@ pub fn frame_decode(data: &[u8]) {
     let chunk = (chunk as usize % 64) + 1;
     let mut dec = FrameDecoder;
     let mut buf = BytesMut::new();
-    for piece in rest.chunks(chunk) {
+    let mut decoded = Vec::new();
+    let mut failed = false;
+    'feed: for piece in rest.chunks(chunk) {
         buf.extend_from_slice(piece);
         loop {
             match dec.decode(&mut buf) {
                 Ok(Some(m)) => {
                     let again = m.to_bytes().expect("decoded message re-encodes");
                     assert_eq!(Message::decode(Bytes::from(again)).ok().as_ref(), Some(&m));
+                    decoded.push(m);
                 }
                 Ok(None) => break,
-                Err(_) => return,
+                Err(_) => {
+                    failed = true;
+                    break 'feed;
+                }
             }
         }
     }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    rt.block_on(async {
+        let (mut tx, rx) = tokio::io::duplex(chunk);
+        let input = rest.to_vec();
+        let feeder = async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = tx.write_all(&input).await;
+        };
+        let reader = async move {
+            let mut r = FrameReader::new(rx);
+            r.set_large_frame(chunk * 4);
+            let mut got = Vec::new();
+            loop {
+                match r.next().await {
+                    Ok(Some(m)) => got.push(m),
+                    Ok(None) => return (got, false),
+                    Err(_) => return (got, true),
+                }
+            }
+        };
+        let ((), (got, reader_failed)) = tokio::join!(feeder, reader);
+        assert_eq!(got, decoded, "the reader and the decoder agree");
+        // The decoder fails on a bad frame; the reader also fails on a
+        // frame cut short by the end of the input, which the decoder just
+        // leaves waiting for more bytes.
+        assert!(reader_failed || !failed, "the reader fails where the decoder did");
+        assert!(!reader_failed || failed || !buf.is_empty());
+    });
 }
 
 /// Runs the NBD handshake on a byte stream (client flags, then options) as

@@ -5,7 +5,8 @@
 //! - [`region`] / [`extent`] / [`context`] / [`verify`]: one replica on
 //!   disk, synchronous; they live in the `kelp-region` crate (no async
 //!   runtime) and are re-exported here.
-//! - [`frame`]: the downstairs wire protocol; [`auth`]: proving the
+//! - [`frame`]: the downstairs wire protocol ([`buffers`]: reused
+//!   receive buffers for its large frames and NBD writes); [`auth`]: proving the
 //!   volume's secret on it.
 //! - [`downstairs`]: serves one region over TCP.
 //! - [`upstairs`]: replicates to three downstairs, reconciles, repairs.
@@ -20,6 +21,7 @@ pub use kelp_region::{
 };
 
 pub mod auth;
+pub mod buffers;
 pub mod control;
 pub mod downstairs;
 pub mod frame;

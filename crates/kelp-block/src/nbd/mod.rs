@@ -25,7 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
@@ -378,11 +378,10 @@ where
                     req.len
                 )));
             }
-            let mut buf = BytesMut::zeroed(req.len as usize);
-            if let Err(e) = rd.read_exact(&mut buf).await {
-                break Err(io(e));
+            match crate::buffers::read_payload(&mut rd, &[], req.len as usize).await {
+                Ok(buf) => payload = Some(buf),
+                Err(e) => break Err(io(e)),
             }
-            payload = Some(buf.freeze());
         }
         if req.cmd == CMD_DISC {
             break Ok(());
