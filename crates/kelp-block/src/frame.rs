@@ -66,6 +66,7 @@
 //! and split off the receive buffer without copying.
 
 use bytes::{Buf, Bytes, BytesMut};
+use kelp_core::buffers::PooledBuf;
 
 use crate::auth::{Nonce, Proof};
 use crate::catalog::Snapshot;
@@ -960,6 +961,10 @@ pub struct FrameReader<R> {
     max_frame: usize,
     /// Frames at least this long are read into a buffer of their own.
     large: usize,
+    /// The large frame being read, and its length. Kept here (not in a
+    /// local of `next`) so that a `next` cancelled half-way through it
+    /// loses nothing: the next call goes on filling it.
+    partial: Option<(PooledBuf, usize)>,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
@@ -970,6 +975,7 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
             decoder: FrameDecoder,
             max_frame: MAX_FRAME_LEN,
             large: crate::buffers::LARGE,
+            partial: None,
         }
     }
 
@@ -991,10 +997,24 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
         self.max_frame = max.min(MAX_FRAME_LEN);
     }
 
-    /// Next message; Ok(None) on a clean end of stream.
+    /// Next message; Ok(None) on a clean end of stream. Cancel-safe: a call
+    /// dropped before it returns loses no bytes (everything read is kept in
+    /// the reader until a message is complete).
     pub async fn next(&mut self) -> Result<Option<Message>> {
         use tokio::io::AsyncReadExt;
         loop {
+            if let Some((frame, len)) = &mut self.partial {
+                crate::buffers::fill_from(frame, &mut self.inner, *len)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => {
+                            BlockError::protocol("connection closed mid-frame")
+                        }
+                        _ => BlockError::io("connection", e),
+                    })?;
+                let frame = self.partial.take().map(|(f, _)| f).unwrap_or_default();
+                return Message::decode(frame.freeze()).map(Some);
+            }
             if self.max_frame < MAX_FRAME_LEN && self.buf.len() >= HEADER_LEN {
                 let (_, len) = check_header(&self.buf[..HEADER_LEN])?;
                 if len > self.max_frame {
@@ -1009,16 +1029,13 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
                 if len >= self.large && self.buf.len() < len {
                     // A large frame goes straight into a reused buffer of
                     // its own length, instead of growing (and copying) the
-                    // streaming buffer as it arrives.
-                    let frame = crate::buffers::read_payload(&mut self.inner, &self.buf, len).await;
+                    // streaming buffer as it arrives. What arrived of it
+                    // moves there before anything is awaited.
+                    let mut frame = kelp_core::buffers::take(len);
+                    frame.extend_from_slice(&self.buf);
                     self.buf.clear();
-                    let frame = frame.map_err(|e| match e.kind() {
-                        std::io::ErrorKind::UnexpectedEof => {
-                            BlockError::protocol("connection closed mid-frame")
-                        }
-                        _ => BlockError::io("connection", e),
-                    })?;
-                    return Message::decode(frame).map(Some);
+                    self.partial = Some((frame, len));
+                    continue;
                 }
             }
             if let Some(m) = self.decoder.decode(&mut self.buf)? {
@@ -1313,6 +1330,34 @@ mod tests {
         }
         writer.await.unwrap();
         assert_eq!(r.next().await.unwrap(), None, "clean end of stream");
+    }
+
+    /// A `next` dropped half-way through a large frame (as in a
+    /// `select!`) loses nothing: the next call finishes the frame.
+    #[tokio::test]
+    async fn reader_resumes_a_large_frame_after_a_cancelled_next() {
+        use tokio::io::AsyncWriteExt;
+        let m = write_of(600, 9);
+        let wire = m.to_bytes().unwrap();
+        let (half, three_quarters) = (wire.len() / 2, wire.len() * 3 / 4);
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let mut r = FrameReader::new(b);
+        a.write_all(&wire[..half]).await.unwrap();
+        tokio::select! {
+            got = r.next() => panic!("half a frame decoded: {got:?}"),
+            _ = async {
+                a.write_all(&wire[half..three_quarters]).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            } => {}
+        }
+        a.write_all(&wire[three_quarters..]).await.unwrap();
+        a.write_all(&Message::Ping(6).to_bytes().unwrap())
+            .await
+            .unwrap();
+        drop(a);
+        assert_eq!(r.next().await.unwrap(), Some(m));
+        assert_eq!(r.next().await.unwrap(), Some(Message::Ping(6)));
+        assert_eq!(r.next().await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -65,7 +65,10 @@ pub fn frame_decode(data: &[u8]) {
         // The decoder fails on a bad frame; the reader also fails on a
         // frame cut short by the end of the input, which the decoder just
         // leaves waiting for more bytes.
-        assert!(reader_failed || !failed, "the reader fails where the decoder did");
+        assert!(
+            reader_failed || !failed,
+            "the reader fails where the decoder did"
+        );
         assert!(!reader_failed || failed || !buf.is_empty());
     });
 }

@@ -5,8 +5,8 @@
 //! - [`region`] / [`extent`] / [`context`] / [`verify`]: one replica on
 //!   disk, synchronous; they live in the `kelp-region` crate (no async
 //!   runtime) and are re-exported here.
-//! - [`frame`]: the downstairs wire protocol ([`buffers`]: reused
-//!   receive buffers for its large frames and NBD writes); [`auth`]: proving the
+//! - [`frame`]: the downstairs wire protocol ([`buffers`]: its large
+//!   frames and NBD writes read into reused buffers); [`auth`]: proving the
 //!   volume's secret on it.
 //! - [`downstairs`]: serves one region over TCP.
 //! - [`upstairs`]: replicates to three downstairs, reconciles, repairs.

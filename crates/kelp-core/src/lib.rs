@@ -5,6 +5,7 @@
 //! parse input from the network, so every parser returns an error instead
 //! of panicking.
 
+pub mod buffers;
 pub mod file_id;
 pub mod fuzzing;
 pub mod jwt;

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kelp_core::buffers::{self, PooledBuf};
 
 use crate::error::VolumeError;
 use crate::needle::{self, Needle};
@@ -101,7 +102,7 @@ impl DataStream {
         };
         self.files
             .dat
-            .read_exact_at(&mut buf, self.pos)
+            .read_exact_at(buf.as_mut(), self.pos)
             .map_err(|e| self.read_failed(e))?;
         self.consume(buf).map(Some)
     }
@@ -117,7 +118,7 @@ impl DataStream {
         let cached = self
             .files
             .dat
-            .read_cached_at(&mut buf, self.pos)
+            .read_cached_at(buf.as_mut(), self.pos)
             .map_err(|e| self.read_failed(e))?;
         if !cached {
             return Ok(Piece::NotCached);
@@ -125,10 +126,11 @@ impl DataStream {
         self.consume(buf).map(Piece::Data)
     }
 
-    /// A buffer for the next piece, `None` once all data was handed out.
-    fn piece_buf(&self, max: usize) -> Option<Vec<u8>> {
+    /// A buffer for the next piece (reused, `kelp_core::buffers`), `None`
+    /// once all data was handed out.
+    fn piece_buf(&self, max: usize) -> Option<PooledBuf> {
         let left = self.end.checked_sub(self.pos).filter(|&l| l > 0)?;
-        Some(vec![0u8; left.min(max.max(1) as u64) as usize])
+        Some(buffers::take_zeroed(left.min(max.max(1) as u64) as usize))
     }
 
     fn read_failed(&self, e: std::io::Error) -> VolumeError {
@@ -141,8 +143,8 @@ impl DataStream {
 
     /// Hashes a piece just read and moves past it; the piece that
     /// completes the data must bring the checksum to the stored one.
-    fn consume(&mut self, buf: Vec<u8>) -> Result<Bytes, VolumeError> {
-        self.crc = ::crc32c::crc32c_append(self.crc, &buf);
+    fn consume(&mut self, buf: PooledBuf) -> Result<Bytes, VolumeError> {
+        self.crc = ::crc32c::crc32c_append(self.crc, buf.as_ref());
         self.pos += buf.len() as u64;
         if self.pos == self.end && !needle::checksum_matches(self.stored_checksum, self.crc) {
             return Err(Volume::corrupt(
@@ -154,7 +156,7 @@ impl DataStream {
                 ),
             ));
         }
-        Ok(Bytes::from(buf))
+        Ok(buf.freeze())
     }
 }
 

@@ -187,7 +187,7 @@ async fn upload(
     let needle = Needle {
         cookie: fid.cookie,
         id: fid.key,
-        data: up.data.into(),
+        data: up.data,
         name: up.name.clone().into_bytes(),
         mime: up.mime.clone().into_bytes(),
         last_modified: params.ts.unwrap_or_else(now_secs),

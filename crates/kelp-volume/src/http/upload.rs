@@ -14,8 +14,10 @@ use std::io::Read;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, header};
+use bytes::Bytes;
 use futures::StreamExt;
 use kelp_core::Ttl;
+use kelp_core::buffers;
 
 use super::UploadBudget;
 use crate::error::ApiError;
@@ -36,8 +38,9 @@ const MAX_INFLATE: u64 = 4 << 30;
 /// An upload, ready to become a needle.
 #[derive(Debug, Default)]
 pub struct Upload {
-    /// Bytes to store, exactly as received (gzip-compressed if `gzipped`).
-    pub data: Vec<u8>,
+    /// Bytes to store, exactly as received (gzip-compressed if `gzipped`),
+    /// in a reused buffer when large (`kelp_core::buffers`).
+    pub data: Bytes,
     pub name: String,
     pub mime: String,
     pub gzipped: bool,
@@ -157,7 +160,7 @@ pub fn finish_upload(up: &mut Upload) -> Result<(), ApiError> {
     let want_md5 = up.content_md5.is_some();
     let mut md5 = Md5::new();
     if up.gzipped {
-        let mut dec = flate2::read::GzDecoder::new(up.data.as_slice());
+        let mut dec = flate2::read::GzDecoder::new(&up.data[..]);
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         loop {
@@ -201,8 +204,8 @@ async fn collect_limited(
     body: Body,
     limit: u64,
     size_hint: Option<u64>,
-) -> Result<Vec<u8>, ApiError> {
-    let mut buf = Vec::with_capacity(prealloc(size_hint, limit));
+) -> Result<Bytes, ApiError> {
+    let mut buf = buffers::take(prealloc(size_hint, limit));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading body: {e}")))?;
@@ -211,13 +214,14 @@ async fn collect_limited(
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf)
+    Ok(buf.freeze())
 }
 
-/// Capacity to allocate for a body of `size_hint` bytes (Content-Length,
-/// which is client input) under `limit`. Only address space: pages are
-/// touched as bytes arrive, and the upload budget already reserved the
-/// hint. Growing by doubling instead would copy a 64 MiB body about twice
+/// Capacity to take for a body of `size_hint` bytes (Content-Length,
+/// which is client input) under `limit`. The upload budget already
+/// reserved the hint; a large body gets a reused buffer whose pages are
+/// mapped already (`kelp_core::buffers`), a fresh one only address space
+/// until bytes arrive. Growing by doubling instead would copy a 64 MiB body about twice
 /// over and leave up to half its capacity unused.
 fn prealloc(size_hint: Option<u64>, limit: u64) -> usize {
     usize::try_from(size_hint.unwrap_or(0).min(limit)).unwrap_or(0)
@@ -280,7 +284,7 @@ async fn read_part(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     // The part is nearly all of the body (Content-Length).
-    let mut data = Vec::with_capacity(prealloc(size_hint, limit));
+    let mut data = buffers::take(prealloc(size_hint, limit));
     while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
         if data.len() as u64 + chunk.len() as u64 > limit {
             return Err(ApiError::TooLarge { limit });
@@ -288,7 +292,7 @@ async fn read_part(
         data.extend_from_slice(&chunk);
     }
     Ok(Upload {
-        data,
+        data: data.freeze(),
         name,
         mime,
         gzipped,
@@ -422,7 +426,7 @@ mod tests {
         .await
         .unwrap();
         finish_upload(&mut up).unwrap();
-        assert_eq!(up.data, b"hello");
+        assert_eq!(&up.data[..], b"hello");
         assert_eq!(up.name, "a.txt");
         assert_eq!(up.mime, "text/plain");
         assert_eq!(up.original_size, 5);
@@ -462,7 +466,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(up.reservation.as_ref().map(|r| r.num_permits()), Some(1));
-        assert_eq!(up.data, b"0123456789");
+        assert_eq!(&up.data[..], b"0123456789");
     }
 
     #[tokio::test]
@@ -534,7 +538,7 @@ mod tests {
         let up = post(&h, "/1,0101020304", Body::from(body), 100)
             .await
             .unwrap();
-        assert_eq!(up.data, b"PNGDATA");
+        assert_eq!(&up.data[..], b"PNGDATA");
         assert_eq!(up.name, "pic.png");
         assert_eq!(up.mime, "image/png");
 
@@ -542,7 +546,7 @@ mod tests {
         let up = post(&h, "/1,0101020304", Body::from(body), 100)
             .await
             .unwrap();
-        assert_eq!(up.data, b"only");
+        assert_eq!(&up.data[..], b"only");
         assert_eq!(up.name, "");
     }
 
@@ -578,7 +582,7 @@ mod tests {
         enc.write_all(b"hello").unwrap();
         let gz = enc.finish().unwrap();
         let mut up = Upload {
-            data: gz,
+            data: gz.into(),
             gzipped: true,
             content_md5: Some("XUFAKrxLKna5cZ2REBfFkg==".into()),
             ..Upload::default()
@@ -586,7 +590,7 @@ mod tests {
         finish_upload(&mut up).unwrap();
         assert_eq!(up.original_size, 5);
         let mut bad = Upload {
-            data: b"not gzip".to_vec(),
+            data: Bytes::from_static(b"not gzip"),
             gzipped: true,
             ..Upload::default()
         };
