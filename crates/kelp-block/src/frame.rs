@@ -986,7 +986,8 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
         self.large = len.max(HEADER_LEN);
     }
 
-    /// Bytes received but not yet decoded.
+    /// Bytes received but not yet decoded, except those of a large frame
+    /// being filled (see `partial`).
     pub fn buffered(&self) -> &[u8] {
         &self.buf
     }

@@ -1,6 +1,8 @@
 //! Reused buffers for large payloads: block data arriving over NBD or
-//! between upstairs and downstairs (`kelp_block::buffers`), and blob upload
-//! bodies (`kelp_volume`'s upload handler).
+//! between upstairs and downstairs (`kelp_block::buffers`), blob upload
+//! bodies that come with a Content-Length (`kelp_volume`'s upload
+//! handler), and pieces of large blobs read back (`kelp_needle`'s
+//! `DataStream`).
 //!
 //! Why: a fresh 1 MiB allocation is fresh pages. Kelp's allocator returns
 //! freed memory to the kernel at once (`kelp::allocator`, which holds RSS
@@ -14,8 +16,13 @@
 //! The pool keeps at most [`POOL_BYTES`] of idle buffers per process, and
 //! only buffers of at least [`LARGE`] bytes; smaller ones are allocated and
 //! freed as usual (cheap, and they come from the allocator's own free
-//! lists).
+//! lists). Large buffers are allocated in whole multiples of [`LARGE`], so
+//! payloads of nearby sizes share buffers, and when the pool is full the
+//! oldest idle buffer makes room for the newest: a change of workload
+//! replaces the sizes kept instead of leaving the pool full of sizes no
+//! one asks for.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -27,12 +34,13 @@ pub const LARGE: usize = 64 << 10;
 pub const POOL_BYTES: usize = 32 << 20;
 
 struct Pool {
-    free: Vec<Vec<u8>>,
+    /// Oldest first.
+    free: VecDeque<Vec<u8>>,
     bytes: usize,
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
-    free: Vec::new(),
+    free: VecDeque::new(),
     bytes: 0,
 });
 
@@ -42,28 +50,29 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// An empty buffer with room for at least `len` bytes: for a large `len`,
-/// an idle one whose capacity is between `len` and 5/4 of `len` if there is
-/// one (so held buffers never pin much more memory than their payloads);
-/// otherwise a new one.
+/// An empty buffer with room for at least `len` bytes. For a large `len`:
+/// an idle one with room for `len` and at most a quarter (or one [`LARGE`])
+/// more, so a buffer never pins much more memory than its payload; else a
+/// new one rounded up to a multiple of [`LARGE`].
 pub fn take(len: usize) -> PooledBuf {
-    let reused = if len >= LARGE {
+    if len < LARGE {
+        return PooledBuf {
+            vec: Vec::with_capacity(len),
+        };
+    }
+    let most = len.saturating_add((len / 4).max(LARGE));
+    let reused = {
         let mut p = pool();
         let hit = p
             .free
             .iter()
-            .position(|v| v.capacity() >= len && v.capacity() / 5 * 4 <= len);
-        hit.map(|i| {
-            let v = p.free.swap_remove(i);
+            .rposition(|v| (len..=most).contains(&v.capacity()));
+        hit.and_then(|i| p.free.remove(i)).inspect(|v| {
             p.bytes -= v.capacity();
-            v
         })
-    } else {
-        None
     };
-    PooledBuf {
-        vec: reused.unwrap_or_else(|| Vec::with_capacity(len)),
-    }
+    let vec = reused.unwrap_or_else(|| Vec::with_capacity(len.next_multiple_of(LARGE)));
+    PooledBuf { vec }
 }
 
 /// A buffer of `len` zero bytes, to be read into (reused like [`take`]'s).
@@ -127,12 +136,23 @@ impl Drop for PooledBuf {
         if v.capacity() < LARGE {
             return;
         }
+        if v.capacity() > POOL_BYTES {
+            return;
+        }
         v.clear();
         let mut p = pool();
-        if p.bytes + v.capacity() <= POOL_BYTES {
-            p.bytes += v.capacity();
-            p.free.push(v);
+        // Room for the newest by letting the oldest go (freed once the
+        // lock is released).
+        let mut evicted = Vec::new();
+        while p.bytes + v.capacity() > POOL_BYTES {
+            let Some(old) = p.free.pop_front() else { break };
+            p.bytes -= old.capacity();
+            evicted.push(old);
         }
+        p.bytes += v.capacity();
+        p.free.push_back(v);
+        drop(p);
+        drop(evicted);
     }
 }
 
@@ -141,10 +161,16 @@ mod tests {
     use super::*;
 
     // The pool is per process and `cargo test` runs tests on threads, so
-    // each test asks for sizes no other test asks for.
+    // the tests take turns.
+    static TURN: Mutex<()> = Mutex::new(());
+
+    fn turn() -> std::sync::MutexGuard<'static, ()> {
+        TURN.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     #[test]
     fn a_dropped_buffer_is_reused_once_its_last_slice_is_gone() {
+        let _turn = turn();
         let len = LARGE * 5 + 3;
         let mut b = take(len);
         b.extend_from_slice(&vec![9u8; len]);
@@ -165,6 +191,7 @@ mod tests {
 
     #[test]
     fn a_reused_buffer_taken_zeroed_holds_zeros() {
+        let _turn = turn();
         let len = LARGE * 7 + 5;
         let mut b = take(len);
         b.extend_from_slice(&vec![0xAB; len]);
@@ -178,6 +205,7 @@ mod tests {
 
     #[test]
     fn a_much_larger_idle_buffer_is_not_handed_out_for_a_small_payload() {
+        let _turn = turn();
         let big = take(LARGE * 11);
         let ptr = big.vec.as_ptr();
         drop(big);
@@ -187,7 +215,32 @@ mod tests {
     }
 
     #[test]
+    fn a_full_pool_lets_its_oldest_buffer_go_for_the_newest() {
+        let _turn = turn();
+        let old: Vec<_> = (0..POOL_BYTES / (LARGE * 13) + 1)
+            .map(|_| take(LARGE * 13))
+            .collect();
+        drop(old);
+        let mut newest = take(LARGE * 2 + 9);
+        assert_eq!(
+            newest.vec_mut().capacity(),
+            LARGE * 3,
+            "rounded up to a multiple of LARGE"
+        );
+        let ptr = newest.vec_mut().as_ptr();
+        drop(newest);
+        assert!(idle_bytes() <= POOL_BYTES, "{} idle", idle_bytes());
+        let mut again = take(LARGE * 2 + 500);
+        assert_eq!(
+            again.vec_mut().as_ptr(),
+            ptr,
+            "kept although the pool was full, and reused for a nearby size"
+        );
+    }
+
+    #[test]
     fn the_pool_keeps_at_most_pool_bytes() {
+        let _turn = turn();
         let bufs: Vec<_> = (0..(POOL_BYTES / (LARGE * 13)) + 8)
             .map(|_| take(LARGE * 13))
             .collect();

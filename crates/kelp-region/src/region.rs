@@ -971,6 +971,27 @@ mod tests {
         assert!(RegionDef::new(512, 10, 0).is_err());
     }
 
+    /// `read_into` (the downstairs' reads into a reused buffer) reads what
+    /// `read` does, across extents, and refuses a buffer of the wrong size.
+    #[test]
+    fn read_into_matches_read_and_checks_the_buffer() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Region::create(d.path(), 512, 8, 2).unwrap();
+        let data: Vec<u8> = (0..6 * 512).map(|i| (i % 251) as u8).collect();
+        let crcs: Vec<u32> = data.chunks(512).map(crate::context::block_crc).collect();
+        r.write(5, &data, &crcs).unwrap();
+        let (ctxs, want) = r.read(4, 8).unwrap();
+        let mut got = vec![0u8; 8 * 512];
+        assert_eq!(r.read_into(4, 8, &mut got).unwrap(), ctxs);
+        assert_eq!(got, want);
+        assert_eq!(&got[512..512 + data.len()], &data[..]);
+        let mut short = vec![0u8; 7 * 512];
+        assert!(matches!(
+            r.read_into(4, 8, &mut short),
+            Err(BlockError::BadLength { .. })
+        ));
+    }
+
     /// A snapshot flush must be newer than every flush begun: writes since
     /// the last flush are born after it and would be missing.
     #[test]

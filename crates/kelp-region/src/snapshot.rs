@@ -171,8 +171,33 @@ impl Region {
         count: u64,
     ) -> Result<(Vec<BlockContext>, Vec<u8>)> {
         self.check(start, count)?;
+        let mut data = vec![0u8; count as usize * self.def.block_size as usize];
+        let ctxs = self.read_at_flush_into(at, start, count, &mut data)?;
+        Ok((ctxs, data))
+    }
+
+    /// Like `read`, into `data`, which must be exactly `count` blocks of
+    /// zeros (a caller's reused buffer); returns the contexts.
+    pub fn read_into(&self, start: u64, count: u64, data: &mut [u8]) -> Result<Vec<BlockContext>> {
+        self.read_at_flush_into(crate::extent::LIVE, start, count, data)
+    }
+
+    fn read_at_flush_into(
+        &self,
+        at: u64,
+        start: u64,
+        count: u64,
+        data: &mut [u8],
+    ) -> Result<Vec<BlockContext>> {
+        self.check(start, count)?;
         let bs = self.def.block_size as usize;
-        let mut data = vec![0u8; count as usize * bs];
+        if Some(data.len()) != (count as usize).checked_mul(bs) {
+            return Err(BlockError::BadLength {
+                len: data.len(),
+                blocks: count,
+                block_size: self.def.block_size,
+            });
+        }
         let mut ctxs = Vec::with_capacity(count as usize);
         for (eid, first, n, off) in self.pieces(start, count) {
             let o = off as usize * bs;
@@ -184,7 +209,7 @@ impl Region {
                 &mut ctxs,
             )?;
         }
-        Ok((ctxs, data))
+        Ok(ctxs)
     }
 
     /// Each block's version in the snapshot at flush `at` (None: not

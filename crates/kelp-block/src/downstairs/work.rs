@@ -403,11 +403,15 @@ pub fn execute(region: &mut Region, job: &Job) -> Result<Message> {
                     "read of {count} blocks is too large"
                 )));
             }
-            let (contexts, data) = region.read(*start, *count)?;
+            // A reused buffer (kelp_core::buffers): a fresh one would fault
+            // in its pages on every read.
+            let mut data =
+                kelp_core::buffers::take_zeroed(*count as usize * region.def().block_size as usize);
+            let contexts = region.read_into(*start, *count, data.as_mut())?;
             Ok(Message::ReadReply {
                 job: job.id,
                 contexts,
-                data: Bytes::from(data),
+                data: data.freeze(),
             })
         }
         Op::ReadSnapshot { name, start, count } => {
