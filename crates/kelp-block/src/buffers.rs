@@ -6,8 +6,6 @@ use bytes::Bytes;
 use kelp_core::buffers::{self, PooledBuf};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-pub use kelp_core::buffers::LARGE;
-
 /// Reads from `r` until `buf` holds `len` bytes, never past them (the bytes
 /// after belong to the next message), into its spare capacity. A stream
 /// that ends first is `UnexpectedEof`.
@@ -17,9 +15,7 @@ pub async fn fill_from<R: AsyncRead + Unpin>(
     len: usize,
 ) -> std::io::Result<()> {
     let v = buf.vec_mut();
-    if v.capacity() < len {
-        v.reserve_exact(len - v.len());
-    }
+    v.reserve_exact(len.saturating_sub(v.len()));
     while v.len() < len {
         let want = (len - v.len()) as u64;
         let n = (&mut *r).take(want).read_buf(v).await?;
@@ -30,15 +26,9 @@ pub async fn fill_from<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-/// Reads a payload of `len` bytes whose first bytes, `prefix`, were already
-/// received, into a pooled buffer.
-pub async fn read_payload<R: AsyncRead + Unpin>(
-    r: &mut R,
-    prefix: &[u8],
-    len: usize,
-) -> std::io::Result<Bytes> {
+/// Reads a payload of `len` bytes into a pooled buffer.
+pub async fn read_payload<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> std::io::Result<Bytes> {
     let mut buf = buffers::take(len);
-    buf.extend_from_slice(&prefix[..prefix.len().min(len)]);
     fill_from(&mut buf, r, len).await?;
     Ok(buf.freeze())
 }
@@ -46,6 +36,7 @@ pub async fn read_payload<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kelp_core::buffers::LARGE;
 
     #[tokio::test]
     async fn a_payload_is_read_exactly_and_leaves_the_rest() {
@@ -55,9 +46,9 @@ mod tests {
         let sent = data.clone();
         let writer = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
-            a.write_all(&sent[100..]).await.unwrap();
+            a.write_all(&sent).await.unwrap();
         });
-        let got = read_payload(&mut b, &data[..100], len).await.unwrap();
+        let got = read_payload(&mut b, len).await.unwrap();
         assert_eq!(&got[..], &data[..len]);
         let mut rest = Vec::new();
         writer.await.unwrap();
@@ -73,9 +64,7 @@ mod tests {
     async fn a_stream_that_ends_early_is_unexpected_eof() {
         let (a, mut b) = tokio::io::duplex(4096);
         drop(a);
-        let e = read_payload(&mut b, &[1, 2, 3], LARGE + 5)
-            .await
-            .unwrap_err();
+        let e = read_payload(&mut b, LARGE + 5).await.unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }

@@ -974,7 +974,7 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
             buf: BytesMut::with_capacity(256 << 10),
             decoder: FrameDecoder,
             max_frame: MAX_FRAME_LEN,
-            large: crate::buffers::LARGE,
+            large: kelp_core::buffers::LARGE,
             partial: None,
         }
     }

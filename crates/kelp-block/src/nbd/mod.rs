@@ -378,7 +378,7 @@ where
                     req.len
                 )));
             }
-            match crate::buffers::read_payload(&mut rd, &[], req.len as usize).await {
+            match crate::buffers::read_payload(&mut rd, req.len as usize).await {
                 Ok(buf) => payload = Some(buf),
                 Err(e) => break Err(io(e)),
             }

@@ -221,8 +221,8 @@ async fn collect_limited(
 /// which is client input) under `limit`. The upload budget already
 /// reserved the hint; a large body gets a reused buffer whose pages are
 /// mapped already (`kelp_core::buffers`), a fresh one only address space
-/// until bytes arrive. Growing by doubling instead would copy a 64 MiB body about twice
-/// over and leave up to half its capacity unused.
+/// until bytes arrive. Growing by doubling instead would copy a 64 MiB
+/// body about twice over and leave up to half its capacity unused.
 fn prealloc(size_hint: Option<u64>, limit: u64) -> usize {
     usize::try_from(size_hint.unwrap_or(0).min(limit)).unwrap_or(0)
 }
