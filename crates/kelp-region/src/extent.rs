@@ -231,6 +231,9 @@ pub struct Extent {
     saved: Option<SavedStore>,
     /// A linked clone's way to its origin (format 3 only).
     link: Option<Box<Link>>,
+    /// Block data written since this extent's writeback was last started
+    /// (writeback.rs).
+    unstarted: u64,
 }
 
 pub fn data_offset(n: u32) -> u64 {
@@ -429,6 +432,7 @@ impl Extent {
             format,
             saved,
             link: None,
+            unstarted: 0,
         };
         if format != LINKED_FORMAT {
             ext.load_slots(snaps)?;
@@ -1016,6 +1020,14 @@ impl Extent {
                 flushing: false,
             };
         }
+        self.unstarted += data.len() as u64;
+        if self.unstarted >= crate::writeback::WRITEBACK_AFTER {
+            self.unstarted = 0;
+            // A hint only: without a second handle the flush writes it all.
+            if let Ok(f) = self.file.try_clone() {
+                crate::writeback::start(f, self.data_off);
+            }
+        }
         Ok(())
     }
 
@@ -1483,6 +1495,100 @@ mod tests {
         assert!(out[..512].iter().all(|&b| b == 0));
         assert_eq!(ctx[0], BlockContext::Unwritten);
         assert_eq!(ctx[1], BlockContext::Data(block_crc(&data[..512])));
+    }
+
+    /// Pages of `path` from `from` to its end that are dirty in the page
+    /// cache (`cachestat`, Linux 6.5 and later).
+    fn dirty_pages(path: &Path, from: u64) -> u64 {
+        use std::os::fd::AsRawFd;
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            cache: u64,
+            dirty: u64,
+            writeback: u64,
+            evicted: u64,
+            recently_evicted: u64,
+        }
+        const SYS_CACHESTAT: libc::c_long = 451;
+        let f = std::fs::File::open(path).unwrap();
+        let range = Range { off: from, len: 0 };
+        let mut st = Stat::default();
+        // SAFETY: both pointers are to live `repr(C)` structs laid out as
+        // the kernel's `cachestat_range` and `cachestat`.
+        let rc = unsafe { libc::syscall(SYS_CACHESTAT, f.as_raw_fd(), &range, &mut st, 0) };
+        assert_eq!(rc, 0, "cachestat: {}", std::io::Error::last_os_error());
+        st.dirty
+    }
+
+    /// A directory on a disk file system (tmpfs pages are never written
+    /// back, so they would stay dirty whatever the extent does).
+    fn disk_tempdir() -> tempfile::TempDir {
+        let tmp = std::env::temp_dir();
+        // SAFETY: `st` is a valid statfs buffer; the path is NUL-terminated.
+        let on_tmpfs = unsafe {
+            let mut st: libc::statfs = std::mem::zeroed();
+            let c = std::ffi::CString::new(tmp.as_os_str().as_encoded_bytes()).unwrap();
+            libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == libc::TMPFS_MAGIC
+        };
+        if on_tmpfs {
+            tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        }
+    }
+
+    /// Once an extent has taken `WRITEBACK_AFTER` bytes of block data, its
+    /// data starts going to disk before any flush asks (writeback.rs);
+    /// an extent written less keeps its pages dirty for the flush.
+    #[test]
+    fn writeback_starts_once_enough_is_written() {
+        let d = disk_tempdir();
+        let bs = 4096usize;
+        let n = 256u32;
+        let below =
+            Extent::create(&Storage::real(), &d.path().join("below"), 0, 4096, n, false).unwrap();
+        let mut below = below;
+        let mut above =
+            Extent::create(&Storage::real(), &d.path().join("above"), 1, 4096, n, false).unwrap();
+        let small = vec![5u8; crate::writeback::WRITEBACK_AFTER as usize / 2];
+        below
+            .write(0, &small, &crcs(&small, bs), Birth::NONE)
+            .unwrap();
+        let data_off = data_offset(n);
+        assert!(dirty_pages(&d.path().join("below"), data_off) > 0);
+        // Two writes that together pass the mark, the second at a distance.
+        above
+            .write(0, &small, &crcs(&small, bs), Birth::NONE)
+            .unwrap();
+        above
+            .write(128, &small, &crcs(&small, bs), Birth::NONE)
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dirty_pages(&d.path().join("above"), data_off) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the data of an extent written past the mark is still dirty after 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            dirty_pages(&d.path().join("below"), data_off) > 0,
+            "an extent written less than the mark was written back too"
+        );
+        // Whatever writeback did, the flush and the data are as before.
+        above.flush(1, 1).unwrap();
+        let mut out = vec![0u8; small.len()];
+        let mut ctx = vec![];
+        above
+            .read(128, (small.len() / bs) as u32, &mut out, &mut ctx)
+            .unwrap();
+        assert_eq!(out, small);
     }
 
     /// A write longer than one data piece lands whole, in both slots, and

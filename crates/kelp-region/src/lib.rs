@@ -18,6 +18,7 @@ pub mod snapshot;
 pub mod stream;
 pub mod transfer;
 pub mod verify;
+mod writeback;
 
 pub use catalog::{Catalog, Snapshot};
 pub use context::BlockContext;

@@ -344,6 +344,8 @@ fn run_flush(
     generation: u64,
     snapshot: Option<&str>,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
+    let extents = handles.len();
     let result = parallel(&mut handles, |(eid, h)| {
         let r = h
             .sync()
@@ -354,6 +356,12 @@ fn run_flush(
     });
     let mut region = super::lock(&shared.region);
     end_flush(shared, &mut region);
+    tracing::debug!(
+        flush,
+        extents,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "flush ended"
+    );
     result?;
     snapshot_taken(&region, snapshot)
 }
