@@ -6,7 +6,7 @@
 #   bench/block-write-amplification.sh target/release/kelp vda randwrite 4k 4096
 #
 # DEVICE is the block device holding TMPDIR (its sectors-written counter in
-# /sys/block/DEVICE/stat is read before and after the job, so run nothing
+# /sys/class/block/DEVICE/stat is read before and after the job, so run nothing
 # else that writes to it). The volume (512 MiB: 16 extents of 8192 blocks of
 # 4 KiB) is written twice with 1 MiB writes first, then the job runs for
 # SECONDS (10) at queue depth 16 with an NBD flush every FSYNC writes (0:
@@ -14,6 +14,8 @@
 set -euo pipefail
 [ $# -ge 5 ] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 K=$1; DEV=$2; RW=$3; BS=$4; FS=$5; SECS=${6:-10}
+STAT=/sys/class/block/$DEV/stat
+[ -r "$STAT" ] || { echo "no $STAT: DEVICE is a name such as vda or nvme0n1p2" >&2; exit 2; }
 D=$(mktemp -d "${TMPDIR:-/tmp}/kelp-amp.XXXXXX")
 PIDS=()
 cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$D"; }
@@ -26,19 +28,22 @@ for i in 0 1 2; do
   "$K" downstairs --dir="$D/r$i" --port="$P" >"$D/ds$i.log" 2>&1 & PIDS+=($!)
   TARGETS+=("--target=127.0.0.1:$P")
 done
-sleep 0.5
 NBD=$(port)
 "$K" upstairs "${TARGETS[@]}" --gen=1 --nbd="127.0.0.1:$NBD" >"$D/up.log" 2>&1 & PIDS+=($!)
-sleep 1
+# The upstairs serves NBD once all three downstairs are active.
+for _ in $(seq 300); do
+  nbdinfo --size "nbd://127.0.0.1:$NBD" >/dev/null 2>&1 && break
+  sleep 0.1
+done
 F=(fio --name=j --ioengine=nbd --uri="nbd://127.0.0.1:$NBD" --size=512M)
 "${F[@]}" --rw=write --bs=1M --iodepth=4 --end_fsync=1 >/dev/null
 "${F[@]}" --rw=write --bs=1M --iodepth=4 --end_fsync=1 >/dev/null
 sync; sleep 1
-S0=$(awk '{print $7}' "/sys/block/$DEV/stat")
+S0=$(awk '{print $7}' "$STAT")
 "${F[@]}" --rw="$RW" --bs="$BS" --iodepth=16 --time_based --runtime="$SECS" --fsync="$FS" \
   --end_fsync=1 --randseed=7 --output-format=json >"$D/fio.json"
 sleep 1
-S1=$(awk '{print $7}' "/sys/block/$DEV/stat")
+S1=$(awk '{print $7}' "$STAT")
 python3 - "$D/fio.json" "$S0" "$S1" "$RW $BS fsync=$FS" <<'PY'
 import json, sys
 text = open(sys.argv[1]).read()

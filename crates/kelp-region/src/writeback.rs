@@ -18,13 +18,21 @@
 //!
 //! The call is made on one background thread per process, never on a
 //! session's worker: submitting a few hundred random writes to the block
-//! layer takes long enough to show in the guest's write latency. A
-//! request that finds the queue full is dropped; this is only a hint, and
-//! the flush writes whatever is still dirty. Durability does not depend on
-//! any of it.
+//! layer takes long enough to show in the guest's write latency. An extent
+//! has at most one request queued; a request that finds the queue full is
+//! dropped. This is only a hint, and the flush writes whatever is still
+//! dirty: durability does not depend on any of it. Nothing is started
+//! while the extent's own flush is under way (its fdatasync would wait for
+//! the new writeback too), and a flush starts the count again.
+//!
+//! Limits: the count is per extent, so a volume of many extents written
+//! thinly between flushes (random writes over a large volume) rarely
+//! reaches it, and its flushes write everything as before. On file systems
+//! where `sync_file_range` does nothing (overlayfs) nothing changes.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, OnceLock};
 
 use kelp_storage::File;
 
@@ -36,25 +44,58 @@ pub(crate) const WRITEBACK_AFTER: u64 = 256 << 10;
 /// Requests waiting for the background thread at most.
 const QUEUE: usize = 64;
 
-/// A file whose writeback should start, from an offset to its end.
-type Request = (File, u64);
+/// A file whose writeback should start, from an offset to its end, and
+/// its extent's flag saying a request is queued (cleared once done).
+struct Request {
+    file: File,
+    from: u64,
+    queued: Arc<AtomicBool>,
+}
 
 static QUEUE_TX: OnceLock<Option<SyncSender<Request>>> = OnceLock::new();
 
-/// Asks the background thread to start writing `file` back from `from`
-/// to its end (started on the first call).
-pub(crate) fn start(file: File, from: u64) {
+/// Writebacks started so far in this process (the tests watch it).
+static STARTED: AtomicU64 = AtomicU64::new(0);
+
+/// Writebacks the background thread has started so far in this process.
+#[cfg(test)]
+pub(crate) fn started() -> u64 {
+    STARTED.load(Ordering::Relaxed)
+}
+
+/// Asks the background thread (started on the first call) to start writing
+/// `file` back from `from` to its end, unless `queued` says a request for
+/// the same extent is already waiting. `file` is opened only if asked.
+pub(crate) fn start(
+    file: impl FnOnce() -> std::io::Result<File>,
+    from: u64,
+    queued: &Arc<AtomicBool>,
+) {
+    if queued.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let file = match file() {
+        Ok(f) => f,
+        // Without a second handle the flush writes it all.
+        Err(_) => {
+            queued.store(false, Ordering::Release);
+            return;
+        }
+    };
     let tx = QUEUE_TX.get_or_init(|| {
         let (tx, rx) = sync_channel::<Request>(QUEUE);
         let spawned = std::thread::Builder::new()
             .name("kelp-writeback".into())
             .spawn(move || {
-                for (file, from) in rx {
+                for r in rx {
                     // An I/O error here comes back from the flush's own
                     // fdatasync, which fails the region; nothing to do.
-                    if let Err(e) = file.start_writeback(from) {
+                    if let Err(e) = r.file.start_writeback(r.from) {
                         tracing::debug!(error = %e, "starting writeback failed");
                     }
+                    drop(r.file);
+                    r.queued.store(false, Ordering::Release);
+                    STARTED.fetch_add(1, Ordering::Relaxed);
                 }
             });
         match spawned {
@@ -65,9 +106,19 @@ pub(crate) fn start(file: File, from: u64) {
             }
         }
     });
-    if let Some(tx) = tx
-        && let Err(TrySendError::Disconnected(_)) = tx.try_send((file, from))
-    {
-        tracing::debug!("the writeback thread has stopped");
+    let request = Request {
+        file,
+        from,
+        queued: queued.clone(),
+    };
+    let refused = match tx {
+        Some(tx) => match tx.try_send(request) {
+            Ok(()) => None,
+            Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => Some(r),
+        },
+        None => Some(request),
+    };
+    if let Some(r) = refused {
+        r.queued.store(false, Ordering::Release);
     }
 }

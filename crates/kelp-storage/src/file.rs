@@ -222,8 +222,8 @@ impl File {
 
     /// Starts writing the file's dirty pages back without waiting for them
     /// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`): a hint that makes
-    /// a later fdatasync shorter, never a durability guarantee. A simulated
-    /// file has no page cache: nothing to do.
+    /// a later fdatasync shorter, never a durability guarantee. For a
+    /// simulated or wrapped file it does nothing.
     pub fn start_writeback(&self, from: u64) -> io::Result<()> {
         match self {
             File::Real(f) => {
