@@ -123,6 +123,25 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once `done` holds for it. A daemon may log what it did
+    /// after its client has had the answer (a refused handshake, say), so
+    /// a test that checks the log right after the client returns races
+    /// with the daemon; this waits (up to the deadline) instead.
+    pub fn log_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.log_text();
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {what} in the log: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGSTOP, then waits until every thread has stopped. A thread inside
     /// a system call (an fdatasync, say) stops when the call returns, so
     /// once this returns no call is in flight and nothing more is answered.
