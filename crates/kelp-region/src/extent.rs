@@ -219,7 +219,9 @@ pub struct Extent {
     storage: Storage,
     id: u32,
     path: PathBuf,
-    file: File,
+    /// Shared with writeback requests (writeback.rs), which need no
+    /// handle of their own.
+    file: Arc<File>,
     block_size: u32,
     n: u32,
     data_off: u64,
@@ -425,7 +427,7 @@ impl Extent {
             storage: storage.clone(),
             id,
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             block_size,
             n,
             data_off: data_offset(n),
@@ -1026,17 +1028,28 @@ impl Extent {
             };
         }
         self.unstarted += data.len() as u64;
-        // Not while this extent's flush is under way: its fdatasync would
-        // wait for the new writeback too. The count waits for its end.
-        if self.unstarted >= crate::writeback::WRITEBACK_AFTER && self.flight.is_none() {
-            self.unstarted = 0;
-            crate::writeback::start(
-                || self.file.try_clone(),
-                self.data_off,
-                &self.writeback_queued,
-            );
+        if self.unstarted >= crate::writeback::WRITEBACK_AFTER {
+            crate::writeback::start(self.writeback_request().into_iter().collect());
         }
         Ok(())
+    }
+
+    /// Block data written since this extent's writeback was last started
+    /// or its last flush began.
+    pub(crate) fn unstarted(&self) -> u64 {
+        self.unstarted
+    }
+
+    /// A request to start writing this extent's data area back, if it took
+    /// block data since it last did and none is queued. Not while its flush
+    /// is under way: its fdatasync would wait for the new writeback too, so
+    /// the count waits for the flush's end.
+    pub(crate) fn writeback_request(&mut self) -> Option<crate::writeback::Request> {
+        if self.unstarted == 0 || self.flight.is_some() {
+            return None;
+        }
+        self.unstarted = 0;
+        crate::writeback::request(&self.file, self.data_off, &self.writeback_queued)
     }
 
     /// Zeroes blocks (WRITE_ZEROES and TRIM): a zero context, no data
@@ -1451,7 +1464,7 @@ pub fn sync_dir(storage: &Storage, dir: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn crcs(data: &[u8], bs: usize) -> Vec<u32> {
@@ -1510,7 +1523,7 @@ mod tests {
     /// cache, by `cachestat` (Linux 6.5 and later; libc has no constant for
     /// it on x86_64, and its number is 451 on every architecture). None
     /// where the kernel or the file system cannot tell.
-    fn dirty_pages(path: &Path, from: u64) -> Option<u64> {
+    pub(crate) fn dirty_pages(path: &Path, from: u64) -> Option<u64> {
         use std::os::fd::AsRawFd;
         #[repr(C)]
         struct Range {

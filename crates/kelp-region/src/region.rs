@@ -182,6 +182,10 @@ pub struct Region {
     pub(crate) pending: Option<Snapshot>,
     /// A linked clone's origin, until every extent is copied (link.rs).
     origin: Option<Origin>,
+    /// Block data written since the last writeback sweep or flush, and the
+    /// extents that took some (writeback.rs).
+    unstarted: u64,
+    touched: Vec<u32>,
     _lock: Option<File>,
 }
 
@@ -354,6 +358,8 @@ impl Region {
             flush_mark,
             pending: None,
             origin,
+            unstarted: 0,
+            touched: Vec::new(),
             _lock: lock,
         })
     }
@@ -600,9 +606,33 @@ impl Region {
         for (eid, first, n, at) in self.pieces(start, count) {
             let at = at as usize;
             let d = &data[at * bs..(at + n as usize) * bs];
-            self.extents[eid as usize].write(first, d, &crcs[at..at + n as usize], birth)?;
+            let e = &mut self.extents[eid as usize];
+            if e.unstarted() == 0 {
+                self.touched.push(eid);
+            }
+            e.write(first, d, &crcs[at..at + n as usize], birth)?;
+        }
+        self.unstarted += data.len() as u64;
+        if self.unstarted >= crate::writeback::REGION_WRITEBACK_AFTER {
+            self.start_writeback();
         }
         Ok(())
+    }
+
+    /// Starts the writeback of every extent written since the last sweep
+    /// (writeback.rs). An extent listed twice, or started on its own since,
+    /// has nothing left to start and is skipped; one whose flush is under
+    /// way stays listed for the next sweep.
+    fn start_writeback(&mut self) {
+        let mut batch = Vec::new();
+        let extents = &mut self.extents;
+        self.touched.retain(|&eid| {
+            let e = &mut extents[eid as usize];
+            batch.extend(e.writeback_request());
+            e.unstarted() > 0
+        });
+        self.unstarted = 0;
+        crate::writeback::start(batch);
     }
 
     /// What new versions are stamped with: born after the last flush begun,
@@ -635,6 +665,8 @@ impl Region {
         self.writable()?;
         self.not_flushing()?;
         self.flush_mark = self.flush_mark.max(flush);
+        self.unstarted = 0;
+        self.touched.clear();
         let mut dirty: Vec<&mut Extent> =
             self.extents.iter_mut().filter(|e| e.is_dirty()).collect();
         // Each extent's sync, clean header, sync sequence is independent of
@@ -681,6 +713,9 @@ impl Region {
             self.catalog.clone().add(s.clone())?;
         }
         self.flush_mark = self.flush_mark.max(flush);
+        // Every extent's count starts again below (writeback.rs).
+        self.unstarted = 0;
+        self.touched.clear();
         let mut out = Vec::new();
         for i in 0..self.extents.len() {
             match self.extents[i].flush_begin(false) {
@@ -990,6 +1025,73 @@ mod tests {
             r.read_into(4, 8, &mut short),
             Err(BlockError::BadLength { .. })
         ));
+    }
+
+    /// Random writes spread thinly over many extents, none of which takes
+    /// `WRITEBACK_AFTER`, still start writeback once the region has taken
+    /// `REGION_WRITEBACK_AFTER`; a flush starts the region's count again.
+    #[test]
+    fn thin_writes_over_many_extents_start_writeback() {
+        use crate::writeback::{REGION_WRITEBACK_AFTER, WRITEBACK_AFTER, started};
+        let d = tempfile::tempdir().unwrap();
+        let bs = 4096u64;
+        let (extent_blocks, extents) = (256u32, 40u32);
+        let mut r = Region::create(d.path(), bs as u32, extent_blocks, extents).unwrap();
+        // Each write: half the extent mark, in extent `i`.
+        let per = WRITEBACK_AFTER / 2;
+        let write = |r: &mut Region, i: u32, fill: u8| {
+            let data = vec![fill; per as usize];
+            let crcs: Vec<u32> = data
+                .chunks(bs as usize)
+                .map(crate::context::block_crc)
+                .collect();
+            r.write(i as u64 * extent_blocks as u64, &data, &crcs)
+                .unwrap();
+        };
+        let marks = (REGION_WRITEBACK_AFTER / per) as u32;
+        assert!(marks < extents, "the test needs more extents");
+        let before = started();
+        // One write short of the region's mark, then a flush: nothing
+        // starts, and the count starts again.
+        for i in 0..marks - 1 {
+            write(&mut r, i, 1);
+        }
+        r.flush(1, 1).unwrap();
+        for i in 0..marks - 1 {
+            write(&mut r, i, 2);
+        }
+        assert_eq!(started(), before, "started before the region's mark");
+        let data_off = crate::extent::data_offset(extent_blocks);
+        let path = |i: u32| extent_path(d.path(), i);
+        // Where the page cache can be watched (crate::extent::tests), the
+        // extents' data is dirty until their writeback starts.
+        let watch = crate::extent::tests::dirty_pages(&path(0), data_off).is_some_and(|n| n > 0);
+        // The write that reaches the mark starts every extent written.
+        write(&mut r, marks - 1, 2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let dirty: Vec<u64> = (0..marks)
+                .map(|i| crate::extent::tests::dirty_pages(&path(i), data_off).unwrap_or(0))
+                .collect();
+            if started() - before >= marks as u64 && (!watch || dirty.iter().all(|&n| n == 0)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writeback of {marks} thinly written extents not started within 10 s \
+                 (started {}, dirty pages {dirty:?})",
+                started() - before
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            started() - before,
+            marks as u64,
+            "each written extent started once, no other"
+        );
+        r.flush(2, 1).unwrap();
+        let (_, got) = r.read(0, per / bs).unwrap();
+        assert!(got.iter().all(|&b| b == 2));
     }
 
     /// A snapshot flush must be newer than every flush begun: writes since

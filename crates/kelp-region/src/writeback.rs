@@ -16,19 +16,24 @@
 //! Only the data area: the per-block contexts at the front of the file are
 //! rewritten by most writes and are left for the flush to write once.
 //!
+//! Random writes spread over a large volume reach that mark in no extent
+//! before the next flush (16 MiB over a 4 GiB volume is 128 KiB per 32 MiB
+//! extent). So the region counts too: once it has taken
+//! `REGION_WRITEBACK_AFTER` bytes since its last sweep, it starts the
+//! writeback of every extent written since, however little each took.
+//!
 //! The call is made on one background thread per process, never on a
 //! session's worker: submitting a few hundred random writes to the block
 //! layer takes long enough to show in the guest's write latency. An extent
-//! has at most one request queued; a request that finds the queue full is
-//! dropped. This is only a hint, and the flush writes whatever is still
-//! dirty: durability does not depend on any of it. Nothing is started
-//! while the extent's own flush is under way (its fdatasync would wait for
-//! the new writeback too), and a flush starts the count again.
+//! has at most one request queued; a batch of requests that finds the
+//! queue full is dropped. This is only a hint, and the flush writes
+//! whatever is still dirty: durability does not depend on any of it.
+//! Nothing is started while the extent's own flush is under way (its
+//! fdatasync would wait for the new writeback too), and a flush starts
+//! the counts again.
 //!
-//! Limits: the count is per extent, so a volume of many extents written
-//! thinly between flushes (random writes over a large volume) rarely
-//! reaches it, and its flushes write everything as before. On file systems
-//! where `sync_file_range` does nothing (overlayfs) nothing changes.
+//! Limits: on file systems where `sync_file_range` does nothing
+//! (overlayfs) nothing changes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
@@ -41,18 +46,24 @@ use kelp_storage::File;
 /// (docs/benchmarks.md).
 pub(crate) const WRITEBACK_AFTER: u64 = 256 << 10;
 
-/// Requests waiting for the background thread at most.
+/// Block data written to a whole region after which the writeback of
+/// every extent written since is started, however little each took:
+/// random writes spread over a large volume reach `WRITEBACK_AFTER` in
+/// no extent before the next flush (docs/benchmarks.md).
+pub(crate) const REGION_WRITEBACK_AFTER: u64 = 4 << 20;
+
+/// Batches waiting for the background thread at most.
 const QUEUE: usize = 64;
 
 /// A file whose writeback should start, from an offset to its end, and
 /// its extent's flag saying a request is queued (cleared once done).
-struct Request {
-    file: File,
+pub(crate) struct Request {
+    file: Arc<File>,
     from: u64,
     queued: Arc<AtomicBool>,
 }
 
-static QUEUE_TX: OnceLock<Option<SyncSender<Request>>> = OnceLock::new();
+static QUEUE_TX: OnceLock<Option<SyncSender<Vec<Request>>>> = OnceLock::new();
 
 /// Writebacks started so far in this process (the tests watch it).
 static STARTED: AtomicU64 = AtomicU64::new(0);
@@ -63,39 +74,41 @@ pub(crate) fn started() -> u64 {
     STARTED.load(Ordering::Relaxed)
 }
 
-/// Asks the background thread (started on the first call) to start writing
-/// `file` back from `from` to its end, unless `queued` says a request for
-/// the same extent is already waiting. `file` is opened only if asked.
-pub(crate) fn start(
-    file: impl FnOnce() -> std::io::Result<File>,
-    from: u64,
-    queued: &Arc<AtomicBool>,
-) {
+/// A request to start writing `file` back from `from` to its end, unless
+/// `queued` says one for the same extent is already waiting (then `None`).
+pub(crate) fn request(file: &Arc<File>, from: u64, queued: &Arc<AtomicBool>) -> Option<Request> {
     if queued.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    Some(Request {
+        file: file.clone(),
+        from,
+        queued: queued.clone(),
+    })
+}
+
+/// Hands `batch` to the background thread (started on the first call),
+/// as one entry of its queue; a batch that finds the queue full is dropped.
+pub(crate) fn start(batch: Vec<Request>) {
+    if batch.is_empty() {
         return;
     }
-    let file = match file() {
-        Ok(f) => f,
-        // Without a second handle the flush writes it all.
-        Err(_) => {
-            queued.store(false, Ordering::Release);
-            return;
-        }
-    };
     let tx = QUEUE_TX.get_or_init(|| {
-        let (tx, rx) = sync_channel::<Request>(QUEUE);
+        let (tx, rx) = sync_channel::<Vec<Request>>(QUEUE);
         let spawned = std::thread::Builder::new()
             .name("kelp-writeback".into())
             .spawn(move || {
-                for r in rx {
-                    // An I/O error here comes back from the flush's own
-                    // fdatasync, which fails the region; nothing to do.
-                    if let Err(e) = r.file.start_writeback(r.from) {
-                        tracing::debug!(error = %e, "starting writeback failed");
+                for batch in rx {
+                    for r in batch {
+                        // An I/O error here comes back from the flush's own
+                        // fdatasync, which fails the region; nothing to do.
+                        if let Err(e) = r.file.start_writeback(r.from) {
+                            tracing::debug!(error = %e, "starting writeback failed");
+                        }
+                        drop(r.file);
+                        r.queued.store(false, Ordering::Release);
+                        STARTED.fetch_add(1, Ordering::Relaxed);
                     }
-                    drop(r.file);
-                    r.queued.store(false, Ordering::Release);
-                    STARTED.fetch_add(1, Ordering::Relaxed);
                 }
             });
         match spawned {
@@ -106,19 +119,14 @@ pub(crate) fn start(
             }
         }
     });
-    let request = Request {
-        file,
-        from,
-        queued: queued.clone(),
-    };
     let refused = match tx {
-        Some(tx) => match tx.try_send(request) {
+        Some(tx) => match tx.try_send(batch) {
             Ok(()) => None,
-            Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => Some(r),
+            Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => Some(b),
         },
-        None => Some(request),
+        None => Some(batch),
     };
-    if let Some(r) = refused {
+    for r in refused.into_iter().flatten() {
         r.queued.store(false, Ordering::Release);
     }
 }
