@@ -81,7 +81,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use kelp_storage::{File, Open, Storage};
 
@@ -238,8 +237,8 @@ pub struct Extent {
     /// Block data written since this extent's writeback was last started
     /// or its last flush began (writeback.rs).
     unstarted: u64,
-    /// A writeback request for this extent is queued (writeback.rs).
-    writeback_queued: Arc<AtomicBool>,
+    /// Shared with this extent's queued writeback request (writeback.rs).
+    writeback: Arc<crate::writeback::Flags>,
 }
 
 pub fn data_offset(n: u32) -> u64 {
@@ -439,7 +438,7 @@ impl Extent {
             saved,
             link: None,
             unstarted: 0,
-            writeback_queued: Arc::default(),
+            writeback: Arc::default(),
         };
         if format != LINKED_FORMAT {
             ext.load_slots(snaps)?;
@@ -1049,7 +1048,7 @@ impl Extent {
             return None;
         }
         self.unstarted = 0;
-        crate::writeback::request(&self.file, self.data_off, &self.writeback_queued)
+        crate::writeback::request(&self.file, self.data_off, &self.writeback)
     }
 
     /// Zeroes blocks (WRITE_ZEROES and TRIM): a zero context, no data
@@ -1152,6 +1151,7 @@ impl Extent {
             b.unflushed = false;
         }
         self.unstarted = 0;
+        self.writeback.set_flushing(true);
         self.flight = Some(FlushFlight {
             before: self.version,
             written: false,
@@ -1189,6 +1189,7 @@ impl Extent {
         let Some(flight) = self.flight.take() else {
             return Ok(());
         };
+        self.writeback.set_flushing(false);
         for b in &mut self.blocks {
             if b.flushing && !ok {
                 b.unflushed = true;

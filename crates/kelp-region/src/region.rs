@@ -607,12 +607,13 @@ impl Region {
             let at = at as usize;
             let d = &data[at * bs..(at + n as usize) * bs];
             let e = &mut self.extents[eid as usize];
-            if e.unstarted() == 0 {
+            let listed = e.unstarted() > 0;
+            e.write(first, d, &crcs[at..at + n as usize], birth)?;
+            if !listed && e.unstarted() > 0 {
                 self.touched.push(eid);
             }
-            e.write(first, d, &crcs[at..at + n as usize], birth)?;
+            self.unstarted += d.len() as u64;
         }
-        self.unstarted += data.len() as u64;
         if self.unstarted >= crate::writeback::REGION_WRITEBACK_AFTER {
             self.start_writeback();
         }
@@ -713,9 +714,6 @@ impl Region {
             self.catalog.clone().add(s.clone())?;
         }
         self.flush_mark = self.flush_mark.max(flush);
-        // Every extent's count starts again below (writeback.rs).
-        self.unstarted = 0;
-        self.touched.clear();
         let mut out = Vec::new();
         for i in 0..self.extents.len() {
             match self.extents[i].flush_begin(false) {
@@ -727,6 +725,9 @@ impl Region {
                 }
             }
         }
+        // Every dirty extent's count started again (writeback.rs).
+        self.unstarted = 0;
+        self.touched.clear();
         self.flushing = !out.is_empty();
         if let Some(s) = snapshot {
             if self.flushing {
@@ -1092,6 +1093,81 @@ mod tests {
         r.flush(2, 1).unwrap();
         let (_, got) = r.read(0, per / bs).unwrap();
         assert!(got.iter().all(|&b| b == 2));
+    }
+
+    /// Extents whose flush is under way are not started by a sweep but stay
+    /// listed, and the first sweep after the flush ended starts them; a
+    /// flush begun starts the region's count again.
+    #[test]
+    fn a_sweep_skips_extents_being_flushed_and_starts_them_later() {
+        use crate::writeback::{REGION_WRITEBACK_AFTER, WRITEBACK_AFTER};
+        let d = tempfile::tempdir().unwrap();
+        let bs = 4096u64;
+        let (extent_blocks, extents) = (256u32, 80u32);
+        let mut r = Region::create(d.path(), bs as u32, extent_blocks, extents).unwrap();
+        let per = WRITEBACK_AFTER / 2;
+        // `per` bytes at block `at` of extent `i`.
+        let write = |r: &mut Region, i: u32, at: u64| {
+            let data = vec![7u8; per as usize];
+            let crcs: Vec<u32> = data
+                .chunks(bs as usize)
+                .map(crate::context::block_crc)
+                .collect();
+            r.write(i as u64 * extent_blocks as u64 + at, &data, &crcs)
+                .unwrap();
+        };
+        let marks = (REGION_WRITEBACK_AFTER / per) as u32;
+        assert!(2 * marks <= extents, "the test needs more extents");
+        // Extents 0..4 written, then their flush begins.
+        for i in 0..4 {
+            write(&mut r, i, 0);
+        }
+        let handles = r.flush_begin(1, None).unwrap();
+        assert_eq!(handles.len(), 4);
+        assert_eq!(r.unstarted, 0, "the flush did not start the count again");
+        // Past the region's mark, the flushing extents among those written
+        // (blocks the flush does not hold).
+        for i in 0..marks {
+            write(&mut r, i, extent_blocks as u64 / 2);
+        }
+        for i in 0..4 {
+            assert_eq!(
+                r.extents[i as usize].unstarted(),
+                per,
+                "extent {i} started in its flush"
+            );
+        }
+        for i in 4..marks {
+            assert_eq!(
+                r.extents[i as usize].unstarted(),
+                0,
+                "extent {i} not started"
+            );
+        }
+        assert_eq!(
+            r.touched,
+            vec![0, 1, 2, 3],
+            "flushing extents kept for the next sweep"
+        );
+        for (eid, h) in &handles {
+            h.sync().unwrap();
+            r.flush_header(*eid, 1, 1).unwrap();
+            h.sync_header().unwrap();
+            r.flush_end(*eid, true).unwrap();
+        }
+        r.flush_finish();
+        assert!(r.writable().is_ok(), "the flush failed the region");
+        // The next sweep starts them.
+        for i in marks..2 * marks {
+            write(&mut r, i, 0);
+        }
+        for i in 0..2 * marks {
+            assert_eq!(
+                r.extents[i as usize].unstarted(),
+                0,
+                "extent {i} not started"
+            );
+        }
     }
 
     /// A snapshot flush must be newer than every flush begun: writes since

@@ -29,8 +29,9 @@
 //! queue full is dropped. This is only a hint, and the flush writes
 //! whatever is still dirty: durability does not depend on any of it.
 //! Nothing is started while the extent's own flush is under way (its
-//! fdatasync would wait for the new writeback too), and a flush starts
-//! the counts again.
+//! fdatasync would wait for the new writeback too): no request is made
+//! then, and one queued before the flush began is dropped when its turn
+//! comes. A flush starts the counts again.
 //!
 //! Limits: on file systems where `sync_file_range` does nothing
 //! (overlayfs) nothing changes.
@@ -55,12 +56,28 @@ pub(crate) const REGION_WRITEBACK_AFTER: u64 = 4 << 20;
 /// Batches waiting for the background thread at most.
 const QUEUE: usize = 64;
 
+/// What an extent and its queued request share.
+#[derive(Default)]
+pub(crate) struct Flags {
+    /// A request for the extent is queued (cleared once done).
+    queued: AtomicBool,
+    /// The extent's flush is under way: a request queued before it began
+    /// is dropped when its turn comes.
+    flushing: AtomicBool,
+}
+
+impl Flags {
+    pub(crate) fn set_flushing(&self, on: bool) {
+        self.flushing.store(on, Ordering::Release);
+    }
+}
+
 /// A file whose writeback should start, from an offset to its end, and
-/// its extent's flag saying a request is queued (cleared once done).
+/// its extent's flags.
 pub(crate) struct Request {
     file: Arc<File>,
     from: u64,
-    queued: Arc<AtomicBool>,
+    flags: Arc<Flags>,
 }
 
 static QUEUE_TX: OnceLock<Option<SyncSender<Vec<Request>>>> = OnceLock::new();
@@ -75,16 +92,33 @@ pub(crate) fn started() -> u64 {
 }
 
 /// A request to start writing `file` back from `from` to its end, unless
-/// `queued` says one for the same extent is already waiting (then `None`).
-pub(crate) fn request(file: &Arc<File>, from: u64, queued: &Arc<AtomicBool>) -> Option<Request> {
-    if queued.swap(true, Ordering::AcqRel) {
+/// one for the same extent is already queued (then `None`).
+pub(crate) fn request(file: &Arc<File>, from: u64, flags: &Arc<Flags>) -> Option<Request> {
+    if flags.queued.swap(true, Ordering::AcqRel) {
         return None;
     }
     Some(Request {
         file: file.clone(),
         from,
-        queued: queued.clone(),
+        flags: flags.clone(),
     })
+}
+
+/// Starts one request's writeback, on the background thread.
+fn run(r: Request) {
+    // Looked at just before the call: a flush that begins during it waits
+    // for this writeback too, a narrow window left open rather than making
+    // the flush wait for this thread.
+    if !r.flags.flushing.load(Ordering::Acquire) {
+        // An I/O error here comes back from the flush's own fdatasync,
+        // which fails the region.
+        if let Err(e) = r.file.start_writeback(r.from) {
+            tracing::debug!(error = %e, "starting writeback failed");
+        }
+        STARTED.fetch_add(1, Ordering::Relaxed);
+    }
+    drop(r.file);
+    r.flags.queued.store(false, Ordering::Release);
 }
 
 /// Hands `batch` to the background thread (started on the first call),
@@ -99,16 +133,7 @@ pub(crate) fn start(batch: Vec<Request>) {
             .name("kelp-writeback".into())
             .spawn(move || {
                 for batch in rx {
-                    for r in batch {
-                        // An I/O error here comes back from the flush's own
-                        // fdatasync, which fails the region; nothing to do.
-                        if let Err(e) = r.file.start_writeback(r.from) {
-                            tracing::debug!(error = %e, "starting writeback failed");
-                        }
-                        drop(r.file);
-                        r.queued.store(false, Ordering::Release);
-                        STARTED.fetch_add(1, Ordering::Relaxed);
-                    }
+                    batch.into_iter().for_each(run);
                 }
             });
         match spawned {
@@ -127,6 +152,33 @@ pub(crate) fn start(batch: Vec<Request>) {
         None => Some(batch),
     };
     for r in refused.into_iter().flatten() {
-        r.queued.store(false, Ordering::Release);
+        r.flags.queued.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kelp_storage::{Open, Storage};
+
+    /// A request queued before its extent's flush began is dropped when
+    /// its turn comes, and frees the extent for the next request.
+    #[test]
+    fn a_request_is_dropped_once_its_extent_is_flushing() {
+        let d = tempfile::tempdir().unwrap();
+        let f = Storage::real()
+            .open(&d.path().join("f"), Open::CREATE)
+            .unwrap();
+        let file = Arc::new(f);
+        let flags = Arc::new(Flags::default());
+        let r = request(&file, 0, &flags).unwrap();
+        assert!(request(&file, 0, &flags).is_none(), "queued twice");
+        flags.set_flushing(true);
+        let before = started();
+        run(r);
+        assert_eq!(started(), before, "started during the flush");
+        flags.set_flushing(false);
+        run(request(&file, 0, &flags).expect("the extent is free again"));
+        assert_eq!(started(), before + 1);
     }
 }
