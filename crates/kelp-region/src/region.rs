@@ -1028,6 +1028,16 @@ mod tests {
         ));
     }
 
+    /// Writes `len` bytes of `fill` from block `start`, with their CRCs.
+    fn write_filled(r: &mut Region, start: u64, len: u64, fill: u8) {
+        let data = vec![fill; len as usize];
+        let crcs: Vec<u32> = data
+            .chunks(r.def.block_size as usize)
+            .map(crate::context::block_crc)
+            .collect();
+        r.write(start, &data, &crcs).unwrap();
+    }
+
     /// Random writes spread thinly over many extents, none of which takes
     /// `WRITEBACK_AFTER`, still start writeback once the region has taken
     /// `REGION_WRITEBACK_AFTER`; a flush starts the region's count again.
@@ -1041,13 +1051,7 @@ mod tests {
         // Each write: half the extent mark, in extent `i`.
         let per = WRITEBACK_AFTER / 2;
         let write = |r: &mut Region, i: u32, fill: u8| {
-            let data = vec![fill; per as usize];
-            let crcs: Vec<u32> = data
-                .chunks(bs as usize)
-                .map(crate::context::block_crc)
-                .collect();
-            r.write(i as u64 * extent_blocks as u64, &data, &crcs)
-                .unwrap();
+            write_filled(r, i as u64 * extent_blocks as u64, per, fill);
         };
         let marks = (REGION_WRITEBACK_AFTER / per) as u32;
         assert!(marks < extents, "the test needs more extents");
@@ -1108,13 +1112,7 @@ mod tests {
         let per = WRITEBACK_AFTER / 2;
         // `per` bytes at block `at` of extent `i`.
         let write = |r: &mut Region, i: u32, at: u64| {
-            let data = vec![7u8; per as usize];
-            let crcs: Vec<u32> = data
-                .chunks(bs as usize)
-                .map(crate::context::block_crc)
-                .collect();
-            r.write(i as u64 * extent_blocks as u64 + at, &data, &crcs)
-                .unwrap();
+            write_filled(r, i as u64 * extent_blocks as u64 + at, per, 7);
         };
         let marks = (REGION_WRITEBACK_AFTER / per) as u32;
         assert!(2 * marks <= extents, "the test needs more extents");
