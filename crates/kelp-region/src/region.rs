@@ -636,6 +636,13 @@ impl Region {
         crate::writeback::start(batch);
     }
 
+    /// A flush began: every dirty extent's count started again, so the
+    /// region's does too (writeback.rs).
+    fn restart_writeback_count(&mut self) {
+        self.unstarted = 0;
+        self.touched.clear();
+    }
+
     /// What new versions are stamped with: born after the last flush begun,
     /// saved for the newest snapshot (including one being taken).
     pub(crate) fn birth(&self) -> Birth {
@@ -666,8 +673,7 @@ impl Region {
         self.writable()?;
         self.not_flushing()?;
         self.flush_mark = self.flush_mark.max(flush);
-        self.unstarted = 0;
-        self.touched.clear();
+        self.restart_writeback_count();
         let mut dirty: Vec<&mut Extent> =
             self.extents.iter_mut().filter(|e| e.is_dirty()).collect();
         // Each extent's sync, clean header, sync sequence is independent of
@@ -725,9 +731,7 @@ impl Region {
                 }
             }
         }
-        // Every dirty extent's count started again (writeback.rs).
-        self.unstarted = 0;
-        self.touched.clear();
+        self.restart_writeback_count();
         self.flushing = !out.is_empty();
         if let Some(s) = snapshot {
             if self.flushing {
